@@ -1,0 +1,178 @@
+"""Block encoding and verification, pure and synchronous.
+
+Rules kept here:
+
+- A block is stored and sent either *plain* (its plaintext) or *compressed* (exactly one
+  zstd frame, written with a content checksum and the content size).
+- Verification always hashes the plaintext and compares it with the block's name, for
+  both encodings. zstd's own checksum is checked on the way but never trusted alone.
+- Decoding is streaming and bounded: a :class:`BlockDecoder` takes encoded chunks and
+  gives plaintext chunks, refusing to produce more than ``max_size`` bytes (a
+  decompression bomb from a peer stops early), and :meth:`BlockDecoder.finish` says
+  whether the whole thing was valid.
+
+Everything here is CPU work; callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import zstandard
+
+from ..errors import CorruptBlockError
+from .hashing import Hash, Hasher, blake2sum
+
+#: Upper bound on a block's plaintext size unless configured otherwise.
+DEFAULT_MAX_BLOCK_SIZE = 64 * 1024 * 1024
+
+
+class BlockHeader(enum.Enum):
+    """How a block's bytes are encoded, on disk and on the wire."""
+
+    PLAIN = "plain"
+    COMPRESSED = "compressed"
+
+    @property
+    def suffix(self) -> str:
+        """File-name suffix of a copy in this encoding."""
+        return ".zst" if self is BlockHeader.COMPRESSED else ""
+
+
+@dataclass(frozen=True, slots=True)
+class DataBlock:
+    """A block's bytes in one encoding: what is written to disk or sent to a peer."""
+
+    header: BlockHeader
+    payload: bytes
+
+    @property
+    def compressed(self) -> bool:
+        return self.header is BlockHeader.COMPRESSED
+
+    def __len__(self) -> int:
+        return len(self.payload)
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+
+
+def encode_block(plaintext: bytes, compression_level: int | None) -> DataBlock:
+    """Encode plaintext for storage: one zstd frame when a level is given, else plain.
+
+    Incompressible data is compressed too (zstd stores it in raw blocks, a few bytes
+    larger): the contract is that a configured level means every block is ``.zst``.
+    """
+    if compression_level is None:
+        return DataBlock(BlockHeader.PLAIN, bytes(plaintext))
+    return DataBlock(BlockHeader.COMPRESSED, _compressor(compression_level).compress(plaintext))
+
+
+def hash_and_encode(plaintext: bytes, compression_level: int | None) -> tuple[Hash, DataBlock]:
+    """Hash plaintext and encode it, in one call (one trip to a worker thread)."""
+    return blake2sum(plaintext), encode_block(plaintext, compression_level)
+
+
+class BlockDecoder:
+    """Turns the encoded bytes of one block into verified plaintext, chunk by chunk.
+
+    ``feed`` returns the plaintext decoded so far (possibly empty); ``finish`` raises
+    :class:`CorruptBlockError` unless the input was one complete, valid encoding whose
+    plaintext hashes to ``expected``. A caller that must not hand out unverified bytes
+    holds back the last chunk until ``finish`` returns.
+    """
+
+    def __init__(
+        self,
+        expected: Hash,
+        header: BlockHeader,
+        *,
+        max_size: int = DEFAULT_MAX_BLOCK_SIZE,
+    ) -> None:
+        self.expected = expected
+        self.header = header
+        self.max_size = max_size
+        self._hasher = Hasher()
+        self._size = 0
+        self._failed: str | None = None
+        self._dobj = (
+            zstandard.ZstdDecompressor().decompressobj()
+            if header is BlockHeader.COMPRESSED
+            else None
+        )
+
+    @property
+    def plaintext_size(self) -> int:
+        return self._size
+
+    def _fail(self, reason: str) -> CorruptBlockError:
+        self._failed = reason
+        return CorruptBlockError(self.expected, f"block {self.expected.hex()} is corrupt: {reason}")
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> bytes:
+        """Decode one chunk of encoded bytes; raise ``CorruptBlockError`` early if possible."""
+        if self._failed is not None:
+            raise CorruptBlockError(self.expected, self._failed)
+        if self._dobj is None:
+            out = bytes(chunk)
+        else:
+            if self._dobj.eof:
+                if len(chunk):
+                    raise self._fail("bytes after the end of the zstd frame")
+                return b""
+            try:
+                out = self._dobj.decompress(bytes(chunk))
+            except zstandard.ZstdError as exc:
+                raise self._fail(f"zstd: {exc}") from None
+            if self._dobj.eof and self._dobj.unused_data:
+                raise self._fail("bytes after the end of the zstd frame")
+        self._size += len(out)
+        if self._size > self.max_size:
+            raise self._fail(f"plaintext exceeds the {self.max_size}-byte block size limit")
+        self._hasher.update(out)
+        return out
+
+    def finish(self) -> None:
+        """Check completeness and the plaintext hash."""
+        if self._failed is not None:
+            raise CorruptBlockError(self.expected, self._failed)
+        if self._dobj is not None and not self._dobj.eof:
+            raise self._fail("truncated zstd frame")
+        actual = self._hasher.digest()
+        if actual != self.expected:
+            raise self._fail(f"plaintext hashes to {actual.hex()}")
+
+
+def decode_block(
+    expected: Hash, block: DataBlock, *, max_size: int = DEFAULT_MAX_BLOCK_SIZE
+) -> bytes:
+    """Verify a whole encoded block and return its plaintext."""
+    decoder = BlockDecoder(expected, block.header, max_size=max_size)
+    plaintext = decoder.feed(block.payload)
+    decoder.finish()
+    return plaintext
+
+
+def verify_block(
+    expected: Hash, block: DataBlock, *, max_size: int = DEFAULT_MAX_BLOCK_SIZE
+) -> None:
+    """Raise ``CorruptBlockError`` unless ``block`` decodes to plaintext named ``expected``."""
+    decoder = BlockDecoder(expected, block.header, max_size=max_size)
+    view = memoryview(block.payload)
+    step = 1 << 20
+    # Decode in slices so that verifying a large compressed block needs bounded memory.
+    for offset in range(0, len(view), step):
+        decoder.feed(view[offset : offset + step])
+    decoder.finish()
+
+
+def iter_chunks(data: bytes, size: int) -> Iterator[bytes]:
+    """Split ``data`` into chunks of at most ``size`` bytes (one empty chunk for b"")."""
+    if not data:
+        yield b""
+        return
+    for offset in range(0, len(data), size):
+        yield data[offset : offset + size]

@@ -1,0 +1,494 @@
+"""Block files in data directories.
+
+Rules kept here (DESIGN §2, on-disk compatible with Garage):
+
+- A block lives at ``<dir>/<hex h[0]>/<hex h[1]>/<hex h>``, plus ``.zst`` when compressed.
+- Lookup order: with compression on, ``.zst`` before plain; with it off, plain before
+  ``.zst``; the primary directory of the block's partition before its secondaries.
+- A write goes to ``<final>.tmp<8 hex>`` in the final directory: write, set mtime,
+  fsync, rename, fsync the directory (the fsyncs only with ``data_fsync``). A failure or
+  cancellation at any point removes the temp file; nothing is ever visible under a final
+  name before it is complete.
+- An existing copy is kept, except that a compressed copy replaces a plain one. Keeping a
+  copy still refreshes its mtime: the mtime is the "last written" time that protects a
+  freshly put block from garbage collection (see ``_core/resync.py``).
+- A copy failing verification is renamed to ``<name>.corrupted`` (or ``.zst.corrupted``).
+- Deletion first renames the copy to a temp name (so it vanishes atomically from lookups)
+  and then unlinks it; temp names left by a crash are removed at start-up.
+
+Every ``*_sync`` method blocks and runs in a worker thread through ``run_blocking``;
+async methods take the block's mutation lock where they mutate, and ``*_locked``
+variants exist for callers that already hold it.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ..errors import ConfigError, CorruptBlockError
+from .._core.block import BlockDecoder, BlockHeader, DataBlock, decode_block
+from .._core.datalayout import DataLayout
+from .._core.hashing import Hash
+from .locks import KeyedLock
+from .offload import run_blocking
+
+log = logging.getLogger("trioblock.storage")
+
+TMP_SUFFIX_RE = re.compile(r"\.tmp[0-9a-f]{8}$")
+BLOCK_NAME_RE = re.compile(r"^([0-9a-f]{64})(\.zst)?$")
+MARKER_NAME = "trioblock-marker"
+READ_CHUNK = 1 << 20
+
+
+class WriteOutcome(enum.Enum):
+    WRITTEN = "written"
+    KEPT = "kept"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLocation:
+    """Where a copy of a block was found."""
+
+    hash: Hash
+    path: Path
+    header: BlockHeader
+    size: int
+    mtime_ns: int
+
+    @property
+    def written_at_msec(self) -> int:
+        return self.mtime_ns // 1_000_000
+
+
+def block_subdir(root: Path, hash: bytes) -> Path:
+    return root / f"{hash[0]:02x}" / f"{hash[1]:02x}"
+
+
+def block_path(root: Path, hash: bytes, header: BlockHeader) -> Path:
+    return block_subdir(root, hash) / (bytes(hash).hex() + header.suffix)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def temp_name(final: Path) -> Path:
+    return final.with_name(f"{final.name}.tmp{secrets.token_hex(4)}")
+
+
+class BlockStore:
+    """The block files of one node, over one or several data directories."""
+
+    def __init__(
+        self,
+        layout: DataLayout,
+        *,
+        compression: bool,
+        fsync: bool,
+        limiter: trio.CapacityLimiter,
+        max_block_size: int,
+    ) -> None:
+        self.layout = layout
+        self.compression = compression
+        self.fsync = fsync
+        self.limiter = limiter
+        self.max_block_size = max_block_size
+        self.locks = KeyedLock()
+        self._order = (
+            (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
+            if compression
+            else (BlockHeader.PLAIN, BlockHeader.COMPRESSED)
+        )
+
+    # -- directories and markers --------------------------------------------------------
+
+    def prepare_dirs_sync(self, known: dict[str, str], node_id: str) -> dict[str, str]:
+        """Create missing directories and check each one's marker file.
+
+        ``known`` maps directory paths to the marker token this node wrote there before.
+        A known directory whose marker is missing or different is most likely a wrong or
+        missing mount, and writing to it would scatter blocks: that is a ``ConfigError``.
+        Returns the (possibly extended) mapping to persist.
+        """
+        result = dict(known)
+        for root in self.layout.dirs:
+            marker = root / MARKER_NAME
+            expected = known.get(str(root))
+            if expected is not None:
+                try:
+                    found = marker.read_text().strip()
+                except FileNotFoundError:
+                    raise ConfigError(
+                        "data_dir",
+                        f"{root} has no {MARKER_NAME} file although this node wrote blocks "
+                        "there: is the disk mounted?",
+                    ) from None
+                except OSError as exc:
+                    raise ConfigError("data_dir", f"{root}: cannot read marker: {exc}") from exc
+                if found != expected:
+                    raise ConfigError(
+                        "data_dir",
+                        f"{root} belongs to another node or layout (marker {found!r}, "
+                        f"expected {expected!r}): wrong mount?",
+                    )
+                continue
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                if marker.exists():
+                    token = marker.read_text().strip()
+                else:
+                    token = f"{node_id}:{secrets.token_hex(8)}"
+                    tmp = temp_name(marker)
+                    tmp.write_text(token + "\n")
+                    os.replace(tmp, marker)
+                    if self.fsync:
+                        _fsync_dir(root)
+            except OSError as exc:
+                raise ConfigError("data_dir", f"{root}: {exc.strerror or exc}") from exc
+            result[str(root)] = token
+        return result
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def find_sync(self, hash: Hash) -> BlockLocation | None:
+        """The first readable copy of ``hash`` in lookup order, or None."""
+        for root in self.layout.candidate_dirs(hash):
+            subdir = block_subdir(root, hash)
+            for header in self._order:
+                path = subdir / (hash.hex() + header.suffix)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                except NotADirectoryError:
+                    continue
+                return BlockLocation(hash, path, header, st.st_size, st.st_mtime_ns)
+        return None
+
+    async def find(self, hash: Hash) -> BlockLocation | None:
+        return await run_blocking(self.find_sync, hash, limiter=self.limiter)
+
+    async def exists(self, hash: Hash) -> bool:
+        return await self.find(hash) is not None
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read_raw_sync(self, hash: Hash) -> tuple[DataBlock, BlockLocation] | None:
+        """The encoded bytes of the first copy, unverified, or None when there is none."""
+        for _attempt in range(3):
+            loc = self.find_sync(hash)
+            if loc is None:
+                return None
+            try:
+                with open(loc.path, "rb") as f:
+                    payload = f.read()
+            except FileNotFoundError:
+                # Replaced or deleted between stat and open: look again.
+                continue
+            return DataBlock(loc.header, payload), loc
+        return None
+
+    def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
+        """Read and verify the first copy: (plaintext, encoded, where) or None if absent.
+
+        Raises ``CorruptBlockError`` (with a ``location`` attribute) when the copy fails.
+        """
+        found = self.read_raw_sync(hash)
+        if found is None:
+            return None
+        block, loc = found
+        try:
+            plaintext = decode_block(hash, block, max_size=self.max_block_size)
+        except CorruptBlockError as exc:
+            exc.location = loc  # type: ignore[attr-defined]
+            raise
+        return plaintext, block, loc
+
+    def verify_file_sync(self, loc: BlockLocation) -> bool:
+        """Whether the file at ``loc`` is a valid copy (False when it is gone)."""
+        try:
+            f = open(loc.path, "rb")
+        except FileNotFoundError:
+            return False
+        with f:
+            decoder = BlockDecoder(loc.hash, loc.header, max_size=self.max_block_size)
+            try:
+                while chunk := f.read(READ_CHUNK):
+                    decoder.feed(chunk)
+                decoder.finish()
+            except CorruptBlockError:
+                return False
+        return True
+
+    async def read_verified(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
+        """Verified plaintext of the local copy; quarantines it and raises if corrupt."""
+        try:
+            return await run_blocking(self.read_verified_sync, hash, limiter=self.limiter)
+        except CorruptBlockError as exc:
+            loc: BlockLocation | None = getattr(exc, "location", None)
+            if loc is not None:
+                await self.quarantine(loc)
+            raise
+
+    @asynccontextmanager
+    async def open_stream(self, loc: BlockLocation) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Chunks of the encoded file at ``loc``, read in worker threads."""
+        f = await run_blocking(open, loc.path, "rb", limiter=self.limiter)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                chunk = await run_blocking(f.read, READ_CHUNK, limiter=self.limiter)
+                if not chunk:
+                    return
+                yield chunk
+
+        try:
+            yield chunks()
+        finally:
+            with trio.CancelScope(shield=True):
+                await run_blocking(f.close, limiter=self.limiter)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _make_subdir(self, root: Path, hash: bytes) -> Path:
+        subdir = block_subdir(root, hash)
+        if subdir.is_dir():
+            return subdir
+        created: list[Path] = []
+        for d in (subdir.parent, subdir):
+            try:
+                d.mkdir()
+                created.append(d)
+            except FileExistsError:
+                pass
+        if self.fsync:
+            # Make the new directory entries themselves durable.
+            for d in created:
+                _fsync_dir(d.parent)
+        return subdir
+
+    def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
+        """Durably store ``block`` unless an equal or better copy exists (see module rules).
+
+        The caller holds the block's lock and has verified ``block``.
+        """
+        existing = self.find_sync(hash)
+        stale: Path | None = None
+        if existing is not None:
+            if existing.header is BlockHeader.COMPRESSED or not block.compressed:
+                mtime_ns = written_at_msec * 1_000_000
+                if mtime_ns > existing.mtime_ns:
+                    try:
+                        os.utime(existing.path, ns=(mtime_ns, mtime_ns))
+                    except FileNotFoundError:
+                        pass
+                    except PermissionError:
+                        pass  # a read-only secondary directory
+                return WriteOutcome.KEPT
+            stale = existing.path
+        root = self.layout.primary_dir(hash)
+        subdir = self._make_subdir(root, hash)
+        final = subdir / (hash.hex() + block.header.suffix)
+        tmp = temp_name(final)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                _write_all(fd, block.payload)
+                mtime_ns = written_at_msec * 1_000_000
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        if stale is not None and stale != final:
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not remove plain copy %s after compressing: %s", stale, exc)
+        if self.fsync:
+            _fsync_dir(subdir)
+            if stale is not None and stale.parent != subdir:
+                _fsync_dir(stale.parent)
+        return WriteOutcome.REPLACED if stale is not None else WriteOutcome.WRITTEN
+
+    async def write_block_locked(
+        self, hash: Hash, block: DataBlock, written_at_msec: int
+    ) -> WriteOutcome:
+        return await run_blocking(self.write_sync, hash, block, written_at_msec, limiter=self.limiter)
+
+    async def write_block(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
+        async with self.locks.hold(hash):
+            return await self.write_block_locked(hash, block, written_at_msec)
+
+    # -- quarantine and deletion -----------------------------------------------------------
+
+    def quarantine_sync(self, loc: BlockLocation) -> Path | None:
+        """Rename a copy that still fails verification to ``*.corrupted``."""
+        if self.verify_file_sync(loc):
+            return None
+        target = loc.path.with_name(loc.path.name + ".corrupted")
+        try:
+            os.replace(loc.path, target)
+        except FileNotFoundError:
+            return None
+        if self.fsync:
+            _fsync_dir(loc.path.parent)
+        log.warning("block %s is corrupt: moved to %s", loc.hash.hex(), target)
+        return target
+
+    async def quarantine_locked(self, loc: BlockLocation) -> Path | None:
+        return await run_blocking(self.quarantine_sync, loc, limiter=self.limiter)
+
+    async def quarantine(self, loc: BlockLocation) -> Path | None:
+        async with self.locks.hold(loc.hash):
+            return await self.quarantine_locked(loc)
+
+    @staticmethod
+    def detach_now(loc: BlockLocation) -> Path | None:
+        """Rename a copy to a temp name, *on the calling thread*; None if it is gone.
+
+        This is the only filesystem call trioblock makes on the Trio thread, on purpose:
+        the node checks the reference count and detaches the file in one uninterrupted
+        step, so that a synchronous ``incref`` can never slip in between (a single
+        rename of a file in a cached directory takes microseconds).
+        """
+        trash = temp_name(loc.path)
+        try:
+            os.rename(loc.path, trash)
+        except FileNotFoundError:
+            return None
+        return trash
+
+    def discard_sync(self, trash: Path) -> None:
+        try:
+            os.unlink(trash)
+        except FileNotFoundError:
+            return
+        if self.fsync:
+            _fsync_dir(trash.parent)
+
+    async def discard(self, trash: Path) -> None:
+        await run_blocking(self.discard_sync, trash, limiter=self.limiter)
+
+    async def delete_locked(self, loc: BlockLocation) -> bool:
+        trash = self.detach_now(loc)
+        if trash is None:
+            return False
+        await self.discard(trash)
+        return True
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def cleanup_temps_sync(self) -> int:
+        """Remove temp files left by a crash in every data directory; return the count."""
+        removed = 0
+        for root in self.layout.dirs:
+            for path in _iter_files(root):
+                if TMP_SUFFIX_RE.search(path.name):
+                    try:
+                        os.unlink(path)
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        if exc.errno != errno.EROFS:
+                            log.warning("could not remove stale temp file %s: %s", path, exc)
+        return removed
+
+
+def _iter_files(root: Path) -> Iterator[Path]:
+    try:
+        level1 = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for d1 in level1:
+        if len(d1.name) != 2 or not d1.is_dir(follow_symlinks=False):
+            continue
+        try:
+            level2 = sorted(os.scandir(d1.path), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue
+        for d2 in level2:
+            if len(d2.name) != 2 or not d2.is_dir(follow_symlinks=False):
+                continue
+            try:
+                entries = sorted(os.scandir(d2.path), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path)
+
+
+def iter_block_files(root: Path, start_after: str = "") -> Iterator[BlockLocation]:
+    """Every block file under a data directory (ours or Garage's), in hash order.
+
+    ``start_after`` is a hex prefix already done; subdirectories wholly before it are
+    skipped without listing them, so a resumed walk costs nothing for the finished part.
+    """
+    try:
+        level1 = sorted(e.name for e in os.scandir(root) if len(e.name) == 2 and e.is_dir())
+    except FileNotFoundError:
+        return
+    for n1 in level1:
+        if start_after and n1 < start_after[:2]:
+            continue
+        try:
+            level2 = sorted(
+                e.name for e in os.scandir(root / n1) if len(e.name) == 2 and e.is_dir()
+            )
+        except FileNotFoundError:
+            continue
+        for n2 in level2:
+            if start_after and n1 + n2 < start_after[:4]:
+                continue
+            try:
+                entries = sorted(os.scandir(root / n1 / n2), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                m = BLOCK_NAME_RE.match(entry.name)
+                if m is None or m.group(1) <= start_after:
+                    continue
+                if not m.group(1).startswith(n1 + n2):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                header = BlockHeader.COMPRESSED if m.group(2) else BlockHeader.PLAIN
+                yield BlockLocation(
+                    Hash(bytes.fromhex(m.group(1))), Path(entry.path), header, st.st_size, st.st_mtime_ns
+                )

@@ -1,0 +1,109 @@
+"""Errors raised by trioblock.
+
+Every error trioblock raises on purpose is a :class:`TrioblockError`::
+
+    TrioblockError
+    ├── BlockError                 something is wrong with one block
+    │   ├── CorruptBlockError      a copy failed verification (plaintext hash mismatch)
+    │   └── MissingBlockError      no reachable node holds a valid copy
+    ├── QuorumError                fewer nodes than the write quorum acknowledged
+    ├── ProtocolError              a peer sent bytes that break the wire protocol
+    │   └── AuthenticationError    a peer failed the shared-secret handshake
+    ├── TransportError             a peer could not be reached or the connection broke
+    └── ConfigError                the configuration is invalid (names the field)
+
+Whose fault it was is part of the type: ``ProtocolError`` and ``AuthenticationError``
+blame the peer, ``ConfigError`` blames the caller's configuration, ``CorruptBlockError``
+blames the disk (or a peer's disk). Misuse of the API (a hash of the wrong length, a
+negative size) raises the usual ``ValueError``/``TypeError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BlockError",
+    "ConfigError",
+    "CorruptBlockError",
+    "MissingBlockError",
+    "ProtocolError",
+    "QuorumError",
+    "TransportError",
+    "TrioblockError",
+]
+
+
+class TrioblockError(Exception):
+    """Base class of every error trioblock raises on purpose."""
+
+
+class BlockError(TrioblockError):
+    """An error about one block; ``hash`` names it."""
+
+    def __init__(self, hash: bytes, message: str | None = None) -> None:
+        self.hash = hash
+        hexhash = bytes(hash).hex()
+        super().__init__(message or f"{type(self).__name__}: block {hexhash}")
+
+
+class CorruptBlockError(BlockError):
+    """A copy of the block does not hash to its name.
+
+    Local copies that fail are quarantined (renamed ``*.corrupted``) and queued for
+    repair before this is raised.
+    """
+
+    def __init__(self, hash: bytes, message: str | None = None) -> None:
+        super().__init__(hash, message or f"block {bytes(hash).hex()} failed verification")
+
+
+class MissingBlockError(BlockError):
+    """No node that was asked returned a valid copy of the block."""
+
+    def __init__(self, hash: bytes, message: str | None = None) -> None:
+        super().__init__(hash, message or f"block {bytes(hash).hex()} not found on any node")
+
+
+class QuorumError(TrioblockError):
+    """A write reached fewer nodes than the write quorum.
+
+    ``errors`` maps each node that failed to the exception it failed with;
+    ``successes`` counts the nodes that acknowledged; ``quorum`` is what was needed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        quorum: int = 0,
+        successes: int = 0,
+        errors: dict[str, BaseException] | None = None,
+    ) -> None:
+        self.quorum = quorum
+        self.successes = successes
+        self.errors: dict[str, BaseException] = dict(errors or {})
+        detail = "; ".join(f"{node}: {exc!r}" for node, exc in sorted(self.errors.items()))
+        super().__init__(f"{message} ({successes}/{quorum} acknowledged){': ' + detail if detail else ''}")
+
+
+class ProtocolError(TrioblockError):
+    """A peer sent something that breaks the wire protocol.
+
+    The connection it came on is closed; the node carries on.
+    """
+
+
+class AuthenticationError(ProtocolError):
+    """The shared-secret handshake failed: wrong ``rpc_secret`` or a forged reply."""
+
+
+class TransportError(TrioblockError):
+    """A peer could not be reached, timed out, or its connection broke mid-request."""
+
+
+class ConfigError(TrioblockError, ValueError):
+    """The configuration is invalid. ``field`` names the offending setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"invalid configuration: {field}: {message}")
