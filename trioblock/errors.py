@@ -83,7 +83,9 @@ class QuorumError(TrioblockError):
         self.successes = successes
         self.errors: dict[str, BaseException] = dict(errors or {})
         detail = "; ".join(f"{node}: {exc!r}" for node, exc in sorted(self.errors.items()))
-        super().__init__(f"{message} ({successes}/{quorum} acknowledged){': ' + detail if detail else ''}")
+        super().__init__(
+            f"{message} ({successes}/{quorum} acknowledged){': ' + detail if detail else ''}"
+        )
 
 
 class ProtocolError(TrioblockError):

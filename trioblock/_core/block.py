@@ -127,7 +127,7 @@ class BlockDecoder:
                 out = self._dobj.decompress(bytes(chunk))
             except zstandard.ZstdError as exc:
                 raise self._fail(f"zstd: {exc}") from None
-            if self._dobj.eof and self._dobj.unused_data:
+            if self._dobj.unused_data:  # only ever set once the frame has ended
                 raise self._fail("bytes after the end of the zstd frame")
         self._size += len(out)
         if self._size > self.max_size:

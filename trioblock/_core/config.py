@@ -60,7 +60,9 @@ class DataDir:
 
     def capacity_bytes(self, field_name: str = "data_dir") -> int:
         if self.capacity is None:
-            raise ConfigError(field_name, f"{self.path}: capacity is required with several directories")
+            raise ConfigError(
+                field_name, f"{self.path}: capacity is required with several directories"
+            )
         return parse_size(self.capacity, field_name)
 
 
@@ -100,8 +102,6 @@ class Config:
                 "data_dir",
                 tuple(d if isinstance(d, DataDir) else DataDir(Path(d)) for d in self.data_dir),
             )
-        if isinstance(self.rpc_secret, str):
-            object.__setattr__(self, "rpc_secret", self.rpc_secret.encode())
 
     @property
     def data_dirs(self) -> tuple[DataDir, ...]:
@@ -185,7 +185,9 @@ def _positive_number(config: Config, name: str, *, allow_zero: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ConfigError(name, f"expected a number of seconds, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(name, f"must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+        raise ConfigError(
+            name, f"must be {'non-negative' if allow_zero else 'positive'}, got {value}"
+        )
 
 
 def _int_in(config: Config, name: str, low: int, high: int) -> None:

@@ -63,7 +63,8 @@ class StaticLayout:
         if not 1 <= replication_factor <= len(zones):
             raise ConfigError(
                 "replication_factor",
-                f"must be between 1 and the number of nodes ({len(zones)}), got {replication_factor}",
+                f"must be between 1 and the number of nodes ({len(zones)}), "
+                f"got {replication_factor}",
             )
         quorum = majority(replication_factor) if write_quorum is None else write_quorum
         if not 1 <= quorum <= replication_factor:
@@ -120,7 +121,10 @@ class StaticLayout:
         return self.storage_nodes(hash)
 
     def __repr__(self) -> str:
-        return f"StaticLayout({list(self._nodes)}, replication_factor={self._rf}, write_quorum={self._quorum})"
+        return (
+            f"StaticLayout({list(self._nodes)}, replication_factor={self._rf}, "
+            f"write_quorum={self._quorum})"
+        )
 
 
 class LocalLayout:

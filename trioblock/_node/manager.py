@@ -15,20 +15,13 @@ a hedged second request when the first is slow; every copy is verified before us
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..errors import (
-    ConfigError,
-    CorruptBlockError,
-    MissingBlockError,
-    QuorumError,
-    TransportError,
-    TrioblockError,
-)
 from .._core.block import BlockDecoder, BlockHeader, DataBlock, decode_block, hash_and_encode
 from .._core.config import Config
 from .._core.datalayout import DataLayout
@@ -39,8 +32,18 @@ from .._core.resync import ResyncAction, decide_resync, offload_allowed
 from .._storage.blockfiles import BlockLocation, BlockStore, WriteOutcome, block_path
 from .._storage.metadata import MetadataDb, ResyncErrorInfo, Transaction
 from .._storage.offload import run_blocking
+from ..errors import (
+    ConfigError,
+    CorruptBlockError,
+    MissingBlockError,
+    QuorumError,
+    TransportError,
+    TrioblockError,
+)
+from .admin import handle_admin
 from .budget import ByteBudget
 from .clock import NodeClock
+from .endpoint import RpcEndpoint
 from .metrics import Metrics
 from .resync import ResyncShared, ResyncWorker
 from .workers import Worker, WorkerInfo, run_worker
@@ -71,9 +74,9 @@ class Completed:
     def __init__(self, value: Any = None) -> None:
         self.value = value
 
-    def __await__(self) -> Iterator[Any]:
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from ()
         return self.value
-        yield  # pragma: no cover - makes this a generator
 
     def __bool__(self) -> bool:
         return bool(self.value)
@@ -115,6 +118,7 @@ class BlockManager:
         tranquility = db.get_setting("resync_tranquility", config.resync_tranquility)
         self.resync = ResyncShared(workers, tranquility)
         self._nursery: trio.Nursery | None = None
+        self.opened_monotonic = time.monotonic()
         self._stopping = trio.Event()
         self._workers: list[Worker] = []
         self._running_workers = 0
@@ -208,7 +212,9 @@ class BlockManager:
         with trio.fail_after(self.config.rpc_timeout):
             await self.rpc.put_block(node, hash, block, background=background)
 
-    async def _replicate(self, hash: Hash, block: DataBlock, targets: list[str], quorum: int) -> None:
+    async def _replicate(
+        self, hash: Hash, block: DataBlock, targets: list[str], quorum: int
+    ) -> None:
         """Send to every target at once; return at quorum, let the rest finish in the node."""
         nursery = self._require_open()
         taken = await self.budget.acquire(len(block) * max(1, len(targets) - 1))
@@ -221,7 +227,7 @@ class BlockManager:
             nonlocal successes, pending
             try:
                 await self._send_one(node, hash, block, background=False)
-            except (TrioblockError, OSError, trio.TooSlowError) as exc:
+            except Exception as exc:  # recorded per node in the QuorumError
                 failures[node] = exc
                 log.debug("put %s to %s failed: %r", hash.short(), node, exc)
             else:
@@ -263,7 +269,9 @@ class BlockManager:
         self.metrics.bytes_read += len(block)
         return plaintext, block
 
-    async def _fetch_verified(self, node: str, hash: Hash, background: bool) -> tuple[bytes, DataBlock]:
+    async def _fetch_verified(
+        self, node: str, hash: Hash, background: bool
+    ) -> tuple[bytes, DataBlock]:
         assert self.rpc is not None
         with trio.fail_after(self.config.rpc_timeout):
             block = await self.rpc.get_block(node, hash, background=background)
@@ -286,11 +294,13 @@ class BlockManager:
             for index, node in enumerate(peers):
                 attempt_done = trio.Event()
 
-                async def attempt(node: str = node, attempt_done: trio.Event = attempt_done) -> None:
+                async def attempt(
+                    node: str = node, attempt_done: trio.Event = attempt_done
+                ) -> None:
                     started = trio.current_time()
                     try:
                         got = await self._fetch_verified(node, hash, background)
-                    except (TrioblockError, OSError, trio.TooSlowError) as exc:
+                    except Exception as exc:  # a peer's failure, whatever it is, is that peer's
                         failures[node] = exc
                         if isinstance(exc, CorruptBlockError):
                             self.metrics.corruptions += 1
@@ -336,15 +346,31 @@ class BlockManager:
         if local is not None:
             return local[0]
         try:
-            plaintext, _block = await self._read_from_peers(h, self._peers_for_read(h))
+            plaintext, block = await self._read_from_peers(h, self._peers_for_read(h))
         except MissingBlockError:
             if local_corrupt is not None:
                 raise local_corrupt from None
             raise
-        if self._is_storage_node(h):
-            # We should have had it: queue a check so the resync fetches it back.
-            self.put_to_resync(h, 0)
+        if self._is_storage_node(h) and self.db.get_rc(h).is_nonzero:
+            # We should have had it: keep the verified copy we just received.
+            self._spawn_background(f"read repair of {h.short()}", self._write_local, h, block)
         return plaintext
+
+    def _spawn_background(
+        self, what: str, fn: Callable[..., Awaitable[object]], *args: object
+    ) -> None:
+        """Run ``fn(*args)`` in the node's nursery; log (never raise) its failure."""
+        nursery = self._nursery
+        if nursery is None or self._stopping.is_set():
+            return
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                log.warning("%s failed: %r", what, exc)
+
+        nursery.start_soon(guarded)
 
     @asynccontextmanager
     async def stream_block(self, hash: bytes) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -366,23 +392,20 @@ class BlockManager:
             raise MissingBlockError(h)
         failures: dict[str, BaseException] = {}
         for node in peers:
+            stack = AsyncExitStack()
             try:
-                cm = self.rpc.stream_block(node, h)
                 with trio.fail_after(self.config.rpc_timeout):
-                    header, body = await cm.__aenter__()
-            except (TrioblockError, OSError, trio.TooSlowError) as exc:
+                    header, body = await stack.enter_async_context(self.rpc.stream_block(node, h))
+            except Exception as exc:
+                await stack.aclose()
                 failures[node] = exc
                 continue
-            try:
+            async with stack:
                 yield self._verified_chunks(h, header, body, None)
-            except BaseException as exc:
-                if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                    raise
-            else:
-                await cm.__aexit__(None, None, None)
             return
         raise MissingBlockError(
-            h, f"block {h.hex()} not found: " + "; ".join(f"{n}: {e!r}" for n, e in failures.items())
+            h,
+            f"block {h.hex()} not found: " + "; ".join(f"{n}: {e!r}" for n, e in failures.items()),
         )
 
     async def _verified_chunks(
@@ -516,8 +539,9 @@ class BlockManager:
                 trash = self.store.detach_now(loc)
                 if trash is not None:
                     removed += 1
-                    if self._nursery is not None:
-                        self._nursery.start_soon(self.store.discard, trash)
+                    self._spawn_background(
+                        f"unlink of purged {h.short()}", self.store.discard, trash
+                    )
         log.warning("purged block %s (%d local copies removed)", h.hex(), removed)
         return Completed(removed)
 
@@ -585,7 +609,11 @@ class BlockManager:
             )
         _plaintext, block = await self._read_from_peers(hash, peers, background=True)
         if self._level is not None and block.header is BlockHeader.PLAIN:
-            block = (await run_blocking(hash_and_encode, _plaintext, self._level, limiter=self.cpu_limiter))[1]
+            block = (
+                await run_blocking(
+                    hash_and_encode, _plaintext, self._level, limiter=self.cpu_limiter
+                )
+            )[1]
         await self._write_local(hash, block)
         self.metrics.resync_received += 1
 
@@ -648,25 +676,26 @@ class BlockManager:
         if found is None:
             return
         _plaintext, block, _loc = found
-        async with self.budget.hold(len(block) * len(needing)):
-            async with trio.open_nursery() as nursery:
-                for node in needing:
-                    nursery.start_soon(self._send_one, node, hash, block, True)
+        async with self.budget.hold(len(block) * len(needing)), trio.open_nursery() as nursery:
+            for node in needing:
+                nursery.start_soon(self._send_one, node, hash, block, True)
         self.metrics.resync_sent += len(needing)
         log.info("offloaded %s to %s before deleting", hash.short(), ", ".join(needing))
 
     # ---------------------------------------------------------------------------------------
     # RPC handler (requests from peers)
 
-    async def rpc_get_block(self, hash: Hash, order_tag: int | None) -> DataBlock:
+    async def serve_get_block(self, hash: Hash, order_tag: int | None) -> DataBlock:
+        """A peer's ``GetBlock``: the verified local copy, encoded as stored."""
         local = await self._read_local(hash)
         if local is None:
             raise MissingBlockError(hash)
         return local[1]
 
-    async def rpc_put_block(
+    async def serve_put_block(
         self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
     ) -> None:
+        """A peer's ``PutBlock``: receive within the byte budget, verify, then store."""
         chunks: list[bytes] = []
         size = 0
         taken = 0
@@ -674,8 +703,12 @@ class BlockManager:
             async for chunk in body:
                 chunks.append(chunk)
                 size += len(chunk)
-                if size > taken:
-                    taken += await self.budget.acquire(size - taken)
+                wanted = min(size, self.budget.capacity) - taken
+                if wanted > 0:
+                    # Bounded wait: two large receives must not hold half the budget each
+                    # and wait for each other forever.
+                    with trio.fail_after(self.config.rpc_timeout):
+                        taken += await self.budget.acquire(wanted)
             block = DataBlock(header, b"".join(chunks))
             chunks.clear()
             # Verify before anything touches the disk: a peer never makes us store
@@ -688,17 +721,15 @@ class BlockManager:
         finally:
             self.budget.release(taken)
 
-    async def rpc_need_block(self, hash: Hash) -> bool:
+    async def serve_need_block(self, hash: Hash) -> bool:
+        """A peer's ``NeedBlockQuery``: referenced here and no local copy?"""
         async with self.store.locks.hold(hash):
             loc, rc = await self._block_status(hash)
         return rc.is_nonzero and loc is None
 
-    async def rpc_admin(self, request: dict[str, Any]) -> dict[str, Any]:
-        handler: Callable[[dict[str, Any]], Any] | None = getattr(self, "admin_handler", None)
-        if handler is None:
-            raise TrioblockError("this node does not serve admin requests")
-        result: dict[str, Any] = await handler(request)
-        return result
+    async def serve_admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An operator's request from the CLI (already authenticated by the handshake)."""
+        return await handle_admin(self, request)
 
     # ---------------------------------------------------------------------------------------
     # Lifecycle
@@ -732,7 +763,7 @@ class BlockManager:
         if removed:
             log.info("removed %d stale temp files left by an earlier crash", removed)
         if self.rpc is not None:
-            await nursery.start(self.rpc.serve, self)
+            await nursery.start(self.rpc.serve, RpcEndpoint(self))
         self._spawn_resync_workers()
 
     async def _stop(self) -> None:
@@ -823,10 +854,7 @@ def _load_data_layout(db: MetadataDb, config: Config) -> DataLayout:
     """The stored partition assignment, updated for the configured directories."""
     stored = db.get_setting("data_layout")
     dirs = config.data_dirs
-    if stored is None:
-        layout = DataLayout.initial(dirs)
-    else:
-        layout = DataLayout.decode(stored).update(dirs)
+    layout = DataLayout.initial(dirs) if stored is None else DataLayout.decode(stored).update(dirs)
     encoded = layout.encode()
     if encoded != stored:
         db.set_setting("data_layout", encoded)

@@ -160,4 +160,3 @@ class ResyncWorker(Worker):
         return with_details(
             super().info(), queue_length=queue_length, tranquility=self.shared.tranquility
         )
-

@@ -1,0 +1,36 @@
+"""The node's answers to peers: the ``RpcHandler`` the RPC server calls.
+
+A thin adapter, so that the handler's method names (``rpc_put_block`` is a request from
+a peer) do not collide with ``BlockManager``'s user-facing ones (``rpc_put_block`` is
+"put with a known hash" in the contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from .._core.block import BlockHeader, DataBlock
+from .._core.hashing import Hash
+
+if TYPE_CHECKING:
+    from .manager import BlockManager
+
+
+class RpcEndpoint:
+    def __init__(self, node: BlockManager) -> None:
+        self.node = node
+
+    async def rpc_get_block(self, hash: Hash, order_tag: int | None) -> DataBlock:
+        return await self.node.serve_get_block(hash, order_tag)
+
+    async def rpc_put_block(
+        self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
+    ) -> None:
+        await self.node.serve_put_block(hash, header, body)
+
+    async def rpc_need_block(self, hash: Hash) -> bool:
+        return await self.node.serve_need_block(hash)
+
+    async def rpc_admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.node.serve_admin(request)
