@@ -45,6 +45,7 @@ from .budget import ByteBudget
 from .clock import NodeClock
 from .endpoint import RpcEndpoint
 from .metrics import Metrics
+from .operations import OperationsMixin
 from .resync import ResyncShared, ResyncWorker
 from .workers import Worker, WorkerInfo, run_worker
 
@@ -89,7 +90,7 @@ def _as_hash(value: bytes) -> Hash:
     return value if isinstance(value, Hash) else Hash(value)
 
 
-class BlockManager:
+class BlockManager(OperationsMixin):
     """One trioblock node. Create it with :func:`open_block_manager`."""
 
     def __init__(
@@ -765,6 +766,7 @@ class BlockManager:
         if self.rpc is not None:
             await nursery.start(self.rpc.serve, RpcEndpoint(self))
         self._spawn_resync_workers()
+        self._start_operations()
 
     async def _stop(self) -> None:
         """Let every worker finish its current unit, then stop the RPC layer."""

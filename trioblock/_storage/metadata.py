@@ -74,8 +74,15 @@ class Transaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.connection = conn
-        self.db = sqlite_utils.Database(conn)
         self.on_commit: list[Callable[[], None]] = []
+        self._db: sqlite_utils.Database | None = None
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A ``sqlite_utils.Database`` over the transaction's connection (made on first use)."""
+        if self._db is None:
+            self._db = sqlite_utils.Database(self.connection)
+        return self._db
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.connection.execute(sql, params)

@@ -85,10 +85,12 @@ class Cluster:
                 ) as bm:
                     self.nodes[node_id] = bm
                     task_status.started(bm)
-                    await task.stop.wait()
+                    try:
+                        await task.stop.wait()
+                    finally:
+                        if self.nodes.get(node_id) is bm:
+                            del self.nodes[node_id]
         finally:
-            if self.nodes.get(node_id) is not None and self._tasks.get(node_id) is task:
-                del self.nodes[node_id]
             task.closed.set()
 
     async def start(self, node_id: str) -> BlockManager:

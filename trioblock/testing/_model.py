@@ -1,0 +1,335 @@
+"""A reference model of a cluster and the invariants trioblock must keep.
+
+:func:`run_operations` applies a sequence of operations to a running
+:class:`~trioblock.testing.Cluster` and to a :class:`ClusterModel` of what the
+application did (which blocks it put, how many references it holds on each). The model
+plays the application's metadata layer: a reference is taken on every storage node of
+the block, and a node that was down catches up when it starts (as Garage's table sync
+would). :func:`check_converged` then asserts the invariants:
+
+- every ``get_block`` returned the exact bytes that were put, or raised a clear
+  ``MissingBlockError``/``CorruptBlockError`` (checked as operations run);
+- after the cluster settles, every block referenced on a storage node is present and
+  valid there, and readable from every node;
+- a block whose references all went away long enough ago is deleted everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import trio
+
+from ..errors import CorruptBlockError, MissingBlockError
+from .._core.hashing import Hash
+from .._node.manager import GC_CHECK_SLACK_MSEC
+from ._cluster import Cluster
+
+log = logging.getLogger("trioblock.testing")
+
+
+# -- operations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Put:
+    content: bytes
+    via: str
+
+
+@dataclass(frozen=True)
+class Incref:
+    block: int
+
+
+@dataclass(frozen=True)
+class Decref:
+    block: int
+
+
+@dataclass(frozen=True)
+class Get:
+    block: int
+    via: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    node: str
+
+
+@dataclass(frozen=True)
+class Start:
+    node: str
+
+
+@dataclass(frozen=True)
+class Wipe:
+    node: str
+
+
+@dataclass(frozen=True)
+class Isolate:
+    node: str
+
+
+@dataclass(frozen=True)
+class Heal:
+    pass
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    block: int
+    node: str
+
+
+@dataclass(frozen=True)
+class Advance:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Settle:
+    pass
+
+
+Operation = Put | Incref | Decref | Get | Stop | Start | Wipe | Isolate | Heal | Corrupt | Advance | Settle
+
+
+# -- the model -------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterModel:
+    """What the application did, and what the cluster must therefore hold."""
+
+    contents: dict[Hash, bytes] = field(default_factory=dict)
+    order: list[Hash] = field(default_factory=list)
+    refs: dict[Hash, int] = field(default_factory=lambda: defaultdict(int))
+    #: reference changes a stopped node has not seen yet
+    pending: dict[str, dict[Hash, int]] = field(default_factory=lambda: defaultdict(dict))
+    #: (trio time) when a block's references last dropped to zero
+    zero_since: dict[Hash, float] = field(default_factory=dict)
+    last_put: dict[Hash, float] = field(default_factory=dict)
+    stopped: set[str] = field(default_factory=set)
+    isolated: str | None = None
+    corrupted: set[tuple[Hash, str]] = field(default_factory=set)
+    gets_ok: int = 0
+    gets_failed: int = 0
+    applied: int = 0
+    skipped: int = 0
+
+    def pick(self, index: int) -> Hash | None:
+        return self.order[index % len(self.order)] if self.order else None
+
+    def unavailable(self) -> set[str]:
+        return self.stopped | ({self.isolated} if self.isolated else set())
+
+
+def _apply_ref(cluster: Cluster, model: ClusterModel, h: Hash, delta: int) -> None:
+    for node in cluster.layout.storage_nodes(h):
+        bm = cluster.nodes.get(node)
+        if bm is None:
+            pending = model.pending[node]
+            pending[h] = pending.get(h, 0) + delta
+        elif delta > 0:
+            bm.incref(h)
+        else:
+            bm.decref(h)
+
+
+def _catch_up(cluster: Cluster, model: ClusterModel, node: str) -> None:
+    bm = cluster.nodes[node]
+    for h, delta in model.pending.pop(node, {}).items():
+        for _ in range(max(delta, 0)):
+            bm.incref(h)
+        for _ in range(max(-delta, 0)):
+            bm.decref(h)
+
+
+def settle_seconds(cluster: Cluster) -> float:
+    """Virtual time that lets every pending resync, GC and back-off play out once."""
+    config = cluster.config(cluster.node_ids[0])
+    return (
+        config.gc_delay
+        + GC_CHECK_SLACK_MSEC / 1000
+        + 2 * config.rpc_timeout
+        + config.resync_retry_delay
+        + 30
+    )
+
+
+async def settle(cluster: Cluster, model: ClusterModel, *, rounds: int = 3) -> None:
+    """Heal the network, start every node, let resync and GC run to completion."""
+    cluster.net.heal()
+    model.isolated = None
+    for node in sorted(model.stopped):
+        await cluster.start(node)
+        _catch_up(cluster, model, node)
+    model.stopped.clear()
+    # Reading a corrupted copy quarantines it and queues its repair.
+    for h, node in sorted(model.corrupted):
+        bm = cluster.nodes[node]
+        try:
+            await bm.store.read_verified(h)
+        except CorruptBlockError:
+            bm.put_to_resync(h, 0)
+    model.corrupted.clear()
+    for _ in range(rounds):
+        for bm in cluster.nodes.values():
+            bm.retry_all_now()
+        await trio.sleep(settle_seconds(cluster))
+
+
+async def run_operations(
+    cluster: Cluster, operations: list[Operation], model: ClusterModel | None = None
+) -> ClusterModel:
+    """Apply ``operations`` to the cluster and the model; check every read on the way."""
+    model = model or ClusterModel()
+    everyone = set(cluster.node_ids)
+    for op in operations:
+        log.debug("op: %s", op)
+        if isinstance(op, Put):
+            via = op.via if op.via not in model.unavailable() else None
+            via = via or next((n for n in cluster.node_ids if n not in model.unavailable()), None)
+            if via is None:
+                model.skipped += 1
+                continue
+            h = await cluster.nodes[via].put_block(op.content)
+            if h not in model.contents:
+                model.contents[h] = op.content
+                model.order.append(h)
+            model.last_put[h] = trio.current_time()
+        elif isinstance(op, Incref | Decref):
+            h = model.pick(op.block)
+            if h is None or (isinstance(op, Decref) and model.refs[h] == 0):
+                model.skipped += 1
+                continue
+            delta = 1 if isinstance(op, Incref) else -1
+            model.refs[h] += delta
+            if model.refs[h] == 0:
+                model.zero_since[h] = trio.current_time()
+            else:
+                model.zero_since.pop(h, None)
+            _apply_ref(cluster, model, h, delta)
+        elif isinstance(op, Get):
+            h = model.pick(op.block)
+            bm = cluster.nodes.get(op.via)
+            if h is None or bm is None:
+                model.skipped += 1
+                continue
+            try:
+                data = await bm.get_block(h)
+            except (MissingBlockError, CorruptBlockError):
+                model.gets_failed += 1
+            else:
+                assert data == model.contents[h], f"get_block({h.hex()}) returned wrong bytes"
+                model.gets_ok += 1
+        elif isinstance(op, Stop):
+            if model.unavailable() - {op.node} or op.node in model.stopped:
+                model.skipped += 1
+                continue
+            if model.isolated == op.node:
+                cluster.net.heal()
+                model.isolated = None
+            await cluster.stop(op.node)
+            model.stopped.add(op.node)
+        elif isinstance(op, Start):
+            if op.node not in model.stopped:
+                model.skipped += 1
+                continue
+            await cluster.start(op.node)
+            model.stopped.discard(op.node)
+            _catch_up(cluster, model, op.node)
+        elif isinstance(op, Wipe):
+            if model.unavailable() or model.corrupted:
+                model.skipped += 1
+                continue
+            await cluster.wipe(op.node)
+            bm = cluster.nodes[op.node]
+            for h, count in model.refs.items():
+                if count > 0 and op.node in cluster.layout.storage_nodes(h):
+                    for _ in range(count):
+                        bm.incref(h)
+            await settle(cluster, model, rounds=1)
+        elif isinstance(op, Isolate):
+            if model.unavailable():
+                model.skipped += 1
+                continue
+            cluster.net.partition([op.node], sorted(everyone - {op.node}))
+            model.isolated = op.node
+        elif isinstance(op, Heal):
+            cluster.net.heal()
+            model.isolated = None
+        elif isinstance(op, Corrupt):
+            h = model.pick(op.block)
+            bm = cluster.nodes.get(op.node)
+            if h is None or bm is None or any(c[0] == h for c in model.corrupted):
+                model.skipped += 1
+                continue
+            loc = await bm.store.find(h)
+            if loc is None or loc.size == 0:
+                model.skipped += 1
+                continue
+            raw = bytearray(loc.path.read_bytes())
+            raw[len(raw) // 2] ^= 0x55
+            loc.path.write_bytes(bytes(raw))
+            model.corrupted.add((h, op.node))
+        elif isinstance(op, Advance):
+            await trio.sleep(op.seconds)
+        elif isinstance(op, Settle):
+            await settle(cluster, model, rounds=1)
+        model.applied += 1
+    return model
+
+
+async def check_converged(cluster: Cluster, model: ClusterModel) -> None:
+    """Settle the cluster, then assert that it holds exactly what the model says."""
+    await settle(cluster, model)
+    now = trio.current_time()
+    gc_wait = settle_seconds(cluster)
+    for h in model.order:
+        storage = cluster.layout.storage_nodes(h)
+        if model.refs[h] > 0:
+            for node in storage:
+                bm = cluster.nodes[node]
+                assert bm.get_block_rc(h) == model.refs[h], (
+                    f"{node}: rc of {h.hex()} is {bm.get_block_rc(h)}, expected {model.refs[h]}"
+                )
+                found = await bm.store.read_verified(h)
+                assert found is not None, f"{node} lost referenced block {h.hex()}"
+                assert found[0] == model.contents[h]
+            for bm in cluster.nodes.values():
+                assert await bm.get_block(h) == model.contents[h]
+        elif h in model.zero_since:
+            quiet_since = max(model.zero_since[h], model.last_put.get(h, 0.0))
+            if now - quiet_since < 2 * gc_wait:
+                continue
+            for node in storage:
+                assert not await cluster.nodes[node].has_local_block(h), (
+                    f"{node} still holds {h.hex()}, unreferenced since {now - quiet_since:.0f}s"
+                )
+
+
+__all__ = [
+    "Advance",
+    "ClusterModel",
+    "Corrupt",
+    "Decref",
+    "Get",
+    "Heal",
+    "Incref",
+    "Isolate",
+    "Operation",
+    "Put",
+    "Settle",
+    "Start",
+    "Stop",
+    "Wipe",
+    "check_converged",
+    "run_operations",
+    "settle",
+]
