@@ -51,13 +51,16 @@ async def main() -> None:
                 h = await n0.put_block(f"block {i} ".encode() * 5000)
                 reference_everywhere(cluster, h)
                 first.append(h)
-            log.info("put 5 blocks through n0; block %s is on %s",
-                     first[0].short(), await holders(cluster, first[0]))
+            log.info(
+                "put 5 blocks through n0; block %s is on %s",
+                first[0].short(),
+                await holders(cluster, first[0]),
+            )
 
             await cluster.stop("n2")
             log.info("stopped n2; writing 5 more blocks with the quorum (2 of 3)")
             missed = []
-            for i in range(5):
+            for _ in range(5):
                 h = await n0.put_block(os.urandom(32 * 1024))
                 reference_everywhere(cluster, h)
                 missed.append(h)
@@ -66,21 +69,31 @@ async def main() -> None:
             n2 = await cluster.start("n2")
             for h in missed:
                 n2.incref(h)  # the application's metadata catches up with n2
-            log.info("restarted n2 and gave it the 5 references it missed; resync queue: %d",
-                     n2.resync_queue_len())
+            log.info(
+                "restarted n2 and gave it the 5 references it missed; resync queue: %d",
+                n2.resync_queue_len(),
+            )
             await trio.sleep(2 * n2.config.rpc_timeout + 5)
             have = sum([await n2.has_local_block(h) for h in missed])
-            log.info("after resync n2 holds %d/5 of the blocks written while it was down "
-                     "(metrics: %d received)", have, n2.metrics.resync_received)
+            log.info(
+                "after resync n2 holds %d/5 of the blocks written while it was down "
+                "(metrics: %d received)",
+                have,
+                n2.metrics.resync_received,
+            )
 
             n1 = await cluster.wipe("n1")
-            log.info("wiped n1 (new empty disk): it holds %d blocks",
-                     sum([await n1.has_local_block(h) for h in first + missed]))
+            log.info(
+                "wiped n1 (new empty disk): it holds %d blocks",
+                sum([await n1.has_local_block(h) for h in first + missed]),
+            )
             for h in first + missed:
                 n1.incref(h)
             await trio.sleep(2 * n1.config.rpc_timeout + 5)
-            log.info("after repair n1 holds %d/10 blocks again",
-                     sum([await n1.has_local_block(h) for h in first + missed]))
+            log.info(
+                "after repair n1 holds %d/10 blocks again",
+                sum([await n1.has_local_block(h) for h in first + missed]),
+            )
 
             victim = first[1]
             loc = await n0.store.find(victim)
@@ -89,20 +102,33 @@ async def main() -> None:
             raw[len(raw) // 2] ^= 0xFF
             loc.path.write_bytes(bytes(raw))
             data = await n0.get_block(victim)
-            log.info("flipped a byte in n0's copy of %s: get_block still returned the right "
-                     "%d bytes (from a peer); n0 counted %d corruption(s)",
-                     victim.short(), len(data), n0.metrics.corruptions)
+            log.info(
+                "flipped a byte in n0's copy of %s: get_block still returned the right "
+                "%d bytes (from a peer); n0 counted %d corruption(s)",
+                victim.short(),
+                len(data),
+                n0.metrics.corruptions,
+            )
             await trio.sleep(5)
             log.info("n0 repaired its copy: %s", await n0.has_local_block(victim))
             for node, bm in sorted(cluster.nodes.items()):
-                log.info("%s: rc rows %d, queue %d, errors %d, written %d B, read %d B",
-                         node, bm.rc_len(), bm.resync_queue_len(), bm.resync_errors_len(),
-                         bm.metrics.bytes_written, bm.metrics.bytes_read)
+                log.info(
+                    "%s: rc rows %d, queue %d, errors %d, written %d B, read %d B",
+                    node,
+                    bm.rc_len(),
+                    bm.resync_queue_len(),
+                    bm.resync_errors_len(),
+                    bm.metrics.bytes_written,
+                    bm.metrics.bytes_read,
+                )
     log.info("cluster stopped cleanly")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(relativeCreated)6.0fms %(name)-16s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(relativeCreated)6.0fms %(name)-16s %(message)s",
+    )
     logging.getLogger("trioblock.net").setLevel(logging.WARNING)
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

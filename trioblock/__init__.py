@@ -28,6 +28,8 @@ from ._core.placement import LocalLayout as LocalLayout
 from ._core.placement import StaticLayout as StaticLayout
 from ._core.refcount import ErrorCounter as ErrorCounter
 from ._core.refcount import RcEntry as RcEntry
+from ._net.tcp import TcpTransport as TcpTransport
+from ._net.transport import Transport as Transport
 from ._node.manager import BlockManager as BlockManager
 from ._node.manager import Completed as Completed
 from ._node.manager import open_block_manager as open_block_manager
@@ -67,7 +69,9 @@ __all__ = [
     "RcEntry",
     "ResyncErrorInfo",
     "StaticLayout",
+    "TcpTransport",
     "Transaction",
+    "Transport",
     "TransportError",
     "TrioblockError",
     "WorkerInfo",

@@ -42,7 +42,9 @@ def test_cluster_never_loses_a_referenced_block(operations: list) -> None:
     run_in_cluster(operations, gc_delay=120.0, rpc_timeout=10.0, resync_retry_delay=5.0)
 
 
-@settings(max_examples=max(5, EXAMPLES // 4), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=max(5, EXAMPLES // 4), deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(cluster_operations(NODES, max_ops=25, max_size=4096))
 def test_cluster_converges_without_compression(operations: list) -> None:
     run_in_cluster(

@@ -13,7 +13,9 @@ Rules kept here:
 - Opaque maps (``Admin.request``, ``AdminReply.reply``) may hold only plain data: maps with
   string keys, lists, strings, bytes, integers, floats, booleans and null.
 - Whether a message is followed by a streamed body is decided here too
-  (:func:`has_body`): only :class:`PutBlock` is.
+  (:func:`has_body`): a :class:`PutBlock` always is; an :class:`Admin` or
+  :class:`AdminReply` is when its ``with_body`` flag (``"body": true`` on the wire) is
+  set, so operator requests can carry blocks larger than a message frame.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from ..errors import ProtocolError
 from .._core.block import BlockHeader
 from .._core.hashing import HASH_LEN, Hash
+from ..errors import ProtocolError
 
 __all__ = [
     "ERROR_KINDS",
@@ -83,7 +85,7 @@ class Auth:
 
 @dataclass(frozen=True, slots=True)
 class GetBlock:
-    """Ask for a block: ``{hash, order_tag?}``. Answered by a :class:`PutBlock` or an :class:`Error`.
+    """Ask for a block: ``{hash, order_tag?}``; answered by :class:`PutBlock` or :class:`Error`.
 
     ``order_tag`` is an opaque ordering hint from the requester (Garage's order tag); it is
     passed to the handler unchanged.
@@ -134,16 +136,22 @@ class Error:
 
 @dataclass(frozen=True, slots=True)
 class Admin:
-    """An operator request, opaque to the network layer: ``{request}``."""
+    """An operator request, opaque to the network layer: ``{request, body?}``.
+
+    ``with_body`` (``"body": true`` on the wire, absent when false): a streamed body
+    follows, e.g. the block of an operator's ``put``.
+    """
 
     request: dict[str, Any] = field(default_factory=dict)
+    with_body: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AdminReply:
-    """Answer to :class:`Admin`: ``{reply}``."""
+    """Answer to :class:`Admin`: ``{reply, body?}``; ``with_body`` as for :class:`Admin`."""
 
     reply: dict[str, Any] = field(default_factory=dict)
+    with_body: bool = False
 
 
 Message: TypeAlias = (
@@ -162,6 +170,8 @@ Message: TypeAlias = (
 
 def has_body(message: Message) -> bool:
     """Whether ``message`` is followed on the wire by a streamed body."""
+    if isinstance(message, Admin | AdminReply):
+        return message.with_body
     return isinstance(message, PutBlock)
 
 
@@ -191,10 +201,16 @@ def message_to_map(message: Message) -> dict[str, Any]:
             return {"type": "Ok"}
         case Error(kind, text):
             return {"type": "Error", "kind": kind, "message": text}
-        case Admin(request):
-            return {"type": "Admin", "request": request}
-        case AdminReply(reply):
-            return {"type": "AdminReply", "reply": reply}
+        case Admin(request, with_body):
+            admin: dict[str, Any] = {"type": "Admin", "request": request}
+            if with_body:
+                admin["body"] = True
+            return admin
+        case AdminReply(reply, with_body):
+            answer: dict[str, Any] = {"type": "AdminReply", "reply": reply}
+            if with_body:
+                answer["body"] = True
+            return answer
     raise TypeError(f"not a trioblock message: {message!r}")
 
 
@@ -299,6 +315,13 @@ def _decode_need_reply(m: Mapping[str, Any]) -> NeedBlockReply:
     return NeedBlockReply(needed)
 
 
+def _body_flag(m: Mapping[str, Any], kind: str) -> bool:
+    value = m.get("body", False)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{kind}.body must be a boolean")
+    return value
+
+
 def _decode_error(m: Mapping[str, Any]) -> Error:
     kind = _str(m, "kind", "Error", max_len=64, empty=False)
     text = _str(m, "message", "Error", max_len=MAX_ERROR_MESSAGE_LEN, empty=True)
@@ -314,13 +337,15 @@ _DECODERS: Final[dict[str, Callable[[Mapping[str, Any]], Message]]] = {
     "NeedBlockReply": _decode_need_reply,
     "Ok": lambda m: Ok(),
     "Error": _decode_error,
-    "Admin": lambda m: Admin(_opaque(m, "request", "Admin")),
-    "AdminReply": lambda m: AdminReply(_opaque(m, "reply", "AdminReply")),
+    "Admin": lambda m: Admin(_opaque(m, "request", "Admin"), _body_flag(m, "Admin")),
+    "AdminReply": lambda m: AdminReply(
+        _opaque(m, "reply", "AdminReply"), _body_flag(m, "AdminReply")
+    ),
 }
 
 
 def message_from_map(value: object) -> Message:
-    """Validate a decoded CBOR value and turn it into a message; ``ProtocolError`` if it is not one."""
+    """Validate a decoded CBOR value and turn it into a message, or raise ``ProtocolError``."""
     if not isinstance(value, dict):
         raise ProtocolError(f"a message must be a CBOR map, not {type(value).__name__}")
     kind = value.get("type")

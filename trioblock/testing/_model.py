@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..errors import CorruptBlockError, MissingBlockError
 from .._core.hashing import Hash
 from .._node.manager import GC_CHECK_SLACK_MSEC
+from ..errors import CorruptBlockError, MissingBlockError
 from ._cluster import Cluster
 
 log = logging.getLogger("trioblock.testing")
@@ -96,7 +96,9 @@ class Settle:
     pass
 
 
-Operation = Put | Incref | Decref | Get | Stop | Start | Wipe | Isolate | Heal | Corrupt | Advance | Settle
+Operation = (
+    Put | Incref | Decref | Get | Stop | Start | Wipe | Isolate | Heal | Corrupt | Advance | Settle
+)
 
 
 # -- the model -------------------------------------------------------------------------
@@ -198,35 +200,37 @@ async def run_operations(
             if via is None:
                 model.skipped += 1
                 continue
-            h = await cluster.nodes[via].put_block(op.content)
-            if h not in model.contents:
-                model.contents[h] = op.content
-                model.order.append(h)
-            model.last_put[h] = trio.current_time()
+            put_hash = await cluster.nodes[via].put_block(op.content)
+            if put_hash not in model.contents:
+                model.contents[put_hash] = op.content
+                model.order.append(put_hash)
+            model.last_put[put_hash] = trio.current_time()
         elif isinstance(op, Incref | Decref):
-            h = model.pick(op.block)
-            if h is None or (isinstance(op, Decref) and model.refs[h] == 0):
+            picked = model.pick(op.block)
+            if picked is None or (isinstance(op, Decref) and model.refs[picked] == 0):
                 model.skipped += 1
                 continue
             delta = 1 if isinstance(op, Incref) else -1
-            model.refs[h] += delta
-            if model.refs[h] == 0:
-                model.zero_since[h] = trio.current_time()
+            model.refs[picked] += delta
+            if model.refs[picked] == 0:
+                model.zero_since[picked] = trio.current_time()
             else:
-                model.zero_since.pop(h, None)
-            _apply_ref(cluster, model, h, delta)
+                model.zero_since.pop(picked, None)
+            _apply_ref(cluster, model, picked, delta)
         elif isinstance(op, Get):
-            h = model.pick(op.block)
+            target = model.pick(op.block)
             bm = cluster.nodes.get(op.via)
-            if h is None or bm is None:
+            if target is None or bm is None:
                 model.skipped += 1
                 continue
             try:
-                data = await bm.get_block(h)
+                data = await bm.get_block(target)
             except (MissingBlockError, CorruptBlockError):
                 model.gets_failed += 1
             else:
-                assert data == model.contents[h], f"get_block({h.hex()}) returned wrong bytes"
+                assert data == model.contents[target], (
+                    f"get_block({target.hex()}) returned wrong bytes"
+                )
                 model.gets_ok += 1
         elif isinstance(op, Stop):
             if model.unavailable() - {op.node} or op.node in model.stopped:
@@ -265,19 +269,19 @@ async def run_operations(
             cluster.net.heal()
             model.isolated = None
         elif isinstance(op, Corrupt):
-            h = model.pick(op.block)
+            victim = model.pick(op.block)
             bm = cluster.nodes.get(op.node)
-            if h is None or bm is None or any(c[0] == h for c in model.corrupted):
+            if victim is None or bm is None or any(c[0] == victim for c in model.corrupted):
                 model.skipped += 1
                 continue
-            loc = await bm.store.find(h)
+            loc = await bm.store.find(victim)
             if loc is None or loc.size == 0:
                 model.skipped += 1
                 continue
             raw = bytearray(loc.path.read_bytes())
             raw[len(raw) // 2] ^= 0x55
             loc.path.write_bytes(bytes(raw))
-            model.corrupted.add((h, op.node))
+            model.corrupted.add((victim, op.node))
         elif isinstance(op, Advance):
             await trio.sleep(op.seconds)
         elif isinstance(op, Settle):

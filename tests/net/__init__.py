@@ -1,0 +1,1 @@
+"""Tests of the network layer: codec, handshake, transports, RPC, in-memory network."""

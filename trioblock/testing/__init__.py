@@ -1,0 +1,42 @@
+"""trioblock's testing kit: public API for our test suites and yours.
+
+- :class:`MemoryNetwork`: in-process streams between the nodes of one ``trio.run``, with
+  fault injection (``partition``, ``heal``, ``set_delay``, ``set_drop``,
+  ``corrupt_next``);
+- :func:`open_cluster`: N nodes over a ``MemoryNetwork`` with ``stop``/``start``/
+  ``kill``/``wipe``;
+- :func:`check_transport`: a conformance suite for anyone plugging their own
+  :class:`~trioblock.Transport`-compatible transport;
+- :func:`run_operations`, :class:`ClusterModel`, :func:`check_converged`: drive a
+  cluster with a sequence of operations against a model and check the invariants
+  (no referenced block lost, no wrong bytes returned, garbage eventually collected);
+- :mod:`trioblock.testing.strategies` (needs hypothesis): ``block_contents()`` and
+  ``cluster_operations(node_ids)``.
+
+Everything here runs under ``trio.testing.MockClock(autojump_threshold=0)``, which
+turns minutes of GC delays and back-offs into milliseconds.
+"""
+
+from __future__ import annotations
+
+from ._cluster import Cluster as Cluster
+from ._cluster import open_cluster as open_cluster
+from ._conformance import check_transport as check_transport
+from ._memory import MemoryNetwork as MemoryNetwork
+from ._model import ClusterModel as ClusterModel
+from ._model import Operation as Operation
+from ._model import check_converged as check_converged
+from ._model import run_operations as run_operations
+from ._model import settle as settle
+
+__all__ = [
+    "Cluster",
+    "ClusterModel",
+    "MemoryNetwork",
+    "Operation",
+    "check_converged",
+    "check_transport",
+    "open_cluster",
+    "run_operations",
+    "settle",
+]
