@@ -20,6 +20,7 @@ import trio
 
 from .._core.config import Config
 from .._core.placement import StaticLayout
+from .._net.tcp import TcpTransport
 from .._net.transport import Transport
 from .._node.manager import BlockManager, open_block_manager
 from ._memory import MemoryNetwork
@@ -45,6 +46,7 @@ class Cluster:
         rpc_secret: bytes,
         config_overrides: Mapping[str, Any],
         nursery: trio.Nursery,
+        transports: Mapping[str, Transport] | None = None,
     ) -> None:
         self.root = root
         self.node_ids = node_ids
@@ -56,6 +58,7 @@ class Cluster:
         self.nodes: dict[str, BlockManager] = {}
         self._nursery = nursery
         self._tasks: dict[str, _NodeTask] = {}
+        self._transports = dict(transports or {})
 
     def data_dir(self, node_id: str) -> Path:
         return self.root / node_id / "data"
@@ -73,7 +76,8 @@ class Cluster:
         )
 
     def transport(self, node_id: str) -> Transport:
-        return self.net.transport(node_id)
+        """The node's transport: its ``TcpTransport`` or its end of the ``MemoryNetwork``."""
+        return self._transports.get(node_id) or self.net.transport(node_id)
 
     async def _run_node(
         self, node_id: str, task: _NodeTask, *, task_status: trio.TaskStatus[BlockManager]
@@ -152,13 +156,19 @@ async def open_cluster(
     write_quorum: int | None = None,
     rpc_secret: bytes = b"test",
     zones: Mapping[str, str] | None = None,
+    transport: str = "memory",
     **config_overrides: Any,
 ) -> AsyncIterator[Cluster]:
     """Run ``n`` nodes ``"n0"``, ``"n1"``, … over a :class:`MemoryNetwork`.
 
     ``config_overrides`` are passed to every node's :class:`~trioblock.Config`
     (``gc_delay=60``, ``compression_level=None``, …). ``zones`` optionally maps node ids
-    to zones for zone-aware placement.
+    to zones for zone-aware placement. ``replication_factor`` is capped at ``n``.
+
+    ``transport="tcp"`` runs the nodes over :class:`~trioblock.TcpTransport` on
+    127.0.0.1 (free ports) instead; the ``MemoryNetwork`` fault controls then do
+    nothing, and tests should use the real clock (sockets and a MockClock's autojump do
+    not mix).
     """
     root = Path(tmp_path)
     node_ids = [f"n{i}" for i in range(n)]
@@ -168,6 +178,16 @@ async def open_cluster(
         write_quorum=write_quorum,
     )
     net = MemoryNetwork()
+    transports: dict[str, Transport] = {}
+    if transport == "tcp":
+        tcp = {nid: TcpTransport(listen=("127.0.0.1", 0)) for nid in node_ids}
+        addresses = {nid: await t.bind() for nid, t in tcp.items()}
+        for t in tcp.values():
+            for nid, address in addresses.items():
+                t.add_peer(nid, address)
+        transports.update(tcp)
+    elif transport != "memory":
+        raise ValueError(f"transport must be 'memory' or 'tcp', got {transport!r}")
     async with trio.open_nursery() as nursery:
         cluster = Cluster(
             root,
@@ -177,6 +197,7 @@ async def open_cluster(
             rpc_secret=rpc_secret,
             config_overrides=config_overrides,
             nursery=nursery,
+            transports=transports,
         )
         try:
             for node_id in node_ids:
@@ -184,3 +205,7 @@ async def open_cluster(
             yield cluster
         finally:
             await cluster.aclose()
+            with trio.CancelScope(shield=True):
+                for t in transports.values():
+                    if isinstance(t, TcpTransport):
+                        await t.aclose()
