@@ -22,6 +22,10 @@ DAY = 86400.0
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*$", re.IGNORECASE)
 
 
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(path))
+
+
 def parse_size(value: int | str, field_name: str) -> int:
     """Bytes from an int or a string such as ``"500G"``, ``"2TiB"``, ``"1.5T"``."""
     if isinstance(value, bool):
@@ -56,7 +60,7 @@ class DataDir:
 
     def __post_init__(self) -> None:
         if isinstance(self.path, str | os.PathLike):
-            object.__setattr__(self, "path", Path(self.path))
+            object.__setattr__(self, "path", _absolute(self.path))
 
     def capacity_bytes(self, field_name: str = "data_dir") -> int:
         if self.capacity is None:
@@ -92,10 +96,12 @@ class Config:
     disk_threads: int = 8
 
     def __post_init__(self) -> None:
+        # Paths are made absolute (without touching the disk) so that the same directory
+        # given relative once and absolute later is recognised as the same.
         if isinstance(self.metadata_dir, str | os.PathLike):
-            object.__setattr__(self, "metadata_dir", Path(self.metadata_dir))
+            object.__setattr__(self, "metadata_dir", _absolute(self.metadata_dir))
         if isinstance(self.data_dir, str | os.PathLike):
-            object.__setattr__(self, "data_dir", Path(self.data_dir))
+            object.__setattr__(self, "data_dir", _absolute(self.data_dir))
         elif isinstance(self.data_dir, list | tuple):
             object.__setattr__(
                 self,

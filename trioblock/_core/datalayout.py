@@ -7,7 +7,9 @@ Rules kept here:
   proportion to their capacities (largest-remainder rounding, deterministic).
 - Read-only directories, and directories that were primary for a partition under an
   older layout, are *secondary* locations: read from, never written, until a rebalance
-  moves their blocks to the primary and clears them.
+  moves their blocks to the primary and clears them. Read-only directories stay
+  secondary for every partition (a rebalance copies their blocks out but never deletes
+  from them); the layout remembers which they are (``read_only``).
 - Updating the layout for a new set of directories keeps every partition where it is
   unless its directory is gone, read-only, or holds more than its new share; only the
   excess moves.
@@ -34,12 +36,27 @@ def partition_of(hash: bytes) -> int:
     return int.from_bytes(bytes(hash[2:4]), "big") % N_PARTITIONS
 
 
-def _shares(capacities: Sequence[int], total: int = N_PARTITIONS) -> list[int]:
-    """Split ``total`` partitions in proportion to ``capacities`` (largest remainder)."""
+def _shares(
+    capacities: Sequence[int],
+    total: int = N_PARTITIONS,
+    current: Sequence[int] | None = None,
+) -> list[int]:
+    """Split ``total`` partitions in proportion to ``capacities`` (largest remainder).
+
+    Each directory gets the floor of its exact share or one more. With ``current`` (the
+    partitions each holds now) the extra units go first to directories that already hold
+    more than their floor, so rounding alone never moves a partition; the rest by
+    largest remainder.
+    """
     cap_sum = sum(capacities)
     exact = [c * total / cap_sum for c in capacities]
     shares = [int(x) for x in exact]
-    order = sorted(range(len(capacities)), key=lambda i: (exact[i] - shares[i], -i), reverse=True)
+    now = list(current) if current is not None else [0] * len(capacities)
+    order = sorted(
+        range(len(capacities)),
+        key=lambda i: (shares[i] < now[i], exact[i] - shares[i], -i),
+        reverse=True,
+    )
     for i in order[: total - sum(shares)]:
         shares[i] += 1
     return shares
@@ -54,6 +71,8 @@ class DataLayout:
     primary: tuple[int, ...]
     #: indexes into ``dirs`` of each partition's secondary directories
     secondary: tuple[tuple[int, ...], ...]
+    #: indexes into ``dirs`` of the read-only directories (never written)
+    read_only: tuple[int, ...] = ()
 
     # -- building -------------------------------------------------------------------
 
@@ -74,10 +93,15 @@ class DataLayout:
             capacities = [1]
         else:
             capacities = [data_dirs[i].capacity_bytes("data_dir") for i in writable]
-        quota = dict(zip(writable, _shares(capacities), strict=True))
-
         old_index = {p: i for i, p in enumerate(self.dirs)}
         remap = {i: dirs.index(p) for p, i in old_index.items() if p in dirs}
+        holding = dict.fromkeys(writable, 0)
+        for old in self.primary:
+            new_i = remap.get(old)
+            if new_i in holding:
+                holding[new_i] += 1
+        shares = _shares(capacities, current=[holding[i] for i in writable])
+        quota = dict(zip(writable, shares, strict=True))
         primary: list[int | None] = [None] * N_PARTITIONS
         used = dict.fromkeys(writable, 0)
         for part in range(N_PARTITIONS) if self.primary else ():
@@ -106,19 +130,37 @@ class DataLayout:
                 if i != prim and i not in seconds:
                     seconds.append(i)
             secondary.append(tuple(seconds))
-        return DataLayout(dirs, tuple(p for p in primary if p is not None), tuple(secondary))
+        return DataLayout(
+            dirs,
+            tuple(p for p in primary if p is not None),
+            tuple(secondary),
+            tuple(read_only),
+        )
 
     def without_secondaries(self) -> DataLayout:
-        """The layout after a complete rebalance (read-only dirs stay secondary)."""
-        return DataLayout(self.dirs, self.primary, tuple(() for _ in self.primary))
+        """The layout after a complete rebalance: read-only dirs stay secondary.
 
-    def with_read_only(self, data_dirs: Sequence[DataDir]) -> DataLayout:
-        """Keep read-only directories as secondary locations after a rebalance."""
-        read_only = [i for i, d in enumerate(data_dirs) if d.read_only]
+        (Read-only directories are never emptied, so dropping them would lose the
+        blocks only they hold.)
+        """
+        return self.with_read_only()
+
+    def with_read_only(self, data_dirs: Sequence[DataDir] | None = None) -> DataLayout:
+        """Only the read-only directories as secondary locations (after a rebalance).
+
+        ``data_dirs``, when given, says which directories are read-only (matched by
+        path); by default the layout's own ``read_only`` is used.
+        """
+        if data_dirs is None:
+            read_only = list(self.read_only)
+        else:
+            ro_paths = {d.path for d in data_dirs if d.read_only}
+            read_only = [i for i, p in enumerate(self.dirs) if p in ro_paths]
         return DataLayout(
             self.dirs,
             self.primary,
             tuple(tuple(i for i in read_only if i != p) for p in self.primary),
+            tuple(read_only),
         )
 
     # -- lookups --------------------------------------------------------------------
@@ -132,7 +174,15 @@ class DataLayout:
         return [self.dirs[self.primary[part]], *(self.dirs[i] for i in self.secondary[part])]
 
     def has_secondaries(self) -> bool:
-        return any(self.secondary)
+        """Whether some partition has a secondary that a rebalance would clear."""
+        return any(i not in self.read_only for s in self.secondary for i in s)
+
+    @property
+    def read_only_dirs(self) -> frozenset[Path]:
+        return frozenset(self.dirs[i] for i in self.read_only)
+
+    def is_read_only(self, path: Path) -> bool:
+        return path in self.read_only_dirs
 
     def partitions_of(self, path: Path) -> int:
         """How many partitions ``path`` is primary for."""
@@ -142,13 +192,15 @@ class DataLayout:
     # -- persistence ----------------------------------------------------------------
 
     def encode(self) -> bytes:
-        return cbor2.dumps(
-            {
-                "dirs": [str(p) for p in self.dirs],
-                "primary": list(self.primary),
-                "secondary": [list(s) for s in self.secondary],
-            }
-        )
+        obj: dict[str, object] = {
+            "dirs": [str(p) for p in self.dirs],
+            "primary": list(self.primary),
+            "secondary": [list(s) for s in self.secondary],
+        }
+        if self.read_only:
+            # Only when present, so that layouts without read-only dirs encode as before.
+            obj["read_only"] = list(self.read_only)
+        return bytes(cbor2.dumps(obj))
 
     @classmethod
     def decode(cls, raw: bytes) -> DataLayout:
@@ -157,13 +209,16 @@ class DataLayout:
             dirs = tuple(Path(p) for p in obj["dirs"])
             primary = tuple(int(p) for p in obj["primary"])
             secondary = tuple(tuple(int(i) for i in s) for s in obj["secondary"])
-        except Exception as exc:  # noqa: BLE001 - any decoding failure means a bad row
+            read_only = tuple(int(i) for i in obj.get("read_only", ()))
+        except Exception as exc:  # any decoding failure means a bad row
             raise ConfigError("data_dir", f"stored data layout is unreadable: {exc}") from exc
         if len(primary) != N_PARTITIONS or len(secondary) != N_PARTITIONS:
             raise ConfigError("data_dir", "stored data layout has the wrong number of partitions")
         limit = len(dirs)
-        if any(not 0 <= p < limit for p in primary) or any(
-            not 0 <= i < limit for s in secondary for i in s
+        if (
+            any(not 0 <= p < limit for p in primary)
+            or any(not 0 <= i < limit for s in secondary for i in s)
+            or any(not 0 <= i < limit for i in read_only)
         ):
             raise ConfigError("data_dir", "stored data layout refers to unknown directories")
-        return cls(dirs, primary, secondary)
+        return cls(dirs, primary, secondary, read_only)

@@ -1,43 +1,131 @@
 """Operator requests arriving over the authenticated transport (``Admin`` messages).
 
-The CLI sends ``{"op": NAME, ...}`` maps; each op maps to one ``BlockManager`` member and
-answers with a CBOR-friendly map. An unknown op or a bad argument is a ``ValueError``
-(reported to the CLI as a refused request); nothing here can stop the node.
+The CLI sends ``{"op": NAME, ...}`` maps, optionally followed by a body (the block of a
+``put``); each op maps to one ``BlockManager`` member and answers with a CBOR-friendly
+map, optionally followed by a body (the block of a ``get``). Rules kept here:
+
+- Nothing here can stop the node. An unknown op or a bad argument (``ValueError`` /
+  ``TypeError`` while parsing or applying it) becomes :class:`AdminRequestError`, which
+  the RPC layer sends back as a ``refused`` error with this module's message; a
+  ``TrioblockError`` from the node (``MissingBlockError``, ``QuorumError``…) keeps its
+  own kind.
+- Every reply fits in one message frame (64 KiB): block contents travel as bodies, and
+  the resync error list is paginated (``after`` / ``limit``, at most
+  :data:`MAX_ERRORS_PAGE` entries).
+- Times are node milliseconds (wall clock at start plus Trio's clock since); every
+  reply holding times also holds the node's ``now``, so a client can show them relative.
+- Long operator work (repair, rebalance) is started in the node's nursery and the op
+  returns at once; ``operation`` reports its progress (read from ``bm.workers()``) and,
+  once over, its report or error, so the CLI can draw a progress bar by polling. The
+  scrub is driven by ``scrub`` and reported by ``operation`` too.
+
+Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
+``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
+``rebalance``, ``operation``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import time
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from .._core.hashing import Hash
+from .._net.messages import PROTOCOL_VERSION
 from .._storage.offload import run_blocking
+from ..errors import TrioblockError
 
 if TYPE_CHECKING:
     from .manager import BlockManager
 
-AdminOp = Callable[["BlockManager", dict[str, Any]], Awaitable[dict[str, Any]]]
-OPS: dict[str, AdminOp] = {}
+log = logging.getLogger("trioblock.admin")
+
+#: An op's answer: a reply map, or a reply map and a body to stream after it.
+AdminResult = dict[str, Any] | tuple[dict[str, Any], bytes]
+AdminOp = Callable[["BlockManager", dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
+
+#: Most resync errors returned by one ``errors`` request (each entry is ~150 bytes).
+MAX_ERRORS_PAGE: Final = 200
+#: Long-running operations that ``repair`` / ``rebalance`` start and ``operation`` reports.
+BACKGROUND_OPERATIONS: Final = ("repair", "rebalance")
 
 
-def op(name: str) -> Callable[[AdminOp], AdminOp]:
+class AdminRequestError(TrioblockError):
+    """An operator request was malformed or cannot be applied (the caller's fault)."""
+
+
+@dataclass(frozen=True)
+class _OpSpec:
+    fn: AdminOp
+    accepts_body: bool
+
+
+OPS: dict[str, _OpSpec] = {}
+
+
+def op(name: str, *, body: bool = False) -> Callable[[AdminOp], AdminOp]:
+    """Register an admin op; ``body=True`` if it takes a request body."""
+
     def register(fn: AdminOp) -> AdminOp:
-        OPS[name] = fn
+        OPS[name] = _OpSpec(fn, body)
         return fn
 
     return register
 
 
-def _hash_arg(request: dict[str, Any]) -> Hash:
-    value = request.get("hash")
+async def handle_admin(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
+    """Apply one operator request without bodies (ops answering with a body refuse)."""
+    result = await answer_admin(bm, request)
+    if isinstance(result, tuple):
+        raise AdminRequestError(f"admin op {request.get('op')!r} answers with a body")
+    return result
+
+
+async def answer_admin(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None = None
+) -> AdminResult:
+    """Apply one operator request with its optional body; ``AdminRequestError`` if bad."""
+    name = request.get("op")
+    if not isinstance(name, str) or name not in OPS:
+        raise AdminRequestError(f"unknown admin op {name!r}; known: {', '.join(sorted(OPS))}")
+    spec = OPS[name]
+    if body is not None and not spec.accepts_body:
+        raise AdminRequestError(f"admin op {name!r} takes no body")
+    try:
+        return await spec.fn(bm, request, body)
+    except TrioblockError:
+        raise
+    except (ValueError, TypeError) as exc:
+        log.info("admin %s refused: %s", name, exc)
+        raise AdminRequestError(str(exc)) from exc
+
+
+# ---------------------------------------------------------------------------------------
+# Argument parsing and reply shaping
+
+
+def _hash_arg(request: dict[str, Any], key: str = "hash") -> Hash:
+    value = request.get(key)
     if isinstance(value, bytes) and len(value) == 32:
         return Hash(value)
     if isinstance(value, str):
-        return Hash.from_hex(value)
-    raise ValueError("request needs 'hash': 64 hex digits or 32 bytes")
+        try:
+            return Hash.from_hex(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{key!r} must be a block hash: 64 hex digits, got {value!r}")
+
+
+def _int_arg(request: dict[str, Any], key: str, default: int, *, low: int, high: int) -> int:
+    value = request.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key!r} must be an integer in {low}..{high}, got {value!r}")
+    return value
 
 
 def as_plain(value: Any) -> Any:
@@ -55,15 +143,8 @@ def as_plain(value: Any) -> Any:
     return value
 
 
-async def handle_admin(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    name = request.get("op")
-    if not isinstance(name, str) or name not in OPS:
-        raise ValueError(f"unknown admin op {name!r}; known: {', '.join(sorted(OPS))}")
-    return await OPS[name](bm, request)
-
-
 def _disk_usage(paths: list[str]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for p in paths:
         try:
             usage = shutil.disk_usage(p)
@@ -73,81 +154,285 @@ def _disk_usage(paths: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+async def data_dir_usage(bm: BlockManager) -> list[dict[str, Any]]:
+    """Total and free bytes of the filesystem of each data directory (in a thread)."""
+    layout = bm.store.layout
+    usage = await run_blocking(_disk_usage, [str(p) for p in layout.dirs], limiter=bm.cpu_limiter)
+    for index, entry in enumerate(usage):
+        entry["read_only"] = index in layout.read_only
+    return usage
+
+
+# ---------------------------------------------------------------------------------------
+# Background operations (repair, rebalance)
+
+
+@dataclass
+class OperationRun:
+    """One repair or rebalance started by an operator, as ``operation`` reports it."""
+
+    name: str
+    started_at: int
+    #: ``running``, ``done`` or ``failed``
+    state: str = "running"
+    finished_at: int | None = None
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+
+_RUNS: weakref.WeakKeyDictionary[BlockManager, dict[str, OperationRun]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _runs(bm: BlockManager) -> dict[str, OperationRun]:
+    runs = _RUNS.get(bm)
+    if runs is None:
+        runs = {}
+        _RUNS[bm] = runs
+    return runs
+
+
+def _start_operation(bm: BlockManager, name: str) -> OperationRun:
+    """Start ``bm.repair()`` / ``bm.rebalance()`` in the node's nursery (or join the
+    one already running) and return its record at once."""
+    runs = _runs(bm)
+    current = runs.get(name)
+    if current is not None and current.state == "running":
+        return current
+    nursery = bm._require_open()
+    run = OperationRun(name, started_at=bm.clock.now_msec())
+    runs[name] = run
+    action = bm.repair if name == "repair" else bm.rebalance
+
+    async def run_to_end() -> None:
+        try:
+            report = await action()
+        except Exception as exc:  # recorded for the operator, never raised into the node
+            log.warning("%s failed: %r", name, exc)
+            run.state = "failed"
+            run.error = f"{type(exc).__name__}: {exc}"
+        else:
+            run.state = "done"
+            run.report = as_plain(report)
+        run.finished_at = bm.clock.now_msec()
+
+    nursery.start_soon(run_to_end)
+    log.info("%s started by an operator", name)
+    return run
+
+
+def _operation_view(bm: BlockManager, name: str) -> dict[str, Any]:
+    """Uniform progress record of ``repair``, ``rebalance`` or ``scrub``."""
+    now = bm.clock.now_msec()
+    if name == "scrub":
+        status = bm.scrub_status()
+        state = {"running": "running", "paused": "paused", "finished": "done"}.get(
+            status.state, "idle"
+        )
+        return {
+            "name": "scrub",
+            "state": state,
+            "progress": status.progress,
+            "info": f"{status.blocks_checked} blocks verified, "
+            f"{status.corruptions_found} corruptions found",
+            "report": as_plain(status),
+            "error": None,
+            "started_at": None,
+            "finished_at": status.last_completed,
+            "now": now,
+        }
+    if name not in BACKGROUND_OPERATIONS:
+        raise ValueError(f"unknown operation {name!r}: scrub, repair or rebalance")
+    run = _runs(bm).get(name)
+    worker = next((w for w in bm.workers() if w.name == name), None)
+    if run is None:
+        state = "running" if worker is not None else "idle"
+        view: dict[str, Any] = {"state": state, "report": None, "error": None}
+        view.update(started_at=None, finished_at=None)
+    else:
+        view = dataclasses.asdict(run)
+    view["name"] = name
+    if view["state"] == "running":
+        view["progress"] = worker.progress if worker is not None else 0.0
+        view["info"] = worker.info if worker is not None else "starting"
+    else:
+        view["progress"] = 1.0 if view["state"] == "done" else None
+        view["info"] = None
+    view["now"] = now
+    return view
+
+
+# ---------------------------------------------------------------------------------------
+# The ops
+
+
+@op("info")
+async def _info(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    return {
+        "node_id": bm.node_id,
+        "protocol_version": PROTOCOL_VERSION,
+        "max_block_size": bm.config.max_block_size,
+        "now": bm.clock.now_msec(),
+    }
+
+
 @op("status")
-async def _status(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    dirs = [str(p) for p in bm.store.layout.dirs]
-    usage = await run_blocking(_disk_usage, dirs, limiter=bm.cpu_limiter)
+async def _status(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     status: dict[str, Any] = {
         "node_id": bm.node_id,
+        "now": bm.clock.now_msec(),
         "uptime": round(time.monotonic() - bm.opened_monotonic, 3),
         "rc_len": bm.rc_len(),
         "resync_queue_len": bm.resync_queue_len(),
         "resync_errors_len": bm.resync_errors_len(),
+        "resync_workers": bm.resync.n_workers,
+        "resync_tranquility": bm.resync.tranquility,
         "layout": {
             "nodes": list(bm.layout.nodes),
             "replication_factor": bm.layout.replication_factor,
             "write_quorum": bm.layout.write_quorum,
         },
-        "data_dirs": usage,
+        "data_dirs": await data_dir_usage(bm),
         "compression_level": bm.config.compression_level,
+        "max_block_size": bm.config.max_block_size,
         "metrics": bm.metrics.counters(),
+        "scrub": as_plain(bm.scrub_status()),
+        "operations": {name: _operation_view(bm, name) for name in BACKGROUND_OPERATIONS},
     }
-    scrub_status = getattr(bm, "scrub_status", None)
-    if scrub_status is not None:
-        status["scrub"] = as_plain(scrub_status())
     return status
 
 
 @op("workers")
-async def _workers(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    return {"workers": as_plain(bm.workers())}
+async def _workers(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    return {"workers": as_plain(bm.workers()), "now": bm.clock.now_msec()}
 
 
 @op("errors")
-async def _errors(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    return {"errors": as_plain(bm.list_resync_errors()), "now": bm.clock.now_msec()}
+async def _errors(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    """One page of the resync errors, in hash order: ``after`` (hex, exclusive), ``limit``."""
+    limit = _int_arg(request, "limit", MAX_ERRORS_PAGE, low=1, high=MAX_ERRORS_PAGE)
+    after = _hash_arg(request, "after").hex() if request.get("after") is not None else ""
+    entries = sorted(bm.list_resync_errors(), key=lambda e: bytes(e.hash))
+    remaining = [e for e in entries if e.hash.hex() > after]
+    page = remaining[:limit]
+    more = len(remaining) > limit
+    return {
+        "errors": as_plain(page),
+        "total": len(entries),
+        "next": page[-1].hash.hex() if more else None,
+        "now": bm.clock.now_msec(),
+    }
 
 
 @op("retry_now")
-async def _retry_now(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
+async def _retry_now(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     if request.get("all"):
-        return {"queued": bm.retry_all_now().value}
-    return {"queued": 1 if bm.retry_now(_hash_arg(request)).value else 0}
+        return {"queued": bm.retry_all_now().value, "had_error": None}
+    had_error = bool(bm.retry_now(_hash_arg(request)).value)
+    return {"queued": 1, "had_error": had_error}
 
 
 @op("purge")
-async def _purge(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    return {"removed_copies": bm.purge(_hash_arg(request)).value}
+async def _purge(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    h = _hash_arg(request)
+    refcount = bm.get_block_rc(h)
+    had_error = (await run_blocking(bm.db.get_error_sync, h, limiter=bm.db_limiter)) is not None
+    removed = bm.purge(h).value
+    return {
+        "hash": h.hex(),
+        "refcount": refcount,
+        "had_error": had_error,
+        "removed_copies": removed,
+        "known": bool(refcount or had_error or removed),
+    }
 
 
 @op("set_resync")
-async def _set_resync(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
+async def _set_resync(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     if "workers" in request:
-        bm.set_resync_workers(int(request["workers"]))
+        bm.set_resync_workers(request["workers"])
     if "tranquility" in request:
-        bm.set_resync_tranquility(int(request["tranquility"]))
+        bm.set_resync_tranquility(request["tranquility"])
     return {"workers": bm.resync.n_workers, "tranquility": bm.resync.tranquility}
 
 
-@op("put")
-async def _put(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    data = request.get("data")
+@op("put", body=True)
+async def _put(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    """Store the body (or, for small blocks, ``data``); ``incref`` takes a reference."""
+    data = body if body is not None else request.get("data")
     if not isinstance(data, bytes):
-        raise ValueError("request needs 'data' (bytes)")
+        raise ValueError("put needs a body (or 'data' bytes)")
     h = await bm.put_block(data, compress=bool(request.get("compress", True)))
     if request.get("incref"):
         bm.incref(h)
-    return {"hash": h.hex(), "size": len(data)}
+    return {"hash": h.hex(), "size": len(data), "refcount": bm.get_block_rc(h)}
 
 
 @op("get")
-async def _get(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    return {"data": await bm.get_block(_hash_arg(request))}
+async def _get(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    h = _hash_arg(request)
+    data = await bm.get_block(h)
+    return {"hash": h.hex(), "size": len(data)}, data
 
 
 @op("metrics")
-async def _metrics(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
+async def _metrics(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     return {
         "counters": bm.metrics.counters(),
         "durations": as_plain(bm.metrics.durations()),
     }
+
+
+@op("scrub")
+async def _scrub(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    """``cmd``: start, pause (``seconds``), resume, cancel, status; or ``tranquility``."""
+    if "tranquility" in request:
+        tranquility = request["tranquility"]
+        if isinstance(tranquility, bool) or not isinstance(tranquility, int):
+            raise ValueError(f"scrub tranquility must be an integer, got {tranquility!r}")
+        status = await bm.scrub(tranquility)
+    else:
+        cmd = request.get("cmd", "status")
+        if cmd == "status":
+            status = bm.scrub_status()
+        elif cmd in ("start", "pause", "resume", "cancel"):
+            seconds = request.get("seconds")
+            status = await bm.scrub(cmd, seconds)
+        else:
+            raise ValueError(f"unknown scrub command {cmd!r}: start, pause, resume, cancel")
+    return {"scrub": as_plain(status), "now": bm.clock.now_msec()}
+
+
+@op("repair")
+async def _repair(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    _start_operation(bm, "repair")
+    return {"operation": _operation_view(bm, "repair")}
+
+
+@op("rebalance")
+async def _rebalance(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    _start_operation(bm, "rebalance")
+    return {"operation": _operation_view(bm, "rebalance")}
+
+
+@op("operation")
+async def _operation(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    name = request.get("name")
+    if not isinstance(name, str):
+        raise ValueError("operation needs 'name': scrub, repair or rebalance")
+    return {"operation": _operation_view(bm, name)}
+
+
+__all__ = [
+    "MAX_ERRORS_PAGE",
+    "OPS",
+    "AdminRequestError",
+    "AdminResult",
+    "OperationRun",
+    "answer_admin",
+    "as_plain",
+    "data_dir_usage",
+    "handle_admin",
+    "op",
+]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
+from .admin import AdminResult, answer_admin
 
 if TYPE_CHECKING:
     from .manager import BlockManager
@@ -32,5 +33,7 @@ class RpcEndpoint:
     async def rpc_need_block(self, hash: Hash) -> bool:
         return await self.node.serve_need_block(hash)
 
-    async def rpc_admin(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self.node.serve_admin(request)
+    async def rpc_admin(self, request: dict[str, Any], body: bytes | None = None) -> AdminResult:
+        # Straight to the admin module: it answers with a body for ``get`` and takes one
+        # for ``put``, which ``BlockManager.serve_admin`` (maps only) cannot carry.
+        return await answer_admin(self.node, request, body)

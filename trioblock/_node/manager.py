@@ -47,6 +47,7 @@ from .endpoint import RpcEndpoint
 from .metrics import Metrics
 from .operations import OperationsMixin
 from .resync import ResyncShared, ResyncWorker
+from .streaming import VerifiedChunks
 from .workers import Worker, WorkerInfo, run_worker
 
 if TYPE_CHECKING:
@@ -386,7 +387,7 @@ class BlockManager(OperationsMixin):
         loc = await self.store.find(h)
         if loc is not None:
             async with self.store.open_stream(loc) as encoded:
-                yield self._verified_chunks(h, loc.header, encoded, loc)
+                yield VerifiedChunks(self, h, loc.header, encoded, loc)
             return
         peers = self._peers_for_read(h)
         if self.rpc is None or not peers:
@@ -402,40 +403,12 @@ class BlockManager(OperationsMixin):
                 failures[node] = exc
                 continue
             async with stack:
-                yield self._verified_chunks(h, header, body, None)
+                yield VerifiedChunks(self, h, header, body, None)
             return
         raise MissingBlockError(
             h,
             f"block {h.hex()} not found: " + "; ".join(f"{n}: {e!r}" for n, e in failures.items()),
         )
-
-    async def _verified_chunks(
-        self,
-        hash: Hash,
-        header: BlockHeader,
-        encoded: AsyncIterator[bytes],
-        loc: BlockLocation | None,
-    ) -> AsyncIterator[bytes]:
-        decoder = BlockDecoder(hash, header, max_size=self.config.max_block_size)
-        held: bytes | None = None
-        try:
-            async for chunk in encoded:
-                self.metrics.bytes_read += len(chunk)
-                out = await run_blocking(decoder.feed, chunk, limiter=self.cpu_limiter)
-                if not out:
-                    continue
-                if held is not None:
-                    yield held
-                held = out
-            decoder.finish()
-        except CorruptBlockError:
-            self.metrics.corruptions += 1
-            if loc is not None:
-                await self.store.quarantine(loc)
-                self.put_to_resync(hash, 0)
-            raise
-        if held is not None:
-            yield held
 
     async def has_local_block(self, hash: bytes) -> bool:
         """Whether a copy of the block exists in this node's data directories."""
@@ -501,9 +474,11 @@ class BlockManager(OperationsMixin):
         return self.db.rc_len()
 
     def resync_queue_len(self) -> int:
+        """Entries in the resync queue (pending checks, due or not)."""
         return self.db.resync_queue_len()
 
     def resync_errors_len(self) -> int:
+        """Blocks whose last resync failed (see :meth:`list_resync_errors`)."""
         return self.db.resync_errors_len()
 
     # ---------------------------------------------------------------------------------------
@@ -532,19 +507,29 @@ class BlockManager(OperationsMixin):
         """
         h = _as_hash(hash)
         self.db.purge(h)
+        removed = self._detach_all_copies(h)
+        if self.store.locks.locked(h):
+            # A write or move of this block is under way: remove what it leaves, too.
+            self._spawn_background(f"purge of {h.short()}", self._purge_files_locked, h)
+        log.warning("purged block %s (%d local copies removed)", h.hex(), removed)
+        return Completed(removed)
+
+    def _detach_all_copies(self, h: Hash) -> int:
         removed = 0
         for root in self.store.layout.candidate_dirs(h):
             for header in (BlockHeader.COMPRESSED, BlockHeader.PLAIN):
-                path = block_path(root, h, header)
-                loc = BlockLocation(h, path, header, 0, 0)
+                loc = BlockLocation(h, block_path(root, h, header), header, 0, 0)
                 trash = self.store.detach_now(loc)
                 if trash is not None:
                     removed += 1
                     self._spawn_background(
                         f"unlink of purged {h.short()}", self.store.discard, trash
                     )
-        log.warning("purged block %s (%d local copies removed)", h.hex(), removed)
-        return Completed(removed)
+        return removed
+
+    async def _purge_files_locked(self, h: Hash) -> None:
+        async with self.store.locks.hold(h):
+            self._detach_all_copies(h)
 
     def set_resync_workers(self, n: int) -> Completed:
         """Run ``n`` (1..8) resync workers from now on; persisted across restarts."""

@@ -9,12 +9,16 @@ Rules kept here (DESIGN §2, on-disk compatible with Garage):
   fsync, rename, fsync the directory (the fsyncs only with ``data_fsync``). A failure or
   cancellation at any point removes the temp file; nothing is ever visible under a final
   name before it is complete.
-- An existing copy is kept, except that a compressed copy replaces a plain one. Keeping a
-  copy still refreshes its mtime: the mtime is the "last written" time that protects a
+- An existing copy is kept (after verifying it: a corrupt one is quarantined and
+  replaced), except that a compressed copy replaces a plain one. Keeping a copy still
+  refreshes its mtime: the mtime is the "last written" time that protects a
   freshly put block from garbage collection (see ``_core/resync.py``).
 - A copy failing verification is renamed to ``<name>.corrupted`` (or ``.zst.corrupted``).
 - Deletion first renames the copy to a temp name (so it vanishes atomically from lookups)
   and then unlinks it; temp names left by a crash are removed at start-up.
+- Read-only data directories (``layout.read_only``) are read and never modified: no
+  marker written, no temp cleanup, no mtime refresh, quarantine or deletion there. A
+  write of a block whose only copy is read-only writes a fresh copy to the primary.
 
 Every ``*_sync`` method blocks and runs in a worker thread through ``run_blocking``;
 async methods take the block's mutation lock where they mutate, and ``*_locked``
@@ -23,6 +27,7 @@ variants exist for callers that already hold it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import logging
@@ -33,13 +38,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import trio
 
-from ..errors import ConfigError, CorruptBlockError
 from .._core.block import BlockDecoder, BlockHeader, DataBlock, decode_block
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
+from ..errors import ConfigError, CorruptBlockError
 from .locks import KeyedLock
 from .offload import run_blocking
 
@@ -80,6 +86,10 @@ def block_path(root: Path, hash: bytes, header: BlockHeader) -> Path:
     return block_subdir(root, hash) / (bytes(hash).hex() + header.suffix)
 
 
+def _open_for_reading(path: Path) -> BinaryIO:
+    return open(path, "rb")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -97,6 +107,24 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def temp_name(final: Path) -> Path:
     return final.with_name(f"{final.name}.tmp{secrets.token_hex(4)}")
+
+
+class FileChunks:
+    """Async iterator over an open file's chunks (a class, not an async generator, so that
+    nothing is left to the garbage collector when the consumer stops early)."""
+
+    def __init__(self, f: BinaryIO, limiter: trio.CapacityLimiter) -> None:
+        self._f = f
+        self._limiter = limiter
+
+    def __aiter__(self) -> FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await run_blocking(self._f.read, READ_CHUNK, limiter=self._limiter)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
 
 class BlockStore:
@@ -131,12 +159,16 @@ class BlockStore:
         ``known`` maps directory paths to the marker token this node wrote there before.
         A known directory whose marker is missing or different is most likely a wrong or
         missing mount, and writing to it would scatter blocks: that is a ``ConfigError``.
+        So is a directory new to this node that holds another node's marker. Read-only
+        directories are never created nor written: their marker is checked when known,
+        adopted when present, and otherwise left absent.
         Returns the (possibly extended) mapping to persist.
         """
         result = dict(known)
         for root in self.layout.dirs:
             marker = root / MARKER_NAME
             expected = known.get(str(root))
+            read_only = self.layout.is_read_only(root)
             if expected is not None:
                 try:
                     found = marker.read_text().strip()
@@ -156,9 +188,23 @@ class BlockStore:
                     )
                 continue
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                if read_only and not root.is_dir():
+                    raise ConfigError(
+                        "data_dir", f"read-only directory {root} does not exist: is it mounted?"
+                    )
+                if not read_only:
+                    root.mkdir(parents=True, exist_ok=True)
                 if marker.exists():
                     token = marker.read_text().strip()
+                    owner = token.rpartition(":")[0]
+                    if owner and owner != node_id:
+                        raise ConfigError(
+                            "data_dir",
+                            f"{root} holds the marker of node {owner!r}, not {node_id!r}: "
+                            "wrong mount?",
+                        )
+                elif read_only:
+                    continue
                 else:
                     token = f"{node_id}:{secrets.token_hex(8)}"
                     tmp = temp_name(marker)
@@ -170,6 +216,11 @@ class BlockStore:
                 raise ConfigError("data_dir", f"{root}: {exc.strerror or exc}") from exc
             result[str(root)] = token
         return result
+
+    def in_read_only_dir(self, path: Path) -> bool:
+        """Whether a block file's path lies in a read-only data directory."""
+        parents = path.parents
+        return len(parents) > 2 and self.layout.is_read_only(parents[2])
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -230,7 +281,7 @@ class BlockStore:
     def verify_file_sync(self, loc: BlockLocation) -> bool:
         """Whether the file at ``loc`` is a valid copy (False when it is gone)."""
         try:
-            f = open(loc.path, "rb")
+            f = open(loc.path, "rb")  # noqa: SIM115 - closed by the `with` below
         except FileNotFoundError:
             return False
         with f:
@@ -254,19 +305,11 @@ class BlockStore:
             raise
 
     @asynccontextmanager
-    async def open_stream(self, loc: BlockLocation) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Chunks of the encoded file at ``loc``, read in worker threads."""
-        f = await run_blocking(open, loc.path, "rb", limiter=self.limiter)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            while True:
-                chunk = await run_blocking(f.read, READ_CHUNK, limiter=self.limiter)
-                if not chunk:
-                    return
-                yield chunk
-
+    async def open_stream(self, loc: BlockLocation) -> AsyncIterator[FileChunks]:
+        """The encoded file at ``loc`` as chunks read in worker threads; closed on exit."""
+        f = await run_blocking(_open_for_reading, loc.path, limiter=self.limiter)
         try:
-            yield chunks()
+            yield FileChunks(f, self.limiter)
         finally:
             with trio.CancelScope(shield=True):
                 await run_blocking(f.close, limiter=self.limiter)
@@ -290,26 +333,12 @@ class BlockStore:
                 _fsync_dir(d.parent)
         return subdir
 
-    def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
-        """Durably store ``block`` unless an equal or better copy exists (see module rules).
+    def _new_file_sync(self, root: Path, hash: Hash, block: DataBlock, mtime_ns: int) -> Path:
+        """Write ``block`` under ``root`` via a temp file and rename; return the final path.
 
-        The caller holds the block's lock and has verified ``block``.
+        The file is fsynced (with ``data_fsync``) but not its directory: the caller does
+        that once it has finished changing the directory.
         """
-        existing = self.find_sync(hash)
-        stale: Path | None = None
-        if existing is not None:
-            if existing.header is BlockHeader.COMPRESSED or not block.compressed:
-                mtime_ns = written_at_msec * 1_000_000
-                if mtime_ns > existing.mtime_ns:
-                    try:
-                        os.utime(existing.path, ns=(mtime_ns, mtime_ns))
-                    except FileNotFoundError:
-                        pass
-                    except PermissionError:
-                        pass  # a read-only secondary directory
-                return WriteOutcome.KEPT
-            stale = existing.path
-        root = self.layout.primary_dir(hash)
         subdir = self._make_subdir(root, hash)
         final = subdir / (hash.hex() + block.header.suffix)
         tmp = temp_name(final)
@@ -317,7 +346,6 @@ class BlockStore:
         try:
             try:
                 _write_all(fd, block.payload)
-                mtime_ns = written_at_msec * 1_000_000
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
                 if self.fsync:
                     os.fsync(fd)
@@ -325,11 +353,54 @@ class BlockStore:
                 os.close(fd)
             os.rename(tmp, final)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
             raise
+        return final
+
+    def write_in_dir_sync(self, root: Path, hash: Hash, block: DataBlock, mtime_ns: int) -> Path:
+        """Durably write ``block`` under ``root`` whatever exists elsewhere (rebalance).
+
+        The caller holds the block's lock and has verified ``block``.
+        """
+        if self.layout.is_read_only(root):
+            raise ValueError(f"{root} is a read-only data directory")
+        final = self._new_file_sync(root, hash, block, mtime_ns)
+        if self.fsync:
+            _fsync_dir(final.parent)
+        return final
+
+    def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
+        """Durably store ``block`` unless an equal or better copy exists (see module rules).
+
+        A copy in a read-only directory does not count: its mtime cannot be refreshed,
+        so the block is written to its primary directory as if it were absent.
+        The caller holds the block's lock and has verified ``block``.
+        """
+        mtime_ns = written_at_msec * 1_000_000
+        existing = self.find_sync(hash)
+        if existing is not None and self.in_read_only_dir(existing.path):
+            existing = None
+        stale: Path | None = None
+        if existing is not None and not self.verify_file_sync(existing):
+            # A put is a chance to heal: a corrupt copy is quarantined, not kept.
+            self.quarantine_sync(existing)
+            existing = None
+        if existing is not None:
+            if existing.header is BlockHeader.COMPRESSED or not block.compressed:
+                if mtime_ns > existing.mtime_ns:
+                    try:
+                        os.utime(existing.path, ns=(mtime_ns, mtime_ns))
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        if exc.errno not in (errno.EROFS, errno.EPERM, errno.EACCES):
+                            raise
+                return WriteOutcome.KEPT
+            stale = existing.path
+        root = self.layout.primary_dir(hash)
+        final = self._new_file_sync(root, hash, block, mtime_ns)
+        subdir = final.parent
         if stale is not None and stale != final:
             try:
                 os.unlink(stale)
@@ -346,7 +417,9 @@ class BlockStore:
     async def write_block_locked(
         self, hash: Hash, block: DataBlock, written_at_msec: int
     ) -> WriteOutcome:
-        return await run_blocking(self.write_sync, hash, block, written_at_msec, limiter=self.limiter)
+        return await run_blocking(
+            self.write_sync, hash, block, written_at_msec, limiter=self.limiter
+        )
 
     async def write_block(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
         async with self.locks.hold(hash):
@@ -355,13 +428,24 @@ class BlockStore:
     # -- quarantine and deletion -----------------------------------------------------------
 
     def quarantine_sync(self, loc: BlockLocation) -> Path | None:
-        """Rename a copy that still fails verification to ``*.corrupted``."""
+        """Rename a copy that still fails verification to ``*.corrupted``.
+
+        Never in a read-only directory (None then, as when the copy is valid or gone).
+        """
+        if self.in_read_only_dir(loc.path):
+            log.warning("block %s is corrupt in read-only %s: left there", loc.hash.hex(), loc.path)
+            return None
         if self.verify_file_sync(loc):
             return None
         target = loc.path.with_name(loc.path.name + ".corrupted")
         try:
             os.replace(loc.path, target)
         except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EPERM, errno.EACCES):
+                raise
+            log.warning("block %s is corrupt but cannot be quarantined: %s", loc.hash.hex(), exc)
             return None
         if self.fsync:
             _fsync_dir(loc.path.parent)
@@ -375,15 +459,17 @@ class BlockStore:
         async with self.locks.hold(loc.hash):
             return await self.quarantine_locked(loc)
 
-    @staticmethod
-    def detach_now(loc: BlockLocation) -> Path | None:
+    def detach_now(self, loc: BlockLocation) -> Path | None:
         """Rename a copy to a temp name, *on the calling thread*; None if it is gone.
 
         This is the only filesystem call trioblock makes on the Trio thread, on purpose:
         the node checks the reference count and detaches the file in one uninterrupted
         step, so that a synchronous ``incref`` can never slip in between (a single
         rename of a file in a cached directory takes microseconds).
+        A copy in a read-only directory is never touched (None, as if gone).
         """
+        if self.in_read_only_dir(loc.path):
+            return None
         trash = temp_name(loc.path)
         try:
             os.rename(loc.path, trash)
@@ -415,6 +501,8 @@ class BlockStore:
         """Remove temp files left by a crash in every data directory; return the count."""
         removed = 0
         for root in self.layout.dirs:
+            if self.layout.is_read_only(root):
+                continue
             for path in _iter_files(root):
                 if TMP_SUFFIX_RE.search(path.name):
                     try:
@@ -485,10 +573,16 @@ def iter_block_files(root: Path, start_after: str = "") -> Iterator[BlockLocatio
                 if not m.group(1).startswith(n1 + n2):
                     continue
                 try:
+                    if not entry.is_file():
+                        continue  # a directory named like a block is not one
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
                 header = BlockHeader.COMPRESSED if m.group(2) else BlockHeader.PLAIN
                 yield BlockLocation(
-                    Hash(bytes.fromhex(m.group(1))), Path(entry.path), header, st.st_size, st.st_mtime_ns
+                    Hash(bytes.fromhex(m.group(1))),
+                    Path(entry.path),
+                    header,
+                    st.st_size,
+                    st.st_mtime_ns,
                 )

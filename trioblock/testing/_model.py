@@ -7,11 +7,14 @@ plays the application's metadata layer: a reference is taken on every storage no
 the block, and a node that was down catches up when it starts (as Garage's table sync
 would). :func:`check_converged` then asserts the invariants:
 
+- an application takes a reference on a block only right after writing it (as a
+  content-addressed application does), and releases references it holds;
 - every ``get_block`` returned the exact bytes that were put, or raised a clear
   ``MissingBlockError``/``CorruptBlockError`` (checked as operations run);
 - after the cluster settles, every block referenced on a storage node is present and
   valid there, and readable from every node;
-- a block whose references all went away long enough ago is deleted everywhere.
+- a block whose references all went away long enough ago (and that was not written
+  again since) is deleted everywhere.
 """
 
 from __future__ import annotations
@@ -211,6 +214,15 @@ async def run_operations(
                 model.skipped += 1
                 continue
             delta = 1 if isinstance(op, Incref) else -1
+            if delta > 0 and model.refs[picked] == 0:
+                # An application references a block by writing it (content-addressed
+                # dedup): its copies may have been collected since it was last used.
+                via = next((n for n in cluster.node_ids if n not in model.unavailable()), None)
+                if via is None:
+                    model.skipped += 1
+                    continue
+                await cluster.nodes[via].put_block(model.contents[picked])
+                model.last_put[picked] = trio.current_time()
             model.refs[picked] += delta
             if model.refs[picked] == 0:
                 model.zero_since[picked] = trio.current_time()
@@ -309,7 +321,11 @@ async def check_converged(cluster: Cluster, model: ClusterModel) -> None:
             for bm in cluster.nodes.values():
                 assert await bm.get_block(h) == model.contents[h]
         elif h in model.zero_since:
-            quiet_since = max(model.zero_since[h], model.last_put.get(h, 0.0))
+            # A put after the last reference went away queues no deletion check (as in
+            # Garage): such a block waits for a repair, so it is not expected gone.
+            if model.last_put.get(h, 0.0) > model.zero_since[h]:
+                continue
+            quiet_since = model.zero_since[h]
             if now - quiet_since < 2 * gc_wait:
                 continue
             for node in storage:

@@ -1,0 +1,248 @@
+"""Block encoding (plain / one zstd frame) and verification (DESIGN §2)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioblock import BlockHeader, CorruptBlockError, DataBlock, Hash, blake2sum
+from trioblock._core.block import (
+    BlockDecoder,
+    decode_block,
+    encode_block,
+    hash_and_encode,
+    iter_chunks,
+    verify_block,
+)
+
+# Compressible-ish contents: a small alphabet makes runs that zstd can shrink.
+contents = st.one_of(
+    st.binary(max_size=3000),
+    st.text(alphabet="ab\n", max_size=3000).map(str.encode),
+)
+levels = st.sampled_from([None, -7, 1, 3, 9])
+
+
+def _decode_in_chunks(expected: bytes, block: DataBlock, cuts: list[int], **kw: int) -> bytes:
+    decoder = BlockDecoder(Hash(expected), block.header, **kw)
+    points = sorted({min(c, len(block.payload)) for c in cuts})
+    out = []
+    start = 0
+    for point in [*points, len(block.payload)]:
+        out.append(decoder.feed(block.payload[start:point]))
+        start = point
+    decoder.finish()
+    return b"".join(out)
+
+
+@given(contents)
+def test_plain_encoding_is_the_plaintext(data: bytes) -> None:
+    block = encode_block(data, None)
+    assert block.header is BlockHeader.PLAIN
+    assert block.payload == data
+    assert not block.compressed
+    assert decode_block(blake2sum(data), block) == data
+
+
+@given(contents, st.sampled_from([-7, 1, 3, 9]))
+def test_compressed_encoding_round_trips(data: bytes, level: int) -> None:
+    block = encode_block(data, level)
+    assert block.header is BlockHeader.COMPRESSED
+    assert block.compressed
+    assert decode_block(blake2sum(data), block) == data
+
+
+@given(contents, st.sampled_from([-7, 1, 3]))
+def test_compressed_block_is_one_zstd_frame_with_content_checksum(data: bytes, level: int) -> None:
+    payload = encode_block(data, level).payload
+    params = zstandard.get_frame_parameters(payload)
+    assert params.has_checksum
+    assert params.content_size == len(data)
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    assert dobj.decompress(payload) == data
+    assert dobj.eof
+    assert dobj.unused_data == b""
+
+
+def test_incompressible_data_is_still_stored_compressed() -> None:
+    data = os.urandom(10_000)
+    block = encode_block(data, 1)
+    assert block.header is BlockHeader.COMPRESSED
+    assert zstandard.get_frame_parameters(block.payload).has_checksum
+    assert decode_block(blake2sum(data), block) == data
+
+
+@given(contents, levels)
+def test_hash_and_encode_names_the_plaintext(data: bytes, level: int | None) -> None:
+    h, block = hash_and_encode(data, level)
+    assert h == blake2sum(data)
+    assert block == encode_block(data, level)
+
+
+def test_block_header_suffixes() -> None:
+    assert BlockHeader.PLAIN.suffix == ""
+    assert BlockHeader.COMPRESSED.suffix == ".zst"
+
+
+@given(contents, levels, st.lists(st.integers(min_value=0, max_value=4000), max_size=10))
+def test_decoder_accepts_any_chunk_split(data: bytes, level: int | None, cuts: list[int]) -> None:
+    block = encode_block(data, level)
+    assert _decode_in_chunks(blake2sum(data), block, cuts) == data
+
+
+@given(contents, levels, st.lists(st.integers(min_value=0, max_value=4000), max_size=10))
+def test_decoder_rejects_the_wrong_hash_for_any_split(
+    data: bytes, level: int | None, cuts: list[int]
+) -> None:
+    block = encode_block(data, level)
+    with pytest.raises(CorruptBlockError) as info:
+        _decode_in_chunks(blake2sum(data + b"!"), block, cuts)
+    assert info.value.hash == blake2sum(data + b"!")
+
+
+def _decode_or_corrupt(h: bytes, block: DataBlock) -> bytes | None:
+    """The plaintext, or None when both decoders report ``CorruptBlockError``."""
+    try:
+        out = decode_block(h, block)
+    except CorruptBlockError:
+        with pytest.raises(CorruptBlockError):
+            verify_block(h, block)
+        return None
+    verify_block(h, block)
+    return out
+
+
+@pytest.mark.parametrize("level", [None, 1, 19], ids=["plain", "zstd1", "zstd19"])
+def test_every_single_byte_corruption_is_detected_or_harmless(level: int | None) -> None:
+    """No corruption ever yields wrong plaintext.
+
+    A plain copy always fails. A zstd frame is not a canonical encoding: a few bits
+    (padding in entropy-coded streams) do not affect the output, and such a copy still
+    decodes to exactly the original plaintext, which verification rightly accepts.
+    """
+    data = b"".join(b"line %d of a block\n" % i for i in range(40)) + os.urandom(64)
+    block = encode_block(data, level)
+    h = blake2sum(data)
+    detected = harmless = 0
+    for i in range(len(block.payload)):
+        for mask in (0x01, 0x80, 0xFF, 0x5A):
+            raw = bytearray(block.payload)
+            raw[i] ^= mask
+            out = _decode_or_corrupt(h, DataBlock(block.header, bytes(raw)))
+            if out is None:
+                detected += 1
+            else:
+                assert out == data, f"byte {i} ^ {mask:#x} decoded to wrong plaintext"
+                harmless += 1
+    if level is None:
+        assert harmless == 0
+    else:
+        # Almost every flip is caught; the rest are bits zstd itself ignores.
+        assert harmless <= detected // 50
+
+
+@given(
+    st.binary(min_size=1, max_size=600),
+    st.sampled_from([None, 1]),
+    st.integers(min_value=0),
+    st.integers(min_value=1, max_value=255),
+)
+def test_any_single_byte_corruption_never_yields_wrong_plaintext(
+    data: bytes, level: int | None, where: int, mask: int
+) -> None:
+    block = encode_block(data, level)
+    raw = bytearray(block.payload)
+    raw[where % len(raw)] ^= mask
+    out = _decode_or_corrupt(blake2sum(data), DataBlock(block.header, bytes(raw)))
+    if level is None:
+        assert out is None
+    else:
+        assert out is None or out == data
+
+
+@pytest.mark.parametrize("level", [None, 1], ids=["plain", "zstd"])
+def test_every_truncation_is_detected(level: int | None) -> None:
+    data = b"".join(b"%05d" % i for i in range(300))
+    block = encode_block(data, level)
+    h = blake2sum(data)
+    for n in range(len(block.payload)):
+        with pytest.raises(CorruptBlockError):
+            decode_block(h, DataBlock(block.header, block.payload[:n]))
+
+
+@given(contents, levels, st.binary(min_size=1, max_size=64), st.booleans())
+def test_trailing_bytes_are_detected(
+    data: bytes, level: int | None, extra: bytes, separate_chunk: bool
+) -> None:
+    block = encode_block(data, level)
+    h = blake2sum(data)
+    decoder = BlockDecoder(h, block.header)
+    with pytest.raises(CorruptBlockError):
+        if separate_chunk:
+            decoder.feed(block.payload)
+            decoder.feed(extra)
+        else:
+            decoder.feed(block.payload + extra)
+        decoder.finish()
+
+
+def test_a_second_zstd_frame_is_rejected() -> None:
+    data = b"hello " * 100
+    block = encode_block(data, 1)
+    doubled = DataBlock(BlockHeader.COMPRESSED, block.payload + encode_block(b"", 1).payload)
+    with pytest.raises(CorruptBlockError):
+        decode_block(blake2sum(data), doubled)
+
+
+@pytest.mark.parametrize("level", [None, 1], ids=["plain", "zstd"])
+def test_max_size_is_enforced(level: int | None) -> None:
+    data = b"x" * 1000
+    block = encode_block(data, level)
+    h = blake2sum(data)
+    assert decode_block(h, block, max_size=1000) == data
+    with pytest.raises(CorruptBlockError):
+        decode_block(h, block, max_size=999)
+
+
+def test_decompression_bomb_stops_before_finish() -> None:
+    bomb = b"\0" * (8 << 20)
+    block = encode_block(bomb, 3)
+    assert len(block.payload) < 4096
+    decoder = BlockDecoder(blake2sum(bomb), block.header, max_size=1 << 20)
+    with pytest.raises(CorruptBlockError):
+        decoder.feed(block.payload)
+    # Once failed, the decoder keeps failing.
+    with pytest.raises(CorruptBlockError):
+        decoder.feed(b"")
+    with pytest.raises(CorruptBlockError):
+        decoder.finish()
+
+
+def test_verify_block_handles_blocks_larger_than_its_slice() -> None:
+    data = os.urandom(3 << 20)
+    for level in (None, 1):
+        block = encode_block(data, level)
+        verify_block(blake2sum(data), block)
+        with pytest.raises(CorruptBlockError):
+            verify_block(blake2sum(data[:-1]), block)
+
+
+def test_decoder_reports_plaintext_size() -> None:
+    data = b"abc" * 1000
+    block = encode_block(data, 1)
+    decoder = BlockDecoder(blake2sum(data), block.header)
+    decoder.feed(block.payload)
+    decoder.finish()
+    assert decoder.plaintext_size == len(data)
+
+
+@given(st.binary(max_size=1000), st.integers(min_value=1, max_value=300))
+def test_iter_chunks_splits_and_rejoins(data: bytes, size: int) -> None:
+    chunks = list(iter_chunks(data, size))
+    assert b"".join(chunks) == data
+    assert all(0 < len(c) <= size for c in chunks) or chunks == [b""]
+    assert chunks == [b""] if not data else len(chunks) == -(-len(data) // size)

@@ -1,0 +1,232 @@
+"""Opening, closing, crash-restart and cancellation of a node."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trioblock
+from trioblock import BlockHeader, ConfigError, StaticLayout, blake2sum
+from trioblock._core.block import decode_block
+from trioblock._core.hashing import Hash
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("node_id", "has space"),
+        ("node_id", ""),
+        ("resync_workers", 9),
+        ("resync_workers", 0),
+        ("gc_delay", -1.0),
+        ("compression_level", 99),
+        ("rpc_timeout", 0),
+        ("resync_retry_delay", 0),
+        ("resync_tranquility", -3),
+        ("data_dir", []),
+    ],
+)
+async def test_bad_config_fails_at_open_naming_the_field(
+    make_config, tmp_path: Path, field: str, value: Any
+) -> None:
+    config = make_config(**{field: value})
+    with pytest.raises(ConfigError) as info:
+        async with trioblock.open_block_manager(config):
+            pytest.fail("opened with a bad configuration")
+    assert info.value.field == field
+    assert not (tmp_path / "meta").exists()
+
+
+async def test_layout_without_this_node_is_a_config_error(make_config) -> None:
+    with pytest.raises(ConfigError) as info:
+        layout = StaticLayout(["x", "y"], replication_factor=2)
+        async with trioblock.open_block_manager(make_config(), layout=layout):
+            pass
+    assert info.value.field == "node_id"
+
+
+async def test_clean_shutdown_leaves_no_temp_files_and_closes_the_db(
+    open_node, autojump_clock, data_dir: Path, meta_dir: Path, disk
+) -> None:
+    async with open_node(gc_delay=0) as bm:
+        hashes = [await bm.put_block(b"block %d" % i) for i in range(20)]
+        for h in hashes[:10]:
+            bm.incref(h)
+            bm.decref(h)
+        await trio.sleep(10)  # deletions are due now; leave while they run
+    assert disk.temp_files_under(data_dir) == []
+    assert bm.db.closed
+    with pytest.raises(sqlite3.ProgrammingError):
+        bm.get_block_rc(hashes[0])
+    assert [w.state for w in bm.workers()] == []
+    # The database is consistent and no longer in use: another writer gets it at once.
+    conn = sqlite3.connect(meta_dir / "trioblock.sqlite", timeout=0)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("ROLLBACK")
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+
+
+async def test_shutdown_while_a_put_is_running_elsewhere_is_clean(
+    open_node, autojump_clock, data_dir: Path, disk
+) -> None:
+    data = b"in flight " * 100_000
+    async with trio.open_nursery() as nursery, open_node() as bm:
+
+        async def putter() -> None:
+            with contextlib.suppress(RuntimeError):  # the node closed first
+                await bm.put_block(data)
+
+        for _ in range(3):
+            nursery.start_soon(putter)
+        await trio.lowlevel.checkpoint()
+    assert disk.temp_files_under(data_dir) == []
+    for path in disk.files_under(data_dir):
+        h = Hash.from_hex(path.name.split(".")[0])
+        block = trioblock.DataBlock(trioblock.BlockHeader.COMPRESSED, path.read_bytes())
+        assert decode_block(h, block) == data
+
+
+async def test_restart_keeps_blocks_refcounts_queue_and_errors(open_node, autojump_clock) -> None:
+    missing = blake2sum(b"missing")
+    async with open_node() as bm:
+        kept = await bm.put_block(b"kept")
+        bm.incref(kept)
+        bm.incref(kept)
+        bm.incref(missing)
+        await trio.sleep(61)
+        await trio.testing.wait_all_tasks_blocked()
+        errors = bm.list_resync_errors()
+        queue = bm.db.queue_head_sync(10)
+        assert len(errors) == 1 and [v for _k, v in queue] == [missing]
+    async with open_node() as bm:
+        assert await bm.get_block(kept) == b"kept"
+        assert bm.get_block_rc(kept) == 2
+        assert bm.get_block_rc(missing) == 1
+        assert bm.list_resync_errors() == errors
+        assert bm.db.queue_head_sync(10) == queue
+
+
+async def test_crash_image_reopens_with_everything_committed(
+    open_node, make_config, autojump_clock, tmp_path: Path
+) -> None:
+    """Copy the directories while the node runs (as a crash would leave them), reopen."""
+    async with open_node(gc_delay=60) as bm:
+        a = await bm.put_block(b"a" * 1000)
+        b = await bm.put_block(b"b" * 1000)
+        bm.incref(a)
+        bm.incref(b)
+        bm.decref(b)
+        with bm.transaction() as tx:
+            tx.execute("CREATE TABLE app (k TEXT)")
+            tx.execute("INSERT INTO app VALUES ('committed')")
+            bm.incref(a, tx)
+        await trio.testing.wait_all_tasks_blocked()
+        queue = bm.db.queue_head_sync(10)
+        # A half-written temp file, as if the process died in the middle of a write.
+        final = next((tmp_path / "data").rglob("*.zst"))
+        final.with_name(final.name + ".tmp0badc0de").write_bytes(b"torn")
+        shutil.copytree(tmp_path / "meta", tmp_path / "crash-meta")
+        shutil.copytree(tmp_path / "data", tmp_path / "crash-data")
+    crashed = make_config(
+        metadata_dir=tmp_path / "crash-meta", data_dir=tmp_path / "crash-data", gc_delay=60
+    )
+    async with open_node(crashed) as bm:
+        assert not list((tmp_path / "crash-data").rglob("*.tmp*"))
+        assert await bm.get_block(a) == b"a" * 1000
+        assert await bm.get_block(b) == b"b" * 1000
+        assert bm.get_block_rc(a) == 2
+        assert bm.get_block_rc(b) == 0
+        assert bm.db.queue_head_sync(10) == queue
+        with bm.transaction() as tx:
+            assert tx.execute("SELECT k FROM app").fetchall() == [("committed",)]
+
+
+def _assert_store_is_sound(data_dir: Path) -> list[Hash]:
+    """No temp file, and every final file is a complete, valid copy of its name."""
+    leftovers = [p for p in data_dir.rglob("*") if p.is_file() and ".tmp" in p.name]
+    assert leftovers == []
+    found = []
+    for path in data_dir.rglob("*"):
+        if not path.is_file() or path.name == "trioblock-marker":
+            continue
+        name, _, suffix = path.name.partition(".")
+        header = BlockHeader.COMPRESSED if suffix == "zst" else BlockHeader.PLAIN
+        decode_block(Hash.from_hex(name), trioblock.DataBlock(header, path.read_bytes()))
+        found.append(Hash.from_hex(name))
+    return found
+
+
+async def test_put_cancelled_at_every_checkpoint_is_all_or_nothing(
+    open_node, autojump_clock, data_dir: Path
+) -> None:
+    outcomes = {"stored": 0, "absent": 0}
+    async with open_node() as bm:
+        for n in range(40):
+            data = b"cancel me %d " % n * 5000
+            h = blake2sum(data)
+            scope = trio.CancelScope()
+
+            async def put(scope: trio.CancelScope = scope, data: bytes = data) -> None:
+                with scope:
+                    await bm.put_block(data)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(put)
+                for _ in range(n):
+                    await trio.lowlevel.checkpoint()
+                scope.cancel()
+            present = _assert_store_is_sound(data_dir)
+            if h in present:
+                outcomes["stored"] += 1
+                assert await bm.get_block(h) == data
+            else:
+                outcomes["absent"] += 1
+                assert not await bm.has_local_block(h)
+    # The loop really did interrupt puts at different points.
+    assert outcomes["stored"] > 0 and outcomes["absent"] > 0
+
+
+async def test_put_cancelled_by_deadlines_around_a_slow_disk(
+    open_node, autojump_clock, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that takes 1 s of virtual time, cancelled at deadlines before, during, after."""
+    outcomes = set()
+    async with open_node() as bm:
+        real_write = bm.store.write_block
+
+        async def slow_write(*args: Any) -> Any:
+            await trio.sleep(0.5)
+            result = await real_write(*args)
+            await trio.sleep(0.5)
+            return result
+
+        monkeypatch.setattr(bm.store, "write_block", slow_write)
+        for i, deadline in enumerate([0, 0.25, 0.5, 0.75, 1.0, 1.5]):
+            data = b"deadline %d " % i * 3000
+            with trio.move_on_after(deadline):
+                await bm.put_block(data)
+            present = _assert_store_is_sound(data_dir)
+            outcomes.add(blake2sum(data) in present)
+    assert outcomes == {True, False}
+
+
+async def test_put_cancelled_with_real_threads_is_all_or_nothing(open_node, data_dir: Path) -> None:
+    """Without a MockClock the write runs in a thread; a cancel never tears it."""
+    async with open_node() as bm:
+        for i in range(10):
+            data = b"threaded %d " % i * 20_000
+            with trio.move_on_after(0.0001 * i):
+                await bm.put_block(data)
+            present = _assert_store_is_sound(data_dir)
+            if blake2sum(data) in present:
+                assert await bm.get_block(blake2sum(data)) == data

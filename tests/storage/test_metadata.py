@@ -1,0 +1,228 @@
+"""The metadata database: file, schema, and transactional refcount + queue updates."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from pathlib import Path
+
+import pytest
+
+from trioblock import blake2sum
+from trioblock._storage import metadata
+from trioblock._storage.metadata import MetadataDb
+
+H = blake2sum(b"metadata test block")
+
+
+def be64(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
+def rows(db_path: Path, table: str) -> list[tuple[bytes, bytes]]:
+    """The rows of ``table`` as another process would see them (a fresh connection)."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return [(bytes(k), bytes(v)) for k, v in conn.execute(f"SELECT key, value FROM {table}")]
+    finally:
+        conn.close()
+
+
+def test_database_file_is_in_metadata_dir_in_wal_mode(tmp_path: Path) -> None:
+    db = MetadataDb(tmp_path / "meta")
+    try:
+        assert db.path == tmp_path / "meta" / "trioblock.sqlite"
+        assert db.path.is_file()
+    finally:
+        db.close()
+    conn = sqlite3.connect(tmp_path / "meta" / "trioblock.sqlite")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_schema_is_four_ordered_key_value_tables(tmp_path: Path) -> None:
+    MetadataDb(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "trioblock.sqlite")
+    try:
+        listing = {
+            name: without_rowid
+            for _schema, name, kind, _ncol, without_rowid, _strict in conn.execute(
+                "PRAGMA table_list"
+            )
+            if kind == "table" and not name.startswith("sqlite_")
+        }
+        assert listing == {"block_rc": 1, "resync_queue": 1, "resync_errors": 1, "settings": 1}
+        for table, key_type in [
+            ("block_rc", "BLOB"),
+            ("resync_queue", "BLOB"),
+            ("resync_errors", "BLOB"),
+            ("settings", "TEXT"),
+        ]:
+            columns = [
+                (name, ctype.upper(), pk)
+                for _cid, name, ctype, _notnull, _default, pk in conn.execute(
+                    f"PRAGMA table_info({table})"
+                )
+            ]
+            assert columns == [("key", key_type, 1), ("value", "BLOB", 0)], table
+    finally:
+        conn.close()
+
+
+def test_reopening_keeps_rows_and_schema(tmp_path: Path) -> None:
+    db = MetadataDb(tmp_path)
+    db.incref(H, now_msec=1000, resync_at=5000)
+    db.set_setting("knob", {"a": 1})
+    db.close()
+    db = MetadataDb(tmp_path)
+    try:
+        assert db.get_rc(H).count == 1
+        assert db.resync_queue_len() == 1
+        assert db.get_setting("knob") == {"a": 1}
+        assert db.get_setting("missing", 7) == 7
+    finally:
+        db.close()
+
+
+def test_incref_writes_rc_row_and_queue_entry(tmp_path: Path) -> None:
+    db = MetadataDb(tmp_path)
+    try:
+        entry, queued = db.incref(H, now_msec=1000, resync_at=61_000)
+        assert (entry.count, queued) == (1, True)
+        entry, queued = db.incref(H, now_msec=2000, resync_at=62_000)
+        assert (entry.count, queued) == (2, False)
+        assert rows(db.path, "block_rc") == [(H, be64(2))]
+        assert rows(db.path, "resync_queue") == [(be64(61_000) + H, H)]
+    finally:
+        db.close()
+
+
+def test_decref_to_zero_writes_deletable_row_and_deletion_check(tmp_path: Path) -> None:
+    db = MetadataDb(tmp_path)
+    try:
+        db.incref(H, now_msec=0, resync_at=60_000)
+        entry, queued = db.decref(
+            H, now_msec=1000, gc_delay_msec=600_000, resync_delay_msec=610_000
+        )
+        assert entry.count == 0 and queued
+        assert rows(db.path, "block_rc") == [(H, be64(0) + be64(601_000))]
+        assert sorted(rows(db.path, "resync_queue")) == [
+            (be64(60_000) + H, H),
+            (be64(611_000) + H, H),
+        ]
+        # A decref of an unreferenced block changes nothing.
+        entry, queued = db.decref(H, now_msec=2000, gc_delay_msec=1, resync_delay_msec=1)
+        assert not queued
+        assert rows(db.path, "block_rc") == [(H, be64(0) + be64(601_000))]
+    finally:
+        db.close()
+
+
+def test_rc_and_queue_entry_commit_together_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = MetadataDb(tmp_path)
+    try:
+
+        def broken_queue_put(*args: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(metadata, "_queue_put", broken_queue_put)
+        with pytest.raises(sqlite3.OperationalError):
+            db.incref(H, now_msec=0, resync_at=1)
+        monkeypatch.undo()
+        assert rows(db.path, "block_rc") == []
+        assert rows(db.path, "resync_queue") == []
+    finally:
+        db.close()
+
+
+def test_failed_resync_counts_and_requeues_in_one_step(tmp_path: Path) -> None:
+    db = MetadataDb(tmp_path)
+    try:
+        db.incref(H, now_msec=0, resync_at=60_000)
+        ((key, _),) = db.queue_head_sync(1)
+        counter = db.resync_failed_sync(key, H, 60_000, 60_000)
+        assert (counter.errors, counter.last_try) == (1, 60_000)
+        assert rows(db.path, "resync_queue") == [(be64(120_000) + H, H)]
+        assert rows(db.path, "resync_errors") == [(H, be64(1) + be64(60_000))]
+        ((key, _),) = db.queue_head_sync(1)
+        db.resync_succeeded_sync(key, H)
+        assert rows(db.path, "resync_queue") == []
+        assert rows(db.path, "resync_errors") == []
+    finally:
+        db.close()
+
+
+def test_clear_deleted_rc_never_drops_a_present_row(tmp_path: Path) -> None:
+    db = MetadataDb(tmp_path)
+    try:
+        db.incref(H, now_msec=0, resync_at=0)
+        assert not db.clear_deleted_rc_sync(H, 10**12)
+        db.decref(H, now_msec=0, gc_delay_msec=1000, resync_delay_msec=0)
+        assert not db.clear_deleted_rc_sync(H, 1000)  # not yet past its time
+        assert db.clear_deleted_rc_sync(H, 1001)
+        assert db.rc_len() == 0
+    finally:
+        db.close()
+
+
+# -- through the node's transaction() ----------------------------------------------------
+
+
+async def test_rolled_back_transaction_persists_neither_rc_nor_queue(open_node) -> None:
+    async with open_node() as bm:
+        with pytest.raises(RuntimeError, match="boom"), bm.transaction() as tx:
+            assert bm.incref(H, tx) == 1
+            assert bm.get_block_rc(H) == 1  # visible inside the transaction
+            raise RuntimeError("boom")
+        assert bm.get_block_rc(H) == 0
+        assert bm.rc_len() == 0
+        assert bm.resync_queue_len() == 0
+        assert rows(bm.db.path, "block_rc") == []
+        assert rows(bm.db.path, "resync_queue") == []
+
+
+async def test_user_rows_and_incref_commit_atomically(open_node) -> None:
+    async with open_node() as bm:
+        with bm.transaction() as tx:
+            tx.execute("CREATE TABLE objects (name TEXT PRIMARY KEY, hash BLOB)")
+        with bm.transaction() as tx:
+            tx.execute("INSERT INTO objects VALUES (?, ?)", ("a.txt", bytes(H)))
+            bm.incref(H, tx)
+            # Nothing is visible to another connection before the commit.
+            assert rows(bm.db.path, "block_rc") == []
+        other = sqlite3.connect(bm.db.path)
+        try:
+            assert other.execute("SELECT name, hash FROM objects").fetchall() == [
+                ("a.txt", bytes(H))
+            ]
+        finally:
+            other.close()
+        assert rows(bm.db.path, "block_rc") == [(H, be64(1))]
+        assert len(rows(bm.db.path, "resync_queue")) == 1
+
+        with pytest.raises(KeyError), bm.transaction() as tx:
+            tx.execute("INSERT INTO objects VALUES (?, ?)", ("b.txt", bytes(H)))
+            bm.incref(H, tx)
+            bm.decref(H, tx)
+            bm.decref(H, tx)
+            raise KeyError("abort")
+        assert bm.get_block_rc(H) == 1
+        assert rows(bm.db.path, "block_rc") == [(H, be64(1))]
+        with bm.transaction() as tx:
+            assert tx.execute("SELECT COUNT(*) FROM objects").fetchone()[0] == 1
+
+
+async def test_nested_transaction_rolls_back_only_the_inner_part(open_node) -> None:
+    other = blake2sum(b"other")
+    async with open_node() as bm:
+        with bm.transaction() as tx:
+            bm.incref(H, tx)
+            with pytest.raises(ValueError), bm.transaction() as inner:
+                bm.incref(other, inner)
+                raise ValueError
+        assert bm.get_block_rc(H) == 1
+        assert bm.get_block_rc(other) == 0

@@ -1,0 +1,186 @@
+"""The public surface: ``__all__``, docstrings, and the direction of imports between layers."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import types
+from pathlib import Path
+
+import pytest
+
+import trioblock
+
+PACKAGE_ROOT = Path(trioblock.__file__).parent
+PUBLIC_NAMESPACES = ["trioblock", "trioblock.errors", "trioblock.testing"]
+
+#: DESIGN §3: the BlockManager members users call.
+MANAGER_MEMBERS = [
+    "put_block",
+    "rpc_put_block",
+    "get_block",
+    "stream_block",
+    "incref",
+    "decref",
+    "transaction",
+    "get_block_rc",
+    "has_local_block",
+    "rc_len",
+    "resync_queue_len",
+    "resync_errors_len",
+    "list_resync_errors",
+    "retry_now",
+    "purge",
+    "set_resync_workers",
+    "set_resync_tranquility",
+    "scrub",
+    "scrub_status",
+    "repair",
+    "rebalance",
+    "workers",
+]
+
+
+def exported_names(module: types.ModuleType) -> set[str]:
+    """Public attributes of a namespace (submodules only count when listed)."""
+    listed = set(getattr(module, "__all__", ()))
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not (isinstance(value, types.ModuleType) and name not in listed)
+        and name != "annotations"  # from __future__ import annotations
+    }
+
+
+@pytest.mark.parametrize("name", PUBLIC_NAMESPACES)
+def test_all_matches_what_the_namespace_exports(name: str) -> None:
+    module = importlib.import_module(name)
+    assert len(module.__all__) == len(set(module.__all__)), "duplicates in __all__"
+    assert set(module.__all__) == exported_names(module)
+
+
+@pytest.mark.parametrize("name", PUBLIC_NAMESPACES)
+def test_every_public_name_has_a_docstring(name: str) -> None:
+    module = importlib.import_module(name)
+    assert inspect.getdoc(module)
+    undocumented = [
+        n
+        for n in module.__all__
+        if (inspect.isclass(getattr(module, n)) or callable(getattr(module, n)))
+        and not (getattr(module, n).__doc__ or "").strip()
+    ]
+    assert undocumented == []
+
+
+def test_design_names_are_exported() -> None:
+    for name in [
+        "Config",
+        "DataDir",
+        "Hash",
+        "blake2sum",
+        "open_block_manager",
+        "BlockManager",
+        "StaticLayout",
+        "CorruptBlockError",
+        "MissingBlockError",
+        "QuorumError",
+        "ProtocolError",
+        "AuthenticationError",
+        "ConfigError",
+        "TrioblockError",
+    ]:
+        assert name in trioblock.__all__, name
+    for name in [
+        "CorruptBlockError",
+        "MissingBlockError",
+        "QuorumError",
+        "ProtocolError",
+        "AuthenticationError",
+        "ConfigError",
+    ]:
+        assert issubclass(getattr(trioblock.errors, name), trioblock.TrioblockError)
+
+
+@pytest.mark.parametrize("member", MANAGER_MEMBERS)
+def test_block_manager_member_exists_with_a_docstring(member: str) -> None:
+    value = getattr(trioblock.BlockManager, member, None)
+    assert value is not None, f"BlockManager.{member} is missing"
+    assert (value.__doc__ or "").strip(), f"BlockManager.{member} has no docstring"
+
+
+# -- import direction ------------------------------------------------------------------
+
+#: Rank of each layer: a module may import its own layer and the ones below.
+LAYERS = {"errors": 0, "_core": 1, "_storage": 2, "_net": 3, "_node": 4}
+EDGE = 5  # _cli, testing, metrics, the package namespace itself, anything else
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    assert parts[0] == "trioblock"
+    if len(parts) == 1:
+        return EDGE  # the public namespace re-exports everything
+    return LAYERS.get(parts[1], EDGE)
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE_ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> list[str]:
+    """Every module an ``import``/``from`` anywhere in the file refers to (absolute names)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if node.module is None:
+                # "from .. import errors": each name may be a submodule.
+                found.extend(f"{target}.{alias.name}" for alias in node.names)
+            else:
+                found.append(target)
+    return found
+
+
+SOURCES = sorted(PACKAGE_ROOT.rglob("*.py"))
+
+
+def test_there_are_sources_in_every_layer() -> None:
+    layers = {layer_of(module_name(p)) for p in SOURCES}
+    assert layers >= {0, 1, 2, 4}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE_ROOT)))
+def test_layers_only_import_downwards(path: Path) -> None:
+    own = layer_of(module_name(path))
+    upward = [
+        target
+        for target in imported_modules(path)
+        if target.split(".")[0] == "trioblock" and layer_of(target) > own
+    ]
+    assert upward == [], f"{module_name(path)} (layer {own}) imports upwards: {upward}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if layer_of(module_name(p)) <= 1],
+    ids=lambda p: str(p.relative_to(PACKAGE_ROOT)),
+)
+def test_core_does_no_io_nor_trio(path: Path) -> None:
+    forbidden = {"trio", "trio_util", "sqlite3", "sqlite_utils", "socket", "threading"}
+    used = {t.split(".")[0] for t in imported_modules(path)}
+    assert used & forbidden == set()

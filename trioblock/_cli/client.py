@@ -1,0 +1,290 @@
+"""The CLI's side of the admin protocol: finding a node, authenticating, sending requests.
+
+How a command finds its node (first match wins):
+
+- address: ``--node HOST:PORT``, else the ``rpc_bind_addr`` of ``--config node.toml``
+  (a wildcard bind address such as ``0.0.0.0`` is reached through loopback);
+- secret: ``--secret-file F``, else the ``TRIOBLOCK_SECRET`` environment variable, else
+  the config's ``rpc_secret`` / ``rpc_secret_file`` (hex or text, as in the config file);
+- node id: ``--node-id``, else the config's ``node_id`` (or, with ``--node``, the id of
+  the peer listed at that address), else asked of the node itself: the handshake makes a
+  client name the node it expects, so the CLI first opens one connection, reads the
+  node's ``Hello`` (which carries its id and is sent before any proof) and closes it.
+
+The client is an :class:`~trioblock._net.rpc.RpcNode` named ``cli-<8 hex digits>`` over a
+:class:`~trioblock.TcpTransport` that knows only the target; the handshake proves the
+cluster secret both ways before any request, so a wrong secret fails with exit code 3.
+
+Failures become :class:`~trioblock._cli.output.CliError` with the exit code scripts rely
+on (see :func:`failure_exit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .._net.channel import Channel
+from .._net.messages import NONCE_LEN, PROTOCOL_VERSION, Error, Hello
+from .._net.rpc import AdminRequestFailed, RpcNode
+from .._net.tcp import TcpTransport
+from ..errors import (
+    AuthenticationError,
+    ConfigError,
+    ProtocolError,
+    TransportError,
+    TrioblockError,
+)
+from .nodefile import Address, NodeFile, load_node_file, parse_address, parse_secret
+from .output import CliError, Exit, Output
+
+#: Environment variable holding the cluster secret (hex or text).
+SECRET_ENV = "TRIOBLOCK_SECRET"
+#: Default deadline of one admin request, seconds (``--timeout``).
+DEFAULT_TIMEOUT = 60.0
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the node is and how to prove we belong to its cluster."""
+
+    address: Address
+    secret: bytes
+    node_id: str | None
+
+    def describe(self) -> str:
+        host, port = self.address
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"node {self.node_id} at {where}" if self.node_id else f"the node at {where}"
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command talking to a node accepts."""
+    group = parser.add_argument_group("reaching the node")
+    group.add_argument(
+        "--config", "-c", type=Path, help="the node's config file (address, secret and node id)"
+    )
+    group.add_argument("--node", metavar="HOST:PORT", help="the node's RPC address")
+    group.add_argument(
+        "--secret-file",
+        type=Path,
+        help=f"file holding the cluster secret (default: ${SECRET_ENV}, then the config's)",
+    )
+    group.add_argument(
+        "--node-id", help="the node's id (default: from the config, else asked of the node)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds allowed for each request (default {DEFAULT_TIMEOUT:.0f})",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """The node to talk to, from the command-line options; ``CliError`` (exit 2) if unclear."""
+    node: NodeFile | None = None
+    try:
+        if args.config is not None:
+            node = load_node_file(args.config)
+        if args.node is not None:
+            address = parse_address(args.node, "--node")
+        elif node is not None and node.listen is not None:
+            address = node.listen
+        elif node is not None:
+            raise CliError(Exit.USAGE, f"{args.config} has no rpc_bind_addr: give --node")
+        else:
+            raise CliError(Exit.USAGE, "which node? give --config node.toml or --node HOST:PORT")
+        secret = _secret(args, node)
+    except ConfigError as exc:
+        raise CliError(Exit.USAGE, str(exc)) from None
+    host, port = address
+    address = (_WILDCARDS.get(host, host), port)
+    node_id = args.node_id
+    if node_id is None and node is not None:
+        if args.node is None:
+            node_id = node.config.node_id
+        else:
+            listed = {(_WILDCARDS.get(h, h), p): n for n, (h, p) in node.peers.items()}
+            node_id = listed.get(address)
+    return Target(address, secret, node_id)
+
+
+def _secret(args: argparse.Namespace, node: NodeFile | None) -> bytes:
+    if args.secret_file is not None:
+        try:
+            secret = parse_secret(Path(args.secret_file).read_text())
+        except OSError as exc:
+            raise CliError(
+                Exit.USAGE, f"--secret-file {args.secret_file}: {exc.strerror}"
+            ) from None
+    elif os.environ.get(SECRET_ENV):
+        secret = parse_secret(os.environ[SECRET_ENV])
+    elif node is not None and node.config.rpc_secret is not None:
+        secret = node.config.rpc_secret
+    else:
+        raise CliError(
+            Exit.USAGE,
+            f"no cluster secret: give --secret-file, set {SECRET_ENV} or use --config",
+        )
+    if not secret:
+        raise CliError(Exit.USAGE, "the cluster secret is empty")
+    return secret
+
+
+async def learn_node_id(address: Address, client_id: str, timeout: float) -> str:  # noqa: ASYNC109
+    """Ask the node at ``address`` its id: send a ``Hello``, read its ``Hello``, hang up."""
+    host, port = address
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            channel = Channel(stream, peer=f"{host}:{port}")
+            try:
+                await channel.send_message(
+                    Hello(PROTOCOL_VERSION, client_id, secrets.token_bytes(NONCE_LEN))
+                )
+                event = await channel.receive_event()
+            finally:
+                await channel.aclose()
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    except trio.TooSlowError:
+        raise TransportError(f"{host}:{port} did not answer within {timeout}s") from None
+    if isinstance(event, Hello):
+        return event.node_id
+    if isinstance(event, Error):
+        raise ProtocolError(f"{host}:{port} refused the handshake: {event.message}")
+    raise ProtocolError(f"{host}:{port} does not speak the trioblock protocol")
+
+
+class AdminClient:
+    """An authenticated admin session with one node (see :func:`open_admin_client`)."""
+
+    def __init__(self, rpc: RpcNode, target: Target, node_id: str, timeout: float) -> None:
+        self.rpc = rpc
+        self.target = target
+        self.node_id = node_id
+        self.timeout = timeout
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send ``{"op": op, **args}`` and return the reply map."""
+        return await self.rpc.admin(self.node_id, {"op": op, **args}, timeout=self.timeout)
+
+    async def call_with_body(
+        self, op: str, body: bytes | None = None, **args: Any
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """Send a request with an optional body; return the reply map and body."""
+        return await self.rpc.admin_with_body(
+            self.node_id, {"op": op, **args}, body, timeout=self.timeout
+        )
+
+
+def new_client_id() -> str:
+    """A fresh id for one CLI session, as the node's logs will show it."""
+    return f"cli-{secrets.token_hex(4)}"
+
+
+@asynccontextmanager
+async def open_admin_client(
+    target: Target,
+    timeout: float,  # noqa: ASYNC109  (the deadline of each request, not of the session)
+    *,
+    client_id: str | None = None,
+) -> AsyncIterator[AdminClient]:
+    """Connect to ``target`` (learning its id first if needed); close on exit."""
+    client_id = client_id or new_client_id()
+    node_id = target.node_id or await learn_node_id(target.address, client_id, timeout)
+    transport = TcpTransport(peers={node_id: target.address})
+    rpc = RpcNode(client_id, transport, target.secret, timeout=timeout, max_idle_per_peer=1)
+    try:
+        yield AdminClient(rpc, Target(target.address, target.secret, node_id), node_id, timeout)
+    finally:
+        with trio.CancelScope(shield=True):
+            await rpc.aclose()
+
+
+def leaf_error(exc: BaseException) -> BaseException:
+    """The one meaningful exception inside (possibly nested) single-member groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def failure_exit(exc: TrioblockError, target: Target) -> CliError:
+    """The exit code and message for a failed exchange with ``target``."""
+    if isinstance(exc, AuthenticationError):
+        return CliError(
+            Exit.UNREACHABLE,
+            f"authentication with {target.describe()} failed: {exc} "
+            f"(is the secret right? --secret-file, ${SECRET_ENV} or the config's rpc_secret)",
+        )
+    if isinstance(exc, AdminRequestFailed):
+        if exc.kind == "missing":
+            return CliError(Exit.FAILED, f"not found: {exc.remote_message}")
+        return CliError(Exit.FAILED, f"the node refused ({exc.kind}): {exc.remote_message}")
+    if isinstance(exc, TransportError | ProtocolError):
+        return CliError(Exit.UNREACHABLE, f"cannot reach {target.describe()}: {exc}")
+    return CliError(Exit.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+#: A command body run against a node: returns the exit code.
+Session = Callable[[AdminClient, Output], Awaitable[int]]
+
+
+def run_session(args: argparse.Namespace, session: Session) -> int:
+    """Resolve the target, connect, run ``session``; map every failure to an exit code."""
+    out = Output(json_mode=getattr(args, "json", False))
+    try:
+        target = resolve_target(args)
+
+        async def main() -> int:
+            nonlocal target
+            client_id = new_client_id()
+            try:
+                if target.node_id is None:
+                    node_id = await learn_node_id(target.address, client_id, args.timeout)
+                    target = Target(target.address, target.secret, node_id)
+                async with open_admin_client(target, args.timeout, client_id=client_id) as client:
+                    return await session(client, out)
+            except BaseException as exc:
+                leaf = leaf_error(exc)
+                if isinstance(leaf, TrioblockError):
+                    raise failure_exit(leaf, target) from None
+                if leaf is not exc and isinstance(leaf, CliError | KeyboardInterrupt):
+                    raise leaf from None
+                raise
+
+        return trio.run(main)
+    except CliError as exc:
+        out.error(exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return Exit.INTERRUPTED
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "SECRET_ENV",
+    "AdminClient",
+    "Session",
+    "Target",
+    "add_target_arguments",
+    "failure_exit",
+    "leaf_error",
+    "learn_node_id",
+    "new_client_id",
+    "open_admin_client",
+    "resolve_target",
+    "run_session",
+]

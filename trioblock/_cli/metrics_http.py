@@ -1,0 +1,328 @@
+"""Prometheus metrics of a running node, served over HTTP by ``trioblock serve --metrics``.
+
+:class:`NodeCollector` is a ``prometheus_client`` custom collector that reads the node
+at scrape time (``bm.metrics``, queue and error lengths, workers, scrub status, RPC
+statistics, data directory space); :func:`serve_metrics` answers ``GET /metrics`` with
+``prometheus_client.generate_latest`` from a tiny HTTP/1.1 server on Trio. The list of
+metrics and their meaning is in ``docs/metrics.md``.
+
+Rules kept here:
+
+- No threads of prometheus_client's own: the exposition is generated on the Trio thread
+  (it only reads counters and runs the same ``count(*)`` queries as ``trioblock
+  status``); the one blocking call, the free-space lookup of the data directories,
+  runs in a worker thread before each scrape.
+- The server is deliberately minimal: one request per connection (``Connection:
+  close``), a request head of at most 16 KiB read within 10 s, ``GET`` and ``HEAD``
+  only; anything else gets a 4xx answer. A broken client costs its own connection only.
+- ``serve_metrics`` follows Trio's ``serve_*`` convention: start it with
+  ``nursery.start``, which returns the address actually bound (port 0 picks one).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+
+from .._node.admin import data_dir_usage
+
+if TYPE_CHECKING:
+    from .._node.manager import BlockManager
+
+log = logging.getLogger("trioblock.metrics")
+
+Address = tuple[str, int]
+
+#: Worker states reported by ``trioblock_worker_state`` (one series per state).
+WORKER_STATES: Final = ("busy", "throttled", "idle", "done")
+#: Scrub states reported by ``trioblock_scrub_state``.
+SCRUB_STATES: Final = ("running", "paused", "finished", "idle")
+MAX_REQUEST_HEAD: Final = 16 * 1024
+REQUEST_TIMEOUT: Final = 10.0
+
+_COUNTER_HELP: Final = {
+    "bytes_read": "Plaintext bytes of blocks read (local copies and peers).",
+    "bytes_written": "Bytes of blocks written to this node's data directories.",
+    "corruptions": "Block copies that failed verification.",
+    "deletes": "Unreferenced blocks deleted by the garbage collector.",
+    "resyncs": "Resync steps completed.",
+    "resync_errors": "Resync steps that failed.",
+    "resync_sent": "Blocks sent to peers that needed them before a local delete.",
+    "resync_received": "Missing blocks fetched from peers by the resync.",
+    "puts": "put_block calls.",
+    "gets": "get_block calls.",
+    "hedged_reads": "Reads that started a second request because the first was slow.",
+}
+
+
+class NodeCollector:
+    """Reads a node's state at each scrape (a ``prometheus_client`` custom collector)."""
+
+    def __init__(self, bm: BlockManager) -> None:
+        self.bm = bm
+        #: Free space per data directory, refreshed (in a thread) before each scrape.
+        self.disk: list[dict[str, Any]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        bm = self.bm
+        info = GaugeMetricFamily("trioblock_node_info", "This node's id.", labels=["node_id"])
+        info.add_metric([bm.node_id], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "trioblock_uptime_seconds",
+            "Seconds since the node opened.",
+            value=time.monotonic() - bm.opened_monotonic,
+        )
+        yield from self._counters()
+        yield from self._queues()
+        yield from self._workers()
+        yield from self._scrub()
+        yield from self._rpc()
+        yield from self._disk()
+
+    def _counters(self) -> Iterator[Metric]:
+        for name, value in self.bm.metrics.counters().items():
+            yield CounterMetricFamily(
+                f"trioblock_{name}", _COUNTER_HELP.get(name, name.replace("_", " ")), value=value
+            )
+        for name, duration in self.bm.metrics.durations().items():
+            what = name.removesuffix("_duration")
+            yield SummaryMetricFamily(
+                f"trioblock_{what}_duration_seconds",
+                f"Duration of block {what}s.",
+                count_value=duration.count,
+                sum_value=duration.total,
+            )
+            yield GaugeMetricFamily(
+                f"trioblock_{what}_duration_max_seconds",
+                f"Longest block {what} since the node opened.",
+                value=duration.max,
+            )
+
+    def _queues(self) -> Iterator[Metric]:
+        bm = self.bm
+        yield GaugeMetricFamily(
+            "trioblock_rc_entries", "Rows of the reference-count table.", value=bm.rc_len()
+        )
+        yield GaugeMetricFamily(
+            "trioblock_resync_queue_length",
+            "Entries in the resync queue.",
+            value=bm.resync_queue_len(),
+        )
+        yield GaugeMetricFamily(
+            "trioblock_resync_error_blocks",
+            "Blocks whose resync failed and waits for a retry (trioblock errors).",
+            value=bm.resync_errors_len(),
+        )
+        yield GaugeMetricFamily(
+            "trioblock_resync_workers", "Configured resync workers.", value=bm.resync.n_workers
+        )
+        yield GaugeMetricFamily(
+            "trioblock_resync_tranquility",
+            "Resync tranquility.",
+            value=bm.resync.tranquility,
+        )
+
+    def _workers(self) -> Iterator[Metric]:
+        labels = ["worker"]
+        state = GaugeMetricFamily(
+            "trioblock_worker_state",
+            "1 for the state a background worker is in, 0 for the others.",
+            labels=["worker", "state"],
+        )
+        errors = CounterMetricFamily(
+            "trioblock_worker_errors", "Failed units of work of a worker.", labels=labels
+        )
+        consecutive = GaugeMetricFamily(
+            "trioblock_worker_consecutive_errors",
+            "Failures of a worker since its last success.",
+            labels=labels,
+        )
+        queue = GaugeMetricFamily(
+            "trioblock_worker_queue_length", "Work waiting for a worker.", labels=labels
+        )
+        progress = GaugeMetricFamily(
+            "trioblock_worker_progress", "Progress 0..1 of a worker's current run.", labels=labels
+        )
+        tranquility = GaugeMetricFamily(
+            "trioblock_worker_tranquility", "Tranquility of a worker.", labels=labels
+        )
+        for w in self.bm.workers():
+            for s in WORKER_STATES:
+                state.add_metric([w.name, s], 1 if w.state == s else 0)
+            errors.add_metric([w.name], w.errors)
+            consecutive.add_metric([w.name], w.consecutive_errors)
+            if w.queue_length is not None:
+                queue.add_metric([w.name], w.queue_length)
+            if w.progress is not None:
+                progress.add_metric([w.name], w.progress)
+            if w.tranquility is not None:
+                tranquility.add_metric([w.name], w.tranquility)
+        yield from (state, errors, consecutive, queue, progress, tranquility)
+
+    def _scrub(self) -> Iterator[Metric]:
+        status = self.bm.scrub_status()
+        state = GaugeMetricFamily(
+            "trioblock_scrub_state", "1 for the scrub's current state.", labels=["state"]
+        )
+        for s in SCRUB_STATES:
+            state.add_metric([s], 1 if status.state == s else 0)
+        yield state
+        yield GaugeMetricFamily(
+            "trioblock_scrub_progress", "Progress 0..1 of the scrub.", value=status.progress
+        )
+        yield GaugeMetricFamily(
+            "trioblock_scrub_blocks_checked",
+            "Blocks verified by the current (or last completed) scrub.",
+            value=status.blocks_checked,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_scrub_corruptions_found",
+            "Corrupt copies found by scrubs (persisted).",
+            value=status.corruptions_found,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_scrub_tranquility", "Scrub tranquility.", value=status.tranquility
+        )
+        if status.last_completed is not None:
+            yield GaugeMetricFamily(
+                "trioblock_scrub_last_completed_timestamp_seconds",
+                "When the last scrub completed (Unix time).",
+                value=status.last_completed / 1000,
+            )
+        if status.next_run is not None:
+            yield GaugeMetricFamily(
+                "trioblock_scrub_next_run_timestamp_seconds",
+                "When the next automatic scrub starts (Unix time).",
+                value=status.next_run / 1000,
+            )
+
+    def _rpc(self) -> Iterator[Metric]:
+        rpc = self.bm.rpc
+        if rpc is None:
+            return
+        stats = rpc.stats
+        for name, value, text in (
+            ("connections_opened", stats.connections_opened, "Outgoing connections opened."),
+            ("connections_reused", stats.connections_reused, "Requests on pooled connections."),
+            ("requests", stats.requests, "Outgoing requests started."),
+            ("connections_accepted", stats.connections_accepted, "Incoming authenticated."),
+            ("handshakes_rejected", stats.handshakes_rejected, "Incoming handshakes failed."),
+        ):
+            yield CounterMetricFamily(f"trioblock_rpc_{name}", text, value=value)
+
+    def _disk(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily(
+            "trioblock_data_dir_size_bytes",
+            "Size of the filesystem holding a data directory.",
+            labels=["path"],
+        )
+        free = GaugeMetricFamily(
+            "trioblock_data_dir_free_bytes",
+            "Free space on the filesystem holding a data directory.",
+            labels=["path"],
+        )
+        for entry in self.disk:
+            if "error" not in entry:
+                size.add_metric([entry["path"]], entry["total"])
+                free.add_metric([entry["path"]], entry["free"])
+        yield size
+        yield free
+
+
+def registry_for(bm: BlockManager) -> tuple[CollectorRegistry, NodeCollector]:
+    """A registry holding only the node's collector (no process or GC metrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    collector = NodeCollector(bm)
+    registry.register(collector)
+    return registry, collector
+
+
+async def render_metrics(
+    bm: BlockManager, registry: CollectorRegistry, collector: NodeCollector
+) -> bytes:
+    """The Prometheus text exposition of the node, now."""
+    collector.disk = await data_dir_usage(bm)
+    return generate_latest(registry)
+
+
+def _response(status: str, content_type: str, body: bytes, *, head: bool = False) -> bytes:
+    headers = (
+        f"HTTP/1.1 {status}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return headers.encode("ascii") + (b"" if head else body)
+
+
+async def _read_head(stream: trio.abc.Stream) -> bytes | None:
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        if len(buf) > MAX_REQUEST_HEAD:
+            return None
+        data = await stream.receive_some(4096)
+        if not data:
+            return None
+        buf += data
+    return bytes(buf)
+
+
+async def serve_metrics(
+    bm: BlockManager,
+    addr: Address,
+    *,
+    task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``http://HOST:PORT/metrics`` until cancelled; report the bound address."""
+    registry, collector = registry_for(bm)
+    host, port = addr
+    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    sockname = listeners[0].socket.getsockname()
+    bound = (str(sockname[0]), int(sockname[1]))
+
+    async def answer(stream: trio.SocketStream) -> None:
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                head = await _read_head(stream)
+                if head is None:
+                    await stream.send_all(
+                        _response("400 Bad Request", "text/plain", b"bad request\n")
+                    )
+                    return
+                parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+                method, path = (parts[0], parts[1]) if len(parts) == 3 else ("", "")
+                path = path.split("?", 1)[0]
+                if method not in ("GET", "HEAD"):
+                    reply = _response("405 Method Not Allowed", "text/plain", b"GET only\n")
+                elif path == "/metrics":
+                    body = await render_metrics(bm, registry, collector)
+                    reply = _response("200 OK", CONTENT_TYPE_LATEST, body, head=method == "HEAD")
+                elif path == "/":
+                    text = b"trioblock node metrics: see /metrics\n"
+                    reply = _response("200 OK", "text/plain; charset=utf-8", text)
+                else:
+                    reply = _response("404 Not Found", "text/plain", b"not found\n")
+                await stream.send_all(reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+            log.debug("metrics request failed: %r", exc)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    log.info("metrics at http://%s:%d/metrics", *bound)
+    task_status.started(bound)
+    await trio.serve_listeners(answer, listeners)
+
+
+__all__ = ["NodeCollector", "registry_for", "render_metrics", "serve_metrics"]

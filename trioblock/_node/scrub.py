@@ -1,0 +1,562 @@
+"""The scrub worker: read and verify every block of every data directory, now and then.
+
+Rules kept here:
+
+- A scrub walks the data directories in their layout order and each one in hash order
+  (``iter_block_files``), reading and verifying every block file in a worker thread
+  (plaintext hash, for plain and compressed copies alike). A copy that fails is
+  quarantined (``*.corrupted``; re-verified under the block's lock first, so a copy
+  being replaced concurrently is not blamed) and queued for an immediate resync, which
+  fetches a good copy from the other storage nodes. A corrupt copy in a read-only
+  directory is counted and queued but left in place (read-only means never modified).
+- One unit of work verifies one block; after it the worker sleeps ``tranquility ×`` the
+  mean duration of the last 30 units (``Tranquilizer``). Durations are measured on the
+  real clock (``time.perf_counter``): they are the disk's time, and under a
+  ``MockClock`` blocking work runs inline in zero virtual time, which would make every
+  tranquility sleep zero.
+- Progress is checkpointed in the ``settings`` table (key ``scrub_state``, a CBOR map)
+  every ``CHECKPOINT_BLOCKS`` blocks or ``CHECKPOINT_SECONDS`` seconds, on every command
+  and on corruption; the node also saves it when it stops. A restart resumes after the
+  last hash checkpointed: at most the blocks of one checkpoint interval are verified
+  twice after a crash, none after a clean stop.
+- Automatic runs start ``scrub_interval`` plus a random jitter after the previous
+  completion (after the node's first start for a new node). The jitter is uniform in
+  0..min(10 days, 0.4 × scrub_interval): with the default 25 days that is Garage's
+  "plus 0–10 days"; a short interval gets a proportionally short jitter. No automatic
+  run with ``disable_scrub``; commands work regardless.
+- Commands (``ScrubWorker.command``): ``start`` (a new run, unless one is running or
+  paused), ``pause`` (for some seconds; the run continues afterwards), ``resume``,
+  ``cancel`` (abandon the run: it does not count as completed), or an int tranquility.
+  A command waits for the current unit (one block) to finish, so it never races one.
+
+``BlockWalk`` (the resumable walk over all directories) is shared with the repair and
+rebalance workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+from trio_util import AsyncValue
+
+from .._core.config import DAY, Config
+from .._core.tranquilizer import Tranquilizer
+from .._storage.blockfiles import BlockLocation, BlockStore, iter_block_files
+from .._storage.metadata import MetadataDb
+from .._storage.offload import run_blocking
+from .clock import NodeClock
+from .metrics import Metrics
+from .resync import ResyncShared
+from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
+
+log = logging.getLogger("trioblock.scrub")
+
+SCRUB_STATE_KEY = "scrub_state"
+#: Upper bound of the random delay added to ``scrub_interval``.
+JITTER_MAX = 10 * DAY
+#: ... and its bound relative to ``scrub_interval``.
+JITTER_FRACTION = 0.4
+CHECKPOINT_BLOCKS = 256
+CHECKPOINT_SECONDS = 10.0
+#: Block files listed per trip to a worker thread.
+WALK_BATCH = 128
+#: ``pause`` without a duration pauses for a day.
+DEFAULT_PAUSE = DAY
+MAX_TRANQUILITY = 1000
+
+
+class OperationsNode(Protocol):
+    """What the scrub, repair and rebalance workers need from the node."""
+
+    config: Config
+    db: MetadataDb
+    store: BlockStore
+    clock: NodeClock
+    metrics: Metrics
+    db_limiter: trio.CapacityLimiter
+    resync: ResyncShared
+
+    def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
+
+
+def _take(it: Iterator[BlockLocation], n: int) -> list[BlockLocation]:
+    return list(islice(it, n))
+
+
+def hash_position(hex_hash: str) -> float:
+    """Where ``hex_hash`` lies in hash space, 0..1 (by its first two bytes)."""
+    if not hex_hash:
+        return 0.0
+    return int(hex_hash[:4].ljust(4, "0"), 16) / 65536
+
+
+class BlockWalk:
+    """Every block file of a list of directories, in (directory, hash) order, resumable.
+
+    The position is ``(dir_index, after)``: the walk continues in ``dirs[dir_index]``
+    with the hashes greater than ``after`` (a hex string). Directory listings happen in
+    worker threads, ``WALK_BATCH`` files at a time; the position only moves when the
+    caller says a block is done, so a checkpoint never skips a listed but unhandled one.
+    """
+
+    def __init__(
+        self,
+        dirs: Sequence[Path],
+        limiter: trio.CapacityLimiter,
+        dir_index: int = 0,
+        after: str = "",
+    ) -> None:
+        self.dirs = tuple(dirs)
+        self.limiter = limiter
+        self.dir_index = dir_index
+        self.after = after
+        self._listing: Iterator[BlockLocation] | None = None
+        self._listing_dir = -1
+        self._buffer: deque[BlockLocation] = deque()
+
+    @property
+    def finished(self) -> bool:
+        return self.dir_index >= len(self.dirs)
+
+    @property
+    def current_dir(self) -> Path | None:
+        return None if self.finished else self.dirs[self.dir_index]
+
+    def progress(self) -> float:
+        """0..1: directories done plus the hash-space position in the current one."""
+        if not self.dirs:
+            return 1.0
+        if self.finished:
+            return 1.0
+        return (self.dir_index + hash_position(self.after)) / len(self.dirs)
+
+    async def next(self) -> BlockLocation | None:
+        """The next block file (None at the end); call :meth:`done` once handled."""
+        while not self._buffer:
+            if self.finished:
+                return None
+            if self._listing is None or self._listing_dir != self.dir_index:
+                self._listing = iter_block_files(self.dirs[self.dir_index], self.after)
+                self._listing_dir = self.dir_index
+            batch = await run_blocking(_take, self._listing, WALK_BATCH, limiter=self.limiter)
+            if batch:
+                self._buffer.extend(batch)
+            else:
+                self.dir_index += 1
+                self.after = ""
+                self._listing = None
+        return self._buffer[0]
+
+    def done(self, loc: BlockLocation) -> None:
+        """Mark ``loc`` (the one :meth:`next` returned) as handled."""
+        if self._buffer and self._buffer[0] is loc:
+            self._buffer.popleft()
+        hex_hash = loc.hash.hex()
+        if hex_hash > self.after:
+            self.after = hex_hash
+
+    async def take(self, limit: int) -> list[BlockLocation]:
+        """Up to ``limit`` block files, marked done at once; [] at the end."""
+        out: list[BlockLocation] = []
+        while len(out) < limit:
+            loc = await self.next()
+            if loc is None:
+                break
+            self.done(loc)
+            out.append(loc)
+            if not self._buffer:
+                break  # one thread trip per call
+        return out
+
+
+# -- persisted state ---------------------------------------------------------------------
+
+RUNNING = "running"
+PAUSED = "paused"
+STOPPED = "stopped"
+
+
+@dataclass
+class ScrubState:
+    """What ``scrub_state`` holds (all times in node msec)."""
+
+    status: str
+    next_run: int
+    tranquility: int
+    dir_index: int = 0
+    dir_path: str | None = None
+    after: str = ""
+    started_at: int | None = None
+    last_completed: int | None = None
+    paused_until: int | None = None
+    corruptions: int = 0
+    #: blocks verified by the current run
+    checked: int = 0
+    #: blocks verified by the last completed run
+    last_checked: int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "position": {"dir": self.dir_index, "path": self.dir_path, "after": self.after},
+            "started_at": self.started_at,
+            "last_completed": self.last_completed,
+            "next_run": self.next_run,
+            "corruptions": self.corruptions,
+            "paused_until": self.paused_until,
+            "tranquility": self.tranquility,
+            "checked": self.checked,
+            "last_checked": self.last_checked,
+        }
+
+    @classmethod
+    def decode(cls, obj: Any) -> ScrubState:
+        """Raises ``ValueError`` (or KeyError/TypeError) on a malformed map."""
+        status = obj["status"]
+        if status not in (RUNNING, PAUSED, STOPPED):
+            raise ValueError(f"unknown scrub status {status!r}")
+        pos = obj.get("position") or {}
+
+        def opt_int(name: str) -> int | None:
+            value = obj.get(name)
+            return None if value is None else int(value)
+
+        return cls(
+            status=status,
+            next_run=int(obj["next_run"]),
+            tranquility=int(obj["tranquility"]),
+            dir_index=int(pos.get("dir", 0)),
+            dir_path=pos.get("path"),
+            after=str(pos.get("after", "")),
+            started_at=opt_int("started_at"),
+            last_completed=opt_int("last_completed"),
+            paused_until=opt_int("paused_until"),
+            corruptions=int(obj.get("corruptions", 0)),
+            checked=int(obj.get("checked", 0)),
+            last_checked=opt_int("last_checked"),
+        )
+
+
+@dataclass(frozen=True)
+class ScrubStatus:
+    """What ``BlockManager.scrub_status()`` reports.
+
+    ``state`` is ``"running"``, ``"paused"``, ``"finished"`` (no run in progress, one
+    completed before) or ``"idle"`` (no run in progress, none ever completed).
+    ``blocks_checked`` counts the current run, or the last completed one when none runs.
+    Times are node msec.
+    """
+
+    state: str
+    progress: float
+    last_completed: int | None
+    next_run: int | None
+    corruptions_found: int
+    tranquility: int
+    paused_until: int | None
+    blocks_checked: int
+
+
+class ScrubWorker(Worker):
+    """The node's one scrub worker (see the module docstring)."""
+
+    name = "scrub"
+
+    def __init__(self, node: OperationsNode, *, rng: random.Random | None = None) -> None:
+        super().__init__()
+        self.node = node
+        self.rng = rng if rng is not None else random.Random()
+        #: held by a unit of work and by a command, so they never interleave
+        self.lock = trio.Lock()
+        self.tranquilizer = Tranquilizer()
+        self._changed = AsyncValue(0)
+        #: number of runs completed since the node opened (await ``runs.wait_value``)
+        self.runs = AsyncValue(0)
+        self._token = 0
+        self._wake_at: float | None = None
+        self._walk: BlockWalk | None = None
+        self._unsaved = 0
+        self._saved_at = trio.current_time()
+        self.persisted = self._load()
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _load(self) -> ScrubState:
+        raw = self.node.db.get_setting(SCRUB_STATE_KEY)
+        if raw is not None:
+            try:
+                return ScrubState.decode(raw)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("stored scrub state is unreadable, starting afresh: %r", exc)
+        state = ScrubState(
+            status=STOPPED,
+            next_run=self._next_run_after(self.node.clock.now_msec()),
+            tranquility=self.node.config.scrub_tranquility,
+        )
+        self.node.db.set_setting(SCRUB_STATE_KEY, state.encode())
+        return state
+
+    async def _save(self) -> None:
+        self._sync_position()
+        await run_blocking(
+            self.node.db.set_setting_sync,
+            SCRUB_STATE_KEY,
+            self.persisted.encode(),
+            limiter=self.node.db_limiter,
+        )
+        self._unsaved = 0
+        self._saved_at = trio.current_time()
+
+    async def checkpoint(self) -> None:
+        """Save the progress now (waits for the current unit); used when the node stops."""
+        async with self.lock:
+            if not self.node.db.closed:
+                await self._save()
+
+    def _sync_position(self) -> None:
+        walk, st = self._walk, self.persisted
+        if walk is not None and st.status != STOPPED:
+            st.dir_index = walk.dir_index
+            st.after = walk.after
+            current = walk.current_dir
+            st.dir_path = None if current is None else str(current)
+
+    def _next_run_after(self, msec: int) -> int:
+        interval = self.node.config.scrub_interval
+        jitter = self.rng.uniform(0.0, min(JITTER_MAX, JITTER_FRACTION * interval))
+        return msec + int((interval + jitter) * 1000)
+
+    # -- the walk -------------------------------------------------------------------------------
+
+    def _open_walk(self) -> BlockWalk:
+        st = self.persisted
+        dirs = self.node.store.layout.dirs
+        index, after = st.dir_index, st.after
+        if st.dir_path is not None and (index >= len(dirs) or str(dirs[index]) != st.dir_path):
+            # The directory list changed since the checkpoint: find ours again.
+            paths = [str(d) for d in dirs]
+            if st.dir_path in paths:
+                index = paths.index(st.dir_path)
+            else:
+                log.info("scrub: directory %s is gone, restarting the walk", st.dir_path)
+                index, after = 0, ""
+        return BlockWalk(dirs, self.node.store.limiter, index, after)
+
+    def _begin(self, now: int) -> None:
+        st = self.persisted
+        st.status = RUNNING
+        st.started_at = now
+        st.paused_until = None
+        st.dir_index, st.dir_path, st.after = 0, None, ""
+        st.checked = 0
+        self._walk = None
+        log.info("scrub started")
+
+    def _stop_run(self) -> None:
+        st = self.persisted
+        st.status = STOPPED
+        st.paused_until = None
+        st.dir_index, st.dir_path, st.after = 0, None, ""
+        self._walk = None
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    async def work(self) -> StepResult:
+        async with self.lock:
+            return await self._unit()
+
+    async def _unit(self) -> StepResult:
+        node, st = self.node, self.persisted
+        self._token = self._changed.value
+        self._wake_at = None
+        now = node.clock.now_msec()
+        if st.status == PAUSED:
+            if st.paused_until is not None and now < st.paused_until:
+                self._wake_at = node.clock.trio_time_of(st.paused_until)
+                return WorkerState.IDLE
+            st.status = RUNNING
+            st.paused_until = None
+            log.info("scrub resumed after its pause")
+            await self._save()
+        if st.status != RUNNING:
+            if node.config.disable_scrub:
+                return WorkerState.IDLE
+            if now < st.next_run:
+                self._wake_at = node.clock.trio_time_of(st.next_run)
+                return WorkerState.IDLE
+            self._begin(now)
+            await self._save()
+        if self._walk is None:
+            self._walk = self._open_walk()
+        started = time.perf_counter()
+        loc = await self._walk.next()
+        if loc is None:
+            await self._complete()
+            return WorkerState.BUSY
+        try:
+            ok = await run_blocking(node.store.verify_file_sync, loc, limiter=node.store.limiter)
+        except OSError as exc:
+            # An unreadable file (EIO, EACCES...): report it and go on, or the walk
+            # would retry it forever.
+            self.errors += 1
+            self.last_error = f"cannot read {loc.path}: {exc}"
+            self.last_error_at = node.clock.now_msec()
+            log.error("scrub: cannot read %s: %s", loc.path, exc)
+        else:
+            if not ok:
+                await self._corrupt(loc)
+        self._walk.done(loc)
+        st.checked += 1
+        self._unsaved += 1
+        self.tranquilizer.record(time.perf_counter() - started)
+        if (
+            self._unsaved >= CHECKPOINT_BLOCKS
+            or trio.current_time() - self._saved_at >= CHECKPOINT_SECONDS
+        ):
+            await self._save()
+        return Throttled(self.tranquilizer.delay(st.tranquility))
+
+    async def _corrupt(self, loc: BlockLocation) -> None:
+        node = self.node
+        if node.store.in_read_only_dir(loc.path):
+            # Never modified; reads fall back to other nodes, a rebalance will not copy it.
+            if await run_blocking(node.store.verify_file_sync, loc, limiter=node.store.limiter):
+                return
+            log.warning("scrub: %s is corrupt in a read-only directory", loc.path)
+        else:
+            target = await node.store.quarantine(loc)
+            if target is None:
+                return  # replaced or deleted meanwhile, or valid after all
+        node.metrics.corruptions += 1
+        self.persisted.corruptions += 1
+        node.put_to_resync(loc.hash, 0)
+        log.warning("scrub: block %s is corrupt, quarantined and queued", loc.hash.hex())
+        await self._save()
+
+    async def _complete(self) -> None:
+        st = self.persisted
+        now = self.node.clock.now_msec()
+        st.last_completed = now
+        st.last_checked = st.checked
+        st.next_run = self._next_run_after(now)
+        self._stop_run()
+        await self._save()
+        self.runs.value += 1
+        log.info(
+            "scrub completed: %d blocks verified, %d corruptions found so far",
+            st.checked,
+            st.corruptions,
+        )
+
+    async def wait_for_work(self) -> None:
+        token = self._token
+        deadline = math.inf if self._wake_at is None else self._wake_at
+        with trio.move_on_at(deadline):
+            await self._changed.wait_value(lambda v: v > token)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def command(self, cmd: str | int, seconds: float | None = None) -> None:
+        """Apply an operator command (see the module docstring); ``ValueError`` if unknown."""
+        if isinstance(cmd, bool):
+            raise ValueError(f"unknown scrub command {cmd!r}")
+        if isinstance(cmd, int):
+            if not 0 <= cmd <= MAX_TRANQUILITY:
+                raise ValueError(f"scrub tranquility must be 0..{MAX_TRANQUILITY}, got {cmd}")
+        elif cmd not in ("start", "pause", "resume", "cancel"):
+            raise ValueError(
+                f"unknown scrub command {cmd!r}: start, pause, resume, cancel or a tranquility"
+            )
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ValueError(f"pause duration must be a non-negative number, got {seconds!r}")
+        async with self.lock:
+            st = self.persisted
+            now = self.node.clock.now_msec()
+            if isinstance(cmd, int):
+                st.tranquility = cmd
+            elif cmd == "start":
+                if st.status == STOPPED:
+                    self._begin(now)
+                else:
+                    log.info("scrub start: a scrub is already %s", st.status)
+            elif cmd == "pause":
+                if st.status == STOPPED:
+                    log.info("scrub pause: no scrub is running")
+                else:
+                    duration = DEFAULT_PAUSE if seconds is None else seconds
+                    st.status = PAUSED
+                    st.paused_until = now + int(duration * 1000)
+            elif cmd == "resume":
+                if st.status == PAUSED:
+                    st.status = RUNNING
+                    st.paused_until = None
+                else:
+                    log.info("scrub resume: the scrub is not paused")
+            elif st.status != STOPPED:  # cancel
+                log.info("scrub cancelled after %d blocks", st.checked)
+                self._stop_run()
+            await self._save()
+            self._changed.value += 1
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def status(self) -> ScrubStatus:
+        st = self.persisted
+        if st.status == STOPPED:
+            state = "idle" if st.last_completed is None else "finished"
+            progress = 0.0 if st.last_completed is None else 1.0
+            checked = st.last_checked or 0
+        else:
+            state = st.status
+            walk = self._walk
+            if walk is not None:
+                progress = walk.progress()
+            else:
+                n = max(1, len(self.node.store.layout.dirs))
+                progress = min(1.0, (st.dir_index + hash_position(st.after)) / n)
+            checked = st.checked
+        return ScrubStatus(
+            state=state,
+            progress=progress,
+            last_completed=st.last_completed,
+            next_run=None if self.node.config.disable_scrub else st.next_run,
+            corruptions_found=st.corruptions,
+            tranquility=st.tranquility,
+            paused_until=st.paused_until if st.status == PAUSED else None,
+            blocks_checked=checked,
+        )
+
+    def info(self) -> WorkerInfo:
+        status = self.status()
+        return replace(
+            super().info(),
+            tranquility=status.tranquility,
+            progress=status.progress if status.state in (RUNNING, PAUSED) else None,
+            info=f"{status.state}, {status.blocks_checked} blocks verified, "
+            f"{status.corruptions_found} corruptions found",
+        )
+
+
+__all__ = [
+    "SCRUB_STATE_KEY",
+    "BlockWalk",
+    "OperationsNode",
+    "ScrubState",
+    "ScrubStatus",
+    "ScrubWorker",
+]
