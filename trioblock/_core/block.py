@@ -17,6 +17,7 @@ Everything here is CPU work; callers run it in a worker thread.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ import zstandard
 
 from ..errors import CorruptBlockError
 from .hashing import Hash, Hasher, blake2sum
+
+#: Per-thread zstd contexts (see _compressor and _decompressor).
+_local = threading.local()
 
 #: Upper bound on a block's plaintext size unless configured otherwise.
 DEFAULT_MAX_BLOCK_SIZE = 64 * 1024 * 1024
@@ -57,7 +61,16 @@ class DataBlock:
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+    """One compression context per thread and level (reused: making one is not free)."""
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "cctx", None)
+    if cache is None:
+        cache = _local.cctx = {}
+    cctx = cache.get(level)
+    if cctx is None:
+        cctx = cache[level] = zstandard.ZstdCompressor(
+            level=level, write_checksum=True, write_content_size=True
+        )
+    return cctx
 
 
 def encode_block(plaintext: bytes, compression_level: int | None) -> DataBlock:
@@ -98,11 +111,7 @@ class BlockDecoder:
         self._hasher = Hasher()
         self._size = 0
         self._failed: str | None = None
-        self._dobj = (
-            zstandard.ZstdDecompressor().decompressobj()
-            if header is BlockHeader.COMPRESSED
-            else None
-        )
+        self._dobj = _decompressor().decompressobj() if header is BlockHeader.COMPRESSED else None
 
     @property
     def plaintext_size(self) -> int:
@@ -149,11 +158,54 @@ class BlockDecoder:
 def decode_block(
     expected: Hash, block: DataBlock, *, max_size: int = DEFAULT_MAX_BLOCK_SIZE
 ) -> bytes:
-    """Verify a whole encoded block and return its plaintext."""
-    decoder = BlockDecoder(expected, block.header, max_size=max_size)
-    plaintext = decoder.feed(block.payload)
-    decoder.finish()
+    """Verify a whole encoded block and return its plaintext.
+
+    The same rules as :class:`BlockDecoder`, in one pass: a frame that declares its
+    content size (every frame trioblock writes) is checked against ``max_size`` before
+    anything is decompressed; one that does not is decoded chunk by chunk instead.
+    """
+    payload = block.payload
+    if block.header is BlockHeader.PLAIN:
+        if len(payload) > max_size:
+            raise _corrupt(expected, f"plaintext exceeds the {max_size}-byte block size limit")
+        plaintext = bytes(payload)
+    else:
+        try:
+            declared = zstandard.frame_content_size(payload)
+        except zstandard.ZstdError as exc:
+            raise _corrupt(expected, f"zstd: {exc}") from None
+        if declared < 0:  # size unknown: bounded streaming decode
+            decoder = BlockDecoder(expected, block.header, max_size=max_size)
+            out = decoder.feed(payload)
+            decoder.finish()
+            return out
+        if declared > max_size:
+            raise _corrupt(expected, f"plaintext exceeds the {max_size}-byte block size limit")
+        dobj = _decompressor().decompressobj()
+        try:
+            plaintext = dobj.decompress(payload)
+        except zstandard.ZstdError as exc:
+            raise _corrupt(expected, f"zstd: {exc}") from None
+        if not dobj.eof:
+            raise _corrupt(expected, "truncated zstd frame")
+        if dobj.unused_data:
+            raise _corrupt(expected, "bytes after the end of the zstd frame")
+    actual = blake2sum(plaintext)
+    if actual != expected:
+        raise _corrupt(expected, f"plaintext hashes to {actual.hex()}")
     return plaintext
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """One decompression context per thread (making one costs more than a 4 KiB block)."""
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def _corrupt(expected: Hash, reason: str) -> CorruptBlockError:
+    return CorruptBlockError(expected, f"block {expected.hex()} is corrupt: {reason}")
 
 
 def verify_block(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cbor2
@@ -167,6 +168,17 @@ class DataLayout:
 
     def primary_dir(self, hash: bytes) -> Path:
         return self.dirs[self.primary[partition_of(hash)]]
+
+    @cached_property
+    def dir_names(self) -> tuple[str, ...]:
+        """The directories as strings (hot-path lookups build paths without pathlib)."""
+        return tuple(str(p) for p in self.dirs)
+
+    def candidate_roots(self, hash: bytes) -> list[str]:
+        """:meth:`candidate_dirs` as strings."""
+        part = partition_of(hash)
+        names = self.dir_names
+        return [names[self.primary[part]], *(names[i] for i in self.secondary[part])]
 
     def candidate_dirs(self, hash: bytes) -> list[Path]:
         """Where a copy may be: the primary first, then the secondaries."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from .._core.block import BlockDecoder, BlockHeader, DataBlock, decode_block, hash_and_encode
+from .._core.block import BlockHeader, DataBlock, decode_block, hash_and_encode
 from .._core.config import Config
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ..errors import CorruptBlockError
 from .._core.block import BlockDecoder, BlockHeader
 from .._core.hashing import Hash
 from .._storage.blockfiles import BlockLocation
 from .._storage.offload import run_blocking
+from ..errors import CorruptBlockError
 
 if TYPE_CHECKING:
     from .manager import BlockManager

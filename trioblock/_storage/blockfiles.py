@@ -36,7 +36,6 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -63,19 +62,41 @@ class WriteOutcome(enum.Enum):
     REPLACED = "replaced"
 
 
-@dataclass(frozen=True, slots=True)
 class BlockLocation:
-    """Where a copy of a block was found."""
+    """Where a copy of a block was found: path, encoding, size and mtime.
 
-    hash: Hash
-    path: Path
-    header: BlockHeader
-    size: int
-    mtime_ns: int
+    The path is kept as the string the lookup built and turned into a ``Path`` only
+    when asked for (pathlib costs more than reading a 4 KiB block).
+    """
+
+    __slots__ = ("_path", "_path_str", "hash", "header", "mtime_ns", "size")
+
+    def __init__(
+        self, hash: Hash, path: Path | str, header: BlockHeader, size: int, mtime_ns: int
+    ) -> None:
+        self.hash = hash
+        self._path_str = str(path)
+        self._path: Path | None = path if isinstance(path, Path) else None
+        self.header = header
+        self.size = size
+        self.mtime_ns = mtime_ns
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(self._path_str)
+        return self._path
+
+    @property
+    def path_str(self) -> str:
+        return self._path_str
 
     @property
     def written_at_msec(self) -> int:
         return self.mtime_ns // 1_000_000
+
+    def __repr__(self) -> str:
+        return f"BlockLocation({self._path_str!r}, {self.header.value}, {self.size} B)"
 
 
 def block_subdir(root: Path, hash: bytes) -> Path:
@@ -90,7 +111,18 @@ def _open_for_reading(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _fsync_dir(path: Path) -> None:
+def _read_fd(fd: int, size_hint: int) -> bytes:
+    """The whole file behind ``fd`` (which may have grown since its fstat)."""
+    data = os.read(fd, size_hint + 1)
+    if len(data) <= size_hint:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, READ_CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -145,6 +177,8 @@ class BlockStore:
         self.limiter = limiter
         self.max_block_size = max_block_size
         self.locks = KeyedLock()
+        #: ``aa/bb`` directories known to exist (bounded: 65,536 per data directory)
+        self._known_dirs: set[str] = set()
         self._order = (
             (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
             if compression
@@ -224,19 +258,21 @@ class BlockStore:
 
     # -- lookups ------------------------------------------------------------------------
 
+    def _candidates(self, hash: Hash) -> Iterator[tuple[str, BlockHeader]]:
+        """Every path a copy may have, in lookup order (plain strings: this is hot)."""
+        name = f"/{hash[0]:02x}/{hash[1]:02x}/{hash.hex()}"
+        for root in self.layout.candidate_roots(hash):
+            for header in self._order:
+                yield root + name + header.suffix, header
+
     def find_sync(self, hash: Hash) -> BlockLocation | None:
         """The first readable copy of ``hash`` in lookup order, or None."""
-        for root in self.layout.candidate_dirs(hash):
-            subdir = block_subdir(root, hash)
-            for header in self._order:
-                path = subdir / (hash.hex() + header.suffix)
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    continue
-                except NotADirectoryError:
-                    continue
-                return BlockLocation(hash, path, header, st.st_size, st.st_mtime_ns)
+        for path, header in self._candidates(hash):
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            return BlockLocation(hash, path, header, st.st_size, st.st_mtime_ns)
         return None
 
     async def find(self, hash: Hash) -> BlockLocation | None:
@@ -249,17 +285,19 @@ class BlockStore:
 
     def read_raw_sync(self, hash: Hash) -> tuple[DataBlock, BlockLocation] | None:
         """The encoded bytes of the first copy, unverified, or None when there is none."""
-        for _attempt in range(3):
-            loc = self.find_sync(hash)
-            if loc is None:
-                return None
+        # Open each candidate directly (no stat first): one failed open per absent name.
+        for path, header in self._candidates(hash):
             try:
-                with open(loc.path, "rb") as f:
-                    payload = f.read()
-            except FileNotFoundError:
-                # Replaced or deleted between stat and open: look again.
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            return DataBlock(loc.header, payload), loc
+            try:
+                st = os.fstat(fd)
+                payload = _read_fd(fd, st.st_size)
+            finally:
+                os.close(fd)
+            loc = BlockLocation(hash, path, header, st.st_size, st.st_mtime_ns)
+            return DataBlock(header, payload), loc
         return None
 
     def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
@@ -316,33 +354,43 @@ class BlockStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _make_subdir(self, root: Path, hash: bytes) -> Path:
-        subdir = block_subdir(root, hash)
-        if subdir.is_dir():
+    def _make_subdir(self, root: str, hash: bytes) -> str:
+        """``root/aa/bb``, created (and made durable) if needed; remembered once seen."""
+        subdir = f"{root}/{hash[0]:02x}/{hash[1]:02x}"
+        if subdir in self._known_dirs:
             return subdir
-        created: list[Path] = []
-        for d in (subdir.parent, subdir):
+        created: list[str] = []
+        for d in (subdir[:-3], subdir):
             try:
-                d.mkdir()
+                os.mkdir(d)
                 created.append(d)
             except FileExistsError:
                 pass
         if self.fsync:
             # Make the new directory entries themselves durable.
             for d in created:
-                _fsync_dir(d.parent)
+                _fsync_dir(os.path.dirname(d))
+        self._known_dirs.add(subdir)
         return subdir
 
-    def _new_file_sync(self, root: Path, hash: Hash, block: DataBlock, mtime_ns: int) -> Path:
+    def _new_file_sync(self, root: Path, hash: Hash, block: DataBlock, mtime_ns: int) -> str:
         """Write ``block`` under ``root`` via a temp file and rename; return the final path.
 
         The file is fsynced (with ``data_fsync``) but not its directory: the caller does
         that once it has finished changing the directory.
         """
-        subdir = self._make_subdir(root, hash)
-        final = subdir / (hash.hex() + block.header.suffix)
-        tmp = temp_name(final)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        root_name = str(root)
+        subdir = self._make_subdir(root_name, hash)
+        final = f"{subdir}/{hash.hex()}{block.header.suffix}"
+        tmp = f"{final}.tmp{secrets.token_hex(4)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:
+            # A remembered directory was removed behind our back: create it again.
+            self._known_dirs.discard(subdir)
+            subdir = self._make_subdir(root_name, hash)
+            fd = os.open(tmp, flags, 0o644)
         try:
             try:
                 _write_all(fd, block.payload)
@@ -367,8 +415,8 @@ class BlockStore:
             raise ValueError(f"{root} is a read-only data directory")
         final = self._new_file_sync(root, hash, block, mtime_ns)
         if self.fsync:
-            _fsync_dir(final.parent)
-        return final
+            _fsync_dir(os.path.dirname(final))
+        return Path(final)
 
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
         """Durably store ``block`` unless an equal or better copy exists (see module rules).
@@ -400,8 +448,8 @@ class BlockStore:
             stale = existing.path
         root = self.layout.primary_dir(hash)
         final = self._new_file_sync(root, hash, block, mtime_ns)
-        subdir = final.parent
-        if stale is not None and stale != final:
+        subdir = os.path.dirname(final)
+        if stale is not None and str(stale) != final:
             try:
                 os.unlink(stale)
             except FileNotFoundError:
@@ -410,7 +458,7 @@ class BlockStore:
                 log.warning("could not remove plain copy %s after compressing: %s", stale, exc)
         if self.fsync:
             _fsync_dir(subdir)
-            if stale is not None and stale.parent != subdir:
+            if stale is not None and str(stale.parent) != subdir:
                 _fsync_dir(stale.parent)
         return WriteOutcome.REPLACED if stale is not None else WriteOutcome.WRITTEN
 

@@ -58,9 +58,7 @@ class _ThreadPool:
                 self._idle -= 1
             else:
                 self._threads += 1
-                threading.Thread(
-                    target=self._work, name="trioblock-blocking", daemon=True
-                ).start()
+                threading.Thread(target=self._work, name="trioblock-blocking", daemon=True).start()
         self._jobs.put((fn, args, deliver))
 
     def _work(self) -> None:

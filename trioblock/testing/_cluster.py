@@ -206,6 +206,6 @@ async def open_cluster(
         finally:
             await cluster.aclose()
             with trio.CancelScope(shield=True):
-                for t in transports.values():
-                    if isinstance(t, TcpTransport):
-                        await t.aclose()
+                for transport_ in transports.values():
+                    if isinstance(transport_, TcpTransport):
+                        await transport_.aclose()
