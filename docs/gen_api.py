@@ -29,12 +29,21 @@ def _doc(obj: object) -> str:
 
 
 def _members(cls: type) -> list[tuple[str, object]]:
+    """Public documented members, the class's own first, then inherited trioblock ones."""
     out = []
-    for name, member in vars(cls).items():
-        if name.startswith("_") or not (inspect.getdoc(member) or "").strip():
-            continue
-        if isinstance(member, property | staticmethod | classmethod) or inspect.isfunction(member):
-            out.append((name, member))
+    seen: set[str] = set()
+    own = [c for c in cls.__mro__ if c.__module__.startswith("trioblock")]
+    for klass in own:
+        for name, member in vars(klass).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            if name.startswith("_") or not (inspect.getdoc(member) or "").strip():
+                continue
+            if isinstance(member, property | staticmethod | classmethod) or inspect.isfunction(
+                member
+            ):
+                out.append((name, member))
     return out
 
 

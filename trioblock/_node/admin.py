@@ -78,14 +78,6 @@ def op(name: str, *, body: bool = False) -> Callable[[AdminOp], AdminOp]:
     return register
 
 
-async def handle_admin(bm: BlockManager, request: dict[str, Any]) -> dict[str, Any]:
-    """Apply one operator request without bodies (ops answering with a body refuse)."""
-    result = await answer_admin(bm, request)
-    if isinstance(result, tuple):
-        raise AdminRequestError(f"admin op {request.get('op')!r} answers with a body")
-    return result
-
-
 async def answer_admin(
     bm: BlockManager, request: dict[str, Any], body: bytes | None = None
 ) -> AdminResult:
@@ -433,6 +425,5 @@ __all__ = [
     "answer_admin",
     "as_plain",
     "data_dir_usage",
-    "handle_admin",
     "op",
 ]

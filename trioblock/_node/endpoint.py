@@ -34,6 +34,5 @@ class RpcEndpoint:
         return await self.node.serve_need_block(hash)
 
     async def rpc_admin(self, request: dict[str, Any], body: bytes | None = None) -> AdminResult:
-        # Straight to the admin module: it answers with a body for ``get`` and takes one
-        # for ``put``, which ``BlockManager.serve_admin`` (maps only) cannot carry.
+        # The admin module answers with a body for ``get`` and takes one for ``put``.
         return await answer_admin(self.node, request, body)

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -40,7 +40,6 @@ from ..errors import (
     TransportError,
     TrioblockError,
 )
-from .admin import handle_admin
 from .budget import ByteBudget
 from .clock import NodeClock
 from .endpoint import RpcEndpoint
@@ -55,8 +54,6 @@ if TYPE_CHECKING:
     from .._net.transport import Transport
 
 log = logging.getLogger("trioblock.node")
-
-T = TypeVar("T")
 
 #: Extra delay after the GC delay before the deletion check runs (as Garage does).
 GC_CHECK_SLACK_MSEC = 10_000
@@ -712,10 +709,6 @@ class BlockManager(OperationsMixin):
         async with self.store.locks.hold(hash):
             loc, rc = await self._block_status(hash)
         return rc.is_nonzero and loc is None
-
-    async def serve_admin(self, request: dict[str, Any]) -> dict[str, Any]:
-        """An operator's request from the CLI (already authenticated by the handshake)."""
-        return await handle_admin(self, request)
 
     # ---------------------------------------------------------------------------------------
     # Lifecycle
