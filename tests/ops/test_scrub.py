@@ -68,7 +68,7 @@ async def test_scrub_verifies_plain_and_compressed_copies(
 
 async def test_pause_holds_the_scrub_until_resume(open_ops_node: Any, autojump_clock: Any) -> None:
     async with open_ops_node() as bm:
-        await put_blocks(bm, 30)
+        await put_blocks(bm, 100)  # several verify batches
         await bm.scrub(0)  # never sleeps, so the loop below may poll with sleep(0)
         await bm.scrub("start")
         while bm.scrub_status().blocks_checked < 5:
@@ -77,7 +77,7 @@ async def test_pause_holds_the_scrub_until_resume(open_ops_node: Any, autojump_c
         assert status.state == "paused"
         assert status.paused_until == bm.clock.now_msec() + 3_600_000
         done = status.blocks_checked
-        assert 5 <= done < 30
+        assert 5 <= done < 100
         assert 0 < status.progress < 1
         await trio.sleep(1800)
         assert bm.scrub_status().state == "paused"
@@ -87,7 +87,7 @@ async def test_pause_holds_the_scrub_until_resume(open_ops_node: Any, autojump_c
         assert status.paused_until is None
         await wait_scrub_runs(bm)
         # Every block verified exactly once across the pause.
-        assert bm.scrub_status().blocks_checked == 30
+        assert bm.scrub_status().blocks_checked == 100
 
 
 async def test_pause_ends_by_itself(open_ops_node: Any, autojump_clock: Any) -> None:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -29,6 +29,8 @@ from .._core.hashing import Hash
 from .._core.hedging import HedgePolicy
 from .._core.placement import Layout, LocalLayout
 from .._core.resync import ResyncAction, decide_resync, offload_allowed
+from .._net.rpc import RpcNode
+from .._net.transport import Transport
 from .._storage.blockfiles import BlockLocation, BlockStore, WriteOutcome, block_path
 from .._storage.metadata import MetadataDb, ResyncErrorInfo, Transaction
 from .._storage.offload import run_blocking
@@ -44,14 +46,11 @@ from .budget import ByteBudget
 from .clock import NodeClock
 from .endpoint import RpcEndpoint
 from .metrics import Metrics
+from .nurseries import service_nursery
 from .operations import OperationsMixin
 from .resync import ResyncShared, ResyncWorker
 from .streaming import VerifiedChunks
 from .workers import Worker, WorkerInfo, run_worker
-
-if TYPE_CHECKING:
-    from .._net.rpc import RpcNode
-    from .._net.transport import Transport
 
 log = logging.getLogger("trioblock.node")
 
@@ -797,8 +796,6 @@ async def open_block_manager(
             db.set_setting("data_dir_markers", new_markers)
         rpc = None
         if transport is not None:
-            from .._net.rpc import RpcNode
-
             assert config.rpc_secret is not None
             rpc = RpcNode(
                 config.node_id,
@@ -808,7 +805,7 @@ async def open_block_manager(
                 max_body_size=config.max_block_size + (1 << 20),
             )
         bm = BlockManager(config, layout=layout, db=db, store=store, clock=clock, rpc=rpc)
-        async with trio.open_nursery() as nursery:
+        async with service_nursery(f"node {config.node_id}") as nursery:
             await bm._start(nursery)
             log.info(
                 "node %s open: %d data dir(s), compression %s, %d resync worker(s)",
@@ -827,7 +824,7 @@ async def open_block_manager(
     finally:
         with trio.CancelScope(shield=True):
             await run_blocking(db.close)
-    log.info("node %s closed", config.node_id)
+        log.info("node %s closed", config.node_id)
 
 
 def _load_data_layout(db: MetadataDb, config: Config) -> DataLayout:

@@ -70,6 +70,8 @@ CHECKPOINT_BLOCKS = 256
 CHECKPOINT_SECONDS = 10.0
 #: Block files listed per trip to a worker thread.
 WALK_BATCH = 128
+#: Blocks verified per unit (one worker-thread trip); a command waits at most this long.
+VERIFY_BATCH = 32
 #: ``pause`` without a duration pauses for a day.
 DEFAULT_PAUSE = DAY
 MAX_TRANQUILITY = 1000
@@ -146,7 +148,7 @@ class BlockWalk:
             if self.finished:
                 return None
             if self._listing is None or self._listing_dir != self.dir_index:
-                self._listing = iter_block_files(self.dirs[self.dir_index], self.after)
+                self._listing = iter_block_files(self.dirs[self.dir_index], self.after, stat=False)
                 self._listing_dir = self.dir_index
             batch = await run_blocking(_take, self._listing, WALK_BATCH, limiter=self.limiter)
             if batch:
@@ -156,6 +158,10 @@ class BlockWalk:
                 self.after = ""
                 self._listing = None
         return self._buffer[0]
+
+    def buffered(self, limit: int) -> list[BlockLocation]:
+        """Up to ``limit`` listed blocks, from the next one on, without listing more."""
+        return list(islice(self._buffer, limit))
 
     def done(self, loc: BlockLocation) -> None:
         """Mark ``loc`` (the one :meth:`next` returned) as handled."""
@@ -399,25 +405,27 @@ class ScrubWorker(Worker):
         if self._walk is None:
             self._walk = self._open_walk()
         started = time.perf_counter()
-        loc = await self._walk.next()
-        if loc is None:
+        if await self._walk.next() is None:
             await self._complete()
             return WorkerState.BUSY
-        try:
-            ok = await run_blocking(node.store.verify_file_sync, loc, limiter=node.store.limiter)
-        except OSError as exc:
-            # An unreadable file (EIO, EACCES...): report it and go on, or the walk
-            # would retry it forever.
-            self.errors += 1
-            self.last_error = f"cannot read {loc.path}: {exc}"
-            self.last_error_at = node.clock.now_msec()
-            log.error("scrub: cannot read %s: %s", loc.path, exc)
-        else:
-            if not ok:
+        # A batch per unit: one thread trip verifies up to VERIFY_BATCH listed blocks.
+        batch = self._walk.buffered(VERIFY_BATCH)
+        results = await run_blocking(
+            node.store.verify_files_sync, batch, limiter=node.store.limiter
+        )
+        for loc, result in zip(batch, results, strict=True):
+            if isinstance(result, OSError):
+                # An unreadable file (EIO, EACCES...): report it and go on, or the walk
+                # would retry it forever.
+                self.errors += 1
+                self.last_error = f"cannot read {loc.path}: {result}"
+                self.last_error_at = node.clock.now_msec()
+                log.error("scrub: cannot read %s: %s", loc.path, result)
+            elif not result:
                 await self._corrupt(loc)
-        self._walk.done(loc)
-        st.checked += 1
-        self._unsaved += 1
+            self._walk.done(loc)
+            st.checked += 1
+            self._unsaved += 1
         self.tranquilizer.record(time.perf_counter() - started)
         if (
             self._unsaved >= CHECKPOINT_BLOCKS
