@@ -23,6 +23,7 @@ from .._core.placement import StaticLayout
 from .._net.tcp import TcpTransport
 from .._net.transport import Transport
 from .._node.manager import BlockManager, open_block_manager
+from .._node.nurseries import service_nursery
 from ._memory import MemoryNetwork
 
 
@@ -188,7 +189,7 @@ async def open_cluster(
         transports.update(tcp)
     elif transport != "memory":
         raise ValueError(f"transport must be 'memory' or 'tcp', got {transport!r}")
-    async with trio.open_nursery() as nursery:
+    async with service_nursery("in-process cluster") as nursery:
         cluster = Cluster(
             root,
             node_ids,
