@@ -30,7 +30,9 @@ async def test_an_error_in_the_cluster_body_comes_out_unwrapped(
             raise KeyError("mine")
 
 
-async def test_cancellation_from_outside_still_works(tmp_path: Path, autojump_clock: object) -> None:
+async def test_cancellation_from_outside_still_works(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     with trio.move_on_after(5) as scope:
         async with trioblock.open_block_manager(_config(tmp_path)):
             await trio.sleep_forever()
