@@ -483,3 +483,46 @@ def format_table(results: Iterable[Result]) -> str:
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(row) for row in rows)
     return "\n".join(out)
+
+
+def render_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], left: Iterable[int] = ()
+) -> str:
+    """A plain-text table: ``left`` holds the indices of left-aligned columns.
+
+    For benchmarks whose rows do not fit :class:`Result` (``benchmarks/cluster.py``).
+    """
+    left_set = set(left)
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+        for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i in left_set else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out.extend(line(row) for row in rows)
+    return "\n".join(out)
+
+
+class ThreadStopwatch(Stopwatch):
+    """A :class:`Stopwatch` that also records the CPU time of the calling thread.
+
+    In a Trio program the calling thread is the Trio thread: its CPU time per operation
+    is the part of the work that cannot spread over cores (``thread_cpu``, seconds).
+    """
+
+    thread_cpu: float
+
+    def __enter__(self) -> ThreadStopwatch:
+        self._thread = time.thread_time()
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self.thread_cpu = time.thread_time() - self._thread

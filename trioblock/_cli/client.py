@@ -26,7 +26,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,8 @@ class Target:
     """Where the node is and how to prove we belong to its cluster."""
 
     address: Address
-    secret: bytes
-    node_id: str | None
+    secret: bytes = field(repr=False)
+    node_id: str | None = None
 
     def describe(self) -> str:
         host, port = self.address

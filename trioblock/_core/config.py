@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -89,7 +89,7 @@ class Config:
     scrub_tranquility: int = 4
     disable_scrub: bool = False
     ram_buffer_max: int = 256 * 1024 * 1024
-    rpc_secret: bytes | None = None
+    rpc_secret: bytes | None = field(default=None, repr=False)
     #: Largest plaintext block accepted from a caller or a peer.
     max_block_size: int = 64 * 1024 * 1024
     #: Worker threads doing disk and CPU work at once (hash, zstd, fsync).

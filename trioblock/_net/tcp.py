@@ -55,10 +55,22 @@ class TcpTransport:
         server_ssl_context: ssl.SSLContext | None = None,
         tls_handshake_timeout: float = 10.0,
     ) -> None:
+        server_ssl = server_ssl_context or ssl_context
+        if (
+            listen is not None
+            and server_ssl is not None
+            and server_ssl.protocol == ssl.PROTOCOL_TLS_CLIENT
+        ):
+            # ssl.create_default_context() makes a client-only context: serving with it
+            # would fail on the first connection, so say so now.
+            raise ValueError(
+                "ssl_context is a client context (PROTOCOL_TLS_CLIENT): pass a server "
+                "context as server_ssl_context to serve TLS"
+            )
         self._listen = listen
         self._peers: dict[str, Address] = dict(peers or {})
         self._client_ssl = ssl_context
-        self._server_ssl = server_ssl_context or ssl_context
+        self._server_ssl = server_ssl
         self._tls_handshake_timeout = tls_handshake_timeout
         self._listen_address: Address | None = None
         self._bound: list[trio.SocketListener] | None = None
@@ -155,7 +167,12 @@ class TcpTransport:
     async def _handle(self, handler: StreamHandler, tcp: trio.SocketStream) -> None:
         stream: trio.abc.Stream = tcp
         if self._server_ssl is not None:
-            tls = trio.SSLStream(tcp, self._server_ssl, server_side=True)
+            try:
+                tls = trio.SSLStream(tcp, self._server_ssl, server_side=True)
+            except (ssl.SSLError, ValueError) as exc:
+                log.error("cannot serve TLS to %s: %r", _peername(tcp), exc)
+                await trio.aclose_forcefully(tcp)
+                return
             try:
                 with trio.fail_after(self._tls_handshake_timeout):
                     await tls.do_handshake()

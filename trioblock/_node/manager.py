@@ -689,8 +689,14 @@ class BlockManager(OperationsMixin):
                 if wanted > 0:
                     # Bounded wait: two large receives must not hold half the budget each
                     # and wait for each other forever.
-                    with trio.fail_after(self.config.rpc_timeout):
-                        taken += await self.budget.acquire(wanted)
+                    try:
+                        with trio.fail_after(self.config.rpc_timeout):
+                            taken += await self.budget.acquire(wanted)
+                    except trio.TooSlowError:
+                        raise TransportError(
+                            f"{self.node_id}: receive buffer full (ram_buffer_max) for "
+                            f"{self.config.rpc_timeout}s; try again later"
+                        ) from None
             block = DataBlock(header, b"".join(chunks))
             chunks.clear()
             # Verify before anything touches the disk: a peer never makes us store

@@ -1,0 +1,815 @@
+"""Cluster benchmark: replicated puts and gets over TCP on loopback, beside plain baselines.
+
+    python benchmarks/cluster.py [--quick | --full] [--json PATH] [--dir DIR] [--profile DIR]
+
+Every row is a trioblock cluster measured against a plain reference taken in the same
+run, alternating with it (A B, then B A, ...), each keeping its best repetition:
+
+- **put**: a 3-node cluster (``trioblock.testing.open_cluster(..., transport="tcp")``:
+  three nodes over ``TcpTransport`` on 127.0.0.1, in one ``trio.run``), replication
+  factor 3, write quorum 2, ``data_fsync`` on, compression level 1 (defaults), scrub
+  disabled. ``concurrency`` tasks on node n0 each put their round-robin share
+  (``await bm.put_block(data)``). The reference is the plain local write loop of
+  ``benchmarks/local.py`` (``_common.BaselineStore.put``, fsync on, zstd -1, in
+  ``concurrency`` threads) on the same blocks. All replicas share this machine's disk
+  and cores, so the ceiling of a replicated put is the plain loop's rate divided by the
+  replication factor; ``ratio`` = cluster rate / ceiling. The put rate is measured to the
+  return of the last ``put_block`` (quorum reached); the time until the third copy is
+  also on disk is reported as "all copies".
+- **get from a peer**: a 4-node cluster with replication factor 3, so every block has
+  exactly one node without a copy. Blocks are chosen (by hash, before they are written)
+  so that node n3 holds none of them, written untimed, and then read on n3 by
+  ``concurrency`` tasks: every get crosses the network (a ``GetBlock`` to a peer, the
+  peer reads and verifies its copy, sends it, n3 verifies it again). The reference is
+  raw trio TCP in the same ``trio.run``: one task streaming 1 MiB messages with
+  ``send_all`` to another that reads them with ``receive_some(256 KiB)`` (trioblock's own
+  receive size) over one loopback connection; ``ratio`` = get MiB/s (plaintext) / raw MiB/s.
+
+Data: "random" (incompressible; the network figures and the targets use it) and "text"
+(compressible pseudo-text from ``_common.make_blocks``: zstd -1 shrinks it about 2x, so a
+text get moves half the plaintext bytes over the wire). Blocks are all distinct.
+
+Besides wall time each phase records process CPU time (all threads, all nodes: the whole
+cluster runs in this process) and the Trio thread's own CPU time per block: the Trio
+thread is shared by every node here, so its CPU per block bounds the rate
+(1 / thread CPU per block) however many cores there are.
+
+Targets (from the performance issue): put 1 MiB x16 random ratio >= 0.7; get from a peer
+1 MiB x16 random ratio >= 0.6. ``--check`` makes the exit status 1 when one is missed.
+
+Real clock only: never run this under a MockClock (trioblock would then run blocking work
+inline on the Trio thread, and sockets do not mix with autojump anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import hashlib
+import io
+import json
+import os
+import pstats
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import trio
+import trio.testing
+
+import trioblock
+from trioblock.testing import Cluster, open_cluster
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (
+    HASH_LEN,
+    BaselineStore,
+    KiB,
+    MiB,
+    Rate,
+    ThreadStopwatch,
+    Timing,
+    bench_root,
+    compression_ratio,
+    environment,
+    fresh_dir,
+    make_blocks,
+    parse_size,
+    remove_dir,
+    render_table,
+    run_in_threads,
+    shares,
+    size_label,
+)
+
+REPLICATION_FACTOR = 3
+WRITE_QUORUM = 2
+#: In the get cluster: 4 nodes, so one of them (this one) can hold no copy of a block.
+GET_NODES = 4
+READER = "n3"
+#: Raw TCP reference: message size sent, and bytes asked per ``receive_some``
+#: (trioblock's ``Channel`` asks for 256 KiB too).
+RAW_MESSAGE = 1 * MiB
+RAW_RECEIVE = 256 * KiB
+
+#: (op, block size, concurrency, data) -> the ratio the issue asks for.
+TARGETS = {
+    ("put", 1 * MiB, 16, "random"): 0.7,
+    ("get", 1 * MiB, 16, "random"): 0.6,
+}
+
+#: Config for every node besides the defaults (fsync on, zstd level 1, 8 disk threads).
+BASE_CONFIG: dict[str, Any] = {"disable_scrub": True}
+
+
+@dataclass(frozen=True)
+class Mode:
+    phase_seconds: float  # aim for this long a cluster put phase
+    repetitions: int
+    max_bytes: int  # at most this much plaintext per phase
+    raw_min_bytes: int  # at least this much per raw TCP phase
+
+
+MODES = {
+    "quick": Mode(phase_seconds=0.25, repetitions=1, max_bytes=16 * MiB, raw_min_bytes=64 * MiB),
+    "default": Mode(phase_seconds=1.0, repetitions=3, max_bytes=64 * MiB, raw_min_bytes=128 * MiB),
+    "full": Mode(phase_seconds=2.0, repetitions=5, max_bytes=128 * MiB, raw_min_bytes=256 * MiB),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _check_clock() -> None:
+    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+        raise RuntimeError("benchmarks must run on the real clock")
+
+
+def block_hash(data: bytes) -> bytes:
+    """trioblock's block name (BLAKE2b-512, first 32 bytes), computed independently."""
+    return hashlib.blake2b(data).digest()[:HASH_LEN]
+
+
+_SYNC = True
+
+
+def _sync_disks() -> None:
+    if _SYNC:
+        os.sync()
+
+
+async def _drained(cluster: Cluster) -> None:
+    """Wait until no node holds block data for peers: every replica send has finished.
+
+    The byte budget is released when the last send of a put ends; the library offers no
+    event for it, so this polls (only after the timed puts, so the polling is not timed
+    work except for its last <= 0.5 ms).
+    """
+    while any(bm.budget.in_use for bm in cluster.nodes.values()):  # noqa: ASYNC110
+        await trio.sleep(0.0005)
+
+
+def _rpc_counters(cluster: Cluster) -> dict[str, int]:
+    out = {"connections_opened": 0, "connections_reused": 0, "requests": 0, "hedged_reads": 0}
+    for bm in cluster.nodes.values():
+        if bm.rpc is not None:
+            out["connections_opened"] += bm.rpc.stats.connections_opened
+            out["connections_reused"] += bm.rpc.stats.connections_reused
+            out["requests"] += bm.rpc.stats.requests
+        out["hedged_reads"] += bm.metrics.hedged_reads
+    return out
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in after}
+
+
+class _Profiler:
+    """cProfile of the Trio thread around one phase, dumped to ``path`` (when given)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.profile = cProfile.Profile() if path else None
+
+    def __enter__(self) -> _Profiler:
+        if self.profile is not None:
+            self.profile.enable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.profile is None or self.path is None:
+            return
+        self.profile.disable()
+        self.profile.dump_stats(self.path)
+        out = io.StringIO()
+        pstats.Stats(self.profile, stream=out).sort_stats("tottime").print_stats(15)
+        print(f"--- profile of the Trio thread: {self.path}", file=sys.stderr)
+        print(out.getvalue(), file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------
+# Puts: a 3-node cluster against the plain local write loop
+
+
+@dataclass
+class PutRun:
+    quorum: Timing  # until the last put_block returned
+    all_copies: float  # wall seconds until every replica was written
+    thread_cpu: float
+    hashes: list[bytes]
+    counters: dict[str, int]
+
+
+async def _put_all(bm: trioblock.BlockManager, blocks: Sequence[bytes], conc: int) -> list[bytes]:
+    hashes: list[Any] = [None] * len(blocks)
+
+    async def putter(share: list[tuple[int, bytes]]) -> None:
+        for i, data in share:
+            hashes[i] = bytes(await bm.put_block(data))
+
+    async with trio.open_nursery() as nursery:
+        for share in shares(blocks, conc):
+            nursery.start_soon(putter, share)
+    return hashes
+
+
+async def _put_session(
+    root: str,
+    blocks: Sequence[bytes],
+    warm: Sequence[bytes],
+    conc: int,
+    config: dict[str, Any],
+    profile_path: str | None = None,
+) -> PutRun:
+    _check_clock()
+    async with open_cluster(
+        root,
+        3,
+        replication_factor=REPLICATION_FACTOR,
+        write_quorum=WRITE_QUORUM,
+        transport="tcp",
+        **config,
+    ) as cluster:
+        bm = cluster.nodes["n0"]
+        # Untimed: connections, handshakes, worker threads.
+        await _put_all(bm, warm, conc)
+        await _drained(cluster)
+        await trio.to_thread.run_sync(_sync_disks)
+        before = _rpc_counters(cluster)
+        with _Profiler(profile_path), ThreadStopwatch() as sw:
+            started = time.perf_counter()
+            hashes = await _put_all(bm, blocks, conc)
+        await _drained(cluster)
+        all_copies = time.perf_counter() - started
+        counters = _delta(_rpc_counters(cluster), before)
+        # Untimed: a sample of blocks is on every node, byte for byte.
+        for i in range(0, len(blocks), max(1, len(blocks) // 4)):
+            for node_id, node in cluster.nodes.items():
+                found = await node.store.read_verified(trioblock.Hash(hashes[i]))
+                if found is None or found[0] != blocks[i]:
+                    raise AssertionError(f"block {i} is not on {node_id} as written")
+    return PutRun(sw.timing, all_copies, sw.thread_cpu, hashes, counters)
+
+
+def cluster_put_once(
+    root: str,
+    blocks: Sequence[bytes],
+    warm: Sequence[bytes],
+    conc: int,
+    config: dict[str, Any],
+    profile_path: str | None = None,
+) -> PutRun:
+    return trio.run(_put_session, root, blocks, warm, conc, config, profile_path)
+
+
+def plain_put_once(root: str, blocks: Sequence[bytes], conc: int) -> tuple[Timing, list[bytes]]:
+    store = BaselineStore(os.path.join(root, "data"), fsync=True, level=1)
+    timing, hashes = run_in_threads(store.put, blocks, conc)
+    return timing, [bytes(h) for h in hashes]
+
+
+# --------------------------------------------------------------------------------------
+# Gets from a peer: a 4-node cluster (rf 3) against raw trio TCP
+
+
+async def raw_tcp_phase(total: int) -> tuple[Timing, float]:
+    """One task streams ``RAW_MESSAGE``-byte messages to another over loopback TCP.
+
+    Returns (timing, Trio-thread CPU seconds) from the first ``send_all`` until the
+    receiver has read every byte.
+    """
+    messages = max(1, total // RAW_MESSAGE)
+    total = messages * RAW_MESSAGE
+    payload = os.urandom(RAW_MESSAGE)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    done = trio.Event()
+    received = 0
+
+    async def receiver(stream: trio.SocketStream) -> None:
+        nonlocal received
+        while received < total:
+            data = await stream.receive_some(RAW_RECEIVE)
+            if not data:
+                break
+            received += len(data)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, receiver, listeners)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"")  # connected and accepted before the clock starts
+        await trio.sleep(0.01)
+        with ThreadStopwatch() as sw:
+            for _ in range(messages):
+                await stream.send_all(payload)
+            await done.wait()
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    if received != total:
+        raise AssertionError(f"raw TCP: received {received} of {total} bytes")
+    return sw.timing, sw.thread_cpu
+
+
+def remote_blocks(n: int, size: int, kind: str, seed: int, layout: Any) -> list[bytes]:
+    """``n`` distinct blocks none of which ``READER`` stores under ``layout``."""
+    out: list[bytes] = []
+    batch = 0
+    while len(out) < n:
+        for data in make_blocks(2 * n + 8, size, kind, seed=seed + 1_000 * batch):
+            if READER not in layout.storage_nodes(block_hash(data)):
+                out.append(data)
+                if len(out) == n:
+                    break
+        batch += 1
+    return out
+
+
+@dataclass
+class GetSession:
+    get: Rate
+    raw: Rate
+    get_thread_cpu: list[float] = field(default_factory=list)
+    raw_thread_cpu: list[float] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    encoded_bytes: int = 0
+
+
+async def _get_session(
+    root: str,
+    n: int,
+    size: int,
+    kind: str,
+    seed: int,
+    conc: int,
+    repetitions: int,
+    raw_bytes: int,
+    config: dict[str, Any],
+    profile_path: str | None = None,
+) -> GetSession:
+    _check_clock()
+    async with open_cluster(
+        root, GET_NODES, replication_factor=REPLICATION_FACTOR, transport="tcp", **config
+    ) as cluster:
+        blocks = remote_blocks(n, size, kind, seed, cluster.layout)
+        hashes = [trioblock.Hash(block_hash(b)) for b in blocks]
+
+        # Untimed: write every block from one of its storage nodes.
+        async def writer(share: list[tuple[int, bytes]]) -> None:
+            for i, data in share:
+                holder = cluster.layout.storage_nodes(hashes[i])[0]
+                if await cluster.nodes[holder].put_block(data) != hashes[i]:
+                    raise AssertionError("trioblock named a block differently")
+
+        async with trio.open_nursery() as nursery:
+            for share in shares(blocks, conc):
+                nursery.start_soon(writer, share)
+        await _drained(cluster)
+        await trio.to_thread.run_sync(_sync_disks)
+        reader = cluster.nodes[READER]
+        encoded = 0
+        for h in hashes:
+            for node_id in cluster.layout.storage_nodes(h):
+                loc = await cluster.nodes[node_id].store.find(h)
+                assert loc is not None, f"{node_id} lacks {h.hex()}"
+            encoded += loc.size
+            if await reader.store.find(h) is not None:
+                raise AssertionError(f"{READER} holds a copy of {h.hex()}")
+
+        async def get_all(indices: Sequence[int]) -> None:
+            async def getter(share: list[tuple[int, int]]) -> None:
+                for _, i in share:
+                    data = await reader.get_block(hashes[i])
+                    if len(data) != size:
+                        raise AssertionError(f"block {i}: got {len(data)} bytes")
+
+            async with trio.open_nursery() as nursery:
+                for share in shares(list(indices), conc):
+                    nursery.start_soon(getter, share)
+
+        # Untimed: connections to every peer, worker threads.
+        await get_all(range(min(n, 2 * conc)))
+        result = GetSession(
+            get=Rate(n=n, size=size),
+            raw=Rate(n=max(1, raw_bytes // RAW_MESSAGE), size=RAW_MESSAGE),
+            encoded_bytes=encoded,
+        )
+        before = _rpc_counters(cluster)
+        for rep in range(repetitions):
+            for side in ("get", "raw") if rep % 2 == 0 else ("raw", "get"):
+                gc.collect()
+                if side == "raw":
+                    timing, thread_cpu = await raw_tcp_phase(raw_bytes)
+                    result.raw.add(timing)
+                    result.raw_thread_cpu.append(thread_cpu)
+                else:
+                    with ThreadStopwatch() as sw:
+                        await get_all(range(n))
+                    result.get.add(sw.timing)
+                    result.get_thread_cpu.append(sw.thread_cpu)
+        result.counters = _delta(_rpc_counters(cluster), before)
+        if profile_path:
+            with _Profiler(profile_path):
+                await get_all(range(n))
+        # Untimed: a sample read back byte for byte, and still no copy on the reader.
+        for i in range(0, n, max(1, n // 8)):
+            if await reader.get_block(hashes[i]) != blocks[i]:
+                raise AssertionError(f"block {i} read back differently")
+            if await reader.store.find(hashes[i]) is not None:
+                raise AssertionError(f"{READER} stored a copy of block {i}")
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Rows and the table
+
+
+@dataclass
+class Row:
+    """One operation of the cluster beside its reference.
+
+    ``ceiling`` is the reference's rate divided by ``divisor`` (the replication factor
+    for puts, 1 for gets); ``ratio`` is the cluster's rate over the ceiling.
+    """
+
+    op: str
+    size: int
+    data: str
+    concurrency: int
+    cluster: Rate
+    reference: Rate
+    reference_name: str
+    divisor: int
+    cluster_thread_cpu: list[float]
+    target: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ceiling_mib_per_s(self) -> float:
+        return self.reference.mib_per_s / self.divisor
+
+    @property
+    def ratio(self) -> float:
+        return self.cluster.mib_per_s / self.ceiling_mib_per_s
+
+    @property
+    def meets_target(self) -> bool | None:
+        return None if self.target is None else self.ratio >= self.target
+
+    @property
+    def thread_cpu_us_per_block(self) -> float:
+        return min(self.cluster_thread_cpu) / self.cluster.n * 1e6
+
+    @property
+    def reference_cpu_us_per_block(self) -> float:
+        """The reference's CPU for the same work as one cluster operation.
+
+        Puts: ``divisor`` plain puts. Gets: moving ``size`` bytes over raw TCP.
+        """
+        ref = self.reference
+        per_byte = min(ref.cpu_seconds) / (ref.n * ref.size)
+        return per_byte * self.size * self.divisor * 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for side in ("cluster", "reference"):
+            rate: Rate = getattr(self, side)
+            d[side].update(
+                best_seconds=rate.best,
+                blocks_per_s=rate.blocks_per_s,
+                mib_per_s=rate.mib_per_s,
+                cpu_us_per_block=rate.cpu_us_per_block,
+            )
+        d.update(
+            ceiling_mib_per_s=self.ceiling_mib_per_s,
+            ratio=self.ratio,
+            meets_target=self.meets_target,
+            thread_cpu_us_per_block=self.thread_cpu_us_per_block,
+            reference_cpu_us_per_block=self.reference_cpu_us_per_block,
+        )
+        return d
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def format_rows(rows: Sequence[Row]) -> str:
+    headers = [
+        "op", "size", "data", "conc", "n", "blk/s", "MiB/s", "all copies", "reference",
+        "ref MiB/s", "ceiling", "ratio", "target", "cpu/blk", "trio cpu/blk", "ref cpu/blk",
+    ]  # fmt: skip
+    lines = []
+    for r in rows:
+        target = ""
+        if r.target is not None:
+            target = f">={r.target:.2f} {'ok' if r.meets_target else 'MISS'}"
+        all_copies = r.extra.get("all_copies_mib_per_s")
+        lines.append(
+            [
+                r.op,
+                size_label(r.size),
+                r.data,
+                str(r.concurrency),
+                str(r.cluster.n),
+                _fmt(r.cluster.blocks_per_s),
+                _fmt(r.cluster.mib_per_s),
+                _fmt(all_copies) if all_copies is not None else "",
+                r.reference_name,
+                _fmt(r.reference.mib_per_s),
+                _fmt(r.ceiling_mib_per_s),
+                f"{r.ratio:.2f}",
+                target,
+                f"{r.cluster.cpu_us_per_block:,.0f} us",
+                f"{r.thread_cpu_us_per_block:,.0f} us",
+                f"{r.reference_cpu_us_per_block:,.0f} us",
+            ]
+        )
+    return render_table(headers, lines, left={0, 1, 2, 8, 12})
+
+
+# --------------------------------------------------------------------------------------
+# Driver
+
+
+def pick_count(root: str, size: int, kind: str, conc: int, mode: Mode, config: dict) -> int:
+    """Blocks per phase: about ``mode.phase_seconds`` of cluster puts (measured)."""
+    n_min = max(16, 4 * conc)
+    n_max = max(n_min, mode.max_bytes // size)
+    pilot_n = max(conc, 4)
+    warm = make_blocks(pilot_n, size, kind, seed=997)
+    pilot = make_blocks(pilot_n, size, kind, seed=998)
+    _sync_disks()
+    run = cluster_put_once(fresh_dir(root, "pilot"), pilot, warm, conc, config)
+    n = int(mode.phase_seconds / max(run.quorum.wall / pilot_n, 1e-7))
+    n = max(n_min, min(n_max, n))
+    return -(-n // conc) * conc
+
+
+def measure(
+    root: str,
+    size: int,
+    kind: str,
+    conc: int,
+    mode: Mode,
+    seed: int,
+    config: dict[str, Any],
+    profile_dir: str | None,
+) -> list[Row]:
+    n = pick_count(root, size, kind, conc, mode, config)
+    blocks = make_blocks(n, size, kind, seed=seed)
+    warm = make_blocks(max(conc, 4), size, kind, seed=seed + 500)
+    label = f"{size_label(size).replace(' ', '').lower()}-{kind}-c{conc}"
+
+    put = Rate(n=n, size=size)
+    plain = Rate(n=n, size=size)
+    put_thread_cpu: list[float] = []
+    all_copies: list[float] = []
+    counters: dict[str, int] = {}
+    for rep in range(mode.repetitions):
+        order = ("cluster", "plain") if rep % 2 == 0 else ("plain", "cluster")
+        found: dict[str, list[bytes]] = {}
+        for side in order:
+            where = fresh_dir(root, f"{side}-{label}")
+            _sync_disks()
+            gc.collect()
+            if side == "cluster":
+                run = cluster_put_once(where, blocks, warm, conc, config)
+                put.add(run.quorum)
+                put_thread_cpu.append(run.thread_cpu)
+                all_copies.append(run.all_copies)
+                counters = run.counters
+                found[side] = run.hashes
+            else:
+                timing, found[side] = plain_put_once(where, blocks, conc)
+                plain.add(timing)
+        if found["cluster"] != found["plain"]:
+            raise AssertionError("the cluster and the plain loop disagree on block hashes")
+    if profile_dir:
+        path = os.path.join(profile_dir, f"put-{label}.pstats")
+        cluster_put_once(fresh_dir(root, f"profile-{label}"), blocks, warm, conc, config, path)
+    del blocks
+
+    raw_bytes = max(mode.raw_min_bytes, n * size)
+    _sync_disks()
+    gets: GetSession = trio.run(
+        _get_session,
+        fresh_dir(root, f"get-{label}"),
+        n,
+        size,
+        kind,
+        seed + 100,
+        conc,
+        mode.repetitions,
+        raw_bytes,
+        config,
+        os.path.join(profile_dir, f"get-{label}.pstats") if profile_dir else None,
+    )
+    sample = make_blocks(16, size, kind, seed=seed)
+    common = {"compression_ratio": round(compression_ratio(sample), 3)}
+    put_row = Row(
+        op="put",
+        size=size,
+        data=kind,
+        concurrency=conc,
+        cluster=put,
+        reference=plain,
+        reference_name=f"plain loop / {REPLICATION_FACTOR}",
+        divisor=REPLICATION_FACTOR,
+        cluster_thread_cpu=put_thread_cpu,
+        target=TARGETS.get(("put", size, conc, kind)),
+        extra={
+            **common,
+            "all_copies_seconds": all_copies,
+            "all_copies_mib_per_s": n * size / min(all_copies) / MiB,
+            "rpc_during_last_repetition": counters,
+        },
+    )
+    get_row = Row(
+        op="get",
+        size=size,
+        data=kind,
+        concurrency=conc,
+        cluster=gets.get,
+        reference=gets.raw,
+        reference_name="raw TCP",
+        divisor=1,
+        cluster_thread_cpu=gets.get_thread_cpu,
+        target=TARGETS.get(("get", size, conc, kind)),
+        extra={
+            **common,
+            "raw_thread_cpu_seconds": gets.raw_thread_cpu,
+            "encoded_bytes": gets.encoded_bytes,
+            "wire_mib_per_s": gets.encoded_bytes / gets.get.best / MiB,
+            "rpc_during_timed_gets": gets.counters,
+        },
+    )
+    return [put_row, get_row]
+
+
+def warm_up(root: str, config: dict[str, Any]) -> None:
+    """Untimed: imports, thread pools, the filesystem, on both sides."""
+    blocks = make_blocks(32, 64 * KiB, "random", seed=0)
+    cluster_put_once(fresh_dir(root, "warmup"), blocks, blocks[:4], 4, config)
+    plain_put_once(fresh_dir(root, "warmup"), blocks, 4)
+    trio.run(raw_tcp_phase, 16 * MiB)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help="CI-sized: 1 repetition, short phases")
+    length.add_argument("--full", action="store_true", help="5 repetitions, longer phases")
+    p.add_argument("--dir", help="parent of the temp directories (default: /var/tmp or /tmp)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--sizes", default="64k,1m", help="block sizes (default 64k,1m)")
+    p.add_argument("--concurrency", default="1,16", help="tasks/threads (default 1,16)")
+    p.add_argument("--data", default="random,text", help="block contents (default random,text)")
+    p.add_argument("--repetitions", type=int, help="override the mode's repetitions")
+    p.add_argument("--phase-seconds", type=float, help="override the mode's put phase length")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a trioblock.Config field on every node (e.g. disk_threads=16)",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="after each row, run one more put and get phase under cProfile (Trio thread) "
+        "and write DIR/{put,get}-<row>.pstats (not part of the table)",
+    )
+    p.add_argument("--no-sync", action="store_true", help="skip os.sync() between runs")
+    p.add_argument("--keep", action="store_true", help="keep the temp root directory")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    return p.parse_args(argv)
+
+
+def _overrides(items: Sequence[str]) -> dict[str, Any]:
+    import ast
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in trioblock.Config.field_names():
+            raise SystemExit(f"--config {item!r}: expected FIELD=VALUE with a Config field")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
+
+
+def _make_room(root: str, reserve: int) -> None:
+    """Delete earlier rows' directories when the disk runs short (rarely needed)."""
+    if shutil.disk_usage(root).free >= reserve:
+        return
+    for entry in os.listdir(root):
+        remove_dir(os.path.join(root, entry))
+    _sync_disks()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    global _SYNC
+    args = parse_args(argv)
+    base = MODES["quick" if args.quick else "full" if args.full else "default"]
+    mode = Mode(
+        phase_seconds=args.phase_seconds or base.phase_seconds,
+        repetitions=args.repetitions or base.repetitions,
+        max_bytes=base.max_bytes,
+        raw_min_bytes=base.raw_min_bytes,
+    )
+    _SYNC = not args.no_sync
+    sizes = [parse_size(s) for s in _csv(args.sizes)]
+    concurrencies = [int(c) for c in _csv(args.concurrency)]
+    kinds = _csv(args.data)
+    config = {**BASE_CONFIG, **_overrides(args.config)}
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+
+    # Per row: reps x 3 copies of the puts, plus the plain loop's and the get cluster's.
+    need = (mode.repetitions * 4 + 4) * mode.max_bytes
+    root = bench_root(args.dir, need_bytes=need)
+    env = environment(root)
+    print(
+        f"trioblock {trioblock.__version__}, Python {env['python']}, trio {env['trio']}, "
+        f"zstandard {env['zstandard']}, {env['cpus']} CPUs, {env['filesystem']}",
+        file=sys.stderr,
+    )
+    print(
+        f"data under {root}; {mode.repetitions} repetition(s), best kept; "
+        f"~{mode.phase_seconds:g} s per cluster put phase; node config {config}",
+        file=sys.stderr,
+    )
+    rows: list[Row] = []
+    started = time.perf_counter()
+    seed = 1
+    try:
+        warm_up(root, config)
+        for size in sizes:
+            for kind in kinds:
+                for conc in concurrencies:
+                    seed += 10_000
+                    _make_room(root, 2 * need + (1 << 30))
+                    new = measure(root, size, kind, conc, mode, seed, config, args.profile)
+                    rows.extend(new)
+                    for r in new:
+                        print(
+                            f"  {r.op} {size_label(size):>7} {kind:6} x{conc:<2} "
+                            f"n={r.cluster.n:<5} {r.cluster.mib_per_s:7.1f} MiB/s  "
+                            f"{r.reference_name} {r.reference.mib_per_s:7.1f} MiB/s  "
+                            f"ratio {r.ratio:.2f}",
+                            file=sys.stderr,
+                        )
+    finally:
+        if not args.keep:
+            remove_dir(root)
+    elapsed = time.perf_counter() - started
+
+    print()
+    print(format_rows(rows))
+    print(
+        f"\n{len(rows)} rows in {elapsed:.0f} s. put: ratio = cluster MiB/s / (plain loop "
+        f"MiB/s / {REPLICATION_FACTOR}); get: ratio = get MiB/s (plaintext, from a peer) / "
+        "raw trio TCP MiB/s. cpu/blk: process CPU (3 or 4 nodes, all threads) per block; "
+        "trio cpu/blk: the Trio thread's share; ref cpu/blk: the reference's CPU for the "
+        f"same work ({REPLICATION_FACTOR} plain puts; moving one block over raw TCP)."
+    )
+    missed = [r for r in rows if r.meets_target is False]
+    targeted = [r for r in rows if r.target is not None]
+    if targeted:
+        print(f"targets: {len(targeted) - len(missed)}/{len(targeted)} met")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "benchmark": "cluster",
+                    "environment": env,
+                    "node_config": config,
+                    "mode": {**asdict(mode), "elapsed_seconds": elapsed},
+                    "results": [r.as_dict() for r in rows],
+                },
+                f,
+                indent=2,
+                default=str,
+            )
+        print(f"wrote {args.json}")
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
