@@ -34,4 +34,9 @@ def types(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Throughput benchmarks; each reports ratios against a baseline from the same run."""
     session.install("-e", ".")
-    session.run("python", "benchmarks/local.py", *session.posargs)
+    # `nox -s bench` runs all three; `nox -s bench -- local --quick` one, with options.
+    names = ["local", "cluster", "scrub"]
+    chosen = [a for a in session.posargs if a in names] or names
+    options = [a for a in session.posargs if a not in names]
+    for name in chosen:
+        session.run("python", f"benchmarks/{name}.py", *options)

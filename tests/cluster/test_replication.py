@@ -21,11 +21,13 @@ async def holders(cluster: Cluster, h: bytes) -> set[str]:
     return {n for n, bm in cluster.nodes.items() if await bm.has_local_block(h)}
 
 
-async def test_put_replicates_to_every_storage_node(tmp_path: Path, autojump_clock: object) -> None:
-    async with open_cluster(tmp_path, n=4, replication_factor=3) as cluster:
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_put_replicates_to_every_storage_node(tmp_path: Path, transport: str) -> None:
+    async with open_cluster(
+        tmp_path, n=4, replication_factor=3, write_quorum=3, transport=transport
+    ) as cluster:
         data = b"replicated" * 1000
-        h = await cluster.nodes["n0"].put_block(data)
-        await trio.testing.wait_all_tasks_blocked()
+        h = await cluster.nodes["n0"].put_block(data)  # quorum 3: every copy is durable
         assert await holders(cluster, h) == set(cluster.layout.storage_nodes(h))
         for bm in cluster.nodes.values():
             assert await bm.get_block(h) == data
@@ -44,10 +46,11 @@ async def test_put_returns_at_quorum_while_slow_node_finishes_later(
         assert await holders(cluster, h) == {"n0", "n1", "n2"}
 
 
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
 async def test_put_without_quorum_raises_with_per_node_causes(
-    tmp_path: Path, autojump_clock: object
+    tmp_path: Path, transport: str
 ) -> None:
-    async with open_cluster(tmp_path, n=3) as cluster:
+    async with open_cluster(tmp_path, n=3, transport=transport, rpc_timeout=5.0) as cluster:
         await cluster.stop("n1")
         await cluster.stop("n2")
         with pytest.raises(QuorumError) as info:
@@ -58,10 +61,11 @@ async def test_put_without_quorum_raises_with_per_node_causes(
         assert set(info.value.errors) == {"n1", "n2"}
 
 
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
 async def test_get_fetches_from_peer_when_local_copy_missing(
-    tmp_path: Path, autojump_clock: object
+    tmp_path: Path, transport: str
 ) -> None:
-    async with open_cluster(tmp_path, n=3) as cluster:
+    async with open_cluster(tmp_path, n=3, transport=transport, rpc_timeout=5.0) as cluster:
         await cluster.stop("n2")
         h = await cluster.nodes["n0"].put_block(b"written while n2 was away" * 50)
         n2 = await cluster.start("n2")
@@ -140,10 +144,11 @@ async def test_corrupt_local_copy_is_quarantined_and_repaired_from_peers(
         assert found is not None and found[0] == data
 
 
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
 async def test_missing_everywhere_raises_missing_block_error(
-    tmp_path: Path, autojump_clock: object
+    tmp_path: Path, transport: str
 ) -> None:
-    async with open_cluster(tmp_path, n=3) as cluster:
+    async with open_cluster(tmp_path, n=3, transport=transport, rpc_timeout=5.0) as cluster:
         with pytest.raises(MissingBlockError):
             await cluster.nodes["n1"].get_block(blake2sum(b"never stored"))
 
