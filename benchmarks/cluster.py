@@ -113,12 +113,13 @@ class Mode:
     repetitions: int
     max_bytes: int  # at most this much plaintext per phase
     raw_min_bytes: int  # at least this much per raw TCP phase
+    min_per_task: int  # at least this many blocks per task (and 8 in all)
 
 
 MODES = {
-    "quick": Mode(phase_seconds=0.25, repetitions=1, max_bytes=16 * MiB, raw_min_bytes=64 * MiB),
-    "default": Mode(phase_seconds=1.0, repetitions=3, max_bytes=64 * MiB, raw_min_bytes=128 * MiB),
-    "full": Mode(phase_seconds=2.0, repetitions=5, max_bytes=128 * MiB, raw_min_bytes=256 * MiB),
+    "quick": Mode(0.2, repetitions=1, max_bytes=16 * MiB, raw_min_bytes=32 * MiB, min_per_task=2),
+    "default": Mode(1.0, 3, max_bytes=64 * MiB, raw_min_bytes=128 * MiB, min_per_task=4),
+    "full": Mode(2.0, 5, max_bytes=128 * MiB, raw_min_bytes=256 * MiB, min_per_task=4),
 }
 
 
@@ -540,9 +541,9 @@ def format_rows(rows: Sequence[Row]) -> str:
 
 def pick_count(root: str, size: int, kind: str, conc: int, mode: Mode, config: dict) -> int:
     """Blocks per phase: about ``mode.phase_seconds`` of cluster puts (measured)."""
-    n_min = max(16, 4 * conc)
+    n_min = max(8, mode.min_per_task * conc)
     n_max = max(n_min, mode.max_bytes // size)
-    pilot_n = max(conc, 4)
+    pilot_n = max(conc, 4) if mode.min_per_task > 2 else max(conc // 2, 4)
     warm = make_blocks(pilot_n, size, kind, seed=997)
     pilot = make_blocks(pilot_n, size, kind, seed=998)
     _sync_disks()
@@ -661,6 +662,26 @@ def warm_up(root: str, config: dict[str, Any]) -> None:
     trio.run(raw_tcp_phase, 16 * MiB)
 
 
+def library_state() -> dict[str, Any]:
+    """The commit and the uncommitted library files measured (numbers depend on both)."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", repo, *args], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "modified": git("status", "--porcelain", "--", "trioblock").splitlines(),
+    }
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -732,6 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repetitions=args.repetitions or base.repetitions,
         max_bytes=base.max_bytes,
         raw_min_bytes=base.raw_min_bytes,
+        min_per_task=base.min_per_task,
     )
     _SYNC = not args.no_sync
     sizes = [parse_size(s) for s in _csv(args.sizes)]
@@ -799,6 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "benchmark": "cluster",
                     "environment": env,
+                    "library": library_state(),
                     "node_config": config,
                     "mode": {**asdict(mode), "elapsed_seconds": elapsed},
                     "results": [r.as_dict() for r in rows],

@@ -90,8 +90,10 @@ log = logging.getLogger("trioblock.net")
 
 T = TypeVar("T")
 
-#: Idle connections kept per peer and pool; more are closed when released.
-MAX_IDLE_PER_PEER = 8
+#: Idle connections kept per peer and pool; more are closed when released. Sized above
+#: the usual concurrency of puts (16 in the benchmarks): a smaller pool made a loaded
+#: node reconnect and redo the handshake for a good share of its requests.
+MAX_IDLE_PER_PEER = 32
 #: Seconds a server keeps reading (and discarding) a body its handler left unread, so the
 #: client gets the reply before the connection is closed.
 DRAIN_TIMEOUT = 5.0
