@@ -12,6 +12,7 @@ from ops_kit import block_file, flip_byte, put_blocks, scrub_worker, wait_scrub_
 from trioblock._node.scrub import (
     JITTER_FRACTION,
     SCRUB_STATE_KEY,
+    VERIFY_BATCH,
     BlockWalk,
     ScrubState,
     hash_position,
@@ -68,7 +69,8 @@ async def test_scrub_verifies_plain_and_compressed_copies(
 
 async def test_pause_holds_the_scrub_until_resume(open_ops_node: Any, autojump_clock: Any) -> None:
     async with open_ops_node() as bm:
-        await put_blocks(bm, 100)  # several verify batches
+        n = 4 * VERIFY_BATCH  # several verification batches
+        await put_blocks(bm, n)
         await bm.scrub(0)  # never sleeps, so the loop below may poll with sleep(0)
         await bm.scrub("start")
         while bm.scrub_status().blocks_checked < 5:
@@ -77,7 +79,7 @@ async def test_pause_holds_the_scrub_until_resume(open_ops_node: Any, autojump_c
         assert status.state == "paused"
         assert status.paused_until == bm.clock.now_msec() + 3_600_000
         done = status.blocks_checked
-        assert 5 <= done < 100
+        assert 5 <= done < n
         assert 0 < status.progress < 1
         await trio.sleep(1800)
         assert bm.scrub_status().state == "paused"
@@ -87,7 +89,7 @@ async def test_pause_holds_the_scrub_until_resume(open_ops_node: Any, autojump_c
         assert status.paused_until is None
         await wait_scrub_runs(bm)
         # Every block verified exactly once across the pause.
-        assert bm.scrub_status().blocks_checked == 100
+        assert bm.scrub_status().blocks_checked == n
 
 
 async def test_pause_ends_by_itself(open_ops_node: Any, autojump_clock: Any) -> None:
@@ -177,22 +179,22 @@ async def test_tranquility_throttles_in_virtual_time(
 async def test_restart_resumes_from_the_checkpoint(
     open_ops_node: Any, data_dir: Path, autojump_clock: Any
 ) -> None:
-    n = 40
+    n = 3 * VERIFY_BATCH + 10  # several verification batches
     async with open_ops_node() as bm:
         hashes = sorted(await put_blocks(bm, n), key=lambda h: h.hex())
         await bm.scrub(0)  # never sleeps, so the loop below may poll with sleep(0)
         await bm.scrub("start")
-        while bm.scrub_status().blocks_checked < 15:
+        while bm.scrub_status().blocks_checked < VERIFY_BATCH:
             await trio.lowlevel.checkpoint()
         done = bm.scrub_status().blocks_checked
-    # The worker may verify one more block before the node stops.
+    # The worker may verify one more batch before the node stops.
     # Corrupt one block already verified and one not yet verified.
     flip_byte(block_file(data_dir, hashes[done - 2]))
     flip_byte(block_file(data_dir, hashes[-1]))
     async with open_ops_node() as bm:
         status = bm.scrub_status()
         assert status.state == "running"
-        assert done <= status.blocks_checked <= done + 1
+        assert done <= status.blocks_checked <= done + VERIFY_BATCH
         assert status.progress > 0
         await wait_scrub_runs(bm)
         status = bm.scrub_status()

@@ -71,7 +71,7 @@ CHECKPOINT_SECONDS = 10.0
 #: Block files listed per trip to a worker thread.
 WALK_BATCH = 128
 #: Blocks verified per unit (one worker-thread trip); a command waits at most this long.
-VERIFY_BATCH = 32
+VERIFY_BATCH = 64
 #: ``pause`` without a duration pauses for a day.
 DEFAULT_PAUSE = DAY
 MAX_TRANQUILITY = 1000
