@@ -526,3 +526,21 @@ class ThreadStopwatch(Stopwatch):
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
         self.thread_cpu = time.thread_time() - self._thread
+
+
+def config_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--config FIELD=VALUE`` options as ``trioblock.Config`` keyword arguments."""
+    import ast
+
+    import trioblock
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in trioblock.Config.field_names():
+            raise SystemExit(f"--config {item!r}: expected FIELD=VALUE with a Config field")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out

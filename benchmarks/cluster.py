@@ -76,6 +76,7 @@ from _common import (
     Timing,
     bench_root,
     compression_ratio,
+    config_overrides,
     environment,
     fresh_dir,
     make_blocks,
@@ -720,21 +721,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _overrides(items: Sequence[str]) -> dict[str, Any]:
-    import ast
-
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or name not in trioblock.Config.field_names():
-            raise SystemExit(f"--config {item!r}: expected FIELD=VALUE with a Config field")
-        try:
-            out[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[name] = text
-    return out
-
-
 def _make_room(root: str, reserve: int) -> None:
     """Delete earlier rows' directories when the disk runs short (rarely needed)."""
     if shutil.disk_usage(root).free >= reserve:
@@ -759,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [parse_size(s) for s in _csv(args.sizes)]
     concurrencies = [int(c) for c in _csv(args.concurrency)]
     kinds = _csv(args.data)
-    config = {**BASE_CONFIG, **_overrides(args.config)}
+    config = {**BASE_CONFIG, **config_overrides(args.config)}
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
 

@@ -32,7 +32,6 @@ shared machines are noisy.
 from __future__ import annotations
 
 import argparse
-import ast
 import gc
 import json
 import os
@@ -61,6 +60,7 @@ from _common import (
     Timing,
     bench_root,
     compression_ratio,
+    config_overrides,
     environment,
     format_table,
     fresh_dir,
@@ -298,19 +298,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _overrides(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or name not in trioblock.Config.field_names():
-            raise SystemExit(f"--config {item!r}: expected FIELD=VALUE with a Config field")
-        try:
-            out[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[name] = text
-    return out
-
-
 def _make_room(root: str, reserve: int) -> None:
     """Delete earlier runs' directories when the disk runs short (rarely needed)."""
     if shutil.disk_usage(root).free >= reserve:
@@ -342,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrencies = [int(c) for c in _csv(args.concurrency)]
     fsyncs = [{"on": True, "off": False}[f.lower()] for f in _csv(args.fsync)]
     kinds = _csv(args.data)
-    overrides = _overrides(args.config)
+    overrides = config_overrides(args.config)
 
     root = bench_root(args.dir, need_bytes=4 * mode.max_bytes)
     env = environment(root)
