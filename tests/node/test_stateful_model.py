@@ -14,6 +14,7 @@ fresh temporary directory. After every operation the node must agree with the mo
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +168,8 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
                 m = model[h]
                 if op in ("put", "put+incref"):
                     assert await bm.put_block(CONTENTS[arg]) == h
-                    if m.disk == "none":
-                        m.disk = "good"
+                    # A put verifies an existing copy: a corrupt one is replaced.
+                    m.disk = "good"
                     m.last_put = max(m.last_put, bm.clock.now_msec())
                     if op == "put+incref":
                         m.rc += 1
@@ -223,7 +224,7 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
 
 
 @settings(
-    max_examples=50,
+    max_examples=int(os.environ.get("TRIOBLOCK_STATEFUL_EXAMPLES", "50")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -114,8 +114,8 @@ class ClusterModel:
     contents: dict[Hash, bytes] = field(default_factory=dict)
     order: list[Hash] = field(default_factory=list)
     refs: dict[Hash, int] = field(default_factory=lambda: defaultdict(int))
-    #: reference changes a stopped node has not seen yet
-    pending: dict[str, dict[Hash, int]] = field(default_factory=lambda: defaultdict(dict))
+    #: reference changes a stopped node has not seen yet: node -> hash -> [increfs, decrefs]
+    pending: dict[str, dict[Hash, list[int]]] = field(default_factory=lambda: defaultdict(dict))
     #: (trio time) when a block's references last dropped to zero
     zero_since: dict[Hash, float] = field(default_factory=dict)
     last_put: dict[Hash, float] = field(default_factory=dict)
@@ -138,8 +138,8 @@ def _apply_ref(cluster: Cluster, model: ClusterModel, h: Hash, delta: int) -> No
     for node in cluster.layout.storage_nodes(h):
         bm = cluster.nodes.get(node)
         if bm is None:
-            pending = model.pending[node]
-            pending[h] = pending.get(h, 0) + delta
+            counts = model.pending[node].setdefault(h, [0, 0])
+            counts[0 if delta > 0 else 1] += 1
         elif delta > 0:
             bm.incref(h)
         else:
@@ -147,11 +147,13 @@ def _apply_ref(cluster: Cluster, model: ClusterModel, h: Hash, delta: int) -> No
 
 
 def _catch_up(cluster: Cluster, model: ClusterModel, node: str) -> None:
+    """Replay the reference changes a node missed (increfs first, as they happened
+    before the decrefs that undo them), like an application replaying its log."""
     bm = cluster.nodes[node]
-    for h, delta in model.pending.pop(node, {}).items():
-        for _ in range(max(delta, 0)):
+    for h, (increfs, decrefs) in model.pending.pop(node, {}).items():
+        for _ in range(increfs):
             bm.incref(h)
-        for _ in range(max(-delta, 0)):
+        for _ in range(decrefs):
             bm.decref(h)
 
 
