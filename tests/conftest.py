@@ -7,10 +7,17 @@
 
 Timed tests request pytest-trio's ``autojump_clock`` fixture; nothing sleeps in real
 time.
+
+Hypothesis profiles: ``dev`` (the default) draws new examples on every run, to keep
+finding bugs; ``ci`` (selected when ``CI`` is set, as on our CI) replays a fixed,
+derandomized sequence, so that a submission's result does not depend on the luck of the
+draw. Neither has a per-example deadline: these machines are shared and a slow example
+is not a bug. ``HYPOTHESIS_PROFILE`` overrides the choice.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -20,8 +27,13 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import settings
 
 import trioblock
+
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 TEMP_FILE_RE = re.compile(r"\.tmp[0-9a-f]{8}$")
 
