@@ -15,7 +15,6 @@ from trioblock._core.block import (
     decode_block,
     encode_block,
     hash_and_encode,
-    iter_chunks,
     verify_block,
 )
 
@@ -238,11 +237,3 @@ def test_decoder_reports_plaintext_size() -> None:
     decoder.feed(block.payload)
     decoder.finish()
     assert decoder.plaintext_size == len(data)
-
-
-@given(st.binary(max_size=1000), st.integers(min_value=1, max_value=300))
-def test_iter_chunks_splits_and_rejoins(data: bytes, size: int) -> None:
-    chunks = list(iter_chunks(data, size))
-    assert b"".join(chunks) == data
-    assert all(0 < len(c) <= size for c in chunks) or chunks == [b""]
-    assert chunks == [b""] if not data else len(chunks) == -(-len(data) // size)

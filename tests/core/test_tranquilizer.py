@@ -34,19 +34,10 @@ def test_only_the_last_30_steps_count() -> None:
     assert t.average == pytest.approx(1.0)
 
 
-def test_start_observe_measures_a_step() -> None:
-    t = Tranquilizer()
-    t.start(100.0)
-    t.observe(100.5)
-    t.observe(200.0)  # no step started: ignored
-    assert t.average == pytest.approx(0.5)
-
-
 def test_negative_durations_count_as_zero() -> None:
     t = Tranquilizer()
     t.record(-5.0)
-    t.start(10.0)
-    t.observe(9.0)
+    t.record(-1.0)
     t.record(3.0)
     assert t.average == pytest.approx(1.0)
 

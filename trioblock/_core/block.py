@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import zstandard
@@ -219,12 +218,3 @@ def verify_block(
     for offset in range(0, len(view), step):
         decoder.feed(view[offset : offset + step])
     decoder.finish()
-
-
-def iter_chunks(data: bytes, size: int) -> Iterator[bytes]:
-    """Split ``data`` into chunks of at most ``size`` bytes (one empty chunk for b"")."""
-    if not data:
-        yield b""
-        return
-    for offset in range(0, len(data), size):
-        yield data[offset : offset + size]

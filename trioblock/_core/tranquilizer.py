@@ -15,19 +15,9 @@ WINDOW = 30
 class Tranquilizer:
     def __init__(self, window: int = WINDOW) -> None:
         self._durations: deque[float] = deque(maxlen=window)
-        self._started: float | None = None
-
-    def start(self, now: float) -> None:
-        """Mark the start of a step (time in seconds)."""
-        self._started = now
-
-    def observe(self, now: float) -> None:
-        """Mark the end of a step started with :meth:`start`."""
-        if self._started is not None:
-            self._durations.append(max(0.0, now - self._started))
-            self._started = None
 
     def record(self, duration: float) -> None:
+        """Add one busy step's duration (seconds; negative counts as zero)."""
         self._durations.append(max(0.0, duration))
 
     @property
