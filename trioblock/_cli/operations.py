@@ -19,14 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from .client import AdminClient, add_target_arguments, run_session
 from .output import (
@@ -61,16 +53,7 @@ async def watch(
     Draws a progress bar on stderr when it is a terminal (and ``--json`` is off).
     """
     name = view["name"]
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=out.err,
-        disable=not out.interactive,
-    ) as progress:
+    with out.progress("info") as progress:
         task = progress.add_task(name, total=1.0, info="")
         while True:
             progress.update(

@@ -23,6 +23,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 #: Width of tables when stdout is not a terminal and ``COLUMNS`` is unset.
@@ -67,6 +75,20 @@ class Output:
     def interactive(self) -> bool:
         """Whether progress bars are worth drawing (stderr is a terminal, no ``--json``)."""
         return not self.json and self.err.is_terminal
+
+    def progress(self, detail_field: str) -> Progress:
+        """A live progress bar on stderr (drawn only when interactive); each task carries
+        a ``detail_field`` text shown after the bar."""
+        return Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn(f"{{task.fields[{detail_field}]}}"),
+            console=self.err,
+            disable=not self.interactive,
+        )
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")

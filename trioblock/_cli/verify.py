@@ -15,14 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from .._core.block import DEFAULT_MAX_BLOCK_SIZE
@@ -86,16 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return Exit.USAGE
     reports: list[VerifyReport] = []
     try:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[tally]}"),
-            console=out.err,
-            disable=not out.interactive,
-        ) as progress:
+        with out.progress("tally") as progress:
             for path in paths:
                 task = progress.add_task(escape(str(path)), total=1.0, tally="")
 
