@@ -481,13 +481,7 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for side in ("cluster", "reference"):
-            rate: Rate = getattr(self, side)
-            d[side].update(
-                best_seconds=rate.best,
-                blocks_per_s=rate.blocks_per_s,
-                mib_per_s=rate.mib_per_s,
-                cpu_us_per_block=rate.cpu_us_per_block,
-            )
+            d[side].update(getattr(self, side).summary())
         d.update(
             ceiling_mib_per_s=self.ceiling_mib_per_s,
             ratio=self.ratio,
