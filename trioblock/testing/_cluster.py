@@ -24,6 +24,7 @@ from .._net.tcp import TcpTransport
 from .._net.transport import Transport
 from .._node.manager import BlockManager, open_block_manager
 from .._node.nurseries import service_nursery
+from .._storage.offload import run_blocking
 from ._memory import MemoryNetwork
 
 
@@ -136,7 +137,7 @@ class Cluster:
     async def wipe(self, node_id: str) -> BlockManager:
         """Stop ``node_id``, delete its metadata and data, and start it empty."""
         await self.stop(node_id)
-        shutil.rmtree(self.root / node_id, ignore_errors=True)
+        await run_blocking(shutil.rmtree, self.root / node_id, True)
         return await self.start(node_id)
 
     def running(self) -> list[str]:
