@@ -10,7 +10,9 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     ├── ProtocolError              a peer sent bytes that break the wire protocol
     │   └── AuthenticationError    a peer failed the shared-secret handshake
     ├── TransportError             a peer could not be reached or the connection broke
-    └── ConfigError                the configuration is invalid (names the field)
+    ├── ConfigError                the configuration is invalid (names the field)
+    └── DatabaseError              the node's metadata database failed (busy, closed, corrupt)
+        └── TransactionBusyError   another task's ``bm.transaction()`` is open
 
 Whose fault it was is part of the type: ``ProtocolError`` and ``AuthenticationError``
 blame the peer, ``ConfigError`` blames the caller's configuration, ``CorruptBlockError``
@@ -25,9 +27,11 @@ __all__ = [
     "BlockError",
     "ConfigError",
     "CorruptBlockError",
+    "DatabaseError",
     "MissingBlockError",
     "ProtocolError",
     "QuorumError",
+    "TransactionBusyError",
     "TransportError",
     "TrioblockError",
 ]
@@ -109,3 +113,13 @@ class ConfigError(TrioblockError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"invalid configuration: {field}: {message}")
+
+
+class DatabaseError(TrioblockError):
+    """The node's metadata database failed: busy (held by another process), corrupt,
+    unreadable, or already closed. The message says which; no change was applied."""
+
+
+class TransactionBusyError(DatabaseError):
+    """Another task's ``bm.transaction()`` is open: a synchronous reference change now
+    would join it and share its fate. Do not ``await`` inside ``with bm.transaction()``."""

@@ -59,7 +59,7 @@ async def test_errors_are_paginated_in_hash_order(open_node: OpenNode) -> None:
         now = bm.clock.now_msec()
         hashes = sorted(blake2sum(b"%d" % i).hex() for i in range(MAX_ERRORS_PAGE + 50))
         for hx in hashes:
-            bm.db.resync_failed_sync(b"", bytes.fromhex(hx), now, 60_000)
+            await bm.db.resync_failed(b"", bytes.fromhex(hx), now, 60_000)
         first = await answer_admin(bm, {"op": "errors"})
         assert isinstance(first, dict)
         assert first["total"] == len(hashes)

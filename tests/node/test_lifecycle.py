@@ -63,7 +63,7 @@ async def test_clean_shutdown_leaves_no_temp_files_and_closes_the_db(
         await trio.sleep(10)  # deletions are due now; leave while they run
     assert disk.temp_files_under(data_dir) == []
     assert bm.db.closed
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(trioblock.TrioblockError, match="closed"):
         bm.get_block_rc(hashes[0])
     assert [w.state for w in bm.workers()] == []
     # The database is consistent and no longer in use: another writer gets it at once.
@@ -106,14 +106,14 @@ async def test_restart_keeps_blocks_refcounts_queue_and_errors(open_node, autoju
         await trio.sleep(61)
         await trio.testing.wait_all_tasks_blocked()
         errors = bm.list_resync_errors()
-        queue = bm.db.queue_head_sync(10)
+        queue = await bm.db.queue_head(10)
         assert len(errors) == 1 and [v for _k, v in queue] == [missing]
     async with open_node() as bm:
         assert await bm.get_block(kept) == b"kept"
         assert bm.get_block_rc(kept) == 2
         assert bm.get_block_rc(missing) == 1
         assert bm.list_resync_errors() == errors
-        assert bm.db.queue_head_sync(10) == queue
+        assert await bm.db.queue_head(10) == queue
 
 
 async def test_crash_image_reopens_with_everything_committed(
@@ -131,7 +131,7 @@ async def test_crash_image_reopens_with_everything_committed(
             tx.execute("INSERT INTO app VALUES ('committed')")
             bm.incref(a, tx)
         await trio.testing.wait_all_tasks_blocked()
-        queue = bm.db.queue_head_sync(10)
+        queue = await bm.db.queue_head(10)
         # A half-written temp file, as if the process died in the middle of a write.
         final = next((tmp_path / "data").rglob("*.zst"))
         final.with_name(final.name + ".tmp0badc0de").write_bytes(b"torn")
@@ -146,7 +146,7 @@ async def test_crash_image_reopens_with_everything_committed(
         assert await bm.get_block(b) == b"b" * 1000
         assert bm.get_block_rc(a) == 2
         assert bm.get_block_rc(b) == 0
-        assert bm.db.queue_head_sync(10) == queue
+        assert await bm.db.queue_head(10) == queue
         with bm.transaction() as tx:
             assert tx.execute("SELECT k FROM app").fetchall() == [("committed",)]
 

@@ -149,7 +149,7 @@ async def test_corrupt_file_is_detected_quarantined_and_queued(
         assert not path.exists()
         assert path.with_name(path.name + ".corrupted").is_file()
         # Queued for an immediate resync, in the same step as the quarantine.
-        queued = [(k, v) for k, v in bm.db.queue_head_sync(10) if v == h]
+        queued = [(k, v) for k, v in await bm.db.queue_head(10) if v == h]
         assert (now.to_bytes(8, "big") + h, h) in queued
         # The resync runs at once; on a lone node it can only record the failure.
         await trio.testing.wait_all_tasks_blocked()
@@ -202,7 +202,7 @@ async def test_stream_of_corrupt_block_fails_before_the_last_chunk(
         assert not path.exists()
         assert path.with_name(path.name + ".corrupted").exists()
         assert bm.metrics.corruptions == 1
-        assert (now.to_bytes(8, "big") + h, h) in bm.db.queue_head_sync(10)
+        assert (now.to_bytes(8, "big") + h, h) in await bm.db.queue_head(10)
 
 
 async def test_leaving_a_stream_early_closes_it_cleanly(open_node) -> None:

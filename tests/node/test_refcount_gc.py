@@ -40,7 +40,7 @@ async def test_incref_queues_a_check_in_twice_rpc_timeout(open_node, autojump_cl
         now = bm.clock.now_msec()
         bm.incref(h)
         bm.incref(h)  # already referenced: no second entry
-        assert bm.db.queue_head_sync(10) == [((now + 14_000).to_bytes(8, "big") + h, h)]
+        assert await bm.db.queue_head(10) == [((now + 14_000).to_bytes(8, "big") + h, h)]
         assert bm.resync_queue_len() == 1
 
 
@@ -53,7 +53,7 @@ async def test_decref_to_zero_queues_deletion_check_at_gc_delay_plus_10s(
         await trio.testing.wait_all_tasks_blocked()
         now = bm.clock.now_msec()
         bm.decref(h)
-        entries = bm.db.queue_head_sync(10)
+        entries = await bm.db.queue_head(10)
         assert ((now + 610_000).to_bytes(8, "big") + h, h) in entries
         assert bm.db.get_rc(h).deletable_at == now + 600_000
 

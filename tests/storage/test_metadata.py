@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from trioblock import blake2sum
 from trioblock._storage import metadata
 from trioblock._storage.metadata import MetadataDb
+from trioblock.errors import DatabaseError, TransactionBusyError
 
 H = blake2sum(b"metadata test block")
 
@@ -53,7 +56,13 @@ def test_schema_is_four_ordered_key_value_tables(tmp_path: Path) -> None:
             )
             if kind == "table" and not name.startswith("sqlite_")
         }
-        assert listing == {"block_rc": 1, "resync_queue": 1, "resync_errors": 1, "settings": 1}
+        assert listing == {
+            "block_rc": 1,
+            "resync_queue": 1,
+            "resync_errors": 1,
+            "block_ref": 1,
+            "settings": 1,
+        }
         for table, key_type in [
             ("block_rc", "BLOB"),
             ("resync_queue", "BLOB"),
@@ -130,7 +139,7 @@ def test_rc_and_queue_entry_commit_together_or_not_at_all(
             raise sqlite3.OperationalError("disk I/O error")
 
         monkeypatch.setattr(metadata, "_queue_put", broken_queue_put)
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(DatabaseError, match="disk I/O error"):
             db.incref(H, now_msec=0, resync_at=1)
         monkeypatch.undo()
         assert rows(db.path, "block_rc") == []
@@ -139,31 +148,31 @@ def test_rc_and_queue_entry_commit_together_or_not_at_all(
         db.close()
 
 
-def test_failed_resync_counts_and_requeues_in_one_step(tmp_path: Path) -> None:
+async def test_failed_resync_counts_and_requeues_in_one_step(tmp_path: Path) -> None:
     db = MetadataDb(tmp_path)
     try:
         db.incref(H, now_msec=0, resync_at=60_000)
-        ((key, _),) = db.queue_head_sync(1)
-        counter = db.resync_failed_sync(key, H, 60_000, 60_000)
+        ((key, _),) = await db.queue_head(1)
+        counter = await db.resync_failed(key, H, 60_000, 60_000)
         assert (counter.errors, counter.last_try) == (1, 60_000)
         assert rows(db.path, "resync_queue") == [(be64(120_000) + H, H)]
         assert rows(db.path, "resync_errors") == [(H, be64(1) + be64(60_000))]
-        ((key, _),) = db.queue_head_sync(1)
-        db.resync_succeeded_sync(key, H)
+        ((key, _),) = await db.queue_head(1)
+        await db.resync_succeeded(key, H)
         assert rows(db.path, "resync_queue") == []
         assert rows(db.path, "resync_errors") == []
     finally:
         db.close()
 
 
-def test_clear_deleted_rc_never_drops_a_present_row(tmp_path: Path) -> None:
+async def test_clear_deleted_rc_never_drops_a_present_row(tmp_path: Path) -> None:
     db = MetadataDb(tmp_path)
     try:
         db.incref(H, now_msec=0, resync_at=0)
-        assert not db.clear_deleted_rc_sync(H, 10**12)
+        assert not await db.clear_deleted_rc(H, 10**12)
         db.decref(H, now_msec=0, gc_delay_msec=1000, resync_delay_msec=0)
-        assert not db.clear_deleted_rc_sync(H, 1000)  # not yet past its time
-        assert db.clear_deleted_rc_sync(H, 1001)
+        assert not await db.clear_deleted_rc(H, 1000)  # not yet past its time
+        assert await db.clear_deleted_rc(H, 1001)
         assert db.rc_len() == 0
     finally:
         db.close()
@@ -226,3 +235,69 @@ async def test_nested_transaction_rolls_back_only_the_inner_part(open_node) -> N
                 raise ValueError
         assert bm.get_block_rc(H) == 1
         assert bm.get_block_rc(other) == 0
+
+
+async def test_another_tasks_transaction_is_never_joined(open_node) -> None:
+    """Task A awaits inside its transaction; task B's incref must not join it (and be
+    rolled back with it): B is refused clearly, and succeeds once A is done."""
+    other = blake2sum(b"task b")
+    async with open_node() as bm:
+        a_inside = trio.Event()
+        b_done = trio.Event()
+        refused: list[BaseException] = []
+
+        async def task_a() -> None:
+            with pytest.raises(RuntimeError, match="rolled back"), bm.transaction() as tx:
+                bm.incref(H, tx)
+                a_inside.set()
+                await b_done.wait()
+                raise RuntimeError("rolled back")
+
+        async def task_b() -> None:
+            await a_inside.wait()
+            try:
+                bm.incref(other)
+            except TransactionBusyError as exc:
+                refused.append(exc)
+            b_done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task_a)
+            nursery.start_soon(task_b)
+        assert len(refused) == 1 and "another task" in str(refused[0])
+        assert bm.get_block_rc(H) == 0
+        assert bm.get_block_rc(other) == 0
+        assert bm.incref(other) == 1
+        assert rows(bm.db.path, "block_rc") == [(other, be64(1))]
+
+
+async def test_a_locked_database_never_stalls_the_event_loop(open_node) -> None:
+    """Another writer holding the file: a reference change fails at once with a
+    DatabaseError instead of blocking the Trio thread (or leaking sqlite3 errors)."""
+    async with open_node() as bm:
+        holder = sqlite3.connect(bm.db.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(DatabaseError, match="locked"):
+                bm.incref(H)
+            assert time.monotonic() - started < 1.0
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert bm.incref(H) == 1
+        assert bm.rc_len() == 1
+
+
+async def test_counts_follow_commits_and_rollbacks(open_node) -> None:
+    async with open_node() as bm:
+        with bm.transaction() as tx:
+            bm.incref(H, tx)
+            with pytest.raises(ValueError), bm.transaction() as inner:
+                bm.incref(blake2sum(b"inner"), inner)
+                raise ValueError
+        with pytest.raises(KeyError), bm.transaction() as tx:
+            bm.incref(blake2sum(b"outer"), tx)
+            raise KeyError
+        assert bm.rc_len() == len(rows(bm.db.path, "block_rc")) == 1
+        assert bm.resync_queue_len() == len(rows(bm.db.path, "resync_queue")) == 1

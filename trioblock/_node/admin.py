@@ -329,7 +329,7 @@ async def _retry_now(bm: BlockManager, request: dict[str, Any], body: bytes | No
 async def _purge(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     h = _hash_arg(request)
     refcount = bm.get_block_rc(h)
-    had_error = (await run_blocking(bm.db.get_error_sync, h, limiter=bm.db_limiter)) is not None
+    had_error = bm.db.get_error(h) is not None
     removed = bm.purge(h).value
     return {
         "hash": h.hex(),

@@ -575,7 +575,7 @@ class BlockManager(OperationsMixin):
         if action is ResyncAction.DEFER:
             return decision.retry_at
         if action is ResyncAction.CLEAR_RC:
-            await run_blocking(self.db.clear_deleted_rc_sync, hash, now, limiter=self.db_limiter)
+            await self.db.clear_deleted_rc(hash, now)
             return None
         if action is ResyncAction.FETCH:
             await self._fetch_missing(hash)
@@ -633,7 +633,7 @@ class BlockManager(OperationsMixin):
                 return None
             await self.store.discard(trash)
         self.metrics.deletes += 1
-        await run_blocking(self.db.clear_deleted_rc_sync, hash, now, limiter=self.db_limiter)
+        await self.db.clear_deleted_rc(hash, now)
         log.info("deleted unreferenced block %s", hash.short())
         return None
 

@@ -209,12 +209,7 @@ class RebalanceWorker(Worker):
         if self.move_errors == 0:
             layout = node.store.layout.with_read_only()
             if layout != node.store.layout:
-                await run_blocking(
-                    node.db.set_setting_sync,
-                    DATA_LAYOUT_KEY,
-                    layout.encode(),
-                    limiter=node.db_limiter,
-                )
+                await node.db.save_setting(DATA_LAYOUT_KEY, layout.encode())
                 node.store.layout = layout
                 updated = True
         else:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 import trio
 
 from .._core.tranquilizer import Tranquilizer
-from .._storage.offload import run_blocking
 from .scrub import BlockWalk, OperationsNode, hash_position
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 
@@ -69,9 +68,7 @@ class RepairWorker(Worker):
         node = self.node
         started = time.perf_counter()
         if not self._rc_done:
-            hashes = await run_blocking(
-                node.db.rc_hashes_sync, self._rc_after, REPAIR_BATCH, limiter=node.db_limiter
-            )
+            hashes = await node.db.rc_hashes(self._rc_after, REPAIR_BATCH)
             if not hashes:
                 self._rc_done = True
                 return WorkerState.BUSY
@@ -91,7 +88,7 @@ class RepairWorker(Worker):
                 return WorkerState.DONE
             self.disk_blocks += len(locations)
             batch = [loc.hash for loc in locations]
-        await run_blocking(node.db.queue_put_many_sync, batch, self.when, limiter=node.db_limiter)
+        await node.db.queue_put_many(batch, self.when)
         node.resync.notify()
         self.tranquilizer.record(time.perf_counter() - started)
         return Throttled(self.tranquilizer.delay(self.tranquility))

@@ -25,7 +25,6 @@ from .._core.hashing import Hash
 from .._core.refcount import parse_queue_key
 from .._core.tranquilizer import Tranquilizer
 from .._storage.metadata import MetadataDb
-from .._storage.offload import run_blocking
 from .clock import NodeClock
 from .metrics import Metrics
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState, with_details
@@ -84,9 +83,7 @@ class ResyncWorker(Worker):
         shared, node = self.shared, self.node
         self._token = shared.generation.value
         self._wake_at = None
-        head = await run_blocking(
-            node.db.queue_head_sync, len(shared.busy) + 1, limiter=node.db_limiter
-        )
+        head = await node.db.queue_head(len(shared.busy) + 1)
         entry = next(((k, h) for k, h in head if h not in shared.busy), None)
         if entry is None:
             return WorkerState.IDLE
@@ -105,25 +102,16 @@ class ResyncWorker(Worker):
     async def _handle(self, key: bytes, hash: Hash, now: int) -> StepResult:
         node = self.node
         delay = node.resync_retry_delay_msec
-        counter = await run_blocking(node.db.get_error_sync, hash, limiter=node.db_limiter)
+        counter = node.db.get_error(hash)
         if counter is not None and now < counter.next_try(delay):
-            await run_blocking(
-                node.db.queue_move_sync, key, hash, counter.next_try(delay), limiter=node.db_limiter
-            )
+            await node.db.queue_move(key, hash, counter.next_try(delay))
             return WorkerState.BUSY
         started = trio.current_time()
         try:
             retry_at = await node.resync_block(hash)
         except Exception as exc:
             node.metrics.resync_errors += 1
-            counter = await run_blocking(
-                node.db.resync_failed_sync,
-                key,
-                hash,
-                node.clock.now_msec(),
-                delay,
-                limiter=node.db_limiter,
-            )
+            counter = await node.db.resync_failed(key, hash, node.clock.now_msec(), delay)
             log.warning(
                 "resync of %s failed (%d in a row, next try in %.0fs): %s",
                 hash.short(),
@@ -133,13 +121,9 @@ class ResyncWorker(Worker):
             )
         else:
             if retry_at is not None:
-                await run_blocking(
-                    node.db.queue_move_sync, key, hash, retry_at, limiter=node.db_limiter
-                )
+                await node.db.queue_move(key, hash, retry_at)
             else:
-                await run_blocking(
-                    node.db.resync_succeeded_sync, key, hash, limiter=node.db_limiter
-                )
+                await node.db.resync_succeeded(key, hash)
         finally:
             # Node-clock durations: real time normally, virtual time under a MockClock
             # (where inline disk work takes none, keeping simulations deterministic).

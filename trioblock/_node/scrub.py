@@ -314,12 +314,7 @@ class ScrubWorker(Worker):
 
     async def _save(self) -> None:
         self._sync_position()
-        await run_blocking(
-            self.node.db.set_setting_sync,
-            SCRUB_STATE_KEY,
-            self.persisted.encode(),
-            limiter=self.node.db_limiter,
-        )
+        await self.node.db.save_setting(SCRUB_STATE_KEY, self.persisted.encode())
         self._unsaved = 0
         self._saved_at = trio.current_time()
 

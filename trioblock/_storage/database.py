@@ -1,0 +1,341 @@
+"""The node's SQLite file: connections, schema, transactions and counts.
+
+Rules kept here:
+
+- **One writer, on the Trio thread.** Every write goes through the *writer* connection,
+  in short transactions run on the Trio thread. Nothing else in the process writes, so
+  ``BEGIN IMMEDIATE`` never waits (its busy timeout is zero): no SQLite lock wait can
+  stall the event loop. Should another process hold the file, the caller gets a
+  :class:`~trioblock.errors.DatabaseError` at once, never a raw ``sqlite3`` error.
+- **Long reads in threads.** Scans (repair's walk of the rc table, reference digests)
+  run on a second, read-only connection in a worker thread. WAL readers never block the
+  writer and are never blocked by it.
+- **A transaction belongs to one task.** ``transaction()`` records the task that opened
+  it; the same task nests with savepoints. A synchronous call from another task while it
+  is open raises :class:`~trioblock.errors.TransactionBusyError` (it would otherwise
+  join, and be rolled back with, a transaction it knows nothing about); asynchronous
+  writers wait for it to close.
+- **Counts are kept, not counted.** Row counts of trioblock's tables are read once at
+  open and then adjusted by every committed change, so ``rc_len()`` and friends cost
+  nothing (a rolled-back transaction's changes are never applied).
+- **Checkpoints off the Trio thread.** The writer never checkpoints the WAL itself; after
+  :data:`CHECKPOINT_EVERY` commits, :meth:`Database.run_checkpoints` (a task of the
+  node) runs a passive checkpoint on the reader connection in a worker thread.
+- WAL with ``synchronous=NORMAL``: every commit is atomic and survives a process crash;
+  a power cut may lose the last commits but never tears one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cbor2
+import sqlite_utils
+import trio
+
+from ..errors import DatabaseError, TransactionBusyError
+from .offload import run_blocking
+
+DB_NAME = "trioblock.sqlite"
+SCHEMA_VERSION = 2
+READER_BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_EVERY = 500
+
+T = TypeVar("T")
+
+#: trioblock's key/value tables (keys ordered, WITHOUT ROWID) and their counted rows.
+KV_TABLES = ("block_rc", "resync_queue", "resync_errors", "block_ref")
+#: Secondary indexes: purge finds a block's queue entries by hash; tombstone
+#: collection finds old tombstones by state.
+INDEXES = {
+    "resync_queue_by_hash": "resync_queue(value)",
+    "block_ref_by_state": "block_ref(value)",
+}
+
+
+class Transaction:
+    """An open transaction on the node's database.
+
+    ``execute`` runs SQL in it; ``db`` is a ``sqlite_utils.Database`` over the same
+    connection for callers who keep their own tables next to trioblock's. Pass the
+    transaction to ``incref``/``decref`` to make reference changes part of it. Do not
+    write to trioblock's own tables through it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.connection = conn
+        self.on_commit: list[Callable[[], None]] = []
+        self._db: sqlite_utils.Database | None = None
+        self._deltas: list[dict[str, int]] = [{}]
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A ``sqlite_utils.Database`` over the transaction's connection (made on first use)."""
+        if self._db is None:
+            self._db = sqlite_utils.Database(self.connection)
+        return self._db
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """Run one SQL statement inside this transaction."""
+        return self.connection.execute(sql, params)
+
+    def count(self, table: str, delta: int) -> None:
+        """Record a change of ``delta`` rows in one of trioblock's tables."""
+        if delta:
+            top = self._deltas[-1]
+            top[table] = top.get(table, 0) + delta
+
+
+def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _current_task() -> object | None:
+    try:
+        return trio.lowlevel.current_task()
+    except RuntimeError:
+        return None
+
+
+@contextmanager
+def sql_errors(what: str) -> Iterator[None]:
+    """Turn ``sqlite3`` errors raised by trioblock's own statements into DatabaseError."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"metadata database: {what} failed: {exc}") from exc
+
+
+class Database:
+    """The two connections to one node's SQLite file, transactions and row counts."""
+
+    def __init__(self, metadata_dir: Path) -> None:
+        try:
+            metadata_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create metadata_dir {metadata_dir}: {exc}") from exc
+        self.path = metadata_dir / DB_NAME
+        with sql_errors(f"opening {self.path}"):
+            self._w = _connect(self.path, 0)
+            self._w.execute("PRAGMA wal_autocheckpoint = 0")
+            self._migrate()
+            self._r = _connect(self.path, READER_BUSY_TIMEOUT_MS)
+            self._r.execute("PRAGMA query_only = 1")
+            self._counts = {
+                t: int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                for t in KV_TABLES
+            }
+        self._r_lock = threading.Lock()
+        self._tx: Transaction | None = None
+        self._tx_owner: object | None = None
+        self._tx_closed: trio.Event | None = None
+        self._savepoints = 0
+        self._commits = 0
+        self._checkpoint_wanted: trio.Event | None = None
+        self.closed = False
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        db = sqlite_utils.Database(self._w)
+        db.enable_wal()
+        existing = set(db.table_names())
+        version: int | None = None
+        if "settings" in existing:
+            row = self._w.execute(
+                "SELECT value FROM settings WHERE key='schema_version'"
+            ).fetchone()
+            version = cbor2.loads(row[0]) if row else None
+            if version not in (1, SCHEMA_VERSION):
+                raise DatabaseError(
+                    f"{self.path}: schema version {version!r}; this trioblock reads 1 and "
+                    f"{SCHEMA_VERSION}"
+                )
+        if version == SCHEMA_VERSION:
+            return
+        with self._raw_transaction():
+            for name in KV_TABLES:
+                if name not in existing:
+                    self._w.execute(
+                        f"CREATE TABLE {name} (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
+                        " WITHOUT ROWID"
+                    )
+            if "settings" not in existing:
+                self._w.execute(
+                    "CREATE TABLE settings (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
+                    " WITHOUT ROWID"
+                )
+            for index, target in INDEXES.items():
+                self._w.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {target}")
+            self._w.execute(
+                "INSERT OR REPLACE INTO settings VALUES ('schema_version', ?)",
+                (cbor2.dumps(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        """Close both connections (blocking: call it off the Trio thread)."""
+        if not self.closed:
+            self.closed = True
+            with self._r_lock:
+                self._r.close()
+            self._w.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise DatabaseError("metadata database: the node is closed")
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def _raw_transaction(self) -> Iterator[None]:
+        with sql_errors("BEGIN"):
+            self._w.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self._w.in_transaction:
+                self._w.execute("ROLLBACK")
+            raise
+        with sql_errors("COMMIT"):
+            self._w.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A transaction of the calling task; nested calls of that task use savepoints.
+
+        Raises :class:`TransactionBusyError` when another task's transaction is open.
+        Callbacks in ``tx.on_commit`` run after the outermost commit.
+        """
+        self._check_open()
+        owner = _current_task()
+        if self._tx is not None:
+            if self._tx_owner is not owner:
+                raise TransactionBusyError(
+                    "the node's database is inside a transaction opened by another task; "
+                    "do not await inside `with bm.transaction()`"
+                )
+            yield from self._savepoint(self._tx)
+            return
+        tx = Transaction(self._w)
+        self._tx, self._tx_owner = tx, owner
+        self._tx_closed = trio.Event() if owner is not None else None
+        try:
+            with self._raw_transaction():
+                yield tx
+        finally:
+            self._tx = self._tx_owner = None
+            if self._tx_closed is not None:
+                self._tx_closed.set()
+                self._tx_closed = None
+        for table, delta in tx._deltas[0].items():
+            self._counts[table] += delta
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and self._checkpoint_wanted is not None:
+            self._checkpoint_wanted.set()
+        for callback in tx.on_commit:
+            callback()
+
+    def _savepoint(self, tx: Transaction) -> Iterator[Transaction]:
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        self._w.execute(f"SAVEPOINT {name}")
+        tx._deltas.append({})
+        try:
+            yield tx
+        except BaseException:
+            tx._deltas.pop()
+            self._w.execute(f"ROLLBACK TO {name}")
+            self._w.execute(f"RELEASE {name}")
+            raise
+        finally:
+            self._savepoints -= 1
+        inner = tx._deltas.pop()
+        for table, delta in inner.items():
+            tx.count(table, delta)
+        self._w.execute(f"RELEASE {name}")
+
+    @contextmanager
+    def use(self, tx: Transaction | None) -> Iterator[Transaction]:
+        """The caller's transaction, or a new one."""
+        if tx is not None:
+            if tx.connection is not self._w:
+                raise ValueError("that transaction belongs to another node's database")
+            if self._tx is not tx:
+                raise ValueError("that transaction is no longer open")
+            yield tx
+        else:
+            with self.transaction() as new:
+                yield new
+
+    async def wait_turn(self) -> None:
+        """Wait until no other task's transaction is open (then write without awaiting)."""
+        await trio.lowlevel.checkpoint()
+        owner = _current_task()
+        while self._tx is not None and self._tx_owner is not owner:
+            assert self._tx_closed is not None
+            await self._tx_closed.wait()
+        self._check_open()
+
+    async def write(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn`` in a transaction of its own once it is this task's turn."""
+        await self.wait_turn()
+        with self.transaction() as tx, sql_errors("write"):
+            return fn(tx)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def read_one(self, sql: str, params: Any = ()) -> Any:
+        """One row from the writer connection (short indexed reads on the Trio thread)."""
+        self._check_open()
+        with sql_errors("read"):
+            return self._w.execute(sql, params).fetchone()
+
+    def read_all(self, sql: str, params: Any = ()) -> list[Any]:
+        self._check_open()
+        with sql_errors("read"):
+            return self._w.execute(sql, params).fetchall()
+
+    async def scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a long read on the reader connection in a worker thread."""
+        self._check_open()
+
+        def run() -> T:
+            with self._r_lock, sql_errors("scan"):
+                if self.closed:
+                    raise DatabaseError("metadata database: the node is closed")
+                return fn(self._r)
+
+        return await run_blocking(run)
+
+    def count(self, table: str) -> int:
+        """Rows in one of trioblock's tables (kept up to date, not counted)."""
+        return self._counts[table]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _checkpoint_sync(self) -> None:
+        with self._r_lock:
+            if not self.closed:
+                self._r.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def run_checkpoints(self) -> None:
+        """Checkpoint the WAL in a worker thread every :data:`CHECKPOINT_EVERY` commits."""
+        while True:
+            self._checkpoint_wanted = trio.Event()
+            if self._commits >= CHECKPOINT_EVERY:
+                self._checkpoint_wanted.set()
+            await self._checkpoint_wanted.wait()
+            self._commits = 0
+            with sql_errors("checkpoint"):
+                await run_blocking(self._checkpoint_sync)
+
+
+__all__ = ["DB_NAME", "Database", "Transaction", "sql_errors"]
