@@ -94,6 +94,8 @@ class Config:
     max_block_size: int = 64 * 1024 * 1024
     #: Worker threads doing disk and CPU work at once (hash, zstd, fsync).
     disk_threads: int = 8
+    #: Seconds between two reference anti-entropy passes (``sync_references``).
+    ref_sync_interval: float = 600.0
 
     def __post_init__(self) -> None:
         # Paths are made absolute (without touching the disk) so that the same directory
@@ -143,7 +145,7 @@ class Config:
         for name in ("data_fsync", "disable_scrub"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"expected True or False, got {getattr(self, name)!r}")
-        for name in ("rpc_timeout", "need_block_query_timeout"):
+        for name in ("rpc_timeout", "need_block_query_timeout", "ref_sync_interval"):
             _positive_number(self, name, allow_zero=False)
         for name in ("gc_delay", "resync_retry_delay", "scrub_interval"):
             _positive_number(self, name, allow_zero=True)

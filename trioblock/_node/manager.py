@@ -28,6 +28,7 @@ from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
 from .._core.hedging import HedgePolicy
 from .._core.placement import Layout, LocalLayout
+from .._core.refs import Reference
 from .._core.resync import ResyncAction, decide_resync, offload_allowed
 from .._net.rpc import RpcNode
 from .._net.transport import Transport
@@ -48,6 +49,8 @@ from .endpoint import RpcEndpoint
 from .metrics import Metrics
 from .nurseries import service_nursery
 from .operations import OperationsMixin
+from .references import RefContext, References
+from .refsync import RefSyncWorker, SyncReport
 from .resync import ResyncShared, ResyncWorker
 from .streaming import VerifiedChunks
 from .workers import Worker, WorkerInfo, run_worker
@@ -121,6 +124,20 @@ class BlockManager(OperationsMixin):
         self._workers: list[Worker] = []
         self._running_workers = 0
         self._workers_stopped = trio.Event()
+        self._refs = References(
+            RefContext(
+                node_id=config.node_id,
+                config=config,
+                layout=layout,
+                clock=clock,
+                db=db,
+                rpc=rpc,
+                incref=lambda h, tx: self.incref(h, tx),
+                decref=lambda h, tx: self.decref(h, tx),
+                notify_resync=self._notify_resync,
+            )
+        )
+        self._ref_sync: RefSyncWorker | None = None
 
     # ---------------------------------------------------------------------------------------
     # Properties and small helpers
@@ -545,6 +562,45 @@ class BlockManager(OperationsMixin):
         self.resync.tranquility = tranquility
         return Completed(tranquility)
 
+    # ---------------------------------------------------------------------------------------
+    # Cluster references
+
+    async def add_reference(self, hash: bytes, owner: str | bytes) -> None:
+        """Reference ``hash`` on behalf of ``owner`` on every storage node of the block.
+
+        Returns once ``write_quorum`` storage nodes committed the reference (each
+        counts it in its local refcount); the other nodes get it in the background and,
+        should they miss it, through anti-entropy. Idempotent; an owner whose reference
+        was removed stays removed. ``QuorumError`` when no quorum committed it.
+        """
+        nursery = self._require_open()
+        await self._refs.update(nursery, hash, owner, deleted=False)
+
+    async def remove_reference(self, hash: bytes, owner: str | bytes) -> None:
+        """Remove ``owner``'s reference to ``hash`` (a tombstone) on every storage node.
+
+        Like :meth:`add_reference`. A removed reference never comes back; the block
+        becomes deletable after ``gc_delay`` once no live reference remains.
+        """
+        nursery = self._require_open()
+        await self._refs.update(nursery, hash, owner, deleted=True)
+
+    def references(self, hash: bytes) -> list[Reference]:
+        """This node's view of the references to ``hash``, tombstones included."""
+        self._require_open()
+        return self._refs.of_block(hash)
+
+    async def sync_references(self) -> SyncReport:
+        """Run a reference anti-entropy pass now and return what it did."""
+        self._require_open()
+        worker = self._ref_sync
+        if worker is None:
+            return SyncReport()
+        wanted = worker.request()
+        await worker.completed.wait_value(lambda v: v >= wanted)
+        assert worker.last_report is not None
+        return worker.last_report
+
     def workers(self) -> list[WorkerInfo]:
         """Name, state, queue length, errors, tranquility and progress of each worker."""
         return [w.info() for w in self._workers]
@@ -750,6 +806,9 @@ class BlockManager(OperationsMixin):
             await nursery.start(self.rpc.serve, RpcEndpoint(self))
         self._spawn_resync_workers()
         self._start_operations()
+        nursery.start_soon(self.db.run_checkpoints)
+        self._ref_sync = RefSyncWorker(self._refs, self._refs._ctx, self.store)
+        self.add_worker(self._ref_sync)
 
     async def _stop(self) -> None:
         """Let every worker finish its current unit, then stop the RPC layer."""

@@ -252,6 +252,25 @@ class MetadataDb(Database):
 
         await self.write(run)
 
+    async def queue_unqueued(self, hashes: list[bytes], when_msec: int) -> int:
+        """Queue each hash that has neither a queue entry nor an error counter."""
+
+        def run(tx: Transaction) -> int:
+            added = 0
+            for h in hashes:
+                queued = tx.execute(
+                    "SELECT 1 FROM resync_queue WHERE value=? LIMIT 1", (bytes(h),)
+                ).fetchone()
+                erred = tx.execute(
+                    "SELECT 1 FROM resync_errors WHERE key=?", (bytes(h),)
+                ).fetchone()
+                if queued is None and erred is None:
+                    _queue_put(tx, h, when_msec)
+                    added += 1
+            return added
+
+        return await self.write(run)
+
     async def queue_move(self, old_key: bytes, hash: bytes, when_msec: int) -> None:
         """Reschedule an entry: write the new one, then drop the old (one transaction)."""
 

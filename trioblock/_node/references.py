@@ -1,0 +1,219 @@
+"""Cluster references: ``add_reference`` / ``remove_reference`` and their RPC side.
+
+How a reference update travels: the caller's node stamps it with its clock → sends it
+to every storage node of the hash at once (itself included when it is one) → each
+storage node merges it into ``block_ref`` and, in the same transaction, changes its
+local refcount when the pair flipped between alive and not alive → the call returns
+once ``write_quorum`` nodes committed it; the other sends go on in the node's nursery
+(bounded: at most :data:`MAX_BACKGROUND_SENDS` at once, further callers wait). Nodes
+that missed it catch up through anti-entropy (``refsync.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from .._core.config import Config
+from .._core.hashing import Hash
+from .._core.placement import Layout
+from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
+from .._net.rpc import RpcNode
+from .._storage.database import Transaction
+from .._storage.metadata import MetadataDb
+from ..errors import TransportError, TrioblockError
+from .clock import NodeClock
+from .quorum import call_quorum
+
+log = logging.getLogger("trioblock.refs")
+
+#: Reference sends to other nodes allowed in flight at once (beyond that, callers wait).
+MAX_BACKGROUND_SENDS = 1024
+#: Entries merged per local transaction (the Trio thread yields between chunks).
+MERGE_CHUNK = 256
+
+RcChange = Callable[[bytes, Transaction], int]
+
+
+def as_hash(value: object) -> Hash:
+    if isinstance(value, Hash):
+        return value
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"a block hash is 32 bytes, not {type(value).__name__} "
+            "(use trioblock.Hash.from_hex for a hex string)"
+        )
+    return Hash(value)
+
+
+@dataclass
+class RefContext:
+    """What reference handling needs from its node."""
+
+    node_id: str
+    config: Config
+    layout: Layout
+    clock: NodeClock
+    db: MetadataDb | None
+    rpc: RpcNode | None
+    incref: RcChange
+    decref: RcChange
+    #: Wake the resync workers (a merge may have queued a check).
+    notify_resync: Callable[[], None]
+
+
+class References:
+    """Reference updates of one node: sending, merging, listing."""
+
+    def __init__(self, ctx: RefContext) -> None:
+        self._ctx = ctx
+        self._sends = trio.Semaphore(MAX_BACKGROUND_SENDS)
+        #: Bumped whenever a merge changed a row (anti-entropy caches digests by it).
+        self.generation = 0
+
+    # -- the public calls ------------------------------------------------------------------
+
+    async def update(
+        self, nursery: trio.Nursery, hash: object, owner: object, *, deleted: bool
+    ) -> None:
+        """Add (``deleted=False``) or remove a reference; return at the write quorum."""
+        h = as_hash(hash)
+        entry: RefTuple = (bytes(h), owner_bytes(owner), deleted, self._ctx.clock.now_msec())
+        ctx = self._ctx
+        targets = ctx.layout.storage_nodes(h)
+        verb = "remove" if deleted else "add"
+        # Take a slot for every remote send before starting any: the sends that go on
+        # after the quorum are bounded, and a caller waits here when they pile up.
+        remote = sum(1 for n in targets if n != ctx.node_id)
+        taken = 0
+        try:
+            while taken < remote:
+                await self._sends.acquire()
+                taken += 1
+        except BaseException:
+            for _ in range(taken):
+                self._sends.release()
+            raise
+        await call_quorum(
+            nursery,
+            targets,
+            ctx.layout.write_quorum,
+            lambda node: self._send(node, entry),
+            what=f"{verb} reference {entry[1]!r} to {h.short()}",
+        )
+
+    async def _send(self, node: str, entry: RefTuple) -> None:
+        ctx = self._ctx
+        if node == ctx.node_id:
+            await self.merge([entry])
+            return
+        try:
+            if ctx.rpc is None:
+                raise TransportError(f"no transport configured to reach node {node}")
+            with trio.fail_after(ctx.config.rpc_timeout):
+                await ctx.rpc.ref_update(node, [entry], background=False)
+        finally:
+            self._sends.release()
+
+    def of_block(self, hash: object) -> list[Reference]:
+        """This node's rows for ``hash``, tombstones included."""
+        h = as_hash(hash)
+        if self._ctx.db is None:
+            return []
+        return [Reference(o, s.deleted, s.ts) for o, s in self._ctx.db.refs.of_block(h)]
+
+    # -- merging (local, and for peers) ------------------------------------------------------
+
+    def is_storage_node(self, hash: bytes) -> bool:
+        return self._ctx.node_id in self._ctx.layout.storage_nodes(hash)
+
+    async def merge(self, entries: list[RefTuple]) -> int:
+        """Merge entries into ``block_ref`` with their refcount changes; rows changed."""
+        db = self._ctx.db
+        if db is None:
+            raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no references")
+        for entry in entries:
+            check_tuple(entry)
+            if not self.is_storage_node(entry[0]):
+                raise TrioblockError(
+                    f"{self._ctx.node_id} is not a storage node of {entry[0].hex()}"
+                )
+        changed = 0
+        for start in range(0, len(entries), MERGE_CHUNK):
+            await db.wait_turn()
+            with db.transaction() as tx:
+                for entry in entries[start : start + MERGE_CHUNK]:
+                    delta, did_change = db.refs.merge_in(tx, entry)
+                    changed += did_change
+                    if delta > 0:
+                        self._ctx.incref(entry[0], tx)
+                    elif delta < 0:
+                        self._ctx.decref(entry[0], tx)
+        if changed:
+            self.generation += 1
+            self._ctx.notify_resync()
+        return changed
+
+    async def collect(self, entries: list[RefTuple]) -> int:
+        """Drop these tombstones (never an alive row, never a newer tombstone)."""
+        db = self._ctx.db
+        if db is None:
+            return 0
+        for entry in entries:
+            check_tuple(entry)
+        dropped = 0
+        for start in range(0, len(entries), MERGE_CHUNK):
+            await db.wait_turn()
+            with db.transaction() as tx:
+                for entry in entries[start : start + MERGE_CHUNK]:
+                    dropped += db.refs.collect_in(tx, entry)
+        if dropped:
+            self.generation += 1
+        return dropped
+
+    def shared_with(self, peer: str) -> Callable[[bytes], bool]:
+        """A filter keeping the hashes whose storage nodes include us and ``peer``."""
+        layout, me = self._ctx.layout, self._ctx.node_id
+        if len(layout.nodes) <= layout.replication_factor:
+            return lambda _hash: True
+
+        def keep(hash: bytes) -> bool:
+            nodes = layout.storage_nodes(hash)
+            return me in nodes and peer in nodes
+
+        return keep
+
+    def alive_count(self, hash: bytes) -> tuple[int, int]:
+        """(alive rows, all rows) for ``hash`` in this node's ``block_ref``."""
+        if self._ctx.db is None:
+            return 0, 0
+        return self._ctx.db.refs.count_alive(hash)
+
+    # -- RPC handlers ----------------------------------------------------------------------
+
+    async def serve_update(self, peer: str, entries: list[RefTuple]) -> None:
+        await self.merge(entries)
+
+    async def serve_digests(self, peer: str, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
+        db = self._require_db()
+        return await db.refs.digests(prefixes, self.shared_with(peer))
+
+    async def serve_fetch(
+        self, peer: str, prefix: bytes, after: bytes, limit: int
+    ) -> tuple[list[RefTuple], bool]:
+        db = self._require_db()
+        return await db.refs.page(prefix, after, limit, self.shared_with(peer))
+
+    async def serve_collect(self, peer: str, entries: list[RefTuple]) -> None:
+        await self.collect(entries)
+
+    def _require_db(self) -> MetadataDb:
+        if self._ctx.db is None:
+            raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no references")
+        return self._ctx.db
+
+
+__all__ = ["MAX_BACKGROUND_SENDS", "RefContext", "References", "as_hash"]

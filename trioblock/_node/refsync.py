@@ -1,0 +1,330 @@
+"""Reference anti-entropy: the ``ref-sync`` worker.
+
+Every ``ref_sync_interval`` (and on demand, :meth:`RefSyncWorker.request`) a pass runs
+these units, one per :meth:`work` call, tranquility-throttled between them:
+
+1. **Sync with each peer.** Both sides digest the entries they share (the hashes whose
+   storage nodes include both) under a key prefix, starting from the whole key space.
+   Equal digests end it in one round trip. A differing prefix is split into its 256
+   children while it holds more than ``LEAF_ENTRIES`` entries; a small one is compared
+   entry by entry: what the peer has is merged here, what the peer lacks or holds in an
+   older state is pushed to it. Both nodes then hold the join of their entries.
+2. **Collect tombstones.** A tombstone older than ``gc_delay`` is first pushed to every
+   other storage node of its hash; only when all of them committed it are they told to
+   drop it, and then it is dropped here. A node that cannot be reached keeps every
+   tombstone it shares from being collected.
+3. **Find missing blocks.** Every referenced block this node should store and has no
+   copy of is queued for resync now, so a lost file comes back without anyone reading it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field, replace
+
+import trio
+from trio_util import AsyncValue
+
+from .._core.refs import (
+    RefState,
+    RefTuple,
+    children,
+    missing_or_older,
+    plan_descent,
+    ref_key,
+)
+from .._core.tranquilizer import Tranquilizer
+from .._net.rpc import RpcNode
+from .._storage.blockfiles import BlockStore
+from .._storage.metadata import MetadataDb
+from .._storage.offload import run_blocking
+from .clock import NodeClock
+from .references import RefContext, References
+from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
+
+log = logging.getLogger("trioblock.refsync")
+
+PAGE = 1024
+PUSH_CHUNK = 1024
+TOMBSTONE_BATCH = 256
+MISSING_BATCH = 256
+DEFAULT_TRANQUILITY = 2
+
+
+@dataclass
+class SyncReport:
+    """What one anti-entropy pass did (``BlockManager.sync_references``).
+
+    ``pulled`` / ``pushed``: entries merged here / sent to peers; ``collected``:
+    tombstones dropped here; ``missing``: referenced blocks queued for fetching;
+    ``failed``: peers that could not be synced, with the reason.
+    """
+
+    pulled: int = 0
+    pushed: int = 0
+    collected: int = 0
+    missing: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _entry_dict(entries: list[RefTuple]) -> dict[bytes, RefState]:
+    return {ref_key(h, o): RefState(d, ts) for h, o, d, ts in entries}
+
+
+class RefSyncWorker(Worker):
+    """Runs anti-entropy passes; one unit per peer, then tombstones, then missing blocks."""
+
+    name = "ref-sync"
+
+    def __init__(
+        self,
+        refs: References,
+        ctx: RefContext,
+        store: BlockStore,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        assert ctx.db is not None
+        self.refs = refs
+        self.ctx = ctx
+        self.db: MetadataDb = ctx.db
+        self.store = store
+        self.tranquility = DEFAULT_TRANQUILITY
+        self.tranquilizer = Tranquilizer()
+        # Seeded by the node id: reproducible under a MockClock, different per node.
+        self._rng = rng or random.Random(ctx.node_id)
+        self._units: list[str] = []
+        self._report = SyncReport()
+        self._next_pass_at = trio.current_time() + self._jitter()
+        self.requested = AsyncValue(0)
+        self.completed = AsyncValue(0)
+        self.last_report: SyncReport | None = None
+        self._pass_for = 0
+
+    def _jitter(self) -> float:
+        # The first pass comes soon after start (a restarted or wiped node catches up
+        # early), spread a little so that nodes started together do not sync in step.
+        return self._rng.uniform(1.0, 5.0)
+
+    @property
+    def _clock(self) -> NodeClock:
+        return self.ctx.clock
+
+    @property
+    def _rpc(self) -> RpcNode | None:
+        return self.ctx.rpc
+
+    def request(self) -> int:
+        """Ask for a pass now; returns the number that pass will complete."""
+        self.requested.value += 1
+        wanted: int = self.requested.value
+        return wanted
+
+    # -- the worker loop -------------------------------------------------------------------
+
+    async def work(self) -> StepResult:
+        if not self._units:
+            due = trio.current_time() >= self._next_pass_at
+            if not due and self.requested.value <= self._pass_for:
+                return WorkerState.IDLE
+            self._pass_for = self.requested.value
+            peers = [n for n in self.ctx.layout.nodes if n != self.ctx.node_id]
+            self._units = [f"peer:{p}" for p in peers] + ["tombstones", "missing"]
+            self._report = SyncReport()
+        unit = self._units.pop(0)
+        started = trio.current_time()
+        try:
+            if unit.startswith("peer:"):
+                await self._sync_peer(unit[5:])
+            elif unit == "tombstones":
+                await self._collect_tombstones()
+            else:
+                await self._queue_missing()
+        finally:
+            self.tranquilizer.record(trio.current_time() - started)
+            if not self._units:
+                self._finish_pass()
+        return Throttled(self.tranquilizer.delay(self.tranquility))
+
+    def _finish_pass(self) -> None:
+        report = self._report
+        self.last_report = report
+        self._next_pass_at = trio.current_time() + self.ctx.config.ref_sync_interval
+        self.completed.value = self._pass_for
+        if report.pulled or report.pushed or report.collected or report.missing:
+            log.info(
+                "%s: reference sync: %d pulled, %d pushed, %d tombstones collected, "
+                "%d missing blocks queued%s",
+                self.ctx.node_id,
+                report.pulled,
+                report.pushed,
+                report.collected,
+                report.missing,
+                "".join(f"; {p}: {why}" for p, why in sorted(report.failed.items())),
+            )
+
+    async def wait_for_work(self) -> None:
+        token = self._pass_for
+        with trio.move_on_at(self._next_pass_at):
+            await self.requested.wait_value(lambda v: v > token)
+
+    def info(self) -> WorkerInfo:
+        rows = None if self.db.closed else len(self.db.refs)
+        report = self.last_report
+        summary = (
+            None
+            if report is None
+            else f"last pass: {report.pulled} pulled, {report.pushed} pushed, "
+            f"{report.collected} collected, {report.missing} missing queued"
+        )
+        return replace(
+            super().info(), queue_length=rows, tranquility=self.tranquility, info=summary
+        )
+
+    # -- 1. sync with one peer ---------------------------------------------------------------
+
+    async def _sync_peer(self, peer: str) -> None:
+        rpc = self._rpc
+        if rpc is None:
+            return
+        keep = self.refs.shared_with(peer)
+        timeout = self.ctx.config.rpc_timeout
+        try:
+            prefixes = [b""]
+            while prefixes:
+                batch, prefixes = prefixes[:256], prefixes[256:]
+                mine = await self.db.refs.digests(batch, keep)
+                with trio.fail_after(timeout):
+                    theirs = await rpc.ref_digests(peer, batch, background=True)
+                leaves, split = plan_descent(batch, mine, theirs)
+                for prefix in leaves:
+                    await self._exchange(rpc, peer, prefix, keep)
+                for prefix in split:
+                    prefixes.extend(children(prefix))
+        except (trio.TooSlowError, OSError) as exc:
+            self._report.failed[peer] = f"timed out or unreachable: {exc!r}"
+        except Exception as exc:  # a peer's failure is that peer's: the pass goes on
+            self._report.failed[peer] = f"{type(exc).__name__}: {exc}"
+            log.debug("%s: reference sync with %s failed: %r", self.ctx.node_id, peer, exc)
+
+    async def _exchange(self, rpc: RpcNode, peer: str, prefix: bytes, keep: object) -> None:
+        timeout = self.ctx.config.rpc_timeout
+        theirs: list[RefTuple] = []
+        after = b""
+        while True:
+            with trio.fail_after(timeout):
+                page, more = await rpc.ref_fetch(peer, prefix, after, PAGE, background=True)
+            theirs.extend(page)
+            if not more or not page:
+                break
+            after = ref_key(page[-1][0], page[-1][1])
+        if theirs:
+            self._report.pulled += await self.refs.merge(theirs)
+        mine: list[RefTuple] = []
+        after = b""
+        shared = self.refs.shared_with(peer)
+        while True:
+            page, more = await self.db.refs.page(prefix, after, PAGE, shared)
+            mine.extend(page)
+            if not more or not page:
+                break
+            after = ref_key(page[-1][0], page[-1][1])
+        mine_d, theirs_d = _entry_dict(mine), _entry_dict(theirs)
+        push_keys = set(missing_or_older(mine_d, theirs_d))
+        push = [e for e in mine if ref_key(e[0], e[1]) in push_keys]
+        for start in range(0, len(push), PUSH_CHUNK):
+            chunk = push[start : start + PUSH_CHUNK]
+            with trio.fail_after(timeout):
+                await rpc.ref_update(peer, chunk, background=True)
+            self._report.pushed += len(chunk)
+
+    # -- 2. tombstones -----------------------------------------------------------------------
+
+    async def _collect_tombstones(self) -> None:
+        cutoff = self._clock.now_msec() - self.ctx.config.gc_delay_msec
+        after: RefTuple | None = None
+        while True:
+            batch = await self.db.refs.old_tombstones(cutoff, after, TOMBSTONE_BATCH)
+            if not batch:
+                return
+            after = batch[-1]
+            self._report.collected += await self._collect_batch(batch)
+            await trio.lowlevel.checkpoint()
+
+    async def _collect_batch(self, batch: list[RefTuple]) -> int:
+        ctx = self.ctx
+        by_peer: dict[str, list[RefTuple]] = {}
+        others_of: list[list[str]] = []
+        for entry in batch:
+            others = [n for n in ctx.layout.storage_nodes(entry[0]) if n != ctx.node_id]
+            others_of.append(others)
+            for node in others:
+                by_peer.setdefault(node, []).append(entry)
+        failed: set[str] = set()
+        rpc = self._rpc
+        if by_peer and rpc is None:
+            return 0  # peers to tell, and no way to reach them
+
+        async def each(call_name: str, entries_of: dict[str, list[RefTuple]]) -> None:
+            if not entries_of or rpc is None:
+                return
+
+            async def one(node: str, entries: list[RefTuple]) -> None:
+                try:
+                    with trio.fail_after(ctx.config.rpc_timeout):
+                        await getattr(rpc, call_name)(node, entries, background=True)
+                except Exception as exc:  # that node keeps its tombstones for now
+                    failed.add(node)
+                    log.debug("%s: %s to %s failed: %r", ctx.node_id, call_name, node, exc)
+
+            async with trio.open_nursery() as nursery:
+                for node, entries in entries_of.items():
+                    nursery.start_soon(one, node, entries)
+
+        # Phase 1: every other storage node holds the tombstone.
+        await each("ref_update", by_peer)
+        ready = [e for e, others in zip(batch, others_of, strict=True) if not failed & set(others)]
+        if not ready:
+            return 0
+        # Phase 2: they drop it; then we do.
+        ready_keys = {ref_key(e[0], e[1]) for e in ready}
+        collect_of = {
+            node: [e for e in entries if ref_key(e[0], e[1]) in ready_keys]
+            for node, entries in by_peer.items()
+            if node not in failed
+        }
+        await each("ref_collect", {n: es for n, es in collect_of.items() if es})
+        done = [e for e, others in zip(batch, others_of, strict=True) if not failed & set(others)]
+        return await self.refs.collect(done)
+
+    # -- 3. referenced blocks without a local copy -------------------------------------------
+
+    async def _queue_missing(self) -> None:
+        after = b""
+        store = self.store
+        while True:
+            hashes = await self.db.rc_hashes(after, MISSING_BATCH, referenced=True)
+            if not hashes:
+                return
+            after = bytes(hashes[-1])
+            mine = [h for h in hashes if self.refs.is_storage_node(h)]
+            absent = await run_blocking(
+                lambda mine=mine: [h for h in mine if store.find_sync(h) is None],
+                limiter=store.limiter,
+            )
+            if absent:
+                now = self._clock.now_msec()
+                added = await self.db.queue_unqueued([bytes(h) for h in absent], now)
+                if added:
+                    self.ctx.notify_resync()
+                    self._report.missing += added
+                    log.info(
+                        "%s: %d referenced block(s) have no local copy; queued for resync",
+                        self.ctx.node_id,
+                        added,
+                    )
+
+
+__all__ = ["DEFAULT_TRANQUILITY", "RefSyncWorker", "SyncReport"]
