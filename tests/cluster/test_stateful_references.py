@@ -1,0 +1,289 @@
+"""Cluster references as a hypothesis state machine.
+
+The application's only tools are the public ones: ``put_block``, ``add_reference``,
+``remove_reference`` through any running node (or a gateway), with the cluster crashing,
+restarting, being wiped and partitioned underneath, and time passing. No reference is
+ever replayed by the test: after a failed update the application simply retries it
+later, as any application retries a failed write.
+
+``check`` heals the cluster, lets anti-entropy and resync run, and then asserts, for
+every block: each storage node's refcount equals the number of alive owners, and every
+block with an alive owner is stored by each of its storage nodes and reads back with
+the right bytes from every node.
+
+The cluster lives in a Trio loop on a helper thread for the whole run of one example,
+under a ``MockClock``: time only moves while a rule runs (autojump on), and stands still
+between rules.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+)
+
+from trioblock import Hash, QuorumError, TrioblockError, blake2sum
+from trioblock.testing import Cluster, open_cluster
+
+T = TypeVar("T")
+EXAMPLES = int(os.environ.get("TRIOBLOCK_STATEFUL_EXAMPLES", "40"))
+NODES = ["n0", "n1", "n2"]
+GC_DELAY = 120.0
+RPC_TIMEOUT = 10.0
+OWNERS = [f"owner-{i}" for i in range(4)]
+
+
+class ClusterThread:
+    """A cluster in a Trio loop on its own thread; rules call into it."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self.clock = trio.testing.MockClock(autojump_threshold=float("inf"))
+        self.root = tempfile.mkdtemp(prefix="trioblock-refs-")
+        self.cluster: Cluster | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._overrides = overrides
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            async with open_cluster(self.root, n=len(NODES), **self._overrides) as cluster:
+                self.cluster = cluster
+                self._ready.set()
+                await self._stop.wait()
+
+        try:
+            trio.run(main, clock=self.clock)
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._ready.set()
+
+    def run(self, fn: Callable[[Cluster], Awaitable[T]]) -> T:
+        """Run ``fn(cluster)`` in the cluster's loop; time moves only meanwhile."""
+
+        async def call() -> T:
+            assert self.cluster is not None
+            self.clock.autojump_threshold = 0
+            try:
+                return await fn(self.cluster)
+            finally:
+                self.clock.autojump_threshold = float("inf")
+
+        if self._failure is not None:
+            raise self._failure
+        return trio.from_thread.run(call, trio_token=self._token)
+
+    def close(self) -> None:
+        if self._token is not None and self._stop is not None and self._thread.is_alive():
+            stop = self._stop
+            trio.from_thread.run_sync(stop.set, trio_token=self._token)
+        self._thread.join(timeout=60)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self._failure is not None:
+            raise self._failure
+
+
+class ReferenceMachine(RuleBasedStateMachine):
+    blocks = Bundle("blocks")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env = ClusterThread(gc_delay=GC_DELAY, rpc_timeout=RPC_TIMEOUT)
+        self.data: dict[Hash, bytes] = {}
+        #: owners whose add committed, and owners removed (remove wins for ever)
+        self.alive: dict[Hash, set[str]] = {}
+        self.removed: dict[Hash, set[str]] = {}
+        #: updates that failed and are to be retried: (hash, owner, deleted)
+        self.pending: list[tuple[Hash, str, bool]] = []
+        self.down: set[str] = set()
+        self.partitioned = False
+
+    def teardown(self) -> None:
+        try:
+            if self.env.cluster is not None:
+                self.check()  # the end state must hold the invariants too
+        finally:
+            self.env.close()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _via(self, index: int) -> str:
+        up = [n for n in NODES if n not in self.down]
+        return up[index % len(up)]
+
+    def _record(self, h: Hash, owner: str, deleted: bool) -> None:
+        if deleted:
+            self.removed.setdefault(h, set()).add(owner)
+            self.alive.get(h, set()).discard(owner)
+        elif owner not in self.removed.get(h, set()):
+            self.alive.setdefault(h, set()).add(owner)
+
+    def _update(self, h: Hash, owner: str, deleted: bool, via: str) -> None:
+        data = self.data[h]
+
+        async def go(cluster: Cluster) -> bool:
+            bm = cluster.nodes[via]
+            try:
+                if not deleted:
+                    await bm.put_block(data)  # put, then reference (as an application does)
+                    await bm.add_reference(h, owner)
+                else:
+                    await bm.remove_reference(h, owner)
+            except QuorumError:
+                return False
+            return True
+
+        if self.env.run(go):
+            self._record(h, owner, deleted)
+        else:
+            # Partly applied, perhaps: the application retries it later.
+            self.pending.append((h, owner, deleted))
+            if deleted:
+                self.alive.get(h, set()).discard(owner)  # unknown until retried
+
+    # -- rules -----------------------------------------------------------------------------
+
+    @initialize(target=blocks, data=st.binary(min_size=1, max_size=2048))
+    def first_block(self, data: bytes) -> Hash:
+        return self.new_block(data)
+
+    @rule(target=blocks, data=st.binary(min_size=1, max_size=2048))
+    def new_block(self, data: bytes) -> Hash:
+        """Content the application will store (it is put with its first reference)."""
+        h = blake2sum(data)
+        self.data[h] = data
+        return h
+
+    @rule(h=blocks, owner=st.sampled_from(OWNERS), via=st.integers(0, 2))
+    def add_reference(self, h: Hash, owner: str, via: int) -> None:
+        self._update(h, owner, False, self._via(via))
+
+    @rule(h=blocks, owner=st.sampled_from(OWNERS), via=st.integers(0, 2))
+    def remove_reference(self, h: Hash, owner: str, via: int) -> None:
+        self._update(h, owner, True, self._via(via))
+
+    @precondition(lambda self: len(self.down) < 1)
+    @rule(node=st.sampled_from(NODES), crash=st.booleans())
+    def stop_node(self, node: str, crash: bool) -> None:
+        async def go(cluster: Cluster) -> None:
+            await (cluster.kill(node) if crash else cluster.stop(node))
+
+        self.env.run(go)
+        self.down.add(node)
+
+    @precondition(lambda self: bool(self.down))
+    @rule()
+    def start_nodes(self) -> None:
+        async def go(cluster: Cluster) -> None:
+            for node in sorted(self.down):
+                await cluster.start(node)
+
+        self.env.run(go)
+        self.down.clear()
+
+    @precondition(lambda self: not self.down)
+    @rule(node=st.sampled_from(NODES))
+    def wipe_node(self, node: str) -> None:
+        async def go(cluster: Cluster) -> None:
+            await cluster.wipe(node)
+
+        self.env.run(go)
+
+    @rule(node=st.sampled_from(NODES))
+    def partition(self, node: str) -> None:
+        async def go(cluster: Cluster) -> None:
+            cluster.net.partition([node], [n for n in NODES if n != node])
+
+        self.env.run(go)
+        self.partitioned = True
+
+    @rule(seconds=st.sampled_from([1.0, 15.0, 70.0, 150.0]))
+    def advance(self, seconds: float) -> None:
+        self.env.run(lambda cluster: trio.sleep(seconds))
+
+    @rule()
+    def check(self) -> None:
+        async def heal(cluster: Cluster) -> None:
+            cluster.net.heal()
+            for node in NODES:
+                if node not in cluster.nodes:
+                    await cluster.start(node)
+
+        self.env.run(heal)
+        self.down.clear()
+        self.partitioned = False
+        pending, self.pending = self.pending, []
+        for h, owner, deleted in pending:
+            self._update(h, owner, deleted, "n0")
+        assert not self.pending, "an update failed with every node up"
+
+        async def converge(cluster: Cluster) -> None:
+            for _ in range(2):
+                for node in NODES:
+                    await cluster.nodes[node].sync_references()
+            await trio.sleep(2 * RPC_TIMEOUT + 5)  # resync fetches what a node lacks
+
+        self.env.run(converge)
+
+        async def verify(cluster: Cluster) -> list[str]:
+            problems = []
+            for h, data in self.data.items():
+                owners = len(self.alive.get(h, set()))
+                for node in cluster.layout.storage_nodes(h):
+                    bm = cluster.nodes[node]
+                    rc = bm.get_block_rc(h)
+                    if rc != owners:
+                        problems.append(f"{node}: rc of {h.short()} is {rc}, {owners} alive")
+                    if owners and not await bm.has_local_block(h):
+                        problems.append(f"{node}: referenced {h.short()} not stored")
+                if owners:
+                    for node in NODES:
+                        try:
+                            got = await cluster.nodes[node].get_block(h)
+                        except TrioblockError as exc:
+                            problems.append(f"{node}: get {h.short()} failed: {exc!r}")
+                        else:
+                            if got != data:
+                                problems.append(f"{node}: wrong bytes for {h.short()}")
+            return problems
+
+        problems = self.env.run(verify)
+        assert not problems, "\n".join(problems)
+
+
+ReferenceMachine.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.mark.slow
+class TestReferences(ReferenceMachine.TestCase):  # type: ignore[name-defined]
+    """The state machine, run by pytest (CI runs a derandomized, smaller count)."""
