@@ -11,8 +11,11 @@ Rules kept here:
   settings: a partition refuses connections across it and breaks the ones that exist; a
   delay sleeps (with ``trio.sleep``, so ``MockClock`` drives it) before each send; a drop
   probability fails a connect or breaks the connection on a send; a corruption counter
-  flips one byte in the payload of the next body-chunk frames the node writes (recognised
-  by the frame-kind byte; trioblock writes each body chunk with its own ``send_all``).
+  flips one byte in the payload of the next non-empty body-chunk frames the node writes.
+- Frames are recognised by following the length-prefixed frame stream of each direction
+  of a connection (:class:`FrameTracker`), across ``send_all`` calls: how the sender
+  groups frames into writes (one per write, several per write, a frame split over
+  writes) changes nothing. The byte to flip is chosen when the frame's header has passed.
 - Random decisions use :attr:`MemoryNetwork.random`, seeded, so a failing test replays.
 - A node is reachable only while its transport's ``serve`` runs. When ``serve`` ends, or
   :meth:`MemoryNetwork.crash` is called, the node's connections break and ``connect`` to
@@ -29,8 +32,9 @@ import logging
 import operator
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -39,7 +43,7 @@ from .._net.codec import FrameKind
 from .._net.transport import StreamHandler
 from ..errors import TransportError
 
-__all__ = ["MemoryNetwork", "MemoryStream", "MemoryTransport", "NetworkStats"]
+__all__ = ["FrameTracker", "MemoryNetwork", "MemoryStream", "MemoryTransport", "NetworkStats"]
 
 log = logging.getLogger("trioblock.net")
 
@@ -66,6 +70,53 @@ class NetworkStats:
     corrupted_chunks: int = 0
 
 
+class FrameTracker:
+    """Follows one direction of trioblock's frame stream (``length:u32be kind:u8 payload``).
+
+    :meth:`process` takes the bytes of each write in order and returns them, with one byte
+    flipped in each body-chunk frame that ``pick`` (called once per non-empty body chunk,
+    with the payload length) answers with an offset. Work is per frame, not per byte.
+    """
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        #: Payload bytes of the current frame still to come.
+        self._remaining = 0
+        #: Offset, counted in ``_remaining`` terms, of the byte to flip in this frame.
+        self._flip_at: int | None = None
+
+    def process(self, data: bytes, pick: Callable[[int], int | None]) -> bytes:
+        """``data``, with the chosen bytes flipped."""
+        out: bytearray | None = None
+        pos = 0
+        while pos < len(data):
+            if self._remaining == 0:
+                take = min(_FRAME_HEADER - len(self._header), len(data) - pos)
+                self._header += data[pos : pos + take]
+                pos += take
+                if len(self._header) == _FRAME_HEADER:
+                    length = int.from_bytes(self._header[:4], "big")
+                    kind = self._header[4]
+                    self._header.clear()
+                    self._remaining = length
+                    self._flip_at = None
+                    if kind == FrameKind.BODY_CHUNK and length:
+                        offset = pick(length)
+                        if offset is not None:
+                            self._flip_at = length - offset  # as a count of bytes to come
+                continue
+            take = min(self._remaining, len(data) - pos)
+            if self._flip_at is not None and self._remaining - take < self._flip_at:
+                index = pos + (self._remaining - self._flip_at)
+                if out is None:
+                    out = bytearray(data)
+                out[index] ^= 0xFF
+                self._flip_at = None
+            self._remaining -= take
+            pos += take
+        return data if out is None else bytes(out)
+
+
 class _Pipe:
     """One direction of a connection: a bounded byte buffer with wake-ups."""
 
@@ -77,6 +128,7 @@ class _Pipe:
         self.broken: str | None = None
         self.readable = trio.lowlevel.ParkingLot()
         self.writable = trio.lowlevel.ParkingLot()
+        self.frames = FrameTracker()
 
     def wake(self) -> None:
         self.readable.unpark_all()
@@ -140,7 +192,7 @@ class MemoryStream(trio.abc.Stream):
             if self._closed:
                 raise trio.ClosedResourceError("this stream was closed")
             await self._net._before_send(self)
-            payload = self._net._maybe_corrupt(self.local, bytes(data))
+            payload = self._out.frames.process(bytes(data), partial(self._net._pick, self.local))
             while True:
                 self._check_send()
                 if len(self._out.buffer) < self._out.limit:
@@ -428,15 +480,10 @@ class MemoryNetwork:
             stream._conn.break_(f"send from {stream.local} dropped (fault injection)")
             self._connections.discard(stream._conn)
 
-    def _maybe_corrupt(self, node_id: str, data: bytes) -> bytes:
-        if not self._corrupt.get(node_id) or len(data) <= _FRAME_HEADER:
-            return data
-        if data[4] != FrameKind.BODY_CHUNK:
-            return data
-        if int.from_bytes(data[:4], "big") != len(data) - _FRAME_HEADER:
-            return data  # not exactly one frame: leave it alone
+    def _pick(self, node_id: str, length: int) -> int | None:
+        """Where to flip a byte in a body chunk of ``length`` bytes ``node_id`` sends."""
+        if not self._corrupt.get(node_id):
+            return None
         self._corrupt[node_id] -= 1
         self.stats.corrupted_chunks += 1
-        flipped = bytearray(data)
-        flipped[_FRAME_HEADER + self.random.randrange(len(data) - _FRAME_HEADER)] ^= 0xFF
-        return bytes(flipped)
+        return self.random.randrange(length)
