@@ -137,8 +137,17 @@ def _message(cls: _W) -> _W:
     return cls
 
 
-def _entries_to_wire(entries: list[RefTuple]) -> list[list[Any]]:
-    return [[bytes(h), bytes(owner), deleted, ts] for h, owner, deleted, ts in entries]
+def _b(value: Any) -> Any:
+    # Byte-like values become bytes; anything else is left for the checks to refuse
+    # (``bytes(32)`` would silently make an all-zero hash of an int).
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else value
+
+
+def _entries_to_wire(entries: list[RefTuple]) -> list[Any]:
+    return [
+        [_b(e[0]), _b(e[1]), e[2], e[3]] if isinstance(e, tuple | list) and len(e) == 4 else e
+        for e in entries
+    ]
 
 
 def _read_entries(m: Mapping[str, Any], kind: str, min_len: int) -> list[RefTuple]:
@@ -410,7 +419,7 @@ class RefDigests(_Wire):
     prefixes: list[bytes]
 
     def to_map(self) -> dict[str, Any]:
-        return {"prefixes": [bytes(p) for p in self.prefixes]}
+        return {"prefixes": [_b(p) for p in self.prefixes]}
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> RefDigests:
@@ -426,7 +435,7 @@ class RefDigestsReply(_Wire):
     digests: list[tuple[int, bytes]]
 
     def to_map(self) -> dict[str, Any]:
-        return {"digests": [[count, bytes(digest)] for count, digest in self.digests]}
+        return {"digests": [[count, _b(digest)] for count, digest in self.digests]}
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> RefDigestsReply:
@@ -454,7 +463,7 @@ class RefFetch(_Wire):
     limit: int
 
     def to_map(self) -> dict[str, Any]:
-        return {"prefix": bytes(self.prefix), "after": bytes(self.after), "limit": self.limit}
+        return {"prefix": _b(self.prefix), "after": _b(self.after), "limit": self.limit}
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> RefFetch:
