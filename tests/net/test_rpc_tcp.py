@@ -129,7 +129,7 @@ async def test_a_client_certificate_the_cluster_ca_did_not_sign_is_named(
         assert server.listen_address is not None
         client = TcpTransport(peers={"b": server.listen_address}, ssl_context=client_ctx)
         a = RpcNode("a", client, SECRET, timeout=10)
-        with pytest.raises(TransportError, match="TLS handshake refused.*certificate"):
+        with pytest.raises(TransportError, match=r"TLS handshake refused.*certificate"):
             await a.need_block("b", block_of(b"x")[0])
         assert handler.calls == []
         await a.aclose()
