@@ -21,6 +21,7 @@ import trustme
 
 from trioblock._core.block import BlockHeader, DataBlock, decode_block, encode_block
 from trioblock._core.hashing import Hash, blake2sum
+from trioblock._net.messages import RefTuple
 from trioblock._net.rpc import RpcNode
 from trioblock._net.transport import Transport
 from trioblock.errors import CorruptBlockError, MissingBlockError
@@ -47,6 +48,12 @@ class FakeHandler:
         self.reject_put: Exception | None = None
         #: Get: raise this instead of answering.
         self.fail_get: Exception | None = None
+        #: Reference entries merged, by (hash, owner); collected ones are removed.
+        self.refs: dict[tuple[bytes, bytes], RefTuple] = {}
+        #: Ref requests: raise this instead of answering.
+        self.fail_refs: Exception | None = None
+        #: Ref digests / fetch: return this instead of the real answer (a buggy handler).
+        self.bad_ref_answer: Any = None
 
     async def _enter(self, name: str, arg: Any) -> None:
         self.calls.append((name, arg))
@@ -101,6 +108,41 @@ class FakeHandler:
             return {"echo": request, "blocks": len(self.blocks)}
         finally:
             self.active -= 1
+
+    async def _enter_ref(self, name: str, arg: Any) -> None:
+        await self._enter(name, arg)
+        self.active -= 1
+        if self.fail_refs is not None:
+            raise self.fail_refs
+
+    async def rpc_ref_update(self, peer: str, entries: list[RefTuple]) -> None:
+        await self._enter_ref("ref_update", (peer, entries))
+        for entry in entries:
+            self.refs[entry[0], entry[1]] = entry
+
+    async def rpc_ref_digests(self, peer: str, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
+        await self._enter_ref("ref_digests", (peer, prefixes))
+        if self.bad_ref_answer is not None:
+            return self.bad_ref_answer  # type: ignore[no-any-return]
+        out = []
+        for prefix in prefixes:
+            chosen = sorted(e for key, e in self.refs.items() if key[0].startswith(prefix))
+            out.append((len(chosen), blake2sum(repr(chosen).encode())))
+        return out
+
+    async def rpc_ref_fetch(
+        self, peer: str, prefix: bytes, after: bytes, limit: int
+    ) -> tuple[list[RefTuple], bool]:
+        await self._enter_ref("ref_fetch", (peer, prefix, after, limit))
+        if self.bad_ref_answer is not None:
+            return self.bad_ref_answer  # type: ignore[no-any-return]
+        keys = sorted(k for k in self.refs if k[0].startswith(prefix) and k[0] + k[1] > after)
+        return [self.refs[k] for k in keys[:limit]], len(keys) > limit
+
+    async def rpc_ref_collect(self, peer: str, entries: list[RefTuple]) -> None:
+        await self._enter_ref("ref_collect", (peer, entries))
+        for entry in entries:
+            self.refs.pop((entry[0], entry[1]), None)
 
 
 @asynccontextmanager

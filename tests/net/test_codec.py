@@ -42,6 +42,8 @@ from trioblock._net.messages import (
 )
 from trioblock.errors import ProtocolError
 
+from .test_ref_messages import ref_messages
+
 H = Hash(bytes(range(32)))
 
 # -- strategies ---------------------------------------------------------------------------
@@ -86,6 +88,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(Admin, opaque_maps),
     st.builds(AdminReply, opaque_maps),
+    ref_messages,
 )
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trioblock._net.codec import FrameCodec
 from trioblock._net.messages import PutBlock
@@ -245,3 +249,73 @@ def test_fault_controls_validate_their_arguments() -> None:
     assert isinstance(net.transport("a"), type(net.transport("b")))
     assert net.transport("a") is net.transport("a")
     assert MemoryStream is not None
+
+
+def _conversation(bodies: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
+    """A frame stream (a message and a body per entry) and the payload span of each chunk."""
+    codec = FrameCodec()
+    wire = b""
+    spans: list[tuple[int, int]] = []
+    h, block = block_of(b"x")
+    for body in bodies:
+        wire += codec.send_message(PutBlock(h, block.header))
+        for start in range(0, len(body), 300):
+            chunk = body[start : start + 300]
+            spans.append((len(wire) + 5, len(wire) + 5 + len(chunk)))
+            wire += codec.send_body_chunk(chunk)
+        wire += codec.send_body_end()
+    return wire, spans
+
+
+async def _send_in_pieces(net: MemoryNetwork, pieces: list[bytes]) -> bytes:
+    received = bytearray()
+
+    async def collect(stream: trio.abc.Stream) -> None:
+        async with stream:
+            while data := await stream.receive_some():
+                received.extend(data)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.transport("b").serve, collect)
+        stream = await net.transport("a").connect("b")
+        for piece in pieces:
+            await stream.send_all(piece)
+        await stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    return bytes(received)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    bodies=st.lists(st.binary(max_size=700), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(min_value=0), max_size=12),
+    n=st.integers(min_value=0, max_value=4),
+    seed=st.integers(min_value=0, max_value=100),
+)
+def test_corrupt_next_is_independent_of_how_frames_are_grouped_into_writes(
+    bodies: list[bytes], cuts: list[int], n: int, seed: int
+) -> None:
+    """Whatever the writes (one frame each, several, a frame split): the next n chunks."""
+    wire, spans = _conversation(bodies)
+    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+    pieces = [wire[a:b] for a, b in itertools.pairwise(points) if b > a]
+    net = MemoryNetwork(seed=seed)
+    net.corrupt_next("a", n)
+    got = trio.run(_send_in_pieces, net, pieces)
+    assert len(got) == len(wire)
+    diff = [i for i in range(len(wire)) if got[i] != wire[i]]
+    expected_chunks = spans[:n]
+    assert len(diff) == len(expected_chunks) == net.stats.corrupted_chunks
+    for index, (start, end) in zip(diff, expected_chunks, strict=True):
+        assert start <= index < end
+
+
+async def test_a_put_sent_in_one_write_is_still_corrupted() -> None:
+    """A small block goes out as one write (message, chunk, end): corruption still hits."""
+    net = MemoryNetwork()
+    wire, spans = _conversation([b"\x00" * 200])
+    net.corrupt_next("a")
+    got = await _send_in_pieces(net, [wire])
+    diff = [i for i in range(len(wire)) if got[i] != wire[i]]
+    assert len(diff) == 1 and spans[0][0] <= diff[0] < spans[0][1]

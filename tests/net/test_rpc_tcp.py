@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from trioblock._net.rpc import RpcNode
 from trioblock._net.tcp import TcpTransport
@@ -104,3 +106,47 @@ async def test_serve_again_keeps_the_port_chosen_first() -> None:
         await nursery.start(server.serve, trio.aclose_forcefully)
         assert server.listen_address == first
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("client_cert", ["other CA", "none"])
+async def test_a_client_certificate_the_cluster_ca_did_not_sign_is_named(
+    client_cert: str, tls_ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mutual TLS: the refused side is told its certificate was refused, not "broken"."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    tls_ca.configure_trust(server_ctx)
+    client_ctx = ssl.create_default_context()
+    tls_ca.configure_trust(client_ctx)
+    if client_cert == "other CA":
+        trustme.CA().issue_cert("intruder").configure_cert(client_ctx)
+    server = TcpTransport(listen=("127.0.0.1", 0), server_ssl_context=server_ctx)
+    handler = FakeHandler()
+    b = RpcNode("b", server, SECRET)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(b.serve, handler)
+        assert server.listen_address is not None
+        client = TcpTransport(peers={"b": server.listen_address}, ssl_context=client_ctx)
+        a = RpcNode("a", client, SECRET, timeout=10)
+        with pytest.raises(TransportError, match=r"TLS handshake refused.*certificate"):
+            await a.need_block("b", block_of(b"x")[0])
+        assert handler.calls == []
+        await a.aclose()
+        nursery.cancel_scope.cancel()
+    refused = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("refused the certificate" in r.getMessage() for r in refused)
+
+
+async def test_a_client_with_a_signed_certificate_is_served(
+    tls_ca: trustme.CA,
+) -> None:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    tls_ca.configure_trust(server_ctx)
+    client_ctx = ssl.create_default_context()
+    tls_ca.configure_trust(client_ctx)
+    tls_ca.issue_cert("n1").configure_cert(client_ctx)
+    server = TcpTransport(listen=("127.0.0.1", 0), server_ssl_context=server_ctx)
+    await exercise(TcpTransport(ssl_context=client_ctx), server)

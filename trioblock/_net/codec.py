@@ -10,14 +10,17 @@ A connection carries *frames*::
 Rules kept here:
 
 - Sizes are checked from the five header bytes alone, before any payload is buffered: a
-  message frame is at most ``max_message_size`` (64 KiB), a body chunk at most
+  message frame is at most ``max_message_size`` (64 KiB; raised to 1 MiB by the RPC
+  layer once the peer is authenticated), a body chunk at most
   ``max_chunk_size`` (1 MiB), a whole body at most ``max_body_size`` (given by the caller).
 - Bodies follow only the messages that announce one (``messages.has_body``). A body chunk
   or body end outside a body, or a message inside one, is a protocol violation; so is an
   unknown frame kind, bad CBOR, a CBOR value that is not a valid message, trailing bytes
   after the CBOR value, and end of input in the middle of a frame or a body.
 - Every violation by the peer raises :class:`~trioblock.errors.ProtocolError` and nothing
-  else; after one, the decoder refuses to go on (the connection is done). Misuse by the
+  else; after one, the decoder refuses to go on (the connection is done). End of input in
+  the middle of a frame or body is one too, flagged :attr:`FrameCodec.truncated` so that
+  the layer holding the stream can report it as the lost connection it usually is. Misuse by the
   local side (sending a chunk outside a body, a message too big) raises ``ValueError``
   or ``RuntimeError`` instead: whose fault it was is part of the type.
 - Decoding is linear in the bytes received, however they are split: input is appended to
@@ -43,6 +46,7 @@ from .messages import Message, has_body, message_from_map, message_to_map
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
+    "MAX_AUTHENTICATED_MESSAGE_SIZE",
     "MAX_CHUNK_SIZE",
     "MAX_MESSAGE_SIZE",
     "NEED_DATA",
@@ -57,8 +61,11 @@ __all__ = [
     "encode_message",
 ]
 
-#: Largest payload of a message frame.
+#: Largest payload of a message frame (the limit before authentication).
 MAX_MESSAGE_SIZE: Final = 64 * 1024
+#: Largest payload of a message frame once the handshake has authenticated the peer:
+#: room for the largest reference messages (4096 entries).
+MAX_AUTHENTICATED_MESSAGE_SIZE: Final = 1024 * 1024
 #: Largest payload of a body-chunk frame.
 MAX_CHUNK_SIZE: Final = 1024 * 1024
 #: Default bound on a whole body: the largest block plus zstd's worst-case overhead.
@@ -199,6 +206,7 @@ class FrameCodec:
         self._offset = 0
         self._eof = False
         self._failed: ProtocolError | None = None
+        self._truncated = False
         self._in_body = False
         self._body_size = 0
         self._sending_body = False
@@ -214,6 +222,16 @@ class FrameCodec:
     def failed(self) -> bool:
         """Whether the peer has broken the protocol (the connection must be closed)."""
         return self._failed is not None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the input ended in the middle of a frame or body (a lost connection)."""
+        return self._truncated
+
+    @property
+    def at_eof(self) -> bool:
+        """Whether the end of input has been received."""
+        return self._eof
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes; an empty ``data`` signals end of input."""
@@ -238,6 +256,7 @@ class FrameCodec:
         if available < _HEADER.size:
             if self._eof:
                 if available or self._in_body:
+                    self._truncated = True
                     self._fail("connection closed in the middle of a frame or body")
                 return ConnectionClosed()
             return NEED_DATA
@@ -246,6 +265,7 @@ class FrameCodec:
         end = self._offset + _HEADER.size + length
         if len(self._buf) < end:
             if self._eof:
+                self._truncated = True
                 self._fail("connection closed in the middle of a frame")
             return NEED_DATA
         payload = bytes(self._buf[self._offset + _HEADER.size : end])

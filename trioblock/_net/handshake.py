@@ -23,8 +23,12 @@ Rules kept here:
 - The client checks that the server's node id is the node it meant to reach.
 - On failure the client raises :class:`~trioblock.errors.AuthenticationError` (or
   ``ProtocolError`` for a version mismatch, ``TransportError`` for a timeout or a broken
-  connection); the server tells the peer ``Error{kind: "auth"}``, raises, and the caller
+  connection). A peer that closes the connection during the exchange (a request cancelled
+  while connecting) is a ``TransportError`` on both sides, not a protocol violation. The
+  server tells the peer ``Error{kind: "auth"}``, raises, and the caller
   drops the connection: no request is ever read from an unauthenticated peer.
+- Once both proofs are checked, message frames may grow from 64 KiB to
+  ``MAX_AUTHENTICATED_MESSAGE_SIZE`` (1 MiB): unauthenticated peers never get more.
 - The whole exchange must run under one deadline, which the caller sets (the RPC layer
   uses its handshake timeout, :data:`DEFAULT_HANDSHAKE_TIMEOUT` unless told otherwise).
 """
@@ -40,7 +44,7 @@ from typing import Final, Literal
 
 from ..errors import AuthenticationError, ProtocolError, TransportError
 from .channel import Channel
-from .codec import Event
+from .codec import MAX_AUTHENTICATED_MESSAGE_SIZE, ConnectionClosed, Event
 from .messages import NONCE_LEN, PROTOCOL_VERSION, Auth, Error, Hello
 
 __all__ = [
@@ -101,6 +105,19 @@ def _check_hello(event: Event, own_nonce: bytes) -> Hello:
     return event
 
 
+async def _receive(channel: Channel, step: str) -> Event:
+    event = await channel.receive_event()
+    if isinstance(event, ConnectionClosed):
+        who = "the peer" if channel.peer == "?" else channel.peer
+        raise TransportError(f"{who} closed the connection during the handshake ({step})")
+    return event
+
+
+def _authenticated(channel: Channel, peer: str) -> None:
+    channel.peer = peer
+    channel.codec.max_message_size = MAX_AUTHENTICATED_MESSAGE_SIZE
+
+
 def _raise_remote_error(event: Error) -> None:
     if event.kind == "auth":
         raise AuthenticationError(f"peer refused our credentials: {event.message}")
@@ -117,7 +134,7 @@ async def client_handshake(
     """Authenticate a connection we opened to ``expected_peer``, and have it authenticate us."""
     nonce = secrets.token_bytes(NONCE_LEN)
     await channel.send_message(Hello(PROTOCOL_VERSION, node_id, nonce))
-    event = await channel.receive_event()
+    event = await _receive(channel, "waiting for Hello")
     if isinstance(event, Error):
         _raise_remote_error(event)
     hello = _check_hello(event, nonce)
@@ -127,7 +144,7 @@ async def client_handshake(
         )
     proof = compute_proof(secret, "client", nonce, hello.nonce, node_id, hello.node_id)
     await channel.send_message(Auth(proof))
-    event = await channel.receive_event()
+    event = await _receive(channel, "waiting for Auth")
     if isinstance(event, Error):
         _raise_remote_error(event)
     if not isinstance(event, Auth):
@@ -135,7 +152,7 @@ async def client_handshake(
     expected = compute_proof(secret, "server", hello.nonce, nonce, hello.node_id, node_id)
     if not hmac.compare_digest(event.proof, expected):
         raise AuthenticationError(f"{expected_peer} failed to prove the cluster secret")
-    channel.peer = expected_peer
+    _authenticated(channel, expected_peer)
 
 
 async def server_handshake(
@@ -146,14 +163,14 @@ async def server_handshake(
 ) -> str:
     """Authenticate a connection we accepted; return the peer's proven node id."""
     nonce = secrets.token_bytes(NONCE_LEN)
-    event = await channel.receive_event()
+    event = await _receive(channel, "waiting for Hello")
     try:
         hello = _check_hello(event, nonce)
     except ProtocolError as exc:
         await _tell(channel, Error("protocol", str(exc)))
         raise
     await channel.send_message(Hello(PROTOCOL_VERSION, node_id, nonce))
-    event = await channel.receive_event()
+    event = await _receive(channel, "waiting for Auth")
     if not isinstance(event, Auth):
         raise _unexpected(event, "Auth")
     expected = compute_proof(secret, "client", hello.nonce, nonce, hello.node_id, node_id)
@@ -164,7 +181,7 @@ async def server_handshake(
         )
     proof = compute_proof(secret, "server", nonce, hello.nonce, node_id, hello.node_id)
     await channel.send_message(Auth(proof))
-    channel.peer = hello.node_id
+    _authenticated(channel, hello.node_id)
     return hello.node_id
 
 

@@ -2,34 +2,63 @@
 
 Rules kept here:
 
-- A message is a frozen dataclass; on the wire it is one CBOR map whose ``"type"`` key names
-  it and whose other keys are its fields (see ``docs`` of each class). This module is pure:
-  it turns messages into maps and maps back into messages, nothing else.
-- :func:`message_from_map` trusts nothing. Every field is checked for presence and type
-  (a hash is exactly 32 bytes, a header is ``"plain"`` or ``"compressed"``, a nonce is 32
-  bytes, a node id is a short non-empty string…) and anything off raises
-  :class:`~trioblock.errors.ProtocolError`. Keys a message does not know are ignored, so a
-  newer peer may add optional fields without breaking older ones.
+- A message is a frozen dataclass; on the wire it is one CBOR map whose ``"type"`` key is
+  the class name and whose other keys are its fields. Each class holds both directions of
+  its own map form (``to_map`` and ``from_map``), so a new message is one class here. This
+  module is pure: it turns messages into maps and maps back into messages, nothing else.
+- :func:`message_from_map` trusts nothing. Every field is checked for presence, type and
+  size (a hash is exactly 32 bytes, a header is ``"plain"`` or ``"compressed"``, a nonce is
+  32 bytes, a node id is a short non-empty string, a list has bounded length…; see
+  :mod:`.fields`) and anything off raises :class:`~trioblock.errors.ProtocolError`. Keys a
+  message does not know are ignored, so a newer peer may add optional fields without
+  breaking older ones.
 - Opaque maps (``Admin.request``, ``AdminReply.reply``) may hold only plain data: maps with
   string keys, lists, strings, bytes, integers, floats, booleans and null.
 - Whether a message is followed by a streamed body is decided here too
   (:func:`has_body`): a :class:`PutBlock` always is; an :class:`Admin` or
   :class:`AdminReply` is when its ``with_body`` flag (``"body": true`` on the wire) is
   set, so operator requests can carry blocks larger than a message frame.
+- Cluster references travel as *ref entries* ``[hash, owner, deleted, ts]``
+  (:data:`RefTuple` in Python): :class:`RefUpdate` and :class:`RefCollect` carry
+  1..4096 of them, :class:`RefDigests` asks for the digest of up to 256 partitions of
+  the hash space (a partition is a hash prefix of 0..4 bytes), :class:`RefFetch` pages
+  through one partition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 from .._core.block import BlockHeader
 from .._core.hashing import HASH_LEN, Hash
 from ..errors import ProtocolError
+from .fields import (
+    MAX_OPAQUE_DEPTH,
+    MAX_TIMESTAMP,
+    RefTuple,
+    check_bytes,
+    check_int,
+    get,
+    read_bool,
+    read_bytes,
+    read_hash,
+    read_int,
+    read_list,
+    read_opaque,
+    read_ref_entry,
+    read_str,
+)
 
 __all__ = [
     "ERROR_KINDS",
+    "MAX_ERROR_MESSAGE_LEN",
+    "MAX_OPAQUE_DEPTH",
+    "MAX_PREFIX_LEN",
+    "MAX_REF_ENTRIES",
+    "MAX_REF_PREFIXES",
+    "MAX_RESUME_KEY_LEN",
     "NONCE_LEN",
     "PROTOCOL_VERSION",
     "Admin",
@@ -43,6 +72,13 @@ __all__ = [
     "NeedBlockReply",
     "Ok",
     "PutBlock",
+    "RefCollect",
+    "RefDigests",
+    "RefDigestsReply",
+    "RefEntries",
+    "RefFetch",
+    "RefTuple",
+    "RefUpdate",
     "has_body",
     "message_from_map",
     "message_to_map",
@@ -58,8 +94,14 @@ PROOF_LEN: Final = 32
 MAX_NODE_ID_LEN: Final = 255
 #: Longest error message accepted on the wire, in characters.
 MAX_ERROR_MESSAGE_LEN: Final = 4096
-#: Deepest nesting accepted in an opaque admin map.
-MAX_OPAQUE_DEPTH: Final = 32
+#: Most ref entries in one message (``RefUpdate``, ``RefCollect``, ``RefEntries``).
+MAX_REF_ENTRIES: Final = 4096
+#: Most partitions asked in one ``RefDigests``.
+MAX_REF_PREFIXES: Final = 256
+#: Longest partition prefix, in bytes.
+MAX_PREFIX_LEN: Final = 4
+#: Longest resume key of a ``RefFetch``, in bytes.
+MAX_RESUME_KEY_LEN: Final = 160
 
 #: Error kinds a node sends; a peer may send others, which callers treat as generic failures.
 ERROR_KINDS: Final = frozenset(
@@ -67,24 +109,99 @@ ERROR_KINDS: Final = frozenset(
 )
 
 
+class _Wire:
+    """What every message class provides (its fields come from ``@dataclass``)."""
+
+    __slots__ = ()
+
+    #: Whether this message is followed by a streamed body (see :func:`has_body`).
+    def announces_body(self) -> bool:
+        return False
+
+    def to_map(self) -> dict[str, Any]:
+        """The message's fields as a CBOR-ready map, without ``"type"``."""
+        return {}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> Message:
+        """Check a received map and build the message; ``ProtocolError`` if it is off."""
+        raise NotImplementedError
+
+
+_DECODERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {}
+_W = TypeVar("_W", bound=type[_Wire])
+
+
+def _message(cls: _W) -> _W:
+    _DECODERS[cls.__name__] = cls.from_map
+    return cls
+
+
+def _b(value: Any) -> Any:
+    # Byte-like values become bytes; anything else is left for the checks to refuse
+    # (``bytes(32)`` would silently make an all-zero hash of an int).
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else value
+
+
+def _entries_to_wire(entries: list[RefTuple]) -> list[Any]:
+    return [
+        [_b(e[0]), _b(e[1]), e[2], e[3]] if isinstance(e, tuple | list) and len(e) == 4 else e
+        for e in entries
+    ]
+
+
+def _read_entries(m: Mapping[str, Any], kind: str, min_len: int) -> list[RefTuple]:
+    items = read_list(m, "entries", kind, min_len, MAX_REF_ENTRIES)
+    return [read_ref_entry(item, f"{kind}.entries[{i}]") for i, item in enumerate(items)]
+
+
+def _read_prefix(value: Any, what: str) -> bytes:
+    return check_bytes(value, what, 0, MAX_PREFIX_LEN)
+
+
+# -- handshake ---------------------------------------------------------------------------
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class Hello:
+class Hello(_Wire):
     """First message of each side of the handshake: ``{version, node_id, nonce}``."""
 
     version: int
     node_id: str
     nonce: bytes
 
+    def to_map(self) -> dict[str, Any]:
+        return {"version": self.version, "node_id": self.node_id, "nonce": self.nonce}
 
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> Hello:
+        version = read_int(m, "version", "Hello")
+        node_id = read_str(m, "node_id", "Hello", max_len=MAX_NODE_ID_LEN, empty=False)
+        return cls(version, node_id, read_bytes(m, "nonce", "Hello", NONCE_LEN, NONCE_LEN))
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class Auth:
+class Auth(_Wire):
     """Second message of each side of the handshake: ``{proof}``, an HMAC-SHA256."""
 
     proof: bytes
 
+    def to_map(self) -> dict[str, Any]:
+        return {"proof": self.proof}
 
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> Auth:
+        return cls(read_bytes(m, "proof", "Auth", PROOF_LEN, PROOF_LEN))
+
+
+# -- blocks ------------------------------------------------------------------------------
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class GetBlock:
+class GetBlock(_Wire):
     """Ask for a block: ``{hash, order_tag?}``; answered by :class:`PutBlock` or :class:`Error`.
 
     ``order_tag`` is an opaque ordering hint from the requester (Garage's order tag); it is
@@ -94,9 +211,23 @@ class GetBlock:
     hash: Hash
     order_tag: int | None = None
 
+    def to_map(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"hash": bytes(self.hash)}
+        if self.order_tag is not None:
+            out["order_tag"] = self.order_tag
+        return out
 
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> GetBlock:
+        tag = m.get("order_tag")
+        if tag is not None:
+            tag = check_int(tag, "GetBlock.order_tag", -(2**63), 2**64 - 1)
+        return cls(read_hash(m, "GetBlock"), tag)
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class PutBlock:
+class PutBlock(_Wire):
     """A block follows as a streamed body: ``{hash, header: "plain" | "compressed"}``.
 
     Sent by a client to store a block (answered by :class:`Ok` or :class:`Error`) and by a
@@ -106,36 +237,98 @@ class PutBlock:
     hash: Hash
     header: BlockHeader
 
+    def announces_body(self) -> bool:
+        return True
 
+    def to_map(self) -> dict[str, Any]:
+        return {"hash": bytes(self.hash), "header": self.header.value}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> PutBlock:
+        header = get(m, "header", "PutBlock")
+        if header == "plain":
+            parsed = BlockHeader.PLAIN
+        elif header == "compressed":
+            parsed = BlockHeader.COMPRESSED
+        else:
+            raise ProtocolError("PutBlock.header must be 'plain' or 'compressed'")
+        return cls(read_hash(m, "PutBlock"), parsed)
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class NeedBlockQuery:
+class NeedBlockQuery(_Wire):
     """Ask whether the peer needs a block: ``{hash}``. Answered by :class:`NeedBlockReply`."""
 
     hash: Hash
 
+    def to_map(self) -> dict[str, Any]:
+        return {"hash": bytes(self.hash)}
 
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> NeedBlockQuery:
+        return cls(read_hash(m, "NeedBlockQuery"))
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class NeedBlockReply:
+class NeedBlockReply(_Wire):
     """Answer to :class:`NeedBlockQuery`: ``{needed}``."""
 
     needed: bool
 
+    def to_map(self) -> dict[str, Any]:
+        return {"needed": self.needed}
 
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> NeedBlockReply:
+        return cls(read_bool(m, "needed", "NeedBlockReply"))
+
+
+# -- generic replies ---------------------------------------------------------------------
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class Ok:
+class Ok(_Wire):
     """Success without a value: ``{}``."""
 
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> Ok:
+        return cls()
 
+
+@_message
 @dataclass(frozen=True, slots=True)
-class Error:
+class Error(_Wire):
     """A request failed: ``{kind, message}``; ``kind`` is usually one of :data:`ERROR_KINDS`."""
 
     kind: str
     message: str = ""
 
+    def to_map(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message}
 
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> Error:
+        kind = read_str(m, "kind", "Error", max_len=64, empty=False)
+        text = read_str(m, "message", "Error", max_len=MAX_ERROR_MESSAGE_LEN, empty=True)
+        return cls(kind, text)
+
+
+# -- operator requests -------------------------------------------------------------------
+
+
+def _body_flag(m: Mapping[str, Any], kind: str) -> bool:
+    value = m.get("body", False)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{kind}.body must be a boolean")
+    return value
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class Admin:
+class Admin(_Wire):
     """An operator request, opaque to the network layer: ``{request, body?}``.
 
     ``with_body`` (``"body": true`` on the wire, absent when false): a streamed body
@@ -145,13 +338,156 @@ class Admin:
     request: dict[str, Any] = field(default_factory=dict)
     with_body: bool = False
 
+    def announces_body(self) -> bool:
+        return self.with_body
 
+    def to_map(self) -> dict[str, Any]:
+        return {"request": self.request, **({"body": True} if self.with_body else {})}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> Admin:
+        return cls(read_opaque(m, "request", "Admin"), _body_flag(m, "Admin"))
+
+
+@_message
 @dataclass(frozen=True, slots=True)
-class AdminReply:
+class AdminReply(_Wire):
     """Answer to :class:`Admin`: ``{reply, body?}``; ``with_body`` as for :class:`Admin`."""
 
     reply: dict[str, Any] = field(default_factory=dict)
     with_body: bool = False
+
+    def announces_body(self) -> bool:
+        return self.with_body
+
+    def to_map(self) -> dict[str, Any]:
+        return {"reply": self.reply, **({"body": True} if self.with_body else {})}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> AdminReply:
+        return cls(read_opaque(m, "reply", "AdminReply"), _body_flag(m, "AdminReply"))
+
+
+# -- cluster references ------------------------------------------------------------------
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class RefUpdate(_Wire):
+    """Merge reference entries: ``{entries: [[hash, owner, deleted, ts], …]}`` → :class:`Ok`.
+
+    Always sent as the list form (1..4096 entries); the single form
+    ``{hash, owner, deleted, ts}`` is accepted on receipt as a one-entry list.
+    """
+
+    entries: list[RefTuple]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"entries": _entries_to_wire(self.entries)}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> RefUpdate:
+        if "entries" in m:
+            return cls(_read_entries(m, "RefUpdate", 1))
+        single = [get(m, key, "RefUpdate") for key in ("hash", "owner", "deleted", "ts")]
+        return cls([read_ref_entry(single, "RefUpdate")])
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class RefCollect(_Wire):
+    """Drop collected tombstones: ``{entries: [[hash, owner, deleted, ts], …]}`` → :class:`Ok`."""
+
+    entries: list[RefTuple]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"entries": _entries_to_wire(self.entries)}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> RefCollect:
+        return cls(_read_entries(m, "RefCollect", 1))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class RefDigests(_Wire):
+    """Ask the digest of partitions: ``{prefixes: [bytes 0..4, …]}`` (1..256).
+
+    Answered by :class:`RefDigestsReply`, one digest per prefix in the same order.
+    """
+
+    prefixes: list[bytes]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"prefixes": [_b(p) for p in self.prefixes]}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> RefDigests:
+        items = read_list(m, "prefixes", "RefDigests", 1, MAX_REF_PREFIXES)
+        return cls([_read_prefix(p, f"RefDigests.prefixes[{i}]") for i, p in enumerate(items)])
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class RefDigestsReply(_Wire):
+    """Answer to :class:`RefDigests`: ``{digests: [[count, digest: 32 bytes], …]}``."""
+
+    digests: list[tuple[int, bytes]]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"digests": [[count, _b(digest)] for count, digest in self.digests]}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> RefDigestsReply:
+        items = read_list(m, "digests", "RefDigestsReply", 0, MAX_REF_PREFIXES)
+        digests: list[tuple[int, bytes]] = []
+        for i, item in enumerate(items):
+            what = f"RefDigestsReply.digests[{i}]"
+            if not isinstance(item, list) or len(item) != 2:
+                raise ProtocolError(f"{what} must be an array [count, digest]")
+            count = check_int(item[0], f"{what}.count", 0, MAX_TIMESTAMP)
+            digests.append((count, check_bytes(item[1], f"{what}.digest", HASH_LEN, HASH_LEN)))
+        return cls(digests)
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class RefFetch(_Wire):
+    """Page through a partition: ``{prefix: 0..4 bytes, after: 0..160 bytes, limit: 1..4096}``.
+
+    ``after`` is a resume key (empty: from the start). Answered by :class:`RefEntries`.
+    """
+
+    prefix: bytes
+    after: bytes
+    limit: int
+
+    def to_map(self) -> dict[str, Any]:
+        return {"prefix": _b(self.prefix), "after": _b(self.after), "limit": self.limit}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> RefFetch:
+        return cls(
+            _read_prefix(get(m, "prefix", "RefFetch"), "RefFetch.prefix"),
+            read_bytes(m, "after", "RefFetch", 0, MAX_RESUME_KEY_LEN),
+            read_int(m, "limit", "RefFetch", 1, MAX_REF_ENTRIES),
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class RefEntries(_Wire):
+    """Answer to :class:`RefFetch`: ``{entries: [[hash, owner, deleted, ts], …], more}``."""
+
+    entries: list[RefTuple]
+    more: bool
+
+    def to_map(self) -> dict[str, Any]:
+        return {"entries": _entries_to_wire(self.entries), "more": self.more}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> RefEntries:
+        return cls(_read_entries(m, "RefEntries", 0), read_bool(m, "more", "RefEntries"))
 
 
 Message: TypeAlias = (
@@ -165,183 +501,25 @@ Message: TypeAlias = (
     | Error
     | Admin
     | AdminReply
+    | RefUpdate
+    | RefCollect
+    | RefDigests
+    | RefDigestsReply
+    | RefFetch
+    | RefEntries
 )
 
 
 def has_body(message: Message) -> bool:
     """Whether ``message`` is followed on the wire by a streamed body."""
-    if isinstance(message, Admin | AdminReply):
-        return message.with_body
-    return isinstance(message, PutBlock)
-
-
-# ---------------------------------------------------------------------------------------
-# Encoding: message -> map
+    return message.announces_body()
 
 
 def message_to_map(message: Message) -> dict[str, Any]:
     """The CBOR map form of ``message``."""
-    match message:
-        case Hello(version, node_id, nonce):
-            return {"type": "Hello", "version": version, "node_id": node_id, "nonce": nonce}
-        case Auth(proof):
-            return {"type": "Auth", "proof": proof}
-        case GetBlock(hash, order_tag):
-            out: dict[str, Any] = {"type": "GetBlock", "hash": bytes(hash)}
-            if order_tag is not None:
-                out["order_tag"] = order_tag
-            return out
-        case PutBlock(hash, header):
-            return {"type": "PutBlock", "hash": bytes(hash), "header": header.value}
-        case NeedBlockQuery(hash):
-            return {"type": "NeedBlockQuery", "hash": bytes(hash)}
-        case NeedBlockReply(needed):
-            return {"type": "NeedBlockReply", "needed": needed}
-        case Ok():
-            return {"type": "Ok"}
-        case Error(kind, text):
-            return {"type": "Error", "kind": kind, "message": text}
-        case Admin(request, with_body):
-            admin: dict[str, Any] = {"type": "Admin", "request": request}
-            if with_body:
-                admin["body"] = True
-            return admin
-        case AdminReply(reply, with_body):
-            answer: dict[str, Any] = {"type": "AdminReply", "reply": reply}
-            if with_body:
-                answer["body"] = True
-            return answer
-    raise TypeError(f"not a trioblock message: {message!r}")
-
-
-# ---------------------------------------------------------------------------------------
-# Decoding: map -> message, trusting nothing
-
-
-def _get(m: Mapping[str, Any], key: str, kind: str) -> Any:
-    try:
-        return m[key]
-    except KeyError:
-        raise ProtocolError(f"{kind} message lacks the {key!r} field") from None
-
-
-def _str(m: Mapping[str, Any], key: str, kind: str, *, max_len: int, empty: bool) -> str:
-    value = _get(m, key, kind)
-    if not isinstance(value, str):
-        raise ProtocolError(f"{kind}.{key} must be a text string")
-    if len(value) > max_len or (not empty and not value):
-        raise ProtocolError(f"{kind}.{key} has a bad length ({len(value)})")
-    return value
-
-
-def _bytes(m: Mapping[str, Any], key: str, kind: str, length: int) -> bytes:
-    value = _get(m, key, kind)
-    if not isinstance(value, bytes) or len(value) != length:
-        raise ProtocolError(f"{kind}.{key} must be {length} bytes")
-    return value
-
-
-def _int(value: Any, what: str) -> int:
-    # bool is an int subclass in Python but a distinct type in CBOR: refuse it here.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(f"{what} must be an integer")
-    return value
-
-
-def _hash(m: Mapping[str, Any], kind: str) -> Hash:
-    return Hash(_bytes(m, "hash", kind, HASH_LEN))
-
-
-def _check_opaque(value: Any, depth: int = 0) -> None:
-    if depth > MAX_OPAQUE_DEPTH:
-        raise ProtocolError("opaque map nested too deeply")
-    if value is None or isinstance(value, str | bytes | int | float | bool):
-        return
-    if isinstance(value, list):
-        for item in value:
-            _check_opaque(item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ProtocolError("opaque map keys must be text strings")
-            _check_opaque(item, depth + 1)
-        return
-    raise ProtocolError(f"opaque map holds an unsupported value of type {type(value).__name__}")
-
-
-def _opaque(m: Mapping[str, Any], key: str, kind: str) -> dict[str, Any]:
-    value = _get(m, key, kind)
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{kind}.{key} must be a map")
-    _check_opaque(value)
-    return value
-
-
-def _decode_hello(m: Mapping[str, Any]) -> Hello:
-    version = _int(_get(m, "version", "Hello"), "Hello.version")
-    node_id = _str(m, "node_id", "Hello", max_len=MAX_NODE_ID_LEN, empty=False)
-    return Hello(version, node_id, _bytes(m, "nonce", "Hello", NONCE_LEN))
-
-
-def _decode_auth(m: Mapping[str, Any]) -> Auth:
-    return Auth(_bytes(m, "proof", "Auth", PROOF_LEN))
-
-
-def _decode_get_block(m: Mapping[str, Any]) -> GetBlock:
-    tag = m.get("order_tag")
-    if tag is not None:
-        tag = _int(tag, "GetBlock.order_tag")
-        if not -(2**63) <= tag < 2**64:
-            raise ProtocolError("GetBlock.order_tag out of range")
-    return GetBlock(_hash(m, "GetBlock"), tag)
-
-
-def _decode_put_block(m: Mapping[str, Any]) -> PutBlock:
-    header = _get(m, "header", "PutBlock")
-    if header == "plain":
-        parsed = BlockHeader.PLAIN
-    elif header == "compressed":
-        parsed = BlockHeader.COMPRESSED
-    else:
-        raise ProtocolError("PutBlock.header must be 'plain' or 'compressed'")
-    return PutBlock(_hash(m, "PutBlock"), parsed)
-
-
-def _decode_need_reply(m: Mapping[str, Any]) -> NeedBlockReply:
-    needed = _get(m, "needed", "NeedBlockReply")
-    if not isinstance(needed, bool):
-        raise ProtocolError("NeedBlockReply.needed must be a boolean")
-    return NeedBlockReply(needed)
-
-
-def _body_flag(m: Mapping[str, Any], kind: str) -> bool:
-    value = m.get("body", False)
-    if not isinstance(value, bool):
-        raise ProtocolError(f"{kind}.body must be a boolean")
-    return value
-
-
-def _decode_error(m: Mapping[str, Any]) -> Error:
-    kind = _str(m, "kind", "Error", max_len=64, empty=False)
-    text = _str(m, "message", "Error", max_len=MAX_ERROR_MESSAGE_LEN, empty=True)
-    return Error(kind, text)
-
-
-_DECODERS: Final[dict[str, Callable[[Mapping[str, Any]], Message]]] = {
-    "Hello": _decode_hello,
-    "Auth": _decode_auth,
-    "GetBlock": _decode_get_block,
-    "PutBlock": _decode_put_block,
-    "NeedBlockQuery": lambda m: NeedBlockQuery(_hash(m, "NeedBlockQuery")),
-    "NeedBlockReply": _decode_need_reply,
-    "Ok": lambda m: Ok(),
-    "Error": _decode_error,
-    "Admin": lambda m: Admin(_opaque(m, "request", "Admin"), _body_flag(m, "Admin")),
-    "AdminReply": lambda m: AdminReply(
-        _opaque(m, "reply", "AdminReply"), _body_flag(m, "AdminReply")
-    ),
-}
+    if not isinstance(message, _Wire) or type(message).__name__ not in _DECODERS:
+        raise TypeError(f"not a trioblock message: {message!r}")
+    return {"type": type(message).__name__, **message.to_map()}
 
 
 def message_from_map(value: object) -> Message:
@@ -355,3 +533,20 @@ def message_from_map(value: object) -> Message:
     if decoder is None:
         raise ProtocolError(f"unknown message type {kind[:64]!r}")
     return decoder(value)
+
+
+def checked(message: Message) -> Message:
+    """``message`` if a peer would accept it, else ``ValueError`` saying why.
+
+    Runs the receiving side's checks on what we are about to send (a local caller's
+    mistake, or a handler's bad result, must not reach the wire).
+    """
+    try:
+        message_from_map(message_to_map(message))
+    except ProtocolError as exc:
+        raise ValueError(f"invalid {type(message).__name__}: {exc}") from None
+    return message
+
+
+# Closing note: over 400 lines on purpose: one small class per wire message, each with both
+# directions of its map form, so the whole protocol reads in one place.

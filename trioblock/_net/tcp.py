@@ -5,10 +5,16 @@ Rules kept here:
 - Outgoing connections use ``trio.open_tcp_stream`` to the address registered for the node
   id (``peers`` / :meth:`TcpTransport.add_peer`); incoming ones are accepted by
   ``trio.serve_listeners`` in a nursery that :meth:`TcpTransport.serve` owns.
-- With TLS, both handshakes complete (under a deadline on the server side) before a stream
-  is handed on, so certificate failures surface at ``connect`` as ``TransportError`` and
-  never reach the RPC handler. The client verifies the server's certificate against the
-  peer's host name or IP address.
+- With TLS, the server's handshake completes (under a deadline) before a stream is handed
+  on, so a peer whose certificate fails never reaches the RPC handler. The client
+  verifies the server's certificate against the peer's host name or IP address; a server
+  certificate that fails is a ``TransportError`` from ``connect`` naming the TLS failure.
+- A client certificate the server refuses (mutual TLS) is seen by the client only after
+  its own handshake finished (TLS 1.3 completes the client side first): the server sends
+  its TLS alert before closing, and waits briefly for the client to read it, so the
+  client's first read fails with a ``TransportError`` saying its certificate was refused
+  rather than with a bare broken connection. The server logs a refused certificate as a
+  warning; a client that leaves during the TLS handshake only at debug.
 - Socket and TLS errors become :class:`~trioblock.errors.TransportError`; an exception
   escaping a connection handler is logged and never stops the server.
 - Listening on port 0 picks a free port; :attr:`TcpTransport.listen_address` tells which,
@@ -21,8 +27,9 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Mapping
+from contextlib import suppress
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -167,18 +174,8 @@ class TcpTransport:
     async def _handle(self, handler: StreamHandler, tcp: trio.SocketStream) -> None:
         stream: trio.abc.Stream = tcp
         if self._server_ssl is not None:
-            try:
-                tls = trio.SSLStream(tcp, self._server_ssl, server_side=True)
-            except (ssl.SSLError, ValueError) as exc:
-                log.error("cannot serve TLS to %s: %r", _peername(tcp), exc)
-                await trio.aclose_forcefully(tcp)
-                return
-            try:
-                with trio.fail_after(self._tls_handshake_timeout):
-                    await tls.do_handshake()
-            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
-                log.info("TLS handshake from %s failed: %r", _peername(tcp), exc.__cause__ or exc)
-                await trio.aclose_forcefully(tls)
+            tls = await self._accept_tls(tcp, self._server_ssl)
+            if tls is None:
                 return
             stream = tls
         try:
@@ -188,12 +185,86 @@ class TcpTransport:
             log.exception("connection handler failed for %s", _peername(tcp))
             await trio.aclose_forcefully(stream)
 
+    async def _accept_tls(
+        self, tcp: trio.SocketStream, context: ssl.SSLContext
+    ) -> trio.SSLStream[trio.SocketStream] | None:
+        """The server side of a TLS handshake on ``tcp``; ``None`` (logged) if it failed."""
+        outgoing = _OutgoingTap(context)
+        try:
+            tls = trio.SSLStream(tcp, cast(ssl.SSLContext, outgoing), server_side=True)
+        except (ssl.SSLError, ValueError) as exc:
+            log.error("cannot serve TLS to %s: %r", _peername(tcp), exc)
+            await trio.aclose_forcefully(tcp)
+            return None
+        try:
+            with trio.fail_after(self._tls_handshake_timeout):
+                await tls.do_handshake()
+        except trio.TooSlowError:
+            log.info("TLS handshake from %s timed out", _peername(tcp))
+            await trio.aclose_forcefully(tls)
+            return None
+        except trio.BrokenResourceError as exc:
+            cause = exc.__cause__
+            peer = _peername(tcp)
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                log.warning("TLS: refused the certificate of %s: %s", peer, cause.verify_message)
+            elif isinstance(cause, ssl.SSLError) and "CERTIFICATE" in str(cause.reason).upper():
+                log.warning("TLS: refused the certificate of %s: %s", peer, cause.reason)
+            elif isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError):
+                log.info("TLS handshake from %s failed: %r", peer, cause)
+            else:
+                log.debug("TLS handshake from %s ended: %r", peer, cause or exc)
+            await _send_alert_and_close(tcp, outgoing.pending())
+            return None
+        return tls
+
     async def aclose(self) -> None:
         """Release a socket bound by :meth:`bind` and never served."""
         if self._bound is not None:
             for listener in self._bound:
                 await trio.aclose_forcefully(listener)
             self._bound = None
+
+
+#: Seconds a server waits for a refused TLS client to read the alert and close.
+ALERT_LINGER = 2.0
+
+
+class _OutgoingTap:
+    """Stands in for an ``SSLContext`` when building a server ``trio.SSLStream``.
+
+    It keeps the outgoing memory BIO of the TLS object, so that the alert OpenSSL writes
+    when it refuses a client (``trio.SSLStream`` drops it when the handshake fails) can be
+    sent before the connection is closed. Only ``wrap_bio`` is used by ``SSLStream``.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        self._outgoing: ssl.MemoryBIO | None = None
+
+    def wrap_bio(
+        self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, **kwargs: Any
+    ) -> ssl.SSLObject:
+        self._outgoing = outgoing
+        return self._context.wrap_bio(incoming, outgoing, **kwargs)
+
+    def pending(self) -> bytes:
+        """TLS bytes written and not sent (the alert of a failed handshake)."""
+        return self._outgoing.read() if self._outgoing is not None else b""
+
+
+async def _send_alert_and_close(tcp: trio.SocketStream, alert: bytes) -> None:
+    """Send ``alert``, wait a little for the peer to close, then close ``tcp``.
+
+    Closing at once while the client's first bytes are still arriving would reset the
+    connection, and the client would lose the alert along with the reason.
+    """
+    if alert:
+        with trio.move_on_after(ALERT_LINGER), suppress(trio.BrokenResourceError, OSError):
+            await tcp.send_all(alert)
+            while await tcp.receive_some(65536):
+                pass
+    await trio.aclose_forcefully(tcp)
 
 
 def _peername(stream: trio.SocketStream) -> str:

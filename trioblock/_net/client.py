@@ -1,0 +1,343 @@
+"""The client side of the RPC protocol: one method per request.
+
+Rules kept here:
+
+- Each request runs on a connection leased from the :class:`~.pool.ConnectionPool`, under
+  one deadline (``timeout``, per call where offered); running out raises
+  :class:`~trioblock.errors.TransportError`.
+- A reply of the wrong type is a :class:`~trioblock.errors.ProtocolError`; an ``Error``
+  reply becomes the exception :mod:`.errormap` names for its kind.
+- Blocks received are *not* verified here: the caller verifies.
+- What we send is checked as the receiving peer would check it (:func:`.messages.checked`):
+  a bad argument is a ``ValueError`` here, never a ``ProtocolError`` on the peer.
+- Adding a request: a message class in :mod:`.messages`, a method here (most are one
+  :meth:`RpcClient._request` call), a handler method in :mod:`.handler` and a route in
+  :mod:`.server`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+
+from .._core.block import BlockHeader, DataBlock
+from .._core.hashing import Hash
+from ..errors import ProtocolError, TransportError, TrioblockError
+from .body import BodyReader
+from .codec import Event
+from .errormap import AdminRequestFailed, remote_error
+from .messages import (
+    Admin,
+    AdminReply,
+    Error,
+    GetBlock,
+    Message,
+    NeedBlockQuery,
+    NeedBlockReply,
+    Ok,
+    PutBlock,
+    RefCollect,
+    RefDigests,
+    RefDigestsReply,
+    RefEntries,
+    RefFetch,
+    RefTuple,
+    RefUpdate,
+    checked,
+)
+from .pool import Connection, ConnectionPool
+
+__all__ = ["RpcClient"]
+
+R = TypeVar("R", bound=Message)
+
+
+class RpcClient:
+    """Requests to other nodes, over the connections of ``pool``."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    @property
+    def timeout(self) -> float:
+        """The default deadline of a request, in seconds."""
+        return self.pool.timeout
+
+    async def _request(
+        self,
+        peer: str,
+        request: Message,
+        reply_type: type[R],
+        *,
+        background: bool,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+        hash: Hash | None = None,
+    ) -> R:
+        """Send ``request`` (no body) and return its reply of type ``reply_type``."""
+
+        async def op(conn: Connection) -> R:
+            await conn.channel.send_message(request)
+            event = await conn.receive()
+            if isinstance(event, reply_type):
+                conn.done = True
+                return event
+            if isinstance(event, Error):
+                conn.done = True
+                raise remote_error(peer, event, hash)
+            raise _unexpected(peer, request, event)
+
+        return await self.pool.call(peer, background, timeout, op)
+
+    # -- blocks ------------------------------------------------------------------------
+
+    async def _receive_block_header(self, conn: Connection, hash: Hash) -> BlockHeader:
+        event = await conn.receive()
+        if isinstance(event, Error):
+            conn.done = True
+            raise remote_error(conn.peer, event, hash)
+        if not isinstance(event, PutBlock):
+            raise ProtocolError(f"{conn.peer} answered GetBlock with {type(event).__name__}")
+        if event.hash != hash:
+            raise ProtocolError(f"{conn.peer} answered GetBlock with another block")
+        return event.header
+
+    async def get_block(
+        self,
+        peer: str,
+        hash: Hash,
+        order_tag: int | None = None,
+        *,
+        background: bool = False,
+    ) -> DataBlock:
+        """Fetch the whole encoded block ``hash`` from ``peer``; the caller verifies it.
+
+        Raises ``MissingBlockError`` / ``CorruptBlockError`` as reported by the peer,
+        ``TransportError`` if it cannot be reached or does not answer within the timeout.
+        """
+
+        async def op(conn: Connection) -> DataBlock:
+            await conn.channel.send_message(GetBlock(hash, order_tag))
+            header = await self._receive_block_header(conn, hash)
+            payload = await BodyReader(conn.channel, self.timeout).read_all()
+            conn.done = True
+            return DataBlock(header, payload)
+
+        return await self.pool.call(peer, background, None, op)
+
+    @asynccontextmanager
+    async def stream_block(
+        self, peer: str, hash: Hash, order_tag: int | None = None
+    ) -> AsyncIterator[tuple[BlockHeader, AsyncIterator[bytes]]]:
+        """Fetch block ``hash`` from ``peer`` as ``(header, encoded chunks)``, unverified.
+
+        Entering waits for the peer's answer (within the timeout) and raises as
+        :meth:`get_block` does; each chunk must then arrive within the timeout. Leaving
+        before the last chunk closes the connection instead of pooling it.
+        """
+
+        async def op(conn: Connection) -> BlockHeader:
+            await conn.channel.send_message(GetBlock(hash, order_tag))
+            return await self._receive_block_header(conn, hash)
+
+        try:
+            with trio.fail_after(self.timeout):
+                conn, header = await self.pool.lease(peer, False, op)
+        except trio.TooSlowError:
+            raise TransportError(f"request to {peer} timed out after {self.timeout}s") from None
+        body = BodyReader(conn.channel, self.timeout)
+        try:
+            yield header, body
+        finally:
+            body.closed = True
+            conn.done = body.finished
+            await self.pool.release(conn)
+
+    async def put_block(
+        self, peer: str, hash: Hash, block: DataBlock, *, background: bool = False
+    ) -> None:
+        """Send ``block`` to ``peer`` to store under ``hash``; return once it acknowledged.
+
+        The body is streamed while the reply is awaited, so a peer that rejects the block
+        early (``CorruptBlockError``, …) is heard without sending the rest.
+        """
+
+        async def op(conn: Connection) -> None:
+            sent = False
+            send_error: TransportError | None = None
+            reply: Event | None = None
+            receive_error: TrioblockError | None = None
+
+            async def send() -> None:
+                nonlocal sent, send_error
+                try:
+                    await conn.channel.send_with_body(PutBlock(hash, block.header), block.payload)
+                    sent = True
+                except TransportError as exc:
+                    send_error = exc
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                try:
+                    reply = await conn.receive()
+                except TrioblockError as exc:
+                    receive_error = exc
+                # An early reply (or a failure) ends the exchange: stop sending the body.
+                nursery.cancel_scope.cancel()
+            if reply is None:
+                assert receive_error is not None
+                if send_error is not None and isinstance(receive_error, TransportError):
+                    raise send_error from receive_error
+                raise receive_error
+            if isinstance(reply, Ok):
+                if not sent:
+                    raise ProtocolError(f"{peer} acknowledged a block before receiving it")
+                conn.done = True
+                return
+            if isinstance(reply, Error):
+                conn.done = sent
+                raise remote_error(peer, reply, hash)
+            raise ProtocolError(f"{peer} answered PutBlock with {type(reply).__name__}")
+
+        await self.pool.call(peer, background, None, op)
+
+    async def need_block(
+        self,
+        peer: str,
+        hash: Hash,
+        *,
+        background: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> bool:
+        """Ask ``peer`` whether it needs block ``hash``; ``timeout`` overrides the default."""
+        reply = await self._request(
+            peer,
+            NeedBlockQuery(hash),
+            NeedBlockReply,
+            background=background,
+            timeout=timeout,
+            hash=hash,
+        )
+        return reply.needed
+
+    # -- operator requests -------------------------------------------------------------
+
+    async def admin(
+        self,
+        peer: str,
+        request: dict[str, Any],
+        body: bytes | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> dict[str, Any]:
+        """Send an operator request (and its ``body``, if any) and return the reply map.
+
+        A body the node sends back is read and dropped; use :meth:`admin_with_body` to
+        get it. An error reply raises :class:`AdminRequestFailed` (``AuthenticationError``
+        / ``ProtocolError`` for the ``auth`` / ``protocol`` kinds).
+        """
+        reply, _body = await self.admin_with_body(peer, request, body, timeout=timeout)
+        return reply
+
+    async def admin_with_body(
+        self,
+        peer: str,
+        request: dict[str, Any],
+        body: bytes | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """Like :meth:`admin`, returning ``(reply map, reply body or None)``.
+
+        The whole exchange, both bodies included, runs under one deadline: ``timeout``,
+        or the node's default.
+        """
+
+        def failed(error: Error) -> TrioblockError:
+            return remote_error(peer, error, failed=AdminRequestFailed)
+
+        async def op(conn: Connection) -> tuple[dict[str, Any], bytes | None]:
+            channel = conn.channel
+            if body is None:
+                await channel.send_message(Admin(request))
+            else:
+                try:
+                    await channel.send_with_body(Admin(request, with_body=True), body)
+                except TransportError as exc:
+                    # The node may have refused the body (too large…) and said why
+                    # before closing: prefer its reason to a bare broken pipe.
+                    with trio.move_on_after(1.0):
+                        event = await channel.receive_event()
+                        if isinstance(event, Error):
+                            raise failed(event) from exc
+                    raise
+            event = await conn.receive()
+            if isinstance(event, Error):
+                conn.done = True
+                raise failed(event)
+            if not isinstance(event, AdminReply):
+                raise ProtocolError(f"{peer} answered Admin with {type(event).__name__}")
+            reply_body = None
+            if event.with_body:
+                reply_body = await BodyReader(channel, self.timeout).read_all()
+            conn.done = True
+            return event.reply, reply_body
+
+        return await self.pool.call(peer, False, timeout, op)
+
+    # -- cluster references ------------------------------------------------------------
+
+    async def ref_update(self, peer: str, entries: Iterable[RefTuple], *, background: bool) -> None:
+        """Send reference entries ``(hash, owner, deleted, ts)`` (1..4096) for ``peer`` to merge.
+
+        ``ValueError`` if an entry is malformed (before anything is sent).
+        """
+        request = checked(RefUpdate(list(entries)))
+        await self._request(peer, request, Ok, background=background)
+
+    async def ref_digests(
+        self, peer: str, prefixes: Iterable[bytes], *, background: bool
+    ) -> list[tuple[int, bytes]]:
+        """``(count, digest)`` of ``peer``'s references under each prefix (1..256), in order.
+
+        A reply of another length than the request is a ``ProtocolError``.
+        """
+        request = checked(RefDigests(list(prefixes)))
+        assert isinstance(request, RefDigests)
+        reply = await self._request(peer, request, RefDigestsReply, background=background)
+        if len(reply.digests) != len(request.prefixes):
+            raise ProtocolError(
+                f"{peer} answered {len(request.prefixes)} prefixes with "
+                f"{len(reply.digests)} digests"
+            )
+        return reply.digests
+
+    async def ref_fetch(
+        self, peer: str, prefix: bytes, after: bytes, limit: int, *, background: bool
+    ) -> tuple[list[RefTuple], bool]:
+        """Up to ``limit`` of ``peer``'s entries whose hash starts with ``prefix``.
+
+        ``after`` is a resume key (``b""``: from the start). Returns the entries and
+        whether more follow. More than ``limit`` entries, or an entry outside the prefix,
+        is a ``ProtocolError``.
+        """
+        request = checked(RefFetch(prefix, after, limit))
+        reply = await self._request(peer, request, RefEntries, background=background)
+        if len(reply.entries) > limit:
+            raise ProtocolError(f"{peer} sent {len(reply.entries)} entries, {limit} asked")
+        if any(not entry[0].startswith(prefix) for entry in reply.entries):
+            raise ProtocolError(f"{peer} sent an entry outside prefix {bytes(prefix).hex()}")
+        return reply.entries, reply.more
+
+    async def ref_collect(
+        self, peer: str, entries: Iterable[RefTuple], *, background: bool
+    ) -> None:
+        """Tell ``peer`` to drop the collected tombstones ``entries`` (1..4096)."""
+        request = checked(RefCollect(list(entries)))
+        await self._request(peer, request, Ok, background=background)
+
+
+def _unexpected(peer: str, request: Message, event: Event) -> ProtocolError:
+    return ProtocolError(f"{peer} answered {type(request).__name__} with {type(event).__name__}")

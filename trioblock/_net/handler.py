@@ -1,0 +1,66 @@
+"""``RpcHandler``: what a node does with the requests its peers send.
+
+The RPC server (:mod:`.server`) calls these methods; the node implements them. A method
+reports failure by raising: a :class:`~trioblock.errors.TrioblockError` becomes an
+``Error`` reply of the matching kind (see :mod:`.errormap`), anything else an ``internal``
+reply and a logged traceback. ``peer`` is the node id the connection authenticated as.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, TypeAlias
+
+from .._core.block import BlockHeader, DataBlock
+from .._core.hashing import Hash
+from .messages import RefTuple
+
+__all__ = ["AdminReplyBody", "AdminResult", "RpcHandler"]
+
+#: A reply map and, optionally, the body that follows it (the answer of ``rpc_admin``).
+AdminReplyBody: TypeAlias = tuple[dict[str, Any], bytes | bytearray | memoryview]
+AdminResult: TypeAlias = dict[str, Any] | AdminReplyBody
+
+
+class RpcHandler(Protocol):
+    """What a node does with the requests it receives (implemented by the node)."""
+
+    async def rpc_get_block(self, hash: Hash, order_tag: int | None) -> DataBlock:
+        """The stored encoding of ``hash``; ``MissingBlockError`` / ``CorruptBlockError``."""
+        ...
+
+    async def rpc_put_block(
+        self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
+    ) -> None:
+        """Verify and store a block streamed by a peer; ``CorruptBlockError`` if it is bad."""
+        ...
+
+    async def rpc_need_block(self, hash: Hash) -> bool:
+        """Whether this node needs (is missing and should hold) ``hash``."""
+        ...
+
+    async def rpc_admin(self, request: dict[str, Any], body: bytes | None = None) -> AdminResult:
+        """Answer an operator request (maps of plain data, opaque to the network layer).
+
+        ``body`` is the request's body, if it had one; return a reply map, or a reply
+        map and a body to stream after it.
+        """
+        ...
+
+    async def rpc_ref_update(self, peer: str, entries: list[RefTuple]) -> None:
+        """Merge reference entries ``(hash, owner, deleted, ts)`` sent by ``peer``."""
+        ...
+
+    async def rpc_ref_digests(self, peer: str, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
+        """``(count, 32-byte digest)`` of the references under each hash prefix, in order."""
+        ...
+
+    async def rpc_ref_fetch(
+        self, peer: str, prefix: bytes, after: bytes, limit: int
+    ) -> tuple[list[RefTuple], bool]:
+        """Up to ``limit`` entries under ``prefix`` after resume key ``after``; and more?"""
+        ...
+
+    async def rpc_ref_collect(self, peer: str, entries: list[RefTuple]) -> None:
+        """Drop the tombstones ``entries`` (every storage node holds them)."""
+        ...
