@@ -13,9 +13,10 @@ is a :data:`RefTuple`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 from .._core.hashing import HASH_LEN, Hash
+from .._core.refs import MAX_OWNER_LEN, RefTuple
 from ..errors import ProtocolError
 
 __all__ = [
@@ -37,12 +38,8 @@ __all__ = [
 #: Deepest nesting accepted in an opaque admin map.
 MAX_OPAQUE_DEPTH: Final = 32
 #: Longest reference owner, in bytes.
-MAX_OWNER_LEN: Final = 128
 #: Largest timestamp of a reference entry (milliseconds; a signed 64-bit integer).
 MAX_TIMESTAMP: Final = 2**63 - 1
-
-#: A reference entry: ``(hash, owner, deleted, ts)``.
-RefTuple: TypeAlias = tuple[bytes, bytes, bool, int]
 
 
 def get(m: Mapping[str, Any], key: str, kind: str) -> Any:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
 from .._net.messages import RefTuple
-from ..errors import TrioblockError
 from .admin import AdminResult, answer_admin
 
 if TYPE_CHECKING:
@@ -39,23 +38,18 @@ class RpcEndpoint:
         # The admin module answers with a body for ``get`` and takes one for ``put``.
         return await answer_admin(self.node, request, body)
 
-    # Cluster references: the wire messages exist; this node does not hold references yet.
-    # A peer asking gets a ``refused`` error reply saying so.
+    # Cluster references (see references.py and refsync.py).
 
     async def rpc_ref_update(self, peer: str, entries: list[RefTuple]) -> None:
-        raise _references_unsupported()
+        await self.node._refs.serve_update(peer, entries)
 
     async def rpc_ref_digests(self, peer: str, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
-        raise _references_unsupported()
+        return await self.node._refs.serve_digests(peer, prefixes)
 
     async def rpc_ref_fetch(
         self, peer: str, prefix: bytes, after: bytes, limit: int
     ) -> tuple[list[RefTuple], bool]:
-        raise _references_unsupported()
+        return await self.node._refs.serve_fetch(peer, prefix, after, limit)
 
     async def rpc_ref_collect(self, peer: str, entries: list[RefTuple]) -> None:
-        raise _references_unsupported()
-
-
-def _references_unsupported() -> TrioblockError:
-    return TrioblockError("cluster references are not supported by this node yet")
+        await self.node._refs.serve_collect(peer, entries)
