@@ -10,7 +10,8 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     ├── ProtocolError              a peer sent bytes that break the wire protocol
     │   └── AuthenticationError    a peer failed the shared-secret handshake
     ├── TransportError             a peer could not be reached or the connection broke
-    └── ConfigError                the configuration is invalid (names the field)
+    ├── ConfigError                the configuration is invalid (names the field)
+    └── NodeClosedError            the node was used after its context was left
 
 Whose fault it was is part of the type: ``ProtocolError`` and ``AuthenticationError``
 blame the peer, ``ConfigError`` blames the caller's configuration, ``CorruptBlockError``
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "CorruptBlockError",
     "MissingBlockError",
+    "NodeClosedError",
     "ProtocolError",
     "QuorumError",
     "TransportError",
@@ -109,3 +111,12 @@ class ConfigError(TrioblockError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"invalid configuration: {field}: {message}")
+
+
+class NodeClosedError(TrioblockError):
+    """The node was used after ``open_block_manager``'s context was left (or while
+    leaving it). Every public method of a closed ``BlockManager`` raises it."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(f"node {node_id} is closed")

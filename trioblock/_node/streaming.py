@@ -19,7 +19,7 @@ from .._storage.offload import run_blocking
 from ..errors import CorruptBlockError
 
 if TYPE_CHECKING:
-    from .manager import BlockManager
+    from .context import NodeContext
 
 
 class VerifiedChunks:
@@ -27,7 +27,7 @@ class VerifiedChunks:
 
     def __init__(
         self,
-        node: BlockManager,
+        node: NodeContext,
         hash: Hash,
         header: BlockHeader,
         encoded: AsyncIterator[bytes],
