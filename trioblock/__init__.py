@@ -16,7 +16,7 @@ See ``docs/`` for the architecture, the on-disk formats and the operator's guide
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from . import errors as errors
 from ._core.config import Config as Config
@@ -61,8 +61,8 @@ from .errors import TransportError as TransportError
 from .errors import TrioblockError as TrioblockError
 
 try:
-    __version__ = version("trioblock")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _metadata.version("trioblock")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [

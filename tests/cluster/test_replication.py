@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -274,3 +275,48 @@ async def test_corrupt_reply_from_peer_is_rejected(tmp_path: Path, autojump_cloc
         with pytest.raises((CorruptBlockError, MissingBlockError)):
             await n2.get_block(h)
         assert await n2.get_block(h) == data
+
+
+async def test_stream_falls_back_to_a_peer_when_the_local_copy_is_corrupt(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3) as cluster:
+        data = b"stream me from elsewhere" * 1000
+        n0 = cluster.nodes["n0"]
+        h = await n0.put_block(data)
+        await trio.testing.wait_all_tasks_blocked()
+        for bm in cluster.nodes.values():
+            bm.incref(h)
+        path = await n0.local_block_path(h)
+        assert path is not None
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        async with n0.stream_block(h) as chunks:
+            assert b"".join([c async for c in chunks]) == data
+        assert n0.metrics.corruptions == 1
+        assert path.with_name(path.name + ".corrupted").exists()
+        await trio.sleep(1)  # read repair: n0 stores a good copy again
+        assert await local_copy_is_valid(n0, h, data)
+
+
+async def test_stream_survives_the_local_copy_vanishing_before_it_is_opened(
+    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trioblock._storage.blockfiles import BlockStore
+
+    real_open_stream = BlockStore.open_stream
+
+    def open_stream(self: BlockStore, loc: Any) -> Any:
+        # A scrub quarantines the copy between the lookup and the open.
+        os.rename(loc.path, loc.path.with_name(loc.path.name + ".corrupted"))
+        return real_open_stream(self, loc)
+
+    async with open_cluster(tmp_path, n=3) as cluster:
+        data = b"quarantined under my feet" * 1000
+        n0 = cluster.nodes["n0"]
+        h = await n0.put_block(data)
+        await trio.testing.wait_all_tasks_blocked()
+        monkeypatch.setattr(BlockStore, "open_stream", open_stream)
+        async with n0.stream_block(h) as chunks:
+            assert b"".join([c async for c in chunks]) == data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +173,11 @@ def test_clear_deleted_rc_never_drops_a_present_row(tmp_path: Path) -> None:
 # -- through the node's transaction() ----------------------------------------------------
 
 
+def db_file(bm: Any) -> Path:
+    """The node's SQLite file (its documented place in the metadata directory)."""
+    return Path(bm.config.metadata_dir) / "trioblock.sqlite"
+
+
 async def test_rolled_back_transaction_persists_neither_rc_nor_queue(open_node) -> None:
     async with open_node() as bm:
         with pytest.raises(RuntimeError, match="boom"), bm.transaction() as tx:
@@ -181,8 +187,8 @@ async def test_rolled_back_transaction_persists_neither_rc_nor_queue(open_node) 
         assert bm.get_block_rc(H) == 0
         assert bm.rc_len() == 0
         assert bm.resync_queue_len() == 0
-        assert rows(bm.db.path, "block_rc") == []
-        assert rows(bm.db.path, "resync_queue") == []
+        assert rows(db_file(bm), "block_rc") == []
+        assert rows(db_file(bm), "resync_queue") == []
 
 
 async def test_user_rows_and_incref_commit_atomically(open_node) -> None:
@@ -193,16 +199,16 @@ async def test_user_rows_and_incref_commit_atomically(open_node) -> None:
             tx.execute("INSERT INTO objects VALUES (?, ?)", ("a.txt", bytes(H)))
             bm.incref(H, tx)
             # Nothing is visible to another connection before the commit.
-            assert rows(bm.db.path, "block_rc") == []
-        other = sqlite3.connect(bm.db.path)
+            assert rows(db_file(bm), "block_rc") == []
+        other = sqlite3.connect(db_file(bm))
         try:
             assert other.execute("SELECT name, hash FROM objects").fetchall() == [
                 ("a.txt", bytes(H))
             ]
         finally:
             other.close()
-        assert rows(bm.db.path, "block_rc") == [(H, be64(1))]
-        assert len(rows(bm.db.path, "resync_queue")) == 1
+        assert rows(db_file(bm), "block_rc") == [(H, be64(1))]
+        assert len(rows(db_file(bm), "resync_queue")) == 1
 
         with pytest.raises(KeyError), bm.transaction() as tx:
             tx.execute("INSERT INTO objects VALUES (?, ?)", ("b.txt", bytes(H)))
@@ -211,7 +217,7 @@ async def test_user_rows_and_incref_commit_atomically(open_node) -> None:
             bm.decref(H, tx)
             raise KeyError("abort")
         assert bm.get_block_rc(H) == 1
-        assert rows(bm.db.path, "block_rc") == [(H, be64(1))]
+        assert rows(db_file(bm), "block_rc") == [(H, be64(1))]
         with bm.transaction() as tx:
             assert tx.execute("SELECT COUNT(*) FROM objects").fetchone()[0] == 1
 

@@ -27,6 +27,8 @@ ERROR_RETRY_MAX = 60.0
 
 
 class WorkerState(enum.Enum):
+    """What a worker is doing: working, sleeping between units, waiting for work, done."""
+
     BUSY = "busy"
     THROTTLED = "throttled"
     IDLE = "idle"
