@@ -12,6 +12,7 @@ closes, the nursery is cancelled, the database closes; every later call raises
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,8 +30,15 @@ from .._storage.offload import run_blocking
 from ..errors import ConfigError
 from .clock import NodeClock
 from .context import NodeContext, ResyncShared
+from .endpoint import RpcEndpoint
 from .manager import AdminHandler, BlockManager
 from .nurseries import service_nursery
+from .operations import Operations
+from .reads import Reader
+from .refcounts import RefCounts
+from .resync import ResyncExecutor, ResyncPool
+from .workers import WorkerRegistry
+from .writes import Writer
 
 log = logging.getLogger("trioblock.node")
 
@@ -102,9 +110,31 @@ async def open_block_manager(
         ctx = NodeContext(
             config=config, layout=layout, db=db, store=store, clock=clock, rpc=rpc, resync=resync
         )
-        bm = BlockManager(ctx, admin_handler=admin_handler)
+        workers = WorkerRegistry(ctx.stopping, clock.now_msec)
+        writer = Writer(ctx)
+        reader = Reader(ctx, writer)
+        resync_pool = ResyncPool(ctx, workers, ResyncExecutor(ctx, reader, writer))
+        operations = Operations(ctx, workers)
+        bm = BlockManager(
+            ctx,
+            workers=workers,
+            writer=writer,
+            reader=reader,
+            refs=RefCounts(ctx),
+            resync=resync_pool,
+            operations=operations,
+        )
+        admin = None if admin_handler is None else functools.partial(admin_handler, bm)
+        endpoint = RpcEndpoint(ctx, reader, writer, admin)
         async with service_nursery(f"node {config.node_id}") as nursery:
-            await bm._start(nursery)
+            ctx.nursery = nursery
+            removed = await run_blocking(store.cleanup_temps_sync, limiter=ctx.cpu_limiter)
+            if removed:
+                log.info("removed %d stale temp files left by an earlier crash", removed)
+            if rpc is not None:
+                await nursery.start(rpc.serve, endpoint)
+            resync_pool.ensure_running()
+            operations.start_scrub_worker(nursery)
             log.info(
                 "node %s open: %d data dir(s), compression %s, %d resync worker(s)",
                 config.node_id,
@@ -115,9 +145,13 @@ async def open_block_manager(
             try:
                 yield bm
             finally:
+                # Workers finish their current unit, then the RPC layer closes.
                 with trio.move_on_after(SHUTDOWN_GRACE) as grace:
                     grace.shield = True
-                    await bm._stop()
+                    await workers.stop()
+                if rpc is not None:
+                    with trio.CancelScope(shield=True):
+                        await rpc.aclose()
                 nursery.cancel_scope.cancel()
     finally:
         if ctx is not None:

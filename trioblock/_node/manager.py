@@ -20,7 +20,6 @@ After that every member raises :class:`~trioblock.errors.NodeClosedError`.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +27,6 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import trio
 from trio_util import move_on_when
 
 from .._core.config import Config
@@ -42,14 +40,13 @@ from .._storage.offload import run_blocking
 from ..errors import NodeClosedError
 from .context import NodeContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
-from .endpoint import RpcEndpoint
 from .metrics import Metrics
 from .operations import OperationName, Operations, OperationStatus
 from .reads import Reader
 from .rebalance import RebalanceReport
 from .refcounts import QueuedResync, RefCounts
 from .repair import RepairReport
-from .resync import ResyncExecutor, ResyncWorker
+from .resync import ResyncPool
 from .scrub import ScrubStatus
 from .workers import WorkerInfo, WorkerRegistry
 from .writes import Writer
@@ -67,21 +64,30 @@ class BlockManager:
     and ``metrics`` (counters and durations since the node opened).
     """
 
-    def __init__(self, ctx: NodeContext, *, admin_handler: AdminHandler | None = None) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        *,
+        workers: WorkerRegistry,
+        writer: Writer,
+        reader: Reader,
+        refs: RefCounts,
+        resync: ResyncPool,
+        operations: Operations,
+    ) -> None:
+        """Built by :func:`open_block_manager`; not meant to be called directly."""
         self._ctx = ctx
         self.config: Config = ctx.config
         self.node_id: str = ctx.node_id
         self.layout: Layout = ctx.layout
         self.metrics: Metrics = ctx.metrics
         self._opened_monotonic = time.monotonic()
-        self._workers = WorkerRegistry(ctx.stopping, ctx.clock.now_msec)
-        self._writer = Writer(ctx)
-        self._reader = Reader(ctx, self._writer)
-        self._refs = RefCounts(ctx)
-        self._resync = ResyncExecutor(ctx, self._reader, self._writer)
-        self._operations = Operations(ctx, self._workers)
-        admin = None if admin_handler is None else functools.partial(admin_handler, self)
-        self._endpoint = RpcEndpoint(ctx, self._reader, self._writer, admin)
+        self._workers = workers
+        self._writer = writer
+        self._reader = reader
+        self._refs = refs
+        self._resync = resync
+        self._operations = operations
 
     def __repr__(self) -> str:
         return f"<BlockManager {self.node_id}{' (closed)' if self._ctx.closed else ''}>"
@@ -253,7 +259,7 @@ class BlockManager:
             raise ValueError(f"resync workers must be 1..8, got {n!r}")
         ctx.db.set_setting("resync_workers", n)
         ctx.resync.n_workers = n
-        self._spawn_resync_workers()
+        self._resync.ensure_running()
         ctx.notify_resync()
         return n
 
@@ -367,34 +373,6 @@ class BlockManager:
         """Connection and request counters of the RPC layer (None without a transport)."""
         rpc = self._ctx.rpc
         return None if rpc is None else rpc.stats
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def _spawn_resync_workers(self) -> None:
-        """Start resync workers up to the configured count (extra ones stop themselves)."""
-        nursery = self._ctx.require_open()
-        running = {w.index for w in self._workers if isinstance(w, ResyncWorker)}
-        for index in range(self._ctx.resync.n_workers):
-            if index not in running:
-                self._workers.add(nursery, ResyncWorker(index, self._ctx, self._resync))
-
-    async def _start(self, nursery: trio.Nursery) -> None:
-        ctx = self._ctx
-        ctx.nursery = nursery
-        removed = await run_blocking(ctx.store.cleanup_temps_sync, limiter=ctx.cpu_limiter)
-        if removed:
-            log.info("removed %d stale temp files left by an earlier crash", removed)
-        if ctx.rpc is not None:
-            await nursery.start(ctx.rpc.serve, self._endpoint)
-        self._spawn_resync_workers()
-        self._operations.start_scrub_worker(nursery)
-
-    async def _stop(self) -> None:
-        """Let every worker finish its current unit, then stop the RPC layer."""
-        await self._workers.stop()
-        if self._ctx.rpc is not None:
-            with trio.CancelScope(shield=True):
-                await self._ctx.rpc.aclose()
 
 
 __all__ = ["AdminHandler", "BlockManager"]

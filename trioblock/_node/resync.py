@@ -31,7 +31,15 @@ from .._storage.offload import run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
 from .context import NodeContext, ResyncShared, describe
 from .reads import Reader
-from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState, with_details
+from .workers import (
+    StepResult,
+    Throttled,
+    Worker,
+    WorkerInfo,
+    WorkerRegistry,
+    WorkerState,
+    with_details,
+)
 from .writes import Writer
 
 log = logging.getLogger("trioblock.resync")
@@ -329,9 +337,27 @@ class ResyncWorker(Worker):
         )
 
 
+class ResyncPool:
+    """The running resync workers: as many as ``ctx.resync.n_workers`` says."""
+
+    def __init__(self, ctx: NodeContext, workers: WorkerRegistry, target: ResyncTarget) -> None:
+        self._ctx = ctx
+        self._workers = workers
+        self._target = target
+
+    def ensure_running(self) -> None:
+        """Start workers up to the configured count (extra ones stop themselves)."""
+        nursery = self._ctx.require_open()
+        running = {w.index for w in self._workers if isinstance(w, ResyncWorker)}
+        for index in range(self._ctx.resync.n_workers):
+            if index not in running:
+                self._workers.add(nursery, ResyncWorker(index, self._ctx, self._target))
+
+
 __all__ = [
     "DeletionDeferred",
     "ResyncExecutor",
+    "ResyncPool",
     "ResyncShared",
     "ResyncTarget",
     "ResyncWorker",
