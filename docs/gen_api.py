@@ -25,8 +25,7 @@ ALIAS_DOCS = {
         "map, or a reply map and a body."
     ),
     "StreamHandler": (
-        "What `Transport.serve` calls for each incoming connection: "
-        "`await handler(stream)`."
+        "What `Transport.serve` calls for each incoming connection: `await handler(stream)`."
     ),
 }
 
