@@ -153,17 +153,18 @@ async def _drained(cluster: Cluster) -> None:
     event for it, so this polls (only after the timed puts, so the polling is not timed
     work except for its last <= 0.5 ms).
     """
-    while any(bm.budget.in_use for bm in cluster.nodes.values()):  # noqa: ASYNC110
+    while any(bm.buffer_in_use() for bm in cluster.nodes.values()):  # noqa: ASYNC110
         await trio.sleep(0.0005)
 
 
 def _rpc_counters(cluster: Cluster) -> dict[str, int]:
     out = {"connections_opened": 0, "connections_reused": 0, "requests": 0, "hedged_reads": 0}
     for bm in cluster.nodes.values():
-        if bm.rpc is not None:
-            out["connections_opened"] += bm.rpc.stats.connections_opened
-            out["connections_reused"] += bm.rpc.stats.connections_reused
-            out["requests"] += bm.rpc.stats.requests
+        stats = bm.rpc_stats()
+        if stats is not None:
+            out["connections_opened"] += stats.connections_opened
+            out["connections_reused"] += stats.connections_reused
+            out["requests"] += stats.requests
         out["hedged_reads"] += bm.metrics.hedged_reads
     return out
 
@@ -253,8 +254,8 @@ async def _put_session(
         # Untimed: a sample of blocks is on every node, byte for byte.
         for i in range(0, len(blocks), max(1, len(blocks) // 4)):
             for node_id, node in cluster.nodes.items():
-                found = await node.store.read_verified(trioblock.Hash(hashes[i]))
-                if found is None or found[0] != blocks[i]:
+                h = trioblock.Hash(hashes[i])
+                if await node.local_block_path(h) is None or await node.get_block(h) != blocks[i]:
                     raise AssertionError(f"block {i} is not on {node_id} as written")
     return PutRun(sw.timing, all_copies, sw.thread_cpu, hashes, counters)
 
@@ -378,10 +379,10 @@ async def _get_session(
         encoded = 0
         for h in hashes:
             for node_id in cluster.layout.storage_nodes(h):
-                loc = await cluster.nodes[node_id].store.find(h)
-                assert loc is not None, f"{node_id} lacks {h.hex()}"
-            encoded += loc.size
-            if await reader.store.find(h) is not None:
+                path = await cluster.nodes[node_id].local_block_path(h)
+                assert path is not None, f"{node_id} lacks {h.hex()}"
+            encoded += path.stat().st_size
+            if await reader.has_local_block(h):
                 raise AssertionError(f"{READER} holds a copy of {h.hex()}")
 
         async def get_all(indices: Sequence[int]) -> None:
@@ -423,7 +424,7 @@ async def _get_session(
         for i in range(0, n, max(1, n // 8)):
             if await reader.get_block(hashes[i]) != blocks[i]:
                 raise AssertionError(f"block {i} read back differently")
-            if await reader.store.find(hashes[i]) is not None:
+            if await reader.has_local_block(hashes[i]):
                 raise AssertionError(f"{READER} stored a copy of block {i}")
     return result
 

@@ -308,12 +308,18 @@ def _best(fn: Callable[[], Any], reps: int = 5) -> float:
 
 
 async def _components(config: trioblock.Config) -> dict[str, float]:
-    from trioblock._storage.blockfiles import iter_block_files
+    from trioblock._storage.blockfiles import BlockStore, iter_block_files
     from trioblock._storage.offload import run_blocking
 
     root = Path(data_dir(config))
     async with trioblock.open_block_manager(config) as bm:
-        store = bm.store
+        store = BlockStore(
+            bm.data_layout,
+            compression=config.compression_level is not None,
+            fsync=False,
+            limiter=trio.CapacityLimiter(config.disk_threads),
+            max_block_size=config.max_block_size,
+        )
         locs = list(iter_block_files(root))
         files = plain_walk(str(root))
         dctx = zstandard.ZstdDecompressor()

@@ -17,6 +17,25 @@ Generated from the docstrings by `python docs/gen_api.py`; do not edit by hand.
 """
 
 
+#: Type aliases carry no docstring: what each one is for.
+ALIAS_DOCS = {
+    "AdminHandler": (
+        "What `open_block_manager(admin_handler=...)` takes: "
+        "`await handler(bm, request, body)` answers one operator request with a reply "
+        "map, or a reply map and a body."
+    ),
+    "StreamHandler": (
+        "What `Transport.serve` calls for each incoming connection: `await handler(stream)`."
+    ),
+}
+
+
+def _is_alias(obj: object) -> bool:
+    return type(obj).__module__ in ("typing", "collections.abc", "types") and hasattr(
+        obj, "__origin__"
+    )
+
+
 def _signature(obj: object) -> str:
     try:
         return str(inspect.signature(obj))  # type: ignore[arg-type]
@@ -52,6 +71,10 @@ def render_module(module: ModuleType) -> str:
     for name in sorted(module.__all__):
         obj = getattr(module, name)
         if isinstance(obj, ModuleType):
+            continue
+        if _is_alias(obj):
+            alias = repr(obj).replace("typing.", "").replace("collections.abc.", "")
+            lines += [f"### type alias `{name}`", "", f"`{alias}`", "", ALIAS_DOCS[name], ""]
             continue
         kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "value"
         sig = _signature(obj) if kind == "function" else ""

@@ -96,11 +96,11 @@ async def main() -> None:
             )
 
             victim = first[1]
-            loc = await n0.store.find(victim)
-            assert loc is not None
-            raw = bytearray(loc.path.read_bytes())
+            path = await n0.local_block_path(victim)
+            assert path is not None
+            raw = bytearray(path.read_bytes())
             raw[len(raw) // 2] ^= 0xFF
-            loc.path.write_bytes(bytes(raw))
+            path.write_bytes(bytes(raw))
             data = await n0.get_block(victim)
             log.info(
                 "flipped a byte in n0's copy of %s: get_block still returned the right "

@@ -16,65 +16,94 @@ See ``docs/`` for the architecture, the on-disk formats and the operator's guide
 
 from __future__ import annotations
 
+import importlib.metadata as _metadata
+
 from . import errors as errors
-from ._core.block import BlockHeader as BlockHeader
-from ._core.block import DataBlock as DataBlock
 from ._core.config import Config as Config
 from ._core.config import DataDir as DataDir
+from ._core.datalayout import DataLayout as DataLayout
 from ._core.hashing import Hash as Hash
 from ._core.hashing import blake2sum as blake2sum
 from ._core.placement import Layout as Layout
 from ._core.placement import LocalLayout as LocalLayout
 from ._core.placement import StaticLayout as StaticLayout
-from ._core.refcount import ErrorCounter as ErrorCounter
 from ._core.refcount import RcEntry as RcEntry
+from ._net.rpc import RpcStats as RpcStats
 from ._net.tcp import TcpTransport as TcpTransport
+from ._net.transport import StreamHandler as StreamHandler
 from ._net.transport import Transport as Transport
+from ._node.diskusage import DataDirUsage as DataDirUsage
+from ._node.lifecycle import open_block_manager as open_block_manager
+from ._node.manager import AdminHandler as AdminHandler
 from ._node.manager import BlockManager as BlockManager
-from ._node.manager import Completed as Completed
-from ._node.manager import open_block_manager as open_block_manager
+from ._node.metrics import Duration as Duration
 from ._node.metrics import Metrics as Metrics
+from ._node.operations import OperationState as OperationState
+from ._node.operations import OperationStatus as OperationStatus
+from ._node.rebalance import RebalanceReport as RebalanceReport
+from ._node.refcounts import QueuedResync as QueuedResync
+from ._node.repair import RepairReport as RepairReport
+from ._node.scrub import ScrubState as ScrubState
+from ._node.scrub import ScrubStatus as ScrubStatus
 from ._node.workers import WorkerInfo as WorkerInfo
+from ._node.workers import WorkerState as WorkerState
 from ._storage.metadata import ResyncErrorInfo as ResyncErrorInfo
 from ._storage.metadata import Transaction as Transaction
 from .errors import AuthenticationError as AuthenticationError
+from .errors import BlockError as BlockError
 from .errors import ConfigError as ConfigError
 from .errors import CorruptBlockError as CorruptBlockError
 from .errors import MissingBlockError as MissingBlockError
+from .errors import NodeClosedError as NodeClosedError
 from .errors import ProtocolError as ProtocolError
 from .errors import QuorumError as QuorumError
 from .errors import TransportError as TransportError
 from .errors import TrioblockError as TrioblockError
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("trioblock")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "AdminHandler",
     "AuthenticationError",
-    "BlockHeader",
+    "BlockError",
     "BlockManager",
-    "Completed",
     "Config",
     "ConfigError",
     "CorruptBlockError",
-    "DataBlock",
     "DataDir",
-    "ErrorCounter",
+    "DataDirUsage",
+    "DataLayout",
+    "Duration",
     "Hash",
     "Layout",
     "LocalLayout",
     "Metrics",
     "MissingBlockError",
+    "NodeClosedError",
+    "OperationState",
+    "OperationStatus",
     "ProtocolError",
+    "QueuedResync",
     "QuorumError",
     "RcEntry",
+    "RebalanceReport",
+    "RepairReport",
     "ResyncErrorInfo",
+    "RpcStats",
+    "ScrubState",
+    "ScrubStatus",
     "StaticLayout",
+    "StreamHandler",
     "TcpTransport",
     "Transaction",
     "Transport",
     "TransportError",
     "TrioblockError",
     "WorkerInfo",
+    "WorkerState",
     "blake2sum",
     "errors",
     "open_block_manager",

@@ -11,6 +11,7 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     │   └── AuthenticationError    a peer failed the shared-secret handshake
     ├── TransportError             a peer could not be reached or the connection broke
     ├── ConfigError                the configuration is invalid (names the field)
+    ├── NodeClosedError            the node was used after its context was left
     └── DatabaseError              the node's metadata database failed (busy, closed, corrupt)
         └── TransactionBusyError   another task's ``bm.transaction()`` is open
 
@@ -29,6 +30,7 @@ __all__ = [
     "CorruptBlockError",
     "DatabaseError",
     "MissingBlockError",
+    "NodeClosedError",
     "ProtocolError",
     "QuorumError",
     "TransactionBusyError",
@@ -113,6 +115,15 @@ class ConfigError(TrioblockError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"invalid configuration: {field}: {message}")
+
+
+class NodeClosedError(TrioblockError):
+    """The node was used after ``open_block_manager``'s context was left (or while
+    leaving it). Every public method of a closed ``BlockManager`` raises it."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(f"node {node_id} is closed")
 
 
 class DatabaseError(TrioblockError):

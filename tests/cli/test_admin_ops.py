@@ -1,4 +1,4 @@
-"""The node side of admin requests (``trioblock._node.admin``), on an embedded node."""
+"""The node side of admin requests (``trioblock._cli.admin_service``), on an embedded node."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from trioblock import blake2sum
-from trioblock._node.admin import (
+from trioblock._cli.admin_service import (
     MAX_ERRORS_PAGE,
     AdminRequestError,
     answer_admin,
@@ -54,12 +54,18 @@ async def test_bad_requests_are_refused_not_crashes(
         assert info["node_id"] == bm.node_id
 
 
-async def test_errors_are_paginated_in_hash_order(open_node: OpenNode) -> None:
+async def test_errors_are_paginated_in_hash_order(
+    open_node: OpenNode, autojump_clock: trio.testing.MockClock
+) -> None:
     async with open_node() as bm:
-        now = bm.clock.now_msec()
         hashes = sorted(blake2sum(b"%d" % i).hex() for i in range(MAX_ERRORS_PAGE + 50))
-        for hx in hashes:
-            await bm.db.resync_failed(b"", bytes.fromhex(hx), now, 60_000)
+        # Referenced but stored nowhere: each one's resync fails (no peer can provide it).
+        with bm.transaction() as tx:
+            for hx in hashes:
+                bm.incref(bytes.fromhex(hx), tx)
+        with trio.fail_after(600):
+            while bm.resync_errors_len() < len(hashes):  # noqa: ASYNC110 (a count, no event)
+                await trio.sleep(1)
         first = await answer_admin(bm, {"op": "errors"})
         assert isinstance(first, dict)
         assert first["total"] == len(hashes)

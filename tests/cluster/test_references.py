@@ -20,9 +20,7 @@ def counts(cluster: Cluster, h: bytes = H) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("transport", ["memory", "tcp"])
-async def test_a_reference_is_counted_on_every_storage_node(
-    tmp_path: Path, transport: str
-) -> None:
+async def test_a_reference_is_counted_on_every_storage_node(tmp_path: Path, transport: str) -> None:
     async with open_cluster(tmp_path, n=3, transport=transport) as cluster:
         n0 = cluster.nodes["n0"]
         await n0.put_block(DATA)

@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from trioblock import CorruptBlockError, MissingBlockError, QuorumError, blake2sum
+from trioblock import (
+    BlockManager,
+    CorruptBlockError,
+    Hash,
+    MissingBlockError,
+    QuorumError,
+    blake2sum,
+)
 from trioblock.testing import Cluster, open_cluster
+
+
+async def local_copy_is_valid(bm: BlockManager, h: Hash, data: bytes) -> bool:
+    """Whether ``bm`` holds a copy of ``h`` that reads back as ``data`` without a
+    corruption being found (a corrupt local copy would be counted, then read from a peer)."""
+    if await bm.local_block_path(h) is None:
+        return False
+    corruptions = bm.metrics.corruptions
+    return await bm.get_block(h) == data and bm.metrics.corruptions == corruptions
 
 
 async def holders(cluster: Cluster, h: bytes) -> set[str]:
@@ -82,7 +99,7 @@ async def test_hedged_read_avoids_waiting_for_a_slow_peer(
         h = await cluster.nodes["n0"].put_block(b"hedge me" * 100)
         await trio.testing.wait_all_tasks_blocked()
         reader = await cluster.wipe("n2")
-        first = reader._peers_for_read(h)[0]
+        first = next(n for n in cluster.layout.read_nodes(h) if n != "n2")
         cluster.net.set_delay(first, 20.0)
         start = trio.current_time()
         assert await reader.get_block(h) == b"hedge me" * 100
@@ -102,8 +119,7 @@ async def test_corrupted_transfer_is_refused_and_never_stored(
         for node in ("n1", "n2"):
             bm = cluster.nodes[node]
             if await bm.has_local_block(h):
-                found = await bm.store.read_verified(h)
-                assert found is not None and found[0] == data
+                assert await local_copy_is_valid(bm, h, data)
                 stored += 1
         assert stored == 1
 
@@ -132,16 +148,15 @@ async def test_corrupt_local_copy_is_quarantined_and_repaired_from_peers(
         h = await n0.put_block(data)
         for bm in cluster.nodes.values():
             bm.incref(h)
-        loc = await n0.store.find(h)
-        assert loc is not None
-        raw = bytearray(loc.path.read_bytes())
+        path = await n0.local_block_path(h)
+        assert path is not None
+        raw = bytearray(path.read_bytes())
         raw[10] ^= 0x01
-        loc.path.write_bytes(bytes(raw))
+        path.write_bytes(bytes(raw))
         assert await n0.get_block(h) == data  # from a peer
-        assert loc.path.with_name(loc.path.name + ".corrupted").exists()
+        assert path.with_name(path.name + ".corrupted").exists()
         await trio.sleep(5)
-        found = await n0.store.read_verified(h)
-        assert found is not None and found[0] == data
+        assert await local_copy_is_valid(n0, h, data)
 
 
 @pytest.mark.parametrize("transport", ["memory", "tcp"])
@@ -205,7 +220,7 @@ async def test_backpressure_bounds_bytes_in_flight(tmp_path: Path, autojump_cloc
         async def watch() -> None:
             nonlocal peak
             while True:
-                peak = max(peak, n0.budget.in_use)
+                peak = max(peak, n0.buffer_in_use())
                 await trio.sleep(0.01)
 
         async with trio.open_nursery() as nursery:
@@ -260,3 +275,48 @@ async def test_corrupt_reply_from_peer_is_rejected(tmp_path: Path, autojump_cloc
         with pytest.raises((CorruptBlockError, MissingBlockError)):
             await n2.get_block(h)
         assert await n2.get_block(h) == data
+
+
+async def test_stream_falls_back_to_a_peer_when_the_local_copy_is_corrupt(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3) as cluster:
+        data = b"stream me from elsewhere" * 1000
+        n0 = cluster.nodes["n0"]
+        h = await n0.put_block(data)
+        await trio.testing.wait_all_tasks_blocked()
+        for bm in cluster.nodes.values():
+            bm.incref(h)
+        path = await n0.local_block_path(h)
+        assert path is not None
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        async with n0.stream_block(h) as chunks:
+            assert b"".join([c async for c in chunks]) == data
+        assert n0.metrics.corruptions == 1
+        assert path.with_name(path.name + ".corrupted").exists()
+        await trio.sleep(1)  # read repair: n0 stores a good copy again
+        assert await local_copy_is_valid(n0, h, data)
+
+
+async def test_stream_survives_the_local_copy_vanishing_before_it_is_opened(
+    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trioblock._storage.blockfiles import BlockStore
+
+    real_open_stream = BlockStore.open_stream
+
+    def open_stream(self: BlockStore, loc: Any) -> Any:
+        # A scrub quarantines the copy between the lookup and the open.
+        os.rename(loc.path, loc.path.with_name(loc.path.name + ".corrupted"))
+        return real_open_stream(self, loc)
+
+    async with open_cluster(tmp_path, n=3) as cluster:
+        data = b"quarantined under my feet" * 1000
+        n0 = cluster.nodes["n0"]
+        h = await n0.put_block(data)
+        await trio.testing.wait_all_tasks_blocked()
+        monkeypatch.setattr(BlockStore, "open_stream", open_stream)
+        async with n0.stream_block(h) as chunks:
+            assert b"".join([c async for c in chunks]) == data

@@ -9,9 +9,11 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioblock import BlockHeader, CorruptBlockError, DataBlock, Hash, blake2sum
+from trioblock import CorruptBlockError, Hash, blake2sum
 from trioblock._core.block import (
     BlockDecoder,
+    BlockHeader,
+    DataBlock,
     decode_block,
     encode_block,
     hash_and_encode,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioblock import ErrorCounter, RcEntry
-from trioblock._core.refcount import parse_queue_key, queue_key
+from trioblock import RcEntry
+from trioblock._core.refcount import ErrorCounter, parse_queue_key, queue_key
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 COUNT = st.integers(min_value=1, max_value=2**64 - 1)

@@ -214,17 +214,17 @@ async def test_a_peer_answering_off_the_request_is_a_protocol_error(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_node_answers_reference_requests_with_a_clear_refusal(tmp_path: Any) -> None:
+async def test_a_node_answers_reference_requests(tmp_path: Any) -> None:
     async with open_cluster(tmp_path, n=1, replication_factor=1) as cluster:
         client = RpcNode("x", cluster.net.transport("x"), cluster.rpc_secret)
-        with pytest.raises(RequestFailed, match="not supported") as info:
-            await client.ref_update("n0", [(H1, b"o", False, 1)], background=False)
-        assert info.value.kind == "refused"
-        for call in (
-            client.ref_digests("n0", [b""], background=False),
-            client.ref_fetch("n0", b"", b"", 1, background=False),
-            client.ref_collect("n0", [(H1, b"o", True, 1)], background=False),
-        ):
-            with pytest.raises(RequestFailed, match="not supported"):
-                await call
+        await client.ref_update("n0", [(H1, b"o", False, 1)], background=False)
+        assert cluster.nodes["n0"].get_block_rc(H1) == 1
+        ((count, digest),) = await client.ref_digests("n0", [b""], background=False)
+        assert count == 1 and len(digest) == 32
+        entries, more = await client.ref_fetch("n0", b"", b"", 10, background=False)
+        assert (entries, more) == ([(H1, b"o", False, 1)], False)
+        await client.ref_update("n0", [(H1, b"o", True, 2)], background=False)
+        assert cluster.nodes["n0"].get_block_rc(H1) == 0
+        await client.ref_collect("n0", [(H1, b"o", True, 2)], background=False)
+        assert cluster.nodes["n0"].references(H1) == []
         await client.aclose()

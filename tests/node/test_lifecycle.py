@@ -13,9 +13,10 @@ import trio
 import trio.testing
 
 import trioblock
-from trioblock import BlockHeader, ConfigError, StaticLayout, blake2sum
-from trioblock._core.block import decode_block
+from trioblock import ConfigError, NodeClosedError, StaticLayout, blake2sum
+from trioblock._core.block import BlockHeader, DataBlock, decode_block
 from trioblock._core.hashing import Hash
+from trioblock._storage.blockfiles import BlockStore
 
 
 @pytest.mark.parametrize(
@@ -62,10 +63,8 @@ async def test_clean_shutdown_leaves_no_temp_files_and_closes_the_db(
             bm.decref(h)
         await trio.sleep(10)  # deletions are due now; leave while they run
     assert disk.temp_files_under(data_dir) == []
-    assert bm.db.closed
-    with pytest.raises(trioblock.TrioblockError, match="closed"):
+    with pytest.raises(NodeClosedError):
         bm.get_block_rc(hashes[0])
-    assert [w.state for w in bm.workers()] == []
     # The database is consistent and no longer in use: another writer gets it at once.
     conn = sqlite3.connect(meta_dir / "trioblock.sqlite", timeout=0)
     try:
@@ -83,7 +82,7 @@ async def test_shutdown_while_a_put_is_running_elsewhere_is_clean(
     async with trio.open_nursery() as nursery, open_node() as bm:
 
         async def putter() -> None:
-            with contextlib.suppress(RuntimeError):  # the node closed first
+            with contextlib.suppress(NodeClosedError):  # the node closed first
                 await bm.put_block(data)
 
         for _ in range(3):
@@ -92,7 +91,7 @@ async def test_shutdown_while_a_put_is_running_elsewhere_is_clean(
     assert disk.temp_files_under(data_dir) == []
     for path in disk.files_under(data_dir):
         h = Hash.from_hex(path.name.split(".")[0])
-        block = trioblock.DataBlock(trioblock.BlockHeader.COMPRESSED, path.read_bytes())
+        block = DataBlock(BlockHeader.COMPRESSED, path.read_bytes())
         assert decode_block(h, block) == data
 
 
@@ -106,14 +105,14 @@ async def test_restart_keeps_blocks_refcounts_queue_and_errors(open_node, autoju
         await trio.sleep(61)
         await trio.testing.wait_all_tasks_blocked()
         errors = bm.list_resync_errors()
-        queue = await bm.db.queue_head(10)
-        assert len(errors) == 1 and [v for _k, v in queue] == [missing]
+        queue = bm.list_resync_queue(10)
+        assert len(errors) == 1 and [q.hash for q in queue] == [missing]
     async with open_node() as bm:
         assert await bm.get_block(kept) == b"kept"
         assert bm.get_block_rc(kept) == 2
         assert bm.get_block_rc(missing) == 1
         assert bm.list_resync_errors() == errors
-        assert await bm.db.queue_head(10) == queue
+        assert bm.list_resync_queue(10) == queue
 
 
 async def test_crash_image_reopens_with_everything_committed(
@@ -131,7 +130,7 @@ async def test_crash_image_reopens_with_everything_committed(
             tx.execute("INSERT INTO app VALUES ('committed')")
             bm.incref(a, tx)
         await trio.testing.wait_all_tasks_blocked()
-        queue = await bm.db.queue_head(10)
+        queue = bm.list_resync_queue(10)
         # A half-written temp file, as if the process died in the middle of a write.
         final = next((tmp_path / "data").rglob("*.zst"))
         final.with_name(final.name + ".tmp0badc0de").write_bytes(b"torn")
@@ -146,7 +145,7 @@ async def test_crash_image_reopens_with_everything_committed(
         assert await bm.get_block(b) == b"b" * 1000
         assert bm.get_block_rc(a) == 2
         assert bm.get_block_rc(b) == 0
-        assert await bm.db.queue_head(10) == queue
+        assert bm.list_resync_queue(10) == queue
         with bm.transaction() as tx:
             assert tx.execute("SELECT k FROM app").fetchall() == [("committed",)]
 
@@ -161,7 +160,7 @@ def _assert_store_is_sound(data_dir: Path) -> list[Hash]:
             continue
         name, _, suffix = path.name.partition(".")
         header = BlockHeader.COMPRESSED if suffix == "zst" else BlockHeader.PLAIN
-        decode_block(Hash.from_hex(name), trioblock.DataBlock(header, path.read_bytes()))
+        decode_block(Hash.from_hex(name), DataBlock(header, path.read_bytes()))
         found.append(Hash.from_hex(name))
     return found
 
@@ -202,7 +201,7 @@ async def test_put_cancelled_by_deadlines_around_a_slow_disk(
     """A store that takes 1 s of virtual time, cancelled at deadlines before, during, after."""
     outcomes = set()
     async with open_node() as bm:
-        real_write = bm.store.write_block
+        real_write = BlockStore.write_block
 
         async def slow_write(*args: Any) -> Any:
             await trio.sleep(0.5)
@@ -210,7 +209,7 @@ async def test_put_cancelled_by_deadlines_around_a_slow_disk(
             await trio.sleep(0.5)
             return result
 
-        monkeypatch.setattr(bm.store, "write_block", slow_write)
+        monkeypatch.setattr(BlockStore, "write_block", slow_write)
         for i, deadline in enumerate([0, 0.25, 0.5, 0.75, 1.0, 1.5]):
             data = b"deadline %d " % i * 3000
             with trio.move_on_after(deadline):
@@ -230,3 +229,53 @@ async def test_put_cancelled_with_real_threads_is_all_or_nothing(open_node, data
             present = _assert_store_is_sound(data_dir)
             if blake2sum(data) in present:
                 assert await bm.get_block(blake2sum(data)) == data
+
+
+async def test_every_public_method_after_close_raises_node_closed_error(
+    open_node, autojump_clock
+) -> None:
+    async with open_node() as bm:
+        h = await bm.put_block(b"kept")
+        bm.incref(h)
+    sync_calls = {
+        "incref": lambda: bm.incref(h),
+        "decref": lambda: bm.decref(h),
+        "get_block_rc": lambda: bm.get_block_rc(h),
+        "get_rc_entry": lambda: bm.get_rc_entry(h),
+        "rc_len": bm.rc_len,
+        "resync_queue_len": bm.resync_queue_len,
+        "resync_errors_len": bm.resync_errors_len,
+        "list_resync_errors": bm.list_resync_errors,
+        "list_resync_queue": bm.list_resync_queue,
+        "retry_now": lambda: bm.retry_now(h),
+        "retry_all_now": bm.retry_all_now,
+        "purge": lambda: bm.purge(h),
+        "set_resync_workers": lambda: bm.set_resync_workers(2),
+        "set_resync_tranquility": lambda: bm.set_resync_tranquility(1),
+        "scrub_status": bm.scrub_status,
+        "workers": bm.workers,
+        "transaction": bm.transaction,
+        "stream_block": lambda: bm.stream_block(h),
+        "start_operation": lambda: bm.start_operation("repair"),
+        "operation_status": lambda: bm.operation_status("repair"),
+    }
+    for name, call in sync_calls.items():
+        with pytest.raises(NodeClosedError, match="node n1 is closed"):
+            call()
+            pytest.fail(f"{name} did not raise")
+    async_calls = {
+        "put_block": lambda: bm.put_block(b"x"),
+        "rpc_put_block": lambda: bm.rpc_put_block(blake2sum(b"x"), b"x"),
+        "get_block": lambda: bm.get_block(h),
+        "has_local_block": lambda: bm.has_local_block(h),
+        "local_block_path": lambda: bm.local_block_path(h),
+        "scrub start": lambda: bm.scrub("start"),
+        "repair": bm.repair,
+        "rebalance": bm.rebalance,
+        "data_dir_usage": bm.data_dir_usage,
+        "wait_scrub_runs": bm.wait_scrub_runs,
+    }
+    for name, acall in async_calls.items():
+        with pytest.raises(NodeClosedError):
+            await acall()
+            pytest.fail(f"{name} did not raise")

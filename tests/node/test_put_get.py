@@ -141,7 +141,7 @@ async def test_corrupt_file_is_detected_quarantined_and_queued(
         path = disk.block_file(data_dir, h, compressed=level is not None)
         disk.flip_byte(path)
         before = bm.metrics.corruptions
-        now = bm.clock.now_msec()
+        now = bm.now_msec()
         with pytest.raises(CorruptBlockError) as info:
             await bm.get_block(h)
         assert info.value.hash == h
@@ -149,8 +149,7 @@ async def test_corrupt_file_is_detected_quarantined_and_queued(
         assert not path.exists()
         assert path.with_name(path.name + ".corrupted").is_file()
         # Queued for an immediate resync, in the same step as the quarantine.
-        queued = [(k, v) for k, v in await bm.db.queue_head(10) if v == h]
-        assert (now.to_bytes(8, "big") + h, h) in queued
+        assert trioblock.QueuedResync(h, now) in bm.list_resync_queue(10)
         # The resync runs at once; on a lone node it can only record the failure.
         await trio.testing.wait_all_tasks_blocked()
         (err,) = bm.list_resync_errors()
@@ -193,7 +192,7 @@ async def test_stream_of_corrupt_block_fails_before_the_last_chunk(
         size = path.stat().st_size
         disk.flip_byte(path, size - 100 if where == "end" else size // 2)
         received = 0
-        now = bm.clock.now_msec()
+        now = bm.now_msec()
         with pytest.raises(CorruptBlockError):
             async with bm.stream_block(h) as chunks:
                 async for chunk in chunks:
@@ -202,7 +201,7 @@ async def test_stream_of_corrupt_block_fails_before_the_last_chunk(
         assert not path.exists()
         assert path.with_name(path.name + ".corrupted").exists()
         assert bm.metrics.corruptions == 1
-        assert (now.to_bytes(8, "big") + h, h) in await bm.db.queue_head(10)
+        assert trioblock.QueuedResync(h, now) in bm.list_resync_queue(10)
 
 
 async def test_leaving_a_stream_early_closes_it_cleanly(open_node) -> None:
@@ -229,9 +228,9 @@ async def test_concurrent_puts_of_the_same_block(open_node, data_dir: Path, disk
 async def test_operations_on_a_closed_node_fail(open_node) -> None:
     async with open_node() as bm:
         h = await bm.put_block(b"x")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(trioblock.NodeClosedError):
         await bm.put_block(b"y")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(trioblock.NodeClosedError):
         await bm.get_block(h)
 
 

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+import trioblock
 from trioblock import MissingBlockError, blake2sum
 
 GC = 600.0
@@ -37,10 +38,10 @@ async def test_incref_decref_counts(open_node, autojump_clock) -> None:
 async def test_incref_queues_a_check_in_twice_rpc_timeout(open_node, autojump_clock) -> None:
     h = blake2sum(b"queued")
     async with open_node(rpc_timeout=7.0) as bm:
-        now = bm.clock.now_msec()
+        now = bm.now_msec()
         bm.incref(h)
         bm.incref(h)  # already referenced: no second entry
-        assert await bm.db.queue_head(10) == [((now + 14_000).to_bytes(8, "big") + h, h)]
+        assert bm.list_resync_queue(10) == [trioblock.QueuedResync(h, now + 14_000)]
         assert bm.resync_queue_len() == 1
 
 
@@ -51,11 +52,11 @@ async def test_decref_to_zero_queues_deletion_check_at_gc_delay_plus_10s(
         h = await bm.put_block(DATA)
         bm.incref(h)
         await trio.testing.wait_all_tasks_blocked()
-        now = bm.clock.now_msec()
+        now = bm.now_msec()
         bm.decref(h)
-        entries = await bm.db.queue_head(10)
-        assert ((now + 610_000).to_bytes(8, "big") + h, h) in entries
-        assert bm.db.get_rc(h).deletable_at == now + 600_000
+        entries = bm.list_resync_queue(10)
+        assert trioblock.QueuedResync(h, now + 610_000) in entries
+        assert bm.get_rc_entry(h).deletable_at == now + 600_000
 
 
 async def test_decref_to_zero_deletes_after_gc_delay(
@@ -180,8 +181,8 @@ async def test_gc_delay_counts_virtual_time_across_a_restart(open_node, autojump
         bm.incref(h)
         bm.decref(h)
         await settle_at(t0 + GC / 2)
-        before_restart = bm.clock.now_msec()
+        before_restart = bm.now_msec()
     async with open_node(gc_delay=GC) as bm:
-        assert bm.clock.now_msec() >= before_restart
+        assert bm.now_msec() >= before_restart
         await settle_at(t0 + GC + SLACK + 1)
         assert not await bm.has_local_block(h)

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+import trioblock
 from trioblock import MissingBlockError, ResyncErrorInfo, blake2sum
 
 MINUTE = 60_000
@@ -24,7 +25,7 @@ async def test_absent_referenced_block_backs_off_60s_doubling_to_64min(
     h = blake2sum(b"referenced, never stored")
     async with open_node() as bm:
         t0 = trio.current_time()
-        n0 = bm.clock.now_msec()
+        n0 = bm.now_msec()
         bm.incref(h)
         # The first check comes 2 × rpc_timeout after the incref.
         await settle_at(t0 + 60 - 0.001)
@@ -51,7 +52,7 @@ async def test_absent_referenced_block_backs_off_60s_doubling_to_64min(
 async def test_retry_delay_is_configurable(open_node, autojump_clock) -> None:
     h = blake2sum(b"fast retries")
     async with open_node(resync_retry_delay=1.0, rpc_timeout=1.0) as bm:
-        t0, n0 = trio.current_time(), bm.clock.now_msec()
+        t0, n0 = trio.current_time(), bm.now_msec()
         bm.incref(h)
         await settle_at(t0 + 2 + 1 + 2 + 4)
         (err,) = bm.list_resync_errors()
@@ -71,7 +72,7 @@ async def test_virtual_time_is_deterministic_with_default_tranquility(
     """
     hashes = [blake2sum(b"due together %d" % i) for i in range(3)]
     async with open_node() as bm:
-        t0, n0 = trio.current_time(), bm.clock.now_msec()
+        t0, n0 = trio.current_time(), bm.now_msec()
         for h in hashes:
             bm.incref(h)
         await settle_at(t0 + 60)
@@ -87,19 +88,19 @@ async def test_retry_now_clears_backoff_and_requeues_now(open_node, autojump_clo
         bm.incref(h)
         await settle_at(t0 + 60 + 60 + 120)
         assert bm.list_resync_errors()[0].error_count == 3
-        now = bm.clock.now_msec()
+        now = bm.now_msec()
         assert bm.retry_now(h)
         # The back-off is cleared but the history stays (as Garage's clear_backoff).
         (err,) = bm.list_resync_errors()
         assert err.error_count == 3 and err.next_try <= now
-        assert (now.to_bytes(8, "big") + h, h) in await bm.db.queue_head(10)
-        # The retry happens at once and fails again: the count goes on, and so does
-        # the growth of the back-off (2^3 minutes after the 4th failure).
+        assert trioblock.QueuedResync(h, now) in bm.list_resync_queue(10)
+        # The retry happens at once and fails again: the count goes on, and so does the
+        # growth of the back-off (2^3 minutes after the 4th failure in a row).
         await trio.testing.wait_all_tasks_blocked()
         (err,) = bm.list_resync_errors()
         assert (err.error_count, err.last_try, err.next_try) == (4, now, now + 8 * MINUTE)
         # retry_now on a block without errors says so (awaitable or not).
-        assert not await bm.retry_now(blake2sum(b"no error"))
+        assert bm.retry_now(blake2sum(b"no error")) is False
 
 
 async def test_putting_the_block_ends_the_errors(open_node, autojump_clock) -> None:
@@ -134,13 +135,13 @@ async def test_purge_drops_rc_errors_queue_and_local_copy(
         other = blake2sum(b"other")
         await settle_at(t0 + 60)
         assert {e.hash for e in bm.list_resync_errors()} == {other, missing}
-        await bm.purge(h)
+        assert bm.purge(h) == 2  # the .zst and the plain copy
         bm.purge(missing)
         assert bm.get_block_rc(h) == 0
         assert bm.get_block_rc(missing) == 0
         assert bm.rc_len() == 1
         assert [e.hash for e in bm.list_resync_errors()] == [other]
-        assert [v for _k, v in await bm.db.queue_head(10)] == [other]
+        assert [q.hash for q in bm.list_resync_queue(10)] == [other]
         assert not await bm.has_local_block(h)
         with pytest.raises(MissingBlockError):
             await bm.get_block(h)
@@ -164,7 +165,7 @@ async def test_resync_runs_when_due_whatever_the_time_the_node_opened(
     async with open_node() as bm:
         await trio.sleep(offset)
         t0 = trio.current_time()
-        incref_at = bm.clock.now_msec()
+        incref_at = bm.now_msec()
         bm.incref(h)
         await settle_at(t0 + 61)
         (err,) = bm.list_resync_errors()

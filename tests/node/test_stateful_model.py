@@ -117,7 +117,7 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
                     await stop.wait()
 
             async def check(bm: trioblock.BlockManager) -> None:
-                now = bm.clock.now_msec()
+                now = bm.now_msec()
                 for i, hh in enumerate(hashes):
                     mm = model[hh]
                     assert bm.get_block_rc(hh) == mm.rc, f"rc of block {i}"
@@ -139,7 +139,7 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
 
             async def advance(bm: trioblock.BlockManager, msec: int) -> None:
                 """Advance virtual time, stopping to look just before and after deadlines."""
-                start_node, start_trio = bm.clock.now_msec(), trio.current_time()
+                start_node, start_trio = bm.now_msec(), trio.current_time()
                 stops = set()
                 for mm in model.values():
                     due = mm.collection_time()
@@ -170,7 +170,7 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
                     assert await bm.put_block(CONTENTS[arg]) == h
                     # A put verifies an existing copy: a corrupt one is replaced.
                     m.disk = "good"
-                    m.last_put = max(m.last_put, bm.clock.now_msec())
+                    m.last_put = max(m.last_put, bm.now_msec())
                     if op == "put+incref":
                         m.rc += 1
                         m.deletable_at = None
@@ -203,13 +203,14 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
                         m.errored = True  # the fetch will fail on a lone node
                 elif op == "decref":
                     if m.rc == 1:
-                        m.deletable_at = bm.clock.now_msec() + GC_MSEC
+                        m.deletable_at = bm.now_msec() + GC_MSEC
                         m.check_pending = True
                     m.rc = max(0, m.rc - 1)
                     assert bm.decref(h) == m.rc
                 elif op == "corrupt":
                     if m.disk == "good":
-                        path = bm.store.find_sync(h).path
+                        path = await bm.local_block_path(h)
+                        assert path is not None
                         raw = bytearray(path.read_bytes())
                         if raw:
                             raw[len(raw) // 2] ^= 0x55

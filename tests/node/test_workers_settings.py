@@ -40,11 +40,11 @@ async def test_set_resync_workers_takes_effect_and_persists(
     open_node, autojump_clock, n: int
 ) -> None:
     async with open_node() as bm:
-        assert bm.set_resync_workers(n).value == n
+        assert bm.set_resync_workers(n) == n
         await trio.testing.wait_all_tasks_blocked()
         assert [w.name for w in resync_workers(bm)] == [f"resync-{i}" for i in range(n)]
         # Fewer again: the extra workers stop.
-        await bm.set_resync_workers(2)
+        assert bm.set_resync_workers(2) == 2
         await trio.testing.wait_all_tasks_blocked()
         assert len(resync_workers(bm)) == 2
         bm.set_resync_workers(n)
@@ -86,7 +86,7 @@ async def test_many_workers_drain_the_queue_once(open_node, autojump_clock) -> N
 
 async def test_set_resync_tranquility_takes_effect_and_persists(open_node, autojump_clock) -> None:
     async with open_node() as bm:
-        assert bm.set_resync_tranquility(7).value == 7
+        assert bm.set_resync_tranquility(7) == 7
         assert resync_workers(bm)[0].tranquility == 7
         with pytest.raises(ValueError):
             bm.set_resync_tranquility(-1)

@@ -7,7 +7,6 @@ from typing import Any
 
 import trio
 
-from trioblock._node.scrub import ScrubWorker
 from trioblock._storage.blockfiles import iter_block_files
 
 
@@ -25,17 +24,11 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
     path.write_bytes(bytes(raw))
 
 
-def scrub_worker(bm: Any) -> ScrubWorker:
-    worker = bm._scrub_worker
-    assert isinstance(worker, ScrubWorker)
-    return worker
-
-
 async def wait_scrub_runs(bm: Any, n: int = 1, within: float = 10 * 86400) -> None:
     """Wait (``within`` seconds of virtual time) until ``n`` scrub runs have completed
     since the node opened."""
     with trio.fail_after(within):
-        await scrub_worker(bm).runs.wait_value(lambda v: v >= n)
+        await bm.wait_scrub_runs(n)
 
 
 def block_hexes(root: Path) -> list[str]:

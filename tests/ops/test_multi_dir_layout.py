@@ -130,7 +130,7 @@ async def test_adding_a_directory_then_rebalancing(
 
     dirs = [DataDir(a, capacity="1T"), DataDir(b, capacity="1T")]
     async with open_ops_node(data_dir=dirs) as bm:
-        layout = bm.store.layout
+        layout = bm.data_layout
         assert layout.partitions_of(a) == layout.partitions_of(b) == 512
         assert layout.has_secondaries()
         to_move = [h for h in hashes if layout.primary_dir(h) == b]
@@ -150,9 +150,9 @@ async def test_adding_a_directory_then_rebalancing(
         assert report.corrupt == report.errors == report.copied == 0
         assert report.scanned == 190 + len(to_move)  # moved ones are met again in b
         assert report.layout_updated
-        assert not bm.store.layout.has_secondaries()
+        assert not bm.data_layout.has_secondaries()
         for h in hashes + fresh:
-            assert block_file(bm.store.layout.primary_dir(h), h).exists()
+            assert block_file(bm.data_layout.primary_dir(h), h).exists()
             assert await bm.get_block(h)
         assert sorted(block_hexes(a) + block_hexes(b)) == sorted(h.hex() for h in hashes + fresh)
         # A second rebalance finds nothing to do.
@@ -161,7 +161,7 @@ async def test_adding_a_directory_then_rebalancing(
 
     assert not stored_layout(meta_dir).has_secondaries()
     async with open_ops_node(data_dir=dirs) as bm:
-        assert not bm.store.layout.has_secondaries()
+        assert not bm.data_layout.has_secondaries()
         for h in hashes:
             assert await bm.get_block(h)
 
@@ -174,7 +174,7 @@ async def test_rebalance_quarantines_a_corrupt_block_instead_of_moving_it(
         hashes = await put_blocks(bm, 60)
     dirs = [DataDir(a, capacity=1), DataDir(b, capacity=1)]
     async with open_ops_node(data_dir=dirs) as bm:
-        bad = next(h for h in hashes if bm.store.layout.primary_dir(h) == b)
+        bad = next(h for h in hashes if bm.data_layout.primary_dir(h) == b)
         flip_byte(block_file(a, bad))
         report = await bm.rebalance()
         assert report.corrupt == 1
@@ -192,7 +192,7 @@ async def test_scrub_walks_every_directory(
     async with open_ops_node(data_dir=dirs) as bm:
         hashes = await put_blocks(bm, 50)
         victim = hashes[0]
-        flip_byte(block_file(bm.store.layout.primary_dir(victim), victim))
+        flip_byte(block_file(bm.data_layout.primary_dir(victim), victim))
         await bm.scrub("start")
         await wait_scrub_runs(bm)
         status = bm.scrub_status()
@@ -275,7 +275,7 @@ async def test_a_read_only_directory_is_never_written(
 
     dirs = [DataDir(old, read_only=True), DataDir(new, capacity="1T")]
     async with open_ops_node(data_dir=dirs) as bm:
-        assert bm.store.layout.partitions_of(new) == N_PARTITIONS
+        assert bm.data_layout.partitions_of(new) == N_PARTITIONS
         for h in [*hashes, plain]:
             assert await bm.get_block(h)
         fresh = await put_blocks(bm, 20, prefix=b"fresh")
@@ -290,8 +290,8 @@ async def test_a_read_only_directory_is_never_written(
         report = await bm.rebalance()
         assert report.copied == 60  # hashes[0] was in the primary already
         assert report.moved == 0
-        assert not bm.store.layout.has_secondaries()
-        assert bm.store.layout.read_only_dirs == {old}
+        assert not bm.data_layout.has_secondaries()
+        assert bm.data_layout.read_only_dirs == {old}
         for h in [*hashes, plain]:
             assert block_file(new, h, compressed=h != plain).exists()
             assert await bm.get_block(h)

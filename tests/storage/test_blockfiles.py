@@ -10,8 +10,8 @@ import pytest
 import trio
 
 import trioblock
-from trioblock import BlockHeader, ConfigError, DataDir, blake2sum
-from trioblock._core.block import encode_block
+from trioblock import ConfigError, DataDir, blake2sum
+from trioblock._core.block import BlockHeader, encode_block
 from trioblock._core.datalayout import DataLayout
 from trioblock._storage import blockfiles
 from trioblock._storage.blockfiles import BlockStore, WriteOutcome, block_path

@@ -6,10 +6,12 @@ import sqlite3
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
+import trioblock
 from trioblock import blake2sum
 from trioblock._storage import metadata
 from trioblock._storage.metadata import MetadataDb
@@ -20,6 +22,11 @@ H = blake2sum(b"metadata test block")
 
 def be64(n: int) -> bytes:
     return struct.pack(">Q", n)
+
+
+def db_path(bm: trioblock.BlockManager) -> Path:
+    assert bm.config.metadata_dir is not None
+    return Path(bm.config.metadata_dir) / "trioblock.sqlite"
 
 
 def rows(db_path: Path, table: str) -> list[tuple[bytes, bytes]]:
@@ -152,12 +159,12 @@ async def test_failed_resync_counts_and_requeues_in_one_step(tmp_path: Path) -> 
     db = MetadataDb(tmp_path)
     try:
         db.incref(H, now_msec=0, resync_at=60_000)
-        ((key, _),) = await db.queue_head(1)
+        ((key, _),) = db.queue_head(1)
         counter = await db.resync_failed(key, H, 60_000, 60_000)
         assert (counter.errors, counter.last_try) == (1, 60_000)
         assert rows(db.path, "resync_queue") == [(be64(120_000) + H, H)]
         assert rows(db.path, "resync_errors") == [(H, be64(1) + be64(60_000))]
-        ((key, _),) = await db.queue_head(1)
+        ((key, _),) = db.queue_head(1)
         await db.resync_succeeded(key, H)
         assert rows(db.path, "resync_queue") == []
         assert rows(db.path, "resync_errors") == []
@@ -181,6 +188,11 @@ async def test_clear_deleted_rc_never_drops_a_present_row(tmp_path: Path) -> Non
 # -- through the node's transaction() ----------------------------------------------------
 
 
+def db_file(bm: Any) -> Path:
+    """The node's SQLite file (its documented place in the metadata directory)."""
+    return Path(bm.config.metadata_dir) / "trioblock.sqlite"
+
+
 async def test_rolled_back_transaction_persists_neither_rc_nor_queue(open_node) -> None:
     async with open_node() as bm:
         with pytest.raises(RuntimeError, match="boom"), bm.transaction() as tx:
@@ -190,8 +202,8 @@ async def test_rolled_back_transaction_persists_neither_rc_nor_queue(open_node) 
         assert bm.get_block_rc(H) == 0
         assert bm.rc_len() == 0
         assert bm.resync_queue_len() == 0
-        assert rows(bm.db.path, "block_rc") == []
-        assert rows(bm.db.path, "resync_queue") == []
+        assert rows(db_file(bm), "block_rc") == []
+        assert rows(db_file(bm), "resync_queue") == []
 
 
 async def test_user_rows_and_incref_commit_atomically(open_node) -> None:
@@ -202,16 +214,16 @@ async def test_user_rows_and_incref_commit_atomically(open_node) -> None:
             tx.execute("INSERT INTO objects VALUES (?, ?)", ("a.txt", bytes(H)))
             bm.incref(H, tx)
             # Nothing is visible to another connection before the commit.
-            assert rows(bm.db.path, "block_rc") == []
-        other = sqlite3.connect(bm.db.path)
+            assert rows(db_file(bm), "block_rc") == []
+        other = sqlite3.connect(db_file(bm))
         try:
             assert other.execute("SELECT name, hash FROM objects").fetchall() == [
                 ("a.txt", bytes(H))
             ]
         finally:
             other.close()
-        assert rows(bm.db.path, "block_rc") == [(H, be64(1))]
-        assert len(rows(bm.db.path, "resync_queue")) == 1
+        assert rows(db_file(bm), "block_rc") == [(H, be64(1))]
+        assert len(rows(db_file(bm), "resync_queue")) == 1
 
         with pytest.raises(KeyError), bm.transaction() as tx:
             tx.execute("INSERT INTO objects VALUES (?, ?)", ("b.txt", bytes(H)))
@@ -220,7 +232,7 @@ async def test_user_rows_and_incref_commit_atomically(open_node) -> None:
             bm.decref(H, tx)
             raise KeyError("abort")
         assert bm.get_block_rc(H) == 1
-        assert rows(bm.db.path, "block_rc") == [(H, be64(1))]
+        assert rows(db_file(bm), "block_rc") == [(H, be64(1))]
         with bm.transaction() as tx:
             assert tx.execute("SELECT COUNT(*) FROM objects").fetchone()[0] == 1
 
@@ -268,14 +280,14 @@ async def test_another_tasks_transaction_is_never_joined(open_node) -> None:
         assert bm.get_block_rc(H) == 0
         assert bm.get_block_rc(other) == 0
         assert bm.incref(other) == 1
-        assert rows(bm.db.path, "block_rc") == [(other, be64(1))]
+        assert rows(db_path(bm), "block_rc") == [(other, be64(1))]
 
 
 async def test_a_locked_database_never_stalls_the_event_loop(open_node) -> None:
     """Another writer holding the file: a reference change fails at once with a
     DatabaseError instead of blocking the Trio thread (or leaking sqlite3 errors)."""
     async with open_node() as bm:
-        holder = sqlite3.connect(bm.db.path, isolation_level=None)
+        holder = sqlite3.connect(db_path(bm), isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
             started = time.monotonic()
@@ -299,5 +311,5 @@ async def test_counts_follow_commits_and_rollbacks(open_node) -> None:
         with pytest.raises(KeyError), bm.transaction() as tx:
             bm.incref(blake2sum(b"outer"), tx)
             raise KeyError
-        assert bm.rc_len() == len(rows(bm.db.path, "block_rc")) == 1
-        assert bm.resync_queue_len() == len(rows(bm.db.path, "resync_queue")) == 1
+        assert bm.rc_len() == len(rows(db_path(bm), "block_rc")) == 1
+        assert bm.resync_queue_len() == len(rows(db_path(bm), "resync_queue")) == 1

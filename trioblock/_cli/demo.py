@@ -74,12 +74,12 @@ async def narrate(root: Path, n_blocks: int, gc_delay: float) -> None:
         h0, _data0 = hashes[0]
         async with bm.stream_block(h0) as chunks:
             total = sum([len(c) async for c in chunks])
-        stored = await bm.store.find(h0)
+        stored = await bm.local_block_path(h0)
         say(
             "streamed block %s: %d plaintext bytes (stored as %s)",
             h0.short(),
             total,
-            stored.path.name if stored else "?",
+            stored.name if stored else "?",
         )
 
         dropped = hashes[: n_blocks // 2]
@@ -100,17 +100,17 @@ async def narrate(root: Path, n_blocks: int, gc_delay: float) -> None:
         )
 
         victim, _ = hashes[-1]
-        loc = await bm.store.find(victim)
-        assert loc is not None
-        raw = bytearray(loc.path.read_bytes())
+        path = await bm.local_block_path(victim)
+        assert path is not None
+        raw = bytearray(path.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
-        loc.path.write_bytes(bytes(raw))
-        say("flipped one byte in %s", loc.path.name)
+        path.write_bytes(bytes(raw))
+        say("flipped one byte in %s", path.name)
         try:
             await bm.get_block(victim)
         except (CorruptBlockError, MissingBlockError) as exc:
             say("reading it fails cleanly: %s", exc)
-        quarantined = [p.name for p in loc.path.parent.iterdir() if p.name.endswith(".corrupted")]
+        quarantined = [p.name for p in path.parent.iterdir() if p.name.endswith(".corrupted")]
         say(
             "quarantined as %s; queued for resync (queue length %d)",
             quarantined,
@@ -122,7 +122,7 @@ async def narrate(root: Path, n_blocks: int, gc_delay: float) -> None:
                 "resync error for %s: %d failure(s), next try at +%.0fs (no peer holds a copy)",
                 info.hash.short(),
                 info.error_count,
-                (info.next_try - bm.clock.now_msec()) / 1000,
+                (info.next_try - bm.now_msec()) / 1000,
             )
         m = bm.metrics
         say(

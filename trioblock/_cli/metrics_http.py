@@ -22,7 +22,6 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,7 +34,7 @@ from prometheus_client.metrics_core import (
     SummaryMetricFamily,
 )
 
-from .._node.admin import data_dir_usage
+from .admin_service import data_dir_usage
 
 if TYPE_CHECKING:
     from .._node.manager import BlockManager
@@ -82,7 +81,7 @@ class NodeCollector:
         yield GaugeMetricFamily(
             "trioblock_uptime_seconds",
             "Seconds since the node opened.",
-            value=time.monotonic() - bm.opened_monotonic,
+            value=bm.uptime(),
         )
         yield from self._counters()
         yield from self._queues()
@@ -126,12 +125,12 @@ class NodeCollector:
             value=bm.resync_errors_len(),
         )
         yield GaugeMetricFamily(
-            "trioblock_resync_workers", "Configured resync workers.", value=bm.resync.n_workers
+            "trioblock_resync_workers", "Configured resync workers.", value=bm.resync_workers
         )
         yield GaugeMetricFamily(
             "trioblock_resync_tranquility",
             "Resync tranquility.",
-            value=bm.resync.tranquility,
+            value=bm.resync_tranquility,
         )
 
     def _workers(self) -> Iterator[Metric]:
@@ -209,10 +208,9 @@ class NodeCollector:
             )
 
     def _rpc(self) -> Iterator[Metric]:
-        rpc = self.bm.rpc
-        if rpc is None:
+        stats = self.bm.rpc_stats()
+        if stats is None:
             return
-        stats = rpc.stats
         for name, value, text in (
             ("connections_opened", stats.connections_opened, "Outgoing connections opened."),
             ("connections_reused", stats.connections_reused, "Requests on pooled connections."),

@@ -27,8 +27,9 @@ from pathlib import Path
 import trio
 
 from .._net.tcp import TcpTransport
-from .._node.manager import open_block_manager
+from .._node.lifecycle import open_block_manager
 from ..errors import ConfigError, TrioblockError
+from .admin_service import answer_admin
 from .client import leaf_error
 from .metrics_http import serve_metrics
 from .nodefile import Address, NodeFile, load_node_file, parse_address
@@ -64,7 +65,9 @@ async def run_node(
     if node.layout is not None or node.listen is not None:
         transport = TcpTransport(listen=node.listen, peers=node.peers)
     async with (
-        open_block_manager(node.config, layout=node.layout, transport=transport) as bm,
+        open_block_manager(
+            node.config, layout=node.layout, transport=transport, admin_handler=answer_admin
+        ) as bm,
         trio.open_nursery() as nursery,
     ):
         ready = f"trioblock node {node.config.node_id} ready"

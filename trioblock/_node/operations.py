@@ -1,192 +1,193 @@
-"""Operator actions of a node: scrub, repair and rebalance (a mixin of ``BlockManager``).
+"""Operator work of a node: the scrub, repair and rebalance entry points and their state.
 
-``BlockManager`` inherits :class:`OperationsMixin` and calls ``_start_operations()``
-once its nursery is open; that starts the scrub worker (which then runs for the node's
-lifetime) and a small task saving the scrub's progress when the node stops.
+:class:`Operations` starts the scrub worker when the node opens (it then runs for the
+node's lifetime, and its progress is saved when the node stops), runs repairs and
+rebalances on demand, and keeps what an operator asks about them:
 
-- ``await bm.scrub(cmd, seconds=None) -> ScrubStatus`` — ``"start"``, ``"pause"`` (for
-  ``seconds``, default a day), ``"resume"``, ``"cancel"`` or an int tranquility;
-  returns the status once the command is applied (and persisted).
-- ``bm.scrub_status() -> ScrubStatus``.
-- ``await bm.repair() -> RepairReport`` — runs the repair worker and returns once every
-  block of the rc table and of every data directory is queued for resync (not once the
-  resync is over). A second call while one runs waits for the same repair.
-- ``await bm.rebalance() -> RebalanceReport`` — runs the rebalance worker and returns
-  when every block is in its primary directory (and the layout has lost its
-  secondaries). A second call while one runs waits for the same rebalance.
-
-Cancelling a caller of ``repair``/``rebalance`` does not stop the worker; closing the
-node does (the caller then gets ``RuntimeError``).
-
-:func:`attach` wires the mixin into a node whose class does not inherit it yet (for
-tests written before the wiring); it is a no-op on a wired node.
+- ``scrub(cmd, seconds)`` / ``scrub_status()``;
+- ``repair()`` / ``rebalance()`` run the worker and wait for its report; a second call
+  while one runs waits for the same run. Cancelling a caller does not stop the worker;
+  closing the node does (the caller then gets ``NodeClosedError``);
+- ``start(name)`` starts a repair or rebalance without waiting, and ``status(name)``
+  reports it (:class:`OperationStatus`: state, progress, report or error), so a client
+  can draw a progress bar by polling.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
 import random
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import dataclass
+from typing import Literal
 
 import trio
+from trio_util import move_on_when
 
+from ..errors import NodeClosedError
+from .context import NodeContext
 from .rebalance import DEFAULT_REBALANCE_TRANQUILITY, RebalanceReport, RebalanceWorker
 from .repair import DEFAULT_REPAIR_TRANQUILITY, RepairReport, RepairWorker
-from .scrub import OperationsNode, ScrubStatus, ScrubWorker
+from .scrub import ScrubStatus, ScrubWorker
+from .workers import WorkerRegistry
 
-if TYPE_CHECKING:
-    from .._core.config import Config
-    from .._storage.blockfiles import BlockStore
-    from .._storage.metadata import MetadataDb
-    from .clock import NodeClock
-    from .metrics import Metrics
-    from .resync import ResyncShared
-    from .workers import Worker
+log = logging.getLogger("trioblock.operations")
 
-W = TypeVar("W", RepairWorker, RebalanceWorker)
+OperationName = Literal["repair", "rebalance"]
+OPERATION_NAMES: tuple[OperationName, ...] = ("repair", "rebalance")
 
 
-class OperationsMixin:
-    """Scrub, repair and rebalance entry points; mixed into ``BlockManager``."""
+class OperationState(enum.StrEnum):
+    """Where a repair or a rebalance is."""
 
-    if TYPE_CHECKING:
-        # Provided by BlockManager.
-        config: Config
-        db: MetadataDb
-        store: BlockStore
-        clock: NodeClock
-        metrics: Metrics
-        db_limiter: trio.CapacityLimiter
-        resync: ResyncShared
-        _nursery: trio.Nursery | None
-        _stopping: trio.Event
+    IDLE = "idle"  # never started since the node opened
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
 
-        def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
 
-        def add_worker(self, worker: Worker) -> None: ...
+@dataclass(frozen=True)
+class OperationStatus:
+    """A repair or rebalance as ``BlockManager.operation_status()`` reports it.
 
-    #: Random source of the automatic scrub's jitter; set before start to make it
-    #: reproducible (``None``: a fresh ``random.Random()``).
-    scrub_rng: random.Random | None = None
-    _scrub_worker: ScrubWorker | None = None
-    _repair_worker: RepairWorker | None = None
-    _rebalance_worker: RebalanceWorker | None = None
+    ``progress`` is 0..1 while running, 1.0 once done; ``report`` is the
+    :class:`RepairReport` / :class:`RebalanceReport` once done; ``error`` says why it
+    failed. Times are node msec.
+    """
 
-    def _ops_node(self) -> OperationsNode:
-        return self
+    name: str
+    state: OperationState
+    progress: float | None
+    info: str | None
+    started_at: int | None
+    finished_at: int | None
+    report: RepairReport | RebalanceReport | None
+    error: str | None
 
-    # -- lifecycle ----------------------------------------------------------------------------
 
-    def _start_operations(self) -> None:
-        """Start the scrub worker; call once the node's nursery is open (idempotent)."""
-        if self._scrub_worker is not None:
-            return
-        worker = ScrubWorker(self._ops_node(), rng=self.scrub_rng)
-        self._scrub_worker = worker
-        self.add_worker(worker)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._save_scrub_on_stop, worker)
+@dataclass
+class _Run:
+    worker: RepairWorker | RebalanceWorker
+    started_at: int
+    finished_at: int | None = None
+    error: str | None = None
 
-    async def _save_scrub_on_stop(self, worker: ScrubWorker) -> None:
-        await self._stopping.wait()
+
+class Operations:
+    """Scrub, repair and rebalance of one node."""
+
+    def __init__(
+        self, ctx: NodeContext, workers: WorkerRegistry, *, rng: random.Random | None = None
+    ) -> None:
+        self._ctx = ctx
+        self._workers = workers
+        self._scrub = ScrubWorker(ctx, rng=rng)
+        self._runs: dict[str, _Run] = {}
+
+    def start_scrub_worker(self, nursery: trio.Nursery) -> None:
+        """Run the scrub worker, and save its progress when the node stops."""
+        self._workers.add(nursery, self._scrub)
+        nursery.start_soon(self._save_scrub_on_stop)
+
+    async def _save_scrub_on_stop(self) -> None:
+        await self._ctx.stopping.wait()
         # Shielded: the nursery is cancelled right after the workers stop, and this
-        # must still run (it waits at most for the scrub's current block).
+        # must still run (it waits at most for the scrub's current unit).
         with trio.CancelScope(shield=True):
-            await worker.checkpoint()
+            await self._scrub.checkpoint()
 
-    def _require_scrub(self) -> ScrubWorker:
-        if self._scrub_worker is None:
-            raise RuntimeError("this node's operations are not started")
-        return self._scrub_worker
-
-    # -- scrub ----------------------------------------------------------------------------------
+    # -- scrub ----------------------------------------------------------------------------
 
     async def scrub(self, cmd: str | int, seconds: float | None = None) -> ScrubStatus:
-        """Control the scrub: ``"start"``, ``"pause"`` (for ``seconds``, default one
-        day), ``"resume"``, ``"cancel"``, or an int tranquility (persisted).
-
-        Returns the status after the command. ``ValueError`` for an unknown command.
-        """
-        worker = self._require_scrub()
-        await worker.command(cmd, seconds)
-        return worker.status()
+        await self._scrub.command(cmd, seconds)
+        return self._scrub.status()
 
     def scrub_status(self) -> ScrubStatus:
-        """State, progress 0..1, last completion, next automatic run, corruptions found."""
-        return self._require_scrub().status()
+        return self._scrub.status()
+
+    async def wait_scrub_runs(self, n: int) -> None:
+        await self._scrub.runs.wait_value(lambda v: v >= n)
 
     # -- repair and rebalance ---------------------------------------------------------------
 
-    async def _run_to_end(self, worker: W) -> W:
-        if self._stopping.is_set():
-            raise RuntimeError("this BlockManager is closed")
-        if worker.report is None:
-            async with trio.open_nursery() as nursery:
-
-                async def stop_on_close() -> None:
-                    await self._stopping.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(stop_on_close)
-                await worker.finished.wait()
-                nursery.cancel_scope.cancel()
-        if worker.report is None:
-            raise RuntimeError(f"the node closed before the {worker.name} finished")
+    def start(
+        self, name: OperationName, *, tranquility: int | None = None
+    ) -> RepairWorker | RebalanceWorker:
+        """Start ``name`` unless it runs already; return its worker."""
+        ctx = self._ctx
+        nursery = ctx.require_open()
+        run = self._runs.get(name)
+        if run is not None and run.finished_at is None:
+            return run.worker
+        worker: RepairWorker | RebalanceWorker
+        if name == "repair":
+            worker = RepairWorker(
+                ctx, tranquility=DEFAULT_REPAIR_TRANQUILITY if tranquility is None else tranquility
+            )
+        elif name == "rebalance":
+            worker = RebalanceWorker(
+                ctx,
+                tranquility=DEFAULT_REBALANCE_TRANQUILITY if tranquility is None else tranquility,
+            )
+        else:
+            raise ValueError(f"unknown operation {name!r}: repair or rebalance")
+        run = _Run(worker, started_at=ctx.clock.now_msec())
+        self._runs[name] = run
+        self._workers.add(nursery, worker)
+        nursery.start_soon(self._watch, name, run)
+        log.info("%s: %s started", ctx.node_id, name)
         return worker
 
-    async def repair(self, *, tranquility: int = DEFAULT_REPAIR_TRANQUILITY) -> RepairReport:
-        """Queue every block known to the rc table or found on disk for resync (now).
+    async def _watch(self, name: str, run: _Run) -> None:
+        """Record the end of a run: its report, or why it stopped without one."""
+        async with move_on_when(self._ctx.stopping.wait):
+            await run.worker.finished.wait()
+        if run.worker.report is None:
+            run.error = f"the node closed before the {name} finished"
+        run.finished_at = self._ctx.clock.now_msec()
 
-        Returns once everything is queued; the resync workers do the rest.
-        """
-        worker = self._repair_worker
-        if worker is None or worker.report is not None:
-            worker = RepairWorker(self._ops_node(), tranquility=tranquility)
-            self._repair_worker = worker
-            self.add_worker(worker)
-        report = (await self._run_to_end(worker)).report
-        assert report is not None
-        return report
+    async def run(self, name: OperationName, *, tranquility: int | None = None) -> object:
+        """Start (or join) ``name`` and wait for its report."""
+        worker = self.start(name, tranquility=tranquility)
+        async with move_on_when(self._ctx.stopping.wait):
+            await worker.finished.wait()
+        if worker.report is None:
+            raise NodeClosedError(self._ctx.node_id)
+        return worker.report
 
-    async def rebalance(
-        self, *, tranquility: int = DEFAULT_REBALANCE_TRANQUILITY
-    ) -> RebalanceReport:
-        """Move every block to its primary directory; then forget the secondaries."""
-        worker = self._rebalance_worker
-        if worker is None or worker.report is not None:
-            worker = RebalanceWorker(self._ops_node(), tranquility=tranquility)
-            self._rebalance_worker = worker
-            self.add_worker(worker)
-        report = (await self._run_to_end(worker)).report
-        assert report is not None
-        return report
-
-
-_wired: dict[type, type] = {}
-
-
-def attach(bm: object) -> OperationsMixin:
-    """Give a running node the operations, if its class does not have them yet.
-
-    On a ``BlockManager`` that inherits :class:`OperationsMixin` and started its
-    operations this does nothing; otherwise it switches the instance to a subclass with
-    the mixin and starts the scrub worker.
-    """
-    if not isinstance(bm, OperationsMixin):
-        cls = type(bm)
-        wired = _wired.get(cls)
-        if wired is None:
-            wired = type(cls.__name__, (cls, OperationsMixin), {})
-            _wired[cls] = wired
-        bm.__class__ = wired
-    assert isinstance(bm, OperationsMixin)
-    bm._start_operations()
-    return bm
+    def status(self, name: str) -> OperationStatus:
+        if name not in OPERATION_NAMES:
+            raise ValueError(f"unknown operation {name!r}: repair or rebalance")
+        run = self._runs.get(name)
+        if run is None:
+            return OperationStatus(name, OperationState.IDLE, None, None, None, None, None, None)
+        worker = run.worker
+        info = worker.info()
+        if run.finished_at is None:
+            state, progress = OperationState.RUNNING, info.progress
+        elif worker.report is not None:
+            state, progress = OperationState.DONE, 1.0
+        else:
+            state, progress = OperationState.FAILED, None
+        error = run.error
+        if error is None and state is not OperationState.DONE and worker.last_error:
+            error = worker.last_error
+        return OperationStatus(
+            name=name,
+            state=state,
+            progress=progress,
+            info=info.info,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            report=worker.report,
+            error=error if state is OperationState.FAILED else None,
+        )
 
 
 __all__ = [
-    "OperationsMixin",
-    "RebalanceReport",
-    "RepairReport",
-    "ScrubStatus",
-    "attach",
+    "OPERATION_NAMES",
+    "OperationName",
+    "OperationState",
+    "OperationStatus",
+    "Operations",
 ]

@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 
-from .._core.config import Config
 from .._core.hashing import Hash
-from .._core.placement import Layout
 from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
-from .._net.rpc import RpcNode
-from .._storage.database import Transaction
 from .._storage.metadata import MetadataDb
 from ..errors import TransportError, TrioblockError
-from .clock import NodeClock
+from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum
+from .refcounts import RefCounts
 
 log = logging.getLogger("trioblock.refs")
 
@@ -35,41 +31,15 @@ MAX_BACKGROUND_SENDS = 1024
 #: Entries merged per local transaction (the Trio thread yields between chunks).
 MERGE_CHUNK = 256
 
-RcChange = Callable[[bytes, Transaction], int]
-
-
-def as_hash(value: object) -> Hash:
-    if isinstance(value, Hash):
-        return value
-    if not isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError(
-            f"a block hash is 32 bytes, not {type(value).__name__} "
-            "(use trioblock.Hash.from_hex for a hex string)"
-        )
-    return Hash(value)
-
-
-@dataclass
-class RefContext:
-    """What reference handling needs from its node."""
-
-    node_id: str
-    config: Config
-    layout: Layout
-    clock: NodeClock
-    db: MetadataDb | None
-    rpc: RpcNode | None
-    incref: RcChange
-    decref: RcChange
-    #: Wake the resync workers (a merge may have queued a check).
-    notify_resync: Callable[[], None]
-
 
 class References:
     """Reference updates of one node: sending, merging, listing."""
 
-    def __init__(self, ctx: RefContext) -> None:
+    def __init__(self, ctx: PeerContext, counts: RefCounts | None) -> None:
         self._ctx = ctx
+        #: this node's storage and counts (None on a gateway, which stores nothing)
+        self._local = ctx if isinstance(ctx, NodeContext) else None
+        self._counts = counts
         self._sends = trio.Semaphore(MAX_BACKGROUND_SENDS)
         #: Bumped whenever a merge changed a row (anti-entropy caches digests by it).
         self.generation = 0
@@ -77,11 +47,12 @@ class References:
     # -- the public calls ------------------------------------------------------------------
 
     async def update(
-        self, nursery: trio.Nursery, hash: object, owner: object, *, deleted: bool
+        self, nursery: trio.Nursery, hash: bytes, owner: str | bytes, *, deleted: bool
     ) -> None:
         """Add (``deleted=False``) or remove a reference; return at the write quorum."""
         h = as_hash(hash)
         entry: RefTuple = (bytes(h), owner_bytes(owner), deleted, self._ctx.clock.now_msec())
+        self._ctx.require_open()
         ctx = self._ctx
         targets = ctx.layout.storage_nodes(h)
         verb = "remove" if deleted else "add"
@@ -118,12 +89,12 @@ class References:
         finally:
             self._sends.release()
 
-    def of_block(self, hash: object) -> list[Reference]:
+    def of_block(self, hash: bytes) -> list[Reference]:
         """This node's rows for ``hash``, tombstones included."""
         h = as_hash(hash)
-        if self._ctx.db is None:
+        if self._local is None:
             return []
-        return [Reference(o, s.deleted, s.ts) for o, s in self._ctx.db.refs.of_block(h)]
+        return [Reference(o, s.deleted, s.ts) for o, s in self._local.db.refs.of_block(h)]
 
     # -- merging (local, and for peers) ------------------------------------------------------
 
@@ -132,9 +103,10 @@ class References:
 
     async def merge(self, entries: list[RefTuple]) -> int:
         """Merge entries into ``block_ref`` with their refcount changes; rows changed."""
-        db = self._ctx.db
-        if db is None:
+        local, counts = self._local, self._counts
+        if local is None or counts is None:
             raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no references")
+        db = local.db
         for entry in entries:
             check_tuple(entry)
             if not self.is_storage_node(entry[0]):
@@ -149,19 +121,19 @@ class References:
                     delta, did_change = db.refs.merge_in(tx, entry)
                     changed += did_change
                     if delta > 0:
-                        self._ctx.incref(entry[0], tx)
+                        counts.incref(Hash(entry[0]), tx)
                     elif delta < 0:
-                        self._ctx.decref(entry[0], tx)
+                        counts.decref(Hash(entry[0]), tx)
         if changed:
             self.generation += 1
-            self._ctx.notify_resync()
+            local.notify_resync()
         return changed
 
     async def collect(self, entries: list[RefTuple]) -> int:
         """Drop these tombstones (never an alive row, never a newer tombstone)."""
-        db = self._ctx.db
-        if db is None:
+        if self._local is None:
             return 0
+        db = self._local.db
         for entry in entries:
             check_tuple(entry)
         dropped = 0
@@ -188,9 +160,9 @@ class References:
 
     def alive_count(self, hash: bytes) -> tuple[int, int]:
         """(alive rows, all rows) for ``hash`` in this node's ``block_ref``."""
-        if self._ctx.db is None:
+        if self._local is None:
             return 0, 0
-        return self._ctx.db.refs.count_alive(hash)
+        return self._local.db.refs.count_alive(hash)
 
     # -- RPC handlers ----------------------------------------------------------------------
 
@@ -211,9 +183,9 @@ class References:
         await self.collect(entries)
 
     def _require_db(self) -> MetadataDb:
-        if self._ctx.db is None:
+        if self._local is None:
             raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no references")
-        return self._ctx.db
+        return self._local.db
 
 
-__all__ = ["MAX_BACKGROUND_SENDS", "RefContext", "References", "as_hash"]
+__all__ = ["MAX_BACKGROUND_SENDS", "References"]

@@ -40,7 +40,8 @@ from .._storage.blockfiles import BlockStore
 from .._storage.metadata import MetadataDb
 from .._storage.offload import run_blocking
 from .clock import NodeClock
-from .references import RefContext, References
+from .context import NodeContext
+from .references import References
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 
 log = logging.getLogger("trioblock.refsync")
@@ -78,19 +79,13 @@ class RefSyncWorker(Worker):
     name = "ref-sync"
 
     def __init__(
-        self,
-        refs: References,
-        ctx: RefContext,
-        store: BlockStore,
-        *,
-        rng: random.Random | None = None,
+        self, ctx: NodeContext, refs: References, *, rng: random.Random | None = None
     ) -> None:
         super().__init__()
-        assert ctx.db is not None
         self.refs = refs
         self.ctx = ctx
         self.db: MetadataDb = ctx.db
-        self.store = store
+        self.store: BlockStore = ctx.store
         self.tranquility = DEFAULT_TRANQUILITY
         self.tranquilizer = Tranquilizer()
         # Seeded by the node id: reproducible under a MockClock, different per node.
@@ -110,11 +105,13 @@ class RefSyncWorker(Worker):
 
     @property
     def _clock(self) -> NodeClock:
-        return self.ctx.clock
+        clock: NodeClock = self.ctx.clock
+        return clock
 
     @property
     def _rpc(self) -> RpcNode | None:
-        return self.ctx.rpc
+        rpc: RpcNode | None = self.ctx.rpc
+        return rpc
 
     def request(self) -> int:
         """Ask for a pass now; returns the number that pass will complete."""

@@ -35,6 +35,7 @@ rebalance workers.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import random
@@ -187,16 +188,29 @@ class BlockWalk:
 
 # -- persisted state ---------------------------------------------------------------------
 
-RUNNING = "running"
-PAUSED = "paused"
-STOPPED = "stopped"
+
+class ScrubState(enum.StrEnum):
+    """The scrub's state, as persisted, reported by ``scrub_status()`` and shown by the CLI.
+
+    ``RUNNING`` and ``PAUSED`` have a run in progress; ``FINISHED`` (a run completed
+    before) and ``IDLE`` (none ever completed) have none.
+    """
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    IDLE = "idle"
+
+    @property
+    def in_progress(self) -> bool:
+        return self in (ScrubState.RUNNING, ScrubState.PAUSED)
 
 
 @dataclass
-class ScrubState:
+class ScrubRecord:
     """What ``scrub_state`` holds (all times in node msec)."""
 
-    status: str
+    status: ScrubState
     next_run: int
     tranquility: int
     dir_index: int = 0
@@ -213,7 +227,7 @@ class ScrubState:
 
     def encode(self) -> dict[str, Any]:
         return {
-            "status": self.status,
+            "status": self.status.value,
             "position": {"dir": self.dir_index, "path": self.dir_path, "after": self.after},
             "started_at": self.started_at,
             "last_completed": self.last_completed,
@@ -226,11 +240,12 @@ class ScrubState:
         }
 
     @classmethod
-    def decode(cls, obj: Any) -> ScrubState:
+    def decode(cls, obj: Any) -> ScrubRecord:
         """Raises ``ValueError`` (or KeyError/TypeError) on a malformed map."""
-        status = obj["status"]
-        if status not in (RUNNING, PAUSED, STOPPED):
-            raise ValueError(f"unknown scrub status {status!r}")
+        raw = obj["status"]
+        if raw == "stopped":  # written by earlier versions
+            raw = ScrubState.IDLE if obj.get("last_completed") is None else ScrubState.FINISHED
+        status = ScrubState(raw)  # ValueError when unknown
         pos = obj.get("position") or {}
 
         def opt_int(name: str) -> int | None:
@@ -257,13 +272,14 @@ class ScrubState:
 class ScrubStatus:
     """What ``BlockManager.scrub_status()`` reports.
 
-    ``state`` is ``"running"``, ``"paused"``, ``"finished"`` (no run in progress, one
-    completed before) or ``"idle"`` (no run in progress, none ever completed).
+    ``state`` is a :class:`ScrubState` (a ``str``): ``"running"``, ``"paused"``,
+    ``"finished"`` (no run in progress, one completed before) or ``"idle"`` (no run in
+    progress, none ever completed).
     ``blocks_checked`` counts the current run, or the last completed one when none runs.
     Times are node msec.
     """
 
-    state: str
+    state: ScrubState
     progress: float
     last_completed: int | None
     next_run: int | None
@@ -297,15 +313,15 @@ class ScrubWorker(Worker):
 
     # -- persistence ------------------------------------------------------------------------
 
-    def _load(self) -> ScrubState:
+    def _load(self) -> ScrubRecord:
         raw = self.node.db.get_setting(SCRUB_STATE_KEY)
         if raw is not None:
             try:
-                return ScrubState.decode(raw)
+                return ScrubRecord.decode(raw)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("stored scrub state is unreadable, starting afresh: %r", exc)
-        state = ScrubState(
-            status=STOPPED,
+        state = ScrubRecord(
+            status=ScrubState.IDLE,
             next_run=self._next_run_after(self.node.clock.now_msec()),
             tranquility=self.node.config.scrub_tranquility,
         )
@@ -326,7 +342,7 @@ class ScrubWorker(Worker):
 
     def _sync_position(self) -> None:
         walk, st = self._walk, self.persisted
-        if walk is not None and st.status != STOPPED:
+        if walk is not None and st.status.in_progress:
             st.dir_index = walk.dir_index
             st.after = walk.after
             current = walk.current_dir
@@ -355,7 +371,7 @@ class ScrubWorker(Worker):
 
     def _begin(self, now: int) -> None:
         st = self.persisted
-        st.status = RUNNING
+        st.status = ScrubState.RUNNING
         st.started_at = now
         st.paused_until = None
         st.dir_index, st.dir_path, st.after = 0, None, ""
@@ -365,7 +381,7 @@ class ScrubWorker(Worker):
 
     def _stop_run(self) -> None:
         st = self.persisted
-        st.status = STOPPED
+        st.status = ScrubState.IDLE if st.last_completed is None else ScrubState.FINISHED
         st.paused_until = None
         st.dir_index, st.dir_path, st.after = 0, None, ""
         self._walk = None
@@ -381,15 +397,15 @@ class ScrubWorker(Worker):
         self._token = self._changed.value
         self._wake_at = None
         now = node.clock.now_msec()
-        if st.status == PAUSED:
+        if st.status is ScrubState.PAUSED:
             if st.paused_until is not None and now < st.paused_until:
                 self._wake_at = node.clock.trio_time_of(st.paused_until)
                 return WorkerState.IDLE
-            st.status = RUNNING
+            st.status = ScrubState.RUNNING
             st.paused_until = None
             log.info("scrub resumed after its pause")
             await self._save()
-        if st.status != RUNNING:
+        if st.status is not ScrubState.RUNNING:
             if node.config.disable_scrub:
                 return WorkerState.IDLE
             if now < st.next_run:
@@ -493,24 +509,24 @@ class ScrubWorker(Worker):
             if isinstance(cmd, int):
                 st.tranquility = cmd
             elif cmd == "start":
-                if st.status == STOPPED:
+                if not st.status.in_progress:
                     self._begin(now)
                 else:
                     log.info("scrub start: a scrub is already %s", st.status)
             elif cmd == "pause":
-                if st.status == STOPPED:
+                if not st.status.in_progress:
                     log.info("scrub pause: no scrub is running")
                 else:
                     duration = DEFAULT_PAUSE if seconds is None else seconds
-                    st.status = PAUSED
+                    st.status = ScrubState.PAUSED
                     st.paused_until = now + int(duration * 1000)
             elif cmd == "resume":
-                if st.status == PAUSED:
-                    st.status = RUNNING
+                if st.status is ScrubState.PAUSED:
+                    st.status = ScrubState.RUNNING
                     st.paused_until = None
                 else:
                     log.info("scrub resume: the scrub is not paused")
-            elif st.status != STOPPED:  # cancel
+            elif st.status.in_progress:  # cancel
                 log.info("scrub cancelled after %d blocks", st.checked)
                 self._stop_run()
             await self._save()
@@ -520,12 +536,11 @@ class ScrubWorker(Worker):
 
     def status(self) -> ScrubStatus:
         st = self.persisted
-        if st.status == STOPPED:
-            state = "idle" if st.last_completed is None else "finished"
+        state = st.status
+        if not state.in_progress:
             progress = 0.0 if st.last_completed is None else 1.0
             checked = st.last_checked or 0
         else:
-            state = st.status
             walk = self._walk
             if walk is not None:
                 progress = walk.progress()
@@ -540,7 +555,7 @@ class ScrubWorker(Worker):
             next_run=None if self.node.config.disable_scrub else st.next_run,
             corruptions_found=st.corruptions,
             tranquility=st.tranquility,
-            paused_until=st.paused_until if st.status == PAUSED else None,
+            paused_until=st.paused_until if st.status is ScrubState.PAUSED else None,
             blocks_checked=checked,
         )
 
@@ -549,7 +564,7 @@ class ScrubWorker(Worker):
         return replace(
             super().info(),
             tranquility=status.tranquility,
-            progress=status.progress if status.state in (RUNNING, PAUSED) else None,
+            progress=status.progress if status.state.in_progress else None,
             info=f"{status.state}, {status.blocks_checked} blocks verified, "
             f"{status.corruptions_found} corruptions found",
         )
@@ -559,6 +574,7 @@ __all__ = [
     "SCRUB_STATE_KEY",
     "BlockWalk",
     "OperationsNode",
+    "ScrubRecord",
     "ScrubState",
     "ScrubStatus",
     "ScrubWorker",

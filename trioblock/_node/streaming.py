@@ -10,16 +10,13 @@ and queued for repair, as on any read.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from .._core.block import BlockDecoder, BlockHeader
 from .._core.hashing import Hash
 from .._storage.blockfiles import BlockLocation
 from .._storage.offload import run_blocking
 from ..errors import CorruptBlockError
-
-if TYPE_CHECKING:
-    from .manager import BlockManager
+from .context import NodeContext, PeerContext
 
 
 class VerifiedChunks:
@@ -27,7 +24,7 @@ class VerifiedChunks:
 
     def __init__(
         self,
-        node: BlockManager,
+        node: PeerContext,
         hash: Hash,
         header: BlockHeader,
         encoded: AsyncIterator[bytes],
@@ -47,7 +44,7 @@ class VerifiedChunks:
     async def _corrupt(self) -> None:
         node = self._node
         node.metrics.corruptions += 1
-        if self._local is not None:
+        if self._local is not None and isinstance(node, NodeContext):
             await node.store.quarantine(self._local)
             node.put_to_resync(self._hash, 0)
 

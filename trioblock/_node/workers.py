@@ -14,9 +14,11 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import trio
+from trio_util import move_on_when
 
 log = logging.getLogger("trioblock.workers")
 
@@ -25,6 +27,8 @@ ERROR_RETRY_MAX = 60.0
 
 
 class WorkerState(enum.Enum):
+    """What a worker is doing: working, sleeping between units, waiting for work, done."""
+
     BUSY = "busy"
     THROTTLED = "throttled"
     IDLE = "idle"
@@ -92,10 +96,16 @@ def with_details(info: WorkerInfo, **details: object) -> WorkerInfo:
     return replace(info, **details)  # type: ignore[arg-type]
 
 
+async def _sleep_unless(stopping: trio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stopping`` is set meanwhile."""
+    with trio.move_on_after(seconds):
+        await stopping.wait()
+
+
 async def run_worker(
     worker: Worker,
     stopping: trio.Event,
-    now_msec: object,
+    now_msec: Callable[[], int],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -104,7 +114,6 @@ async def run_worker(
     ``now_msec`` is the node clock's ``now_msec`` (for error timestamps).
     """
     task_status.started()
-    clock = now_msec if callable(now_msec) else None
     while not stopping.is_set():
         try:
             result = await worker.work()
@@ -112,19 +121,17 @@ async def run_worker(
             worker.errors += 1
             worker.consecutive_errors += 1
             worker.last_error = f"{type(exc).__name__}: {exc}"
-            worker.last_error_at = clock() if clock else None
+            worker.last_error_at = now_msec()
             delay = min(ERROR_RETRY_MAX, ERROR_RETRY_MIN * 2 ** (worker.consecutive_errors - 1))
             log.warning("%s: error (retrying in %.0fs): %s", worker.name, delay, worker.last_error)
             worker.state = WorkerState.THROTTLED
-            with trio.move_on_after(delay):
-                await stopping.wait()
+            await _sleep_unless(stopping, delay)
             continue
         worker.consecutive_errors = 0
         if isinstance(result, Throttled):
             worker.state = WorkerState.THROTTLED
             if result.seconds > 0 and math.isfinite(result.seconds):
-                with trio.move_on_after(result.seconds):
-                    await stopping.wait()
+                await _sleep_unless(stopping, result.seconds)
             else:
                 await trio.lowlevel.checkpoint()
         elif result is WorkerState.BUSY:
@@ -132,16 +139,61 @@ async def run_worker(
             await trio.lowlevel.checkpoint()
         elif result is WorkerState.IDLE:
             worker.state = WorkerState.IDLE
-            async with trio.open_nursery() as nursery:
-
-                async def stop_on_event() -> None:
-                    await stopping.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(stop_on_event)
+            async with move_on_when(stopping.wait):
                 await worker.wait_for_work()
-                nursery.cancel_scope.cancel()
         else:
             worker.state = WorkerState.DONE
             return
     worker.state = WorkerState.DONE
+
+
+class WorkerRegistry:
+    """The node's running workers: started in its nursery, stopped between units.
+
+    ``stop()`` sets ``stopping`` and waits until every worker has left its loop.
+    """
+
+    def __init__(self, stopping: trio.Event, now_msec: Callable[[], int]) -> None:
+        self._stopping = stopping
+        self._now_msec = now_msec
+        self._workers: list[Worker] = []
+        self._running = 0
+        self._all_stopped = trio.Event()
+
+    def add(self, nursery: trio.Nursery, worker: Worker) -> None:
+        """Run ``worker`` in ``nursery`` until it is done or the node stops."""
+        self._workers.append(worker)
+        self._running += 1
+        nursery.start_soon(self._run, worker, name=f"worker {worker.name}")
+
+    async def _run(self, worker: Worker) -> None:
+        try:
+            await run_worker(worker, self._stopping, self._now_msec)
+        finally:
+            self._running -= 1
+            self._workers.remove(worker)
+            if self._running == 0:
+                self._all_stopped.set()
+
+    def __iter__(self) -> Iterator[Worker]:
+        return iter(list(self._workers))
+
+    def infos(self) -> list[WorkerInfo]:
+        return [w.info() for w in self._workers]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._running:
+            await self._all_stopped.wait()
+
+
+__all__ = [
+    "StepResult",
+    "Throttled",
+    "Worker",
+    "WorkerInfo",
+    "WorkerRegistry",
+    "WorkerState",
+    "run_worker",
+    "with_details",
+]

@@ -6,6 +6,8 @@ stays proportional to the blocks being mutated right now.
 
 ``trio.Lock`` is not re-entrant: code that holds a block's lock must call the
 ``*_locked`` variants of storage operations, never the ones that take the lock again.
+A task that tries to take a block's lock it already holds gets a ``RuntimeError``
+naming the block at once (instead of a deadlock or Trio's anonymous error).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class KeyedLock:
     @asynccontextmanager
     async def hold(self, key: bytes) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (None, 0))
+        if lock is not None and lock.statistics().owner is trio.lowlevel.current_task():
+            raise RuntimeError(
+                f"the lock of block {bytes(key).hex()} is already held by this task: "
+                "block locks are not re-entrant (call the *_locked variant instead)"
+            )
         if lock is None:
             lock = trio.Lock()
         self._locks[key] = (lock, users + 1)

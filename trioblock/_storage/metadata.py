@@ -127,18 +127,15 @@ class MetadataDb(Database):
                 _queue_put(t, hash, now_msec + resync_delay_msec)
         return new, queued
 
-    async def raise_rc_to(self, hash: bytes, count: int) -> RcEntry:
+    def raise_rc_to(self, hash: bytes, count: int) -> RcEntry:
         """Make the count at least ``count`` (a recount found more live references)."""
-
-        def run(tx: Transaction) -> RcEntry:
+        with self.transaction() as tx, sql_errors("recount"):
             old = self.get_rc_in(tx, hash)
             if old.count >= count:
                 return old
             new = RcEntry.present(count)
             self.set_rc(tx, hash, old, new)
             return new
-
-        return await self.write(run)
 
     # -- counts and listings -----------------------------------------------------------------
 
@@ -237,7 +234,7 @@ class MetadataDb(Database):
 
     # -- the resync queue (asynchronous: background workers) ---------------------------------
 
-    async def queue_head(self, limit: int) -> list[tuple[bytes, Hash]]:
+    def queue_head(self, limit: int) -> list[tuple[bytes, Hash]]:
         """The first ``limit`` queue entries (key, hash), earliest first."""
         rows = self.read_all("SELECT key, value FROM resync_queue ORDER BY key LIMIT ?", (limit,))
         return [(bytes(k), Hash(v)) for k, v in rows]

@@ -22,7 +22,8 @@ from .._core.config import Config
 from .._core.placement import StaticLayout
 from .._net.tcp import TcpTransport
 from .._net.transport import Transport
-from .._node.manager import BlockManager, open_block_manager
+from .._node.lifecycle import open_block_manager
+from .._node.manager import BlockManager
 from .._node.nurseries import service_nursery
 from .._storage.offload import run_blocking
 from ._memory import MemoryNetwork

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import trio
 
 from .._core.hashing import Hash
-from .._node.manager import GC_CHECK_SLACK_MSEC
+from .._node.manager import BlockManager
+from .._node.refcounts import GC_CHECK_SLACK_MSEC
 from ..errors import CorruptBlockError, MissingBlockError
 from ._cluster import Cluster
 
@@ -169,6 +170,13 @@ def settle_seconds(cluster: Cluster) -> float:
     )
 
 
+async def scrub_to_end(bm: BlockManager, poll: float = 1.0) -> None:
+    """Run a scrub of ``bm`` now and wait (polling every ``poll`` seconds) until it ends."""
+    await bm.scrub("start")
+    while bm.scrub_status().state.in_progress:  # noqa: ASYNC110 (a status, no event)
+        await trio.sleep(poll)
+
+
 async def settle(cluster: Cluster, model: ClusterModel, *, rounds: int = 3) -> None:
     """Heal the network, start every node, let resync and GC run to completion."""
     cluster.net.heal()
@@ -177,13 +185,9 @@ async def settle(cluster: Cluster, model: ClusterModel, *, rounds: int = 3) -> N
         await cluster.start(node)
         _catch_up(cluster, model, node)
     model.stopped.clear()
-    # Reading a corrupted copy quarantines it and queues its repair.
-    for h, node in sorted(model.corrupted):
-        bm = cluster.nodes[node]
-        try:
-            await bm.store.read_verified(h)
-        except CorruptBlockError:
-            bm.put_to_resync(h, 0)
+    # A scrub finds the corrupted copies, quarantines them and queues their repair.
+    for node in sorted({node for _h, node in model.corrupted}):
+        await scrub_to_end(cluster.nodes[node])
     model.corrupted.clear()
     for _ in range(rounds):
         for bm in cluster.nodes.values():
@@ -288,13 +292,13 @@ async def run_operations(
             if victim is None or bm is None or any(c[0] == victim for c in model.corrupted):
                 model.skipped += 1
                 continue
-            loc = await bm.store.find(victim)
-            if loc is None or loc.size == 0:
+            path = await bm.local_block_path(victim)
+            raw = bytearray(path.read_bytes()) if path is not None else bytearray()
+            if path is None or not raw:
                 model.skipped += 1
                 continue
-            raw = bytearray(loc.path.read_bytes())
             raw[len(raw) // 2] ^= 0x55
-            loc.path.write_bytes(bytes(raw))
+            path.write_bytes(bytes(raw))
             model.corrupted.add((victim, op.node))
         elif isinstance(op, Advance):
             await trio.sleep(op.seconds)
@@ -317,9 +321,12 @@ async def check_converged(cluster: Cluster, model: ClusterModel) -> None:
                 assert bm.get_block_rc(h) == model.refs[h], (
                     f"{node}: rc of {h.hex()} is {bm.get_block_rc(h)}, expected {model.refs[h]}"
                 )
-                found = await bm.store.read_verified(h)
-                assert found is not None, f"{node} lost referenced block {h.hex()}"
-                assert found[0] == model.contents[h]
+                assert await bm.has_local_block(h), f"{node} lost referenced block {h.hex()}"
+                corruptions = bm.metrics.corruptions
+                assert await bm.get_block(h) == model.contents[h]
+                assert bm.metrics.corruptions == corruptions, (
+                    f"{node}: its copy of referenced block {h.hex()} is corrupt"
+                )
             for bm in cluster.nodes.values():
                 assert await bm.get_block(h) == model.contents[h]
         elif h in model.zero_since:

@@ -1,4 +1,8 @@
-"""Operator requests arriving over the authenticated transport (``Admin`` messages).
+"""The operator protocol: ``Admin`` requests arriving over the authenticated transport.
+
+``trioblock serve`` installs :func:`answer_admin` as the node's admin handler
+(``open_block_manager(..., admin_handler=answer_admin)``). It uses nothing but the
+``BlockManager``'s public API.
 
 The CLI sends ``{"op": NAME, ...}`` maps, optionally followed by a body (the block of a
 ``put``); each op maps to one ``BlockManager`` member and answers with a CBOR-friendly
@@ -14,10 +18,10 @@ map, optionally followed by a body (the block of a ``get``). Rules kept here:
   :data:`MAX_ERRORS_PAGE` entries).
 - Times are node milliseconds (wall clock at start plus Trio's clock since); every
   reply holding times also holds the node's ``now``, so a client can show them relative.
-- Long operator work (repair, rebalance) is started in the node's nursery and the op
-  returns at once; ``operation`` reports its progress (read from ``bm.workers()``) and,
-  once over, its report or error, so the CLI can draw a progress bar by polling. The
-  scrub is driven by ``scrub`` and reported by ``operation`` too.
+- Long operator work (repair, rebalance) is started with ``bm.start_operation`` and
+  the op returns at once; ``operation`` reports its progress (``bm.operation_status``)
+  and, once over, its report or error, so the CLI can draw a progress bar by polling.
+  The scrub is driven by ``scrub`` and reported by ``operation`` too.
 
 Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
 ``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
@@ -27,27 +31,24 @@ Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
-import shutil
-import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from pathlib import Path
+from typing import Any, Final
 
 from .._core.hashing import Hash
 from .._net.messages import PROTOCOL_VERSION
-from .._storage.offload import run_blocking
+from .._node.manager import BlockManager
+from .._node.scrub import ScrubState
 from ..errors import TrioblockError
-
-if TYPE_CHECKING:
-    from .manager import BlockManager
 
 log = logging.getLogger("trioblock.admin")
 
 #: An op's answer: a reply map, or a reply map and a body to stream after it.
 AdminResult = dict[str, Any] | tuple[dict[str, Any], bytes]
-AdminOp = Callable[["BlockManager", dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
+AdminOp = Callable[[BlockManager, dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
 
 #: Most resync errors returned by one ``errors`` request (each entry is ~150 bytes).
 MAX_ERRORS_PAGE: Final = 200
@@ -130,101 +131,47 @@ def as_plain(value: Any) -> Any:
         return {str(k): as_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [as_plain(v) for v in value]
-    if hasattr(value, "value") and type(value).__module__.startswith("trioblock"):
+    if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, Path):
+        return str(value)
     return value
 
 
-def _disk_usage(paths: list[str]) -> list[dict[str, Any]]:
+async def data_dir_usage(bm: BlockManager) -> list[dict[str, Any]]:
+    """Total and free bytes of the filesystem of each data directory, as plain maps."""
     out: list[dict[str, Any]] = []
-    for p in paths:
-        try:
-            usage = shutil.disk_usage(p)
-            out.append({"path": p, "total": usage.total, "free": usage.free})
-        except OSError as exc:
-            out.append({"path": p, "error": str(exc)})
+    for usage in await bm.data_dir_usage():
+        entry: dict[str, Any] = {"path": str(usage.path), "read_only": usage.read_only}
+        if usage.error is not None:
+            entry["error"] = usage.error
+        else:
+            entry.update(total=usage.total, free=usage.free)
+        out.append(entry)
     return out
 
 
-async def data_dir_usage(bm: BlockManager) -> list[dict[str, Any]]:
-    """Total and free bytes of the filesystem of each data directory (in a thread)."""
-    layout = bm.store.layout
-    usage = await run_blocking(_disk_usage, [str(p) for p in layout.dirs], limiter=bm.cpu_limiter)
-    for index, entry in enumerate(usage):
-        entry["read_only"] = index in layout.read_only
-    return usage
-
-
 # ---------------------------------------------------------------------------------------
-# Background operations (repair, rebalance)
+# Background operations (repair, rebalance) and the scrub, as ``operation`` reports them
 
-
-@dataclass
-class OperationRun:
-    """One repair or rebalance started by an operator, as ``operation`` reports it."""
-
-    name: str
-    started_at: int
-    #: ``running``, ``done`` or ``failed``
-    state: str = "running"
-    finished_at: int | None = None
-    report: dict[str, Any] | None = None
-    error: str | None = None
-
-
-_RUNS: weakref.WeakKeyDictionary[BlockManager, dict[str, OperationRun]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _runs(bm: BlockManager) -> dict[str, OperationRun]:
-    runs = _RUNS.get(bm)
-    if runs is None:
-        runs = {}
-        _RUNS[bm] = runs
-    return runs
-
-
-def _start_operation(bm: BlockManager, name: str) -> OperationRun:
-    """Start ``bm.repair()`` / ``bm.rebalance()`` in the node's nursery (or join the
-    one already running) and return its record at once."""
-    runs = _runs(bm)
-    current = runs.get(name)
-    if current is not None and current.state == "running":
-        return current
-    nursery = bm._require_open()
-    run = OperationRun(name, started_at=bm.clock.now_msec())
-    runs[name] = run
-    action = bm.repair if name == "repair" else bm.rebalance
-
-    async def run_to_end() -> None:
-        try:
-            report = await action()
-        except Exception as exc:  # recorded for the operator, never raised into the node
-            log.warning("%s failed: %r", name, exc)
-            run.state = "failed"
-            run.error = f"{type(exc).__name__}: {exc}"
-        else:
-            run.state = "done"
-            run.report = as_plain(report)
-        run.finished_at = bm.clock.now_msec()
-
-    nursery.start_soon(run_to_end)
-    log.info("%s started by an operator", name)
-    return run
+#: The scrub's state in an ``operation`` view (the repair and rebalance states are
+#: ``OperationState`` values: idle, running, done, failed).
+_SCRUB_VIEW_STATE: Final = {
+    ScrubState.RUNNING: "running",
+    ScrubState.PAUSED: "paused",
+    ScrubState.FINISHED: "done",
+    ScrubState.IDLE: "idle",
+}
 
 
 def _operation_view(bm: BlockManager, name: str) -> dict[str, Any]:
     """Uniform progress record of ``repair``, ``rebalance`` or ``scrub``."""
-    now = bm.clock.now_msec()
+    now = bm.now_msec()
     if name == "scrub":
         status = bm.scrub_status()
-        state = {"running": "running", "paused": "paused", "finished": "done"}.get(
-            status.state, "idle"
-        )
         return {
             "name": "scrub",
-            "state": state,
+            "state": _SCRUB_VIEW_STATE[status.state],
             "progress": status.progress,
             "info": f"{status.blocks_checked} blocks verified, "
             f"{status.corruptions_found} corruptions found",
@@ -236,20 +183,10 @@ def _operation_view(bm: BlockManager, name: str) -> dict[str, Any]:
         }
     if name not in BACKGROUND_OPERATIONS:
         raise ValueError(f"unknown operation {name!r}: scrub, repair or rebalance")
-    run = _runs(bm).get(name)
-    worker = next((w for w in bm.workers() if w.name == name), None)
-    if run is None:
-        state = "running" if worker is not None else "idle"
-        view: dict[str, Any] = {"state": state, "report": None, "error": None}
-        view.update(started_at=None, finished_at=None)
-    else:
-        view = dataclasses.asdict(run)
-    view["name"] = name
-    if view["state"] == "running":
-        view["progress"] = worker.progress if worker is not None else 0.0
-        view["info"] = worker.info if worker is not None else "starting"
-    else:
-        view["progress"] = 1.0 if view["state"] == "done" else None
+    view: dict[str, Any] = as_plain(bm.operation_status(name))
+    if view["state"] == "running" and view["progress"] is None:
+        view["progress"] = 0.0
+    if view["state"] != "running":
         view["info"] = None
     view["now"] = now
     return view
@@ -265,7 +202,7 @@ async def _info(bm: BlockManager, request: dict[str, Any], body: bytes | None) -
         "node_id": bm.node_id,
         "protocol_version": PROTOCOL_VERSION,
         "max_block_size": bm.config.max_block_size,
-        "now": bm.clock.now_msec(),
+        "now": bm.now_msec(),
     }
 
 
@@ -273,13 +210,13 @@ async def _info(bm: BlockManager, request: dict[str, Any], body: bytes | None) -
 async def _status(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     status: dict[str, Any] = {
         "node_id": bm.node_id,
-        "now": bm.clock.now_msec(),
-        "uptime": round(time.monotonic() - bm.opened_monotonic, 3),
+        "now": bm.now_msec(),
+        "uptime": round(bm.uptime(), 3),
         "rc_len": bm.rc_len(),
         "resync_queue_len": bm.resync_queue_len(),
         "resync_errors_len": bm.resync_errors_len(),
-        "resync_workers": bm.resync.n_workers,
-        "resync_tranquility": bm.resync.tranquility,
+        "resync_workers": bm.resync_workers,
+        "resync_tranquility": bm.resync_tranquility,
         "layout": {
             "nodes": list(bm.layout.nodes),
             "replication_factor": bm.layout.replication_factor,
@@ -297,7 +234,7 @@ async def _status(bm: BlockManager, request: dict[str, Any], body: bytes | None)
 
 @op("workers")
 async def _workers(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
-    return {"workers": as_plain(bm.workers()), "now": bm.clock.now_msec()}
+    return {"workers": as_plain(bm.workers()), "now": bm.now_msec()}
 
 
 @op("errors")
@@ -313,15 +250,15 @@ async def _errors(bm: BlockManager, request: dict[str, Any], body: bytes | None)
         "errors": as_plain(page),
         "total": len(entries),
         "next": page[-1].hash.hex() if more else None,
-        "now": bm.clock.now_msec(),
+        "now": bm.now_msec(),
     }
 
 
 @op("retry_now")
 async def _retry_now(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     if request.get("all"):
-        return {"queued": bm.retry_all_now().value, "had_error": None}
-    had_error = bool(bm.retry_now(_hash_arg(request)).value)
+        return {"queued": bm.retry_all_now(), "had_error": None}
+    had_error = bm.retry_now(_hash_arg(request))
     return {"queued": 1, "had_error": had_error}
 
 
@@ -329,8 +266,8 @@ async def _retry_now(bm: BlockManager, request: dict[str, Any], body: bytes | No
 async def _purge(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     h = _hash_arg(request)
     refcount = bm.get_block_rc(h)
-    had_error = bm.db.get_error(h) is not None
-    removed = bm.purge(h).value
+    had_error = any(e.hash == h for e in bm.list_resync_errors())
+    removed = bm.purge(h)
     return {
         "hash": h.hex(),
         "refcount": refcount,
@@ -346,7 +283,7 @@ async def _set_resync(bm: BlockManager, request: dict[str, Any], body: bytes | N
         bm.set_resync_workers(request["workers"])
     if "tranquility" in request:
         bm.set_resync_tranquility(request["tranquility"])
-    return {"workers": bm.resync.n_workers, "tranquility": bm.resync.tranquility}
+    return {"workers": bm.resync_workers, "tranquility": bm.resync_tranquility}
 
 
 @op("put", body=True)
@@ -393,18 +330,18 @@ async def _scrub(bm: BlockManager, request: dict[str, Any], body: bytes | None) 
             status = await bm.scrub(cmd, seconds)
         else:
             raise ValueError(f"unknown scrub command {cmd!r}: start, pause, resume, cancel")
-    return {"scrub": as_plain(status), "now": bm.clock.now_msec()}
+    return {"scrub": as_plain(status), "now": bm.now_msec()}
 
 
 @op("repair")
 async def _repair(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
-    _start_operation(bm, "repair")
+    bm.start_operation("repair")
     return {"operation": _operation_view(bm, "repair")}
 
 
 @op("rebalance")
 async def _rebalance(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
-    _start_operation(bm, "rebalance")
+    bm.start_operation("rebalance")
     return {"operation": _operation_view(bm, "rebalance")}
 
 
@@ -421,7 +358,6 @@ __all__ = [
     "OPS",
     "AdminRequestError",
     "AdminResult",
-    "OperationRun",
     "answer_admin",
     "as_plain",
     "data_dir_usage",

@@ -1,0 +1,151 @@
+"""What the node's collaborators share: one :class:`NodeContext` per open node.
+
+``open_block_manager`` builds the context (configuration, layout, database, block
+store, clock, RPC client, limiters, byte budget, metrics, the resync workers' shared
+state) and hands it to each collaborator (writes, reads, reference counts, resync,
+endpoint, operations). The context also knows whether the node is open: every public
+entry point calls :meth:`NodeContext.require_open`, which raises ``NodeClosedError``
+once the node is closing or closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+from trio_util import AsyncValue
+
+from .._core.config import Config
+from .._core.hashing import Hash
+from .._core.hedging import HedgePolicy
+from .._core.placement import Layout
+from .._net.rpc import RpcNode
+from .._storage.blockfiles import BlockStore
+from .._storage.metadata import MetadataDb
+from ..errors import NodeClosedError
+from .budget import ByteBudget
+from .clock import NodeClock
+from .metrics import Metrics
+
+log = logging.getLogger("trioblock.node")
+
+
+class ResyncShared:
+    """State the resync workers share: busy set, settings, queue notifications."""
+
+    def __init__(self, workers: int, tranquility: int) -> None:
+        self.busy: set[Hash] = set()
+        self.n_workers = workers
+        self.tranquility = tranquility
+        #: bumped on every queue change; a worker idles until it moves past its token
+        self.generation = AsyncValue(0)
+
+    def notify(self) -> None:
+        self.generation.value += 1
+
+
+def as_hash(value: bytes) -> Hash:
+    """``value`` as a :class:`Hash` (``ValueError`` unless it is 32 bytes)."""
+    return value if isinstance(value, Hash) else Hash(value)
+
+
+@dataclass(eq=False, kw_only=True)
+class PeerContext:
+    """What every node has, a gateway included: configuration, layout, clock, network."""
+
+    config: Config
+    layout: Layout
+    clock: NodeClock
+    rpc: RpcNode | None
+    metrics: Metrics = field(default_factory=Metrics)
+    #: set when the node starts leaving its context; workers stop between units
+    stopping: trio.Event = field(default_factory=trio.Event)
+    nursery: trio.Nursery | None = None
+    #: set once the node is closed
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.cpu_limiter = trio.CapacityLimiter(self.config.disk_threads)
+        self.budget = ByteBudget(self.config.ram_buffer_max)
+        self.hedge = HedgePolicy(ceiling=self.config.rpc_timeout)
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    # -- open or closed ---------------------------------------------------------------------
+
+    def require_open(self) -> trio.Nursery:
+        """The node's nursery; ``NodeClosedError`` when the node is closing or closed."""
+        if self.nursery is None or self.stopping.is_set() or self.closed:
+            raise NodeClosedError(self.node_id)
+        return self.nursery
+
+    def spawn_background(
+        self, what: str, fn: Callable[..., Awaitable[object]], *args: object
+    ) -> None:
+        """Run ``fn(*args)`` in the node's nursery; log (never raise) its failure.
+
+        Does nothing once the node is closing.
+        """
+        nursery = self.nursery
+        if nursery is None or self.stopping.is_set():
+            return
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                log.warning("%s: %s failed: %s", self.node_id, what, describe(exc))
+
+        nursery.start_soon(guarded)
+
+    # -- placement --------------------------------------------------------------------------
+
+    def is_storage_node(self, hash: bytes) -> bool:
+        return self.node_id in self.layout.storage_nodes(hash)
+
+    def peers_for_read(self, hash: bytes) -> list[str]:
+        return [n for n in self.layout.read_nodes(hash) if n != self.node_id]
+
+
+@dataclass(eq=False, kw_only=True)
+class NodeContext(PeerContext):
+    """A storage node's shared parts: the above, plus its database and data directories."""
+
+    db: MetadataDb
+    store: BlockStore
+    resync: ResyncShared
+    db_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.cpu_limiter = self.store.limiter
+
+    @property
+    def resync_retry_delay_msec(self) -> int:
+        return self.config.resync_retry_delay_msec
+
+    # -- the resync queue -------------------------------------------------------------------
+
+    def notify_resync(self) -> None:
+        self.resync.notify()
+
+    def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None:
+        """Queue a resync check of ``hash`` after ``delay_msec`` (foreground DB)."""
+        self.db.put_to_resync_fg(hash, self.clock.now_msec() + delay_msec)
+        self.notify_resync()
+
+
+def describe(exc: BaseException) -> str:
+    """A readable account of ``exc``: the leaves of an exception group, one by one."""
+    if isinstance(exc, BaseExceptionGroup):
+        parts = [describe(e) for e in exc.exceptions]
+        return "; ".join(parts) if parts else repr(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = ["NodeContext", "PeerContext", "ResyncShared", "as_hash", "describe"]

@@ -1,0 +1,185 @@
+"""``open_block_manager``: open a node, run its services, close it cleanly.
+
+Opening: validate the configuration, open the metadata database (in a worker thread),
+load the data directories' partition assignment, check their markers, create the RPC
+client, build the node's shared :class:`~trioblock._node.context.NodeContext` and its
+:class:`~trioblock._node.manager.BlockManager`, then start the node's nursery
+(``service_nursery``): stale temp files removed, RPC server, resync workers, scrub
+worker. Closing: workers stop between units (within ``SHUTDOWN_GRACE``), the RPC layer
+closes, the nursery is cancelled, the database closes; every later call raises
+``NodeClosedError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from .._core.config import Config
+from .._core.datalayout import DataLayout
+from .._core.placement import Layout, LocalLayout
+from .._net.rpc import RpcNode
+from .._net.transport import Transport
+from .._storage.blockfiles import BlockStore
+from .._storage.metadata import MetadataDb
+from .._storage.offload import run_blocking
+from ..errors import ConfigError
+from .clock import NodeClock
+from .context import NodeContext, ResyncShared
+from .endpoint import RpcEndpoint
+from .manager import AdminHandler, BlockManager
+from .nurseries import service_nursery
+from .operations import Operations
+from .reads import Reader
+from .refcounts import RefCounts
+from .references import References
+from .refsync import RefSyncWorker
+from .resync import ResyncExecutor, ResyncPool
+from .workers import WorkerRegistry
+from .writes import Writer
+
+log = logging.getLogger("trioblock.node")
+
+#: How long leaving the context waits for workers to finish their current unit.
+SHUTDOWN_GRACE = 10.0
+
+
+@asynccontextmanager
+async def open_block_manager(
+    config: Config,
+    *,
+    layout: Layout | None = None,
+    transport: Transport | None = None,
+    admin_handler: AdminHandler | None = None,
+) -> AsyncIterator[BlockManager]:
+    """Open a node: database, data directories, RPC server and background workers.
+
+    ``layout=None`` means a single node that stores every block itself;
+    ``transport=None`` means no network. ``admin_handler``, when given, answers the
+    operator requests (``Admin`` messages) arriving over the transport:
+    ``await admin_handler(bm, request, body)`` returns a reply map, or a reply map and
+    a body (``trioblock serve`` installs the CLI's); without one they are refused.
+
+    Leaving the context stops the workers between units (a durable write in progress
+    completes), stops the server and closes the database; the ``BlockManager`` then
+    raises ``NodeClosedError``. Bad configuration raises ``ConfigError`` naming the
+    field. An exception raised by the code inside the context comes out as itself.
+    """
+    config.validate()
+    if layout is None:
+        layout = LocalLayout(config.node_id)
+    elif config.node_id not in layout.nodes:
+        raise ConfigError("node_id", f"{config.node_id!r} is not a node of the layout {layout!r}")
+    if transport is not None and config.rpc_secret is None:
+        raise ConfigError("rpc_secret", "a network transport requires a cluster secret")
+    if len(layout.nodes) > 1 and transport is None:
+        log.warning("%s: layout has peers but no transport: peers are unreachable", config.node_id)
+
+    clock = NodeClock()
+    db = await run_blocking(MetadataDb, config.metadata_dir)
+    ctx: NodeContext | None = None
+    try:
+        data_layout = await run_blocking(_load_data_layout, db, config)
+        store = BlockStore(
+            data_layout,
+            compression=config.compression_level is not None,
+            fsync=config.data_fsync,
+            limiter=trio.CapacityLimiter(config.disk_threads),
+            max_block_size=config.max_block_size,
+        )
+        markers = db.get_setting("data_dir_markers", {})
+        new_markers = await run_blocking(store.prepare_dirs_sync, markers, config.node_id)
+        if new_markers != markers:
+            db.set_setting("data_dir_markers", new_markers)
+        rpc = None
+        if transport is not None:
+            assert config.rpc_secret is not None
+            rpc = RpcNode(
+                config.node_id,
+                transport,
+                config.rpc_secret,
+                timeout=config.rpc_timeout,
+                max_body_size=config.max_block_size + (1 << 20),
+            )
+        resync = ResyncShared(
+            db.get_setting("resync_workers", config.resync_workers),
+            db.get_setting("resync_tranquility", config.resync_tranquility),
+        )
+        ctx = NodeContext(
+            config=config, layout=layout, db=db, store=store, clock=clock, rpc=rpc, resync=resync
+        )
+        workers = WorkerRegistry(ctx.stopping, clock.now_msec)
+        writer = Writer(ctx)
+        reader = Reader(ctx, writer)
+        resync_pool = ResyncPool(ctx, workers, ResyncExecutor(ctx, reader, writer))
+        operations = Operations(ctx, workers)
+        counts = RefCounts(ctx)
+        references = References(ctx, counts)
+        ref_sync = RefSyncWorker(ctx, references)
+        bm = BlockManager(
+            ctx,
+            workers=workers,
+            writer=writer,
+            reader=reader,
+            refs=counts,
+            references=references,
+            ref_sync=ref_sync,
+            resync=resync_pool,
+            operations=operations,
+        )
+        admin = None if admin_handler is None else functools.partial(admin_handler, bm)
+        endpoint = RpcEndpoint(ctx, reader, writer, references, admin)
+        async with service_nursery(f"node {config.node_id}") as nursery:
+            ctx.nursery = nursery
+            removed = await run_blocking(store.cleanup_temps_sync, limiter=ctx.cpu_limiter)
+            if removed:
+                log.info("removed %d stale temp files left by an earlier crash", removed)
+            nursery.start_soon(db.run_checkpoints)
+            if rpc is not None:
+                await nursery.start(rpc.serve, endpoint)
+            resync_pool.ensure_running()
+            operations.start_scrub_worker(nursery)
+            workers.add(nursery, ref_sync)
+            log.info(
+                "node %s open: %d data dir(s), compression %s, %d resync worker(s)",
+                config.node_id,
+                len(data_layout.dirs),
+                config.compression_level,
+                resync.n_workers,
+            )
+            try:
+                yield bm
+            finally:
+                # Workers finish their current unit, then the RPC layer closes.
+                with trio.move_on_after(SHUTDOWN_GRACE) as grace:
+                    grace.shield = True
+                    await workers.stop()
+                if rpc is not None:
+                    with trio.CancelScope(shield=True):
+                        await rpc.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        if ctx is not None:
+            ctx.stopping.set()
+            ctx.closed = True
+        with trio.CancelScope(shield=True):
+            await run_blocking(db.close)
+        log.info("node %s closed", config.node_id)
+
+
+def _load_data_layout(db: MetadataDb, config: Config) -> DataLayout:
+    """The stored partition assignment, updated for the configured directories."""
+    stored = db.get_setting("data_layout")
+    dirs = config.data_dirs
+    layout = DataLayout.initial(dirs) if stored is None else DataLayout.decode(stored).update(dirs)
+    encoded = layout.encode()
+    if encoded != stored:
+        db.set_setting("data_layout", encoded)
+    return layout
+
+
+__all__ = ["SHUTDOWN_GRACE", "open_block_manager"]

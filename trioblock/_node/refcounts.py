@@ -1,0 +1,130 @@
+"""Reference counts, the resync queue as users and operators see it, and purge.
+
+Every refcount change and its resync entry are written in one SQLite transaction
+(``MetadataDb.incref`` / ``decref``): incref queues a check in ``2 × rpc_timeout`` (to
+fetch the block should it not arrive), a decref to zero queues the deletion check for
+``gc_delay + 10 s``. The resync workers are notified once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .._core.block import BlockHeader
+from .._core.hashing import Hash
+from .._core.refcount import RcEntry, parse_queue_key
+from .._storage.blockfiles import BlockLocation, block_path
+from .._storage.metadata import ResyncErrorInfo, Transaction
+from .context import NodeContext
+
+log = logging.getLogger("trioblock.node")
+
+#: Extra delay after the GC delay before the deletion check runs (as Garage does).
+GC_CHECK_SLACK_MSEC = 10_000
+
+
+@dataclass(frozen=True)
+class QueuedResync:
+    """One entry of the resync queue: the block and when (node msec) it is due."""
+
+    hash: Hash
+    when: int
+
+
+class RefCounts:
+    """The node's reference counts and resync bookkeeping (foreground database)."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        ctx = self._ctx
+        with ctx.db.transaction() as tx:
+            tx.on_commit.append(ctx.notify_resync)
+            yield tx
+
+    def incref(self, hash: Hash, tx: Transaction | None) -> int:
+        ctx = self._ctx
+        now = ctx.clock.now_msec()
+        entry, queued = ctx.db.incref(
+            hash, now_msec=now, resync_at=now + 2 * ctx.config.rpc_timeout_msec, tx=tx
+        )
+        if queued and tx is None:
+            ctx.notify_resync()
+        return entry.count
+
+    def decref(self, hash: Hash, tx: Transaction | None) -> int:
+        ctx = self._ctx
+        entry, queued = ctx.db.decref(
+            hash,
+            now_msec=ctx.clock.now_msec(),
+            gc_delay_msec=ctx.config.gc_delay_msec,
+            resync_delay_msec=ctx.config.gc_delay_msec + GC_CHECK_SLACK_MSEC,
+            tx=tx,
+        )
+        if queued and tx is None:
+            ctx.notify_resync()
+        return entry.count
+
+    def rc_entry(self, hash: Hash) -> RcEntry:
+        return self._ctx.db.get_rc(hash)
+
+    def list_resync_errors(self) -> list[ResyncErrorInfo]:
+        return self._ctx.db.list_resync_errors(self._ctx.resync_retry_delay_msec)
+
+    def list_resync_queue(self, limit: int) -> list[QueuedResync]:
+        out = []
+        for key, hash in self._ctx.db.queue_head(limit):
+            when, _ = parse_queue_key(key)
+            out.append(QueuedResync(hash, when))
+        return out
+
+    def retry_now(self, hash: Hash) -> bool:
+        ctx = self._ctx
+        had_error = ctx.db.retry_now(hash, ctx.clock.now_msec())
+        ctx.notify_resync()
+        return had_error
+
+    def retry_all_now(self) -> int:
+        ctx = self._ctx
+        count = ctx.db.retry_all_now(ctx.clock.now_msec())
+        ctx.notify_resync()
+        return count
+
+    def purge(self, hash: Hash) -> int:
+        """Forget ``hash`` and detach its local copies; return how many were removed."""
+        ctx = self._ctx
+        ctx.db.purge(hash)
+        removed = self._detach_all_copies(hash)
+        if ctx.store.locks.locked(hash):
+            # A write or move of this block is under way: remove what it leaves, too.
+            ctx.spawn_background(f"purge of {hash.short()}", self._purge_files_locked, hash)
+        log.warning(
+            "%s: purged block %s (%d local copies removed)", ctx.node_id, hash.hex(), removed
+        )
+        return removed
+
+    def _detach_all_copies(self, hash: Hash) -> int:
+        ctx = self._ctx
+        removed = 0
+        for root in ctx.store.layout.candidate_dirs(hash):
+            for header in (BlockHeader.COMPRESSED, BlockHeader.PLAIN):
+                loc = BlockLocation(hash, block_path(root, hash, header), header, 0, 0)
+                trash = ctx.store.detach_now(loc)
+                if trash is not None:
+                    removed += 1
+                    ctx.spawn_background(
+                        f"unlink of purged {hash.short()}", ctx.store.discard, trash
+                    )
+        return removed
+
+    async def _purge_files_locked(self, hash: Hash) -> None:
+        async with self._ctx.store.locks.hold(hash):
+            self._detach_all_copies(hash)
+
+
+__all__ = ["GC_CHECK_SLACK_MSEC", "QueuedResync", "RefCounts"]
