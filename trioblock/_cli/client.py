@@ -326,8 +326,9 @@ def failure_exit(exc: TrioblockError, target: Target) -> CliError:
 def _tls_hint(exc: TrioblockError, target: Target) -> str:
     """What to check when a connection failed in a way TLS settings explain."""
     text = str(exc)
+    closed = any(w in text for w in ("broke", "closed", "Closed", "does not speak"))
     if target.ssl_context is None:
-        if "broke" in text or "closed" in text or "does not speak" in text:
+        if closed:
             return " (does the node require TLS? use its config, or --tls-ca)"
         return ""
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
@@ -338,7 +339,7 @@ def _tls_hint(exc: TrioblockError, target: Target) -> str:
         )
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
         return " (the node does not speak TLS: drop the TLS settings)"
-    if not target.client_cert and ("broke" in text or "closed" in text or "alert" in text):
+    if not target.client_cert and (closed or "alert" in text):
         return " (does the node require a client certificate? tls.cert_file or --tls-cert)"
     return ""
 
