@@ -325,3 +325,17 @@ def test_the_probe_base_configuration_is_good(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=15)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-1", "1e999", "soon"])
+def test_command_line_durations_are_finite_and_positive(
+    cli: Cli, tmp_path: Path, value: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    target = ["--node", "127.0.0.1:1", "--secret-file", str(secret)]
+    for args in (["status", *target, "--timeout", value], ["repair", *target, "--interval", value]):
+        result = cli(*args)
+        assert result.code == 2, result.stderr
+        assert "bad duration" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -58,7 +58,7 @@ from .nodefile import (
     parse_secret,
     read_text_file,
 )
-from .output import CliError, Exit, Output
+from .output import CliError, Exit, Output, duration_arg
 from .tls import TlsSettings
 
 #: Environment variable holding the cluster secret (hex or text).
@@ -113,7 +113,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-key", type=Path, metavar="FILE", help="key of --tls-cert")
     group.add_argument(
         "--timeout",
-        type=float,
+        type=duration_arg,
         default=DEFAULT_TIMEOUT,
         help=f"seconds allowed for each request (default {DEFAULT_TIMEOUT:.0f})",
     )
