@@ -339,3 +339,14 @@ def test_command_line_durations_are_finite_and_positive(
         assert result.code == 2, result.stderr
         assert "bad duration" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_a_config_without_read_permission(cli: Cli, tmp_path: Path) -> None:
+    config, _ = write_node_files(tmp_path, 0)
+    config.chmod(0)
+    for command in ("serve", "status"):
+        result = cli(command, "--config", str(config))
+        assert result.code == 2
+        assert_one_line_naming(result, "config")
+        assert "Permission denied" in result.stderr
