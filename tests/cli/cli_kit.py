@@ -79,7 +79,8 @@ class NodeProcess:
         return self.stderr_path.read_text()
 
 
-def write_node_files(root: Path, port: int) -> tuple[Path, Path]:
+def write_node_files(root: Path, port: int, extra: str = "") -> tuple[Path, Path]:
+    """``node.toml`` (plus ``extra`` TOML lines at the end) and its secret file in ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     secret = root / "secret"
     secret.write_text(SECRET_HEX + "\n")
@@ -95,6 +96,7 @@ def write_node_files(root: Path, port: int) -> tuple[Path, Path]:
                 "data_fsync = false",
                 "scrub_tranquility = 0",
                 "resync_tranquility = 0",
+                extra,
                 "",
             ]
         )
@@ -103,9 +105,9 @@ def write_node_files(root: Path, port: int) -> tuple[Path, Path]:
 
 
 @contextmanager
-def start_node(root: Path) -> Iterator[NodeProcess]:
+def start_node(root: Path, extra: str = "") -> Iterator[NodeProcess]:
     port = free_port()
-    config, secret = write_node_files(root, port)
+    config, secret = write_node_files(root, port, extra)
     stderr_path = root / "serve.stderr"
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(

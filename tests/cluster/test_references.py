@@ -27,8 +27,9 @@ async def test_a_reference_is_counted_on_every_storage_node(tmp_path: Path, tran
         await n0.add_reference(H, "v1")
         await n0.add_reference(H, "v2")
         await n0.remove_reference(H, "v1")
+        # The sends beyond the quorum finish in the background: give them a moment.
         with trio.fail_after(10):
-            while counts(cluster) != {"n0": 1, "n1": 1, "n2": 1}:
+            while counts(cluster) != {"n0": 1, "n1": 1, "n2": 1}:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         for bm in cluster.nodes.values():
             assert [(r.owner, r.deleted) for r in bm.references(H)] == [

@@ -224,7 +224,10 @@ class ReferenceMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([1.0, 15.0, 70.0, 150.0]))
     def advance(self, seconds: float) -> None:
-        self.env.run(lambda cluster: trio.sleep(seconds))
+        async def go(cluster: Cluster) -> None:
+            await trio.sleep(seconds)
+
+        self.env.run(go)
 
     @rule()
     def check(self) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +149,172 @@ def test_bad_sizes_name_the_field(bad: Any) -> None:
     with pytest.raises(ConfigError) as info:
         parse_size(bad, "some_field")
     assert info.value.field == "some_field"
+
+
+# ---------------------------------------------------------------------------------------
+# The bad-configuration probe: every value an operator or a program might get wrong.
+
+DURATIONS = [
+    "rpc_timeout",
+    "need_block_query_timeout",
+    "gc_delay",
+    "resync_retry_delay",
+    "scrub_interval",
+    "ref_sync_interval",
+]
+INTS = [
+    "resync_workers",
+    "resync_tranquility",
+    "scrub_tranquility",
+    "ram_buffer_max",
+    "max_block_size",
+    "disk_threads",
+]
+
+BAD_VALUES: list[tuple[str, Any]] = [
+    *[(name, value) for name in DURATIONS for value in (math.inf, -math.inf, math.nan)],
+    *[(name, value) for name in DURATIONS for value in ("30", True, None, -1, 1e300, 10**400)],
+    *[(name, 0) for name in DURATIONS if name != "gc_delay"],
+    *[(name, value) for name in INTS for value in ("three", 2.0, True, False, None, 10**400)],
+    *[(name, value) for name in ("data_fsync", "disable_scrub") for value in (0, 1, "yes", None)],
+    ("compression_level", "1"),
+    ("compression_level", math.inf),
+    ("node_id", None),
+    ("metadata_dir", ""),
+    ("metadata_dir", b"/m"),
+    ("data_dir", ""),
+    ("data_dir", 3),
+    ("data_dir", [DataDir("/a", read_only="no")]),  # type: ignore[arg-type]
+    ("data_dir", [3]),
+    ("rpc_secret", "text"),
+    ("rpc_secret", bytearray(b"s")),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_VALUES, ids=repr)
+def test_every_value_of_the_probe_is_refused_naming_its_field(field: str, value: Any) -> None:
+    config = cfg(**{field: value})
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    assert info.value.field == field
+    assert field in str(info.value)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("field", DURATIONS)
+def test_durations_must_be_finite(field: str) -> None:
+    with pytest.raises(ConfigError, match="finite") as info:
+        cfg(**{field: math.inf}).validate()
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"gc_delay": 0},
+        {"gc_delay": 0.5},
+        {"rpc_timeout": 1},
+        {"scrub_interval": 100 * 365 * 86400},
+        {"ref_sync_interval": 0.001},
+        {"metadata_dir": Path("m"), "data_dir": Path("d")},
+        {"data_dir": [Path("/a")]},
+    ],
+)
+def test_good_durations_and_paths_validate(overrides: dict[str, Any]) -> None:
+    cfg(**overrides).validate()
+
+
+def test_ref_sync_interval_defaults_to_ten_minutes() -> None:
+    assert cfg().ref_sync_interval == 600.0
+
+
+def test_a_gateway_has_neither_directory() -> None:
+    gateway = Config(node_id="g", metadata_dir=None, data_dir=None).validate()
+    assert gateway.is_gateway
+    assert gateway.data_dirs == ()
+    assert not cfg().is_gateway
+    with pytest.raises(ConfigError) as info:
+        _ = gateway.metadata_path
+    assert info.value.field == "metadata_dir"
+
+
+@pytest.mark.parametrize("missing", ["metadata_dir", "data_dir"])
+def test_exactly_one_directory_missing_is_an_error(missing: str) -> None:
+    with pytest.raises(ConfigError, match="gateway") as info:
+        cfg(**{missing: None}).validate()
+    assert info.value.field == missing
+
+
+def test_paths_accept_str_and_pathlike(tmp_path: Path) -> None:
+    class Where:
+        def __fspath__(self) -> str:
+            return str(tmp_path / "w")
+
+    c = Config(node_id="n", metadata_dir=Where(), data_dir=str(tmp_path / "d")).validate()
+    assert c.metadata_dir == tmp_path / "w"
+    assert c.metadata_path == tmp_path / "w"
+    assert c.data_dir == tmp_path / "d"
+    assert DataDir("x").path == Path("x").absolute()
+
+
+def _mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    pytest.importorskip("mypy")
+    (tmp_path / "user_code.py").write_text(source)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--config-file",
+            os.devnull,
+            "user_code.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_readme_example_type_checks_from_outside_the_repository(tmp_path: Path) -> None:
+    # Every field by keyword, with the types users pass: str paths, lists of paths,
+    # None for a gateway. This also keeps Config's declared signature in step with its
+    # fields (a field missing there is an "unexpected keyword" error).
+    defaults = {f.name: f.default for f in fields(Config) if f.name not in ("node_id",)}
+    args = ", ".join(
+        f"{name}={value!r}" for name, value in defaults.items() if name not in DIR_FIELDS
+    )
+    source = f"""
+from pathlib import Path
+import trioblock
+
+config = trioblock.Config(node_id="n1", metadata_dir="meta", data_dir="data")
+every = trioblock.Config(node_id="n1", metadata_dir=Path("m"), data_dir=["a", "b"], {args})
+several = trioblock.Config(
+    node_id="n1",
+    metadata_dir="meta",
+    data_dir=[trioblock.DataDir("/a", capacity="2T"), trioblock.DataDir(Path("/b"))],
+)
+gateway = trioblock.Config(node_id="g", metadata_dir=None, data_dir=None)
+where: Path | None = config.metadata_dir
+"""
+    done = _mypy(tmp_path, source)
+    assert done.returncode == 0, (
+        f"{done.stdout}{done.stderr}\n(an editable install made before pyproject's "
+        "package-dir setting hides the package from mypy: reinstall with pip install -e .)"
+    )
+
+
+DIR_FIELDS = ("metadata_dir", "data_dir")
+
+
+def test_type_checkers_refuse_a_wrong_path_type(tmp_path: Path) -> None:
+    done = _mypy(
+        tmp_path,
+        "import trioblock\ntrioblock.Config(node_id='n', metadata_dir=3, data_dir='d')\n",
+    )
+    assert done.returncode == 1
+    assert 'Argument "metadata_dir"' in done.stdout

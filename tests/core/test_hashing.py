@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -83,3 +84,45 @@ def test_hasher_over_any_split_equals_blake2sum(data: bytes, cuts: list[int]) ->
         hasher.update(data[start:point])
         start = point
     assert hasher.digest() == blake2sum(data)
+
+
+@pytest.mark.parametrize("value", [0, 32, True, 2**300])
+def test_an_int_is_not_a_hash(value: int) -> None:
+    # bytes(32) is 32 zero bytes: Hash(32) must not silently be the all-zero hash.
+    with pytest.raises(TypeError, match=r"not an int.*Hash\.from_hex"):
+        Hash(value)
+
+
+def test_a_hex_string_points_to_from_hex() -> None:
+    text = blake2sum(b"x").hex()
+    with pytest.raises(TypeError, match=r"Hash\.from_hex"):
+        Hash(text)  # type: ignore[arg-type]
+    assert Hash.from_hex(text) == blake2sum(b"x")
+
+
+@pytest.mark.parametrize("value", [None, [0] * 32, (0,) * 32, 3.5, object()])
+def test_other_non_bytes_values_are_type_errors(value: object) -> None:
+    with pytest.raises(TypeError, match="32 bytes"):
+        Hash(value)  # type: ignore[arg-type]
+
+
+def test_bytes_like_values_are_accepted() -> None:
+    raw = bytes(range(32))
+    assert Hash(bytearray(raw)) == Hash(memoryview(raw)) == Hash(Hash(raw)) == raw
+    assert type(Hash(memoryview(raw))) is Hash
+
+
+def test_from_hex_rejects_non_str() -> None:
+    with pytest.raises(TypeError, match="str"):
+        Hash.from_hex(b"00" * 32)  # type: ignore[arg-type]
+
+
+async def test_incref_of_an_int_counts_nothing(open_node: Any) -> None:
+    async with open_node() as bm:
+        for bad in (32, 0, blake2sum(b"x").hex()):
+            with pytest.raises(TypeError):
+                bm.incref(bad)
+            with pytest.raises(TypeError):
+                await bm.get_block(bad)
+        assert bm.get_block_rc(bytes(32)) == 0
+        assert bm.rc_len() == 0

@@ -11,6 +11,11 @@ How a command finds its node (first match wins):
   client name the node it expects, so the CLI first opens one connection, reads the
   node's ``Hello`` (which carries its id and is sent before any proof) and closes it.
 
+- TLS: the config's ``[tls]`` table (its CA to verify the node, its certificate and key
+  to present when the node requires client certificates), with ``--tls-ca``,
+  ``--tls-cert`` and ``--tls-key`` overriding its files or giving them without a config;
+  ``--tls`` alone speaks TLS trusting the system's CAs.
+
 The client is an :class:`~trioblock._net.rpc.RpcNode` named ``cli-<8 hex digits>`` over a
 :class:`~trioblock.TcpTransport` that knows only the target; the handshake proves the
 cluster secret both ways before any request, so a wrong secret fails with exit code 3.
@@ -24,9 +29,10 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +49,17 @@ from ..errors import (
     TransportError,
     TrioblockError,
 )
-from .nodefile import Address, NodeFile, load_node_file, parse_address, parse_secret
-from .output import CliError, Exit, Output
+from .nodefile import (
+    MAX_SECRET_BYTES,
+    Address,
+    NodeFile,
+    load_node_file,
+    parse_address,
+    parse_secret,
+    read_text_file,
+)
+from .output import CliError, Exit, Output, duration_arg
+from .tls import TlsSettings
 
 #: Environment variable holding the cluster secret (hex or text).
 SECRET_ENV = "TRIOBLOCK_SECRET"
@@ -60,6 +75,10 @@ class Target:
     address: Address
     secret: bytes = field(repr=False)
     node_id: str | None = None
+    #: The TLS client context, ``None`` for plain TCP.
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    #: Whether we present a client certificate (for the hint on a refused connection).
+    client_cert: bool = False
 
     def describe(self) -> str:
         host, port = self.address
@@ -83,8 +102,18 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "--node-id", help="the node's id (default: from the config, else asked of the node)"
     )
     group.add_argument(
+        "--tls", action="store_true", help="speak TLS, trusting the system's CAs (see --tls-ca)"
+    )
+    group.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="CA certificate(s) to verify the node with"
+    )
+    group.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="client certificate, for mutual TLS"
+    )
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="key of --tls-cert")
+    group.add_argument(
         "--timeout",
-        type=float,
+        type=duration_arg,
         default=DEFAULT_TIMEOUT,
         help=f"seconds allowed for each request (default {DEFAULT_TIMEOUT:.0f})",
     )
@@ -106,6 +135,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
         else:
             raise CliError(Exit.USAGE, "which node? give --config node.toml or --node HOST:PORT")
         secret = _secret(args, node)
+        tls = _tls(args, node)
+        ssl_context = None if tls is None else tls.client_context()
     except ConfigError as exc:
         raise CliError(Exit.USAGE, str(exc)) from None
     host, port = address
@@ -117,17 +148,30 @@ def resolve_target(args: argparse.Namespace) -> Target:
         else:
             listed = {(_WILDCARDS.get(h, h), p): n for n, (h, p) in node.peers.items()}
             node_id = listed.get(address)
-    return Target(address, secret, node_id)
+    client_cert = tls is not None and tls.cert_file is not None
+    return Target(address, secret, node_id, ssl_context, client_cert)
+
+
+def _tls(args: argparse.Namespace, node: NodeFile | None) -> TlsSettings | None:
+    """The TLS settings: the config's ``[tls]``, with the command line's files over them."""
+    ca_file: Path | None = getattr(args, "tls_ca", None)
+    cert_file: Path | None = getattr(args, "tls_cert", None)
+    key_file: Path | None = getattr(args, "tls_key", None)
+    base = node.tls if node is not None else None
+    if base is None:
+        given = (ca_file, cert_file, key_file)
+        if not getattr(args, "tls", False) and all(f is None for f in given):
+            return None
+        base = TlsSettings(origin="--tls")
+    tls = base.with_overrides(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    tls.check(serving=False)
+    return tls
 
 
 def _secret(args: argparse.Namespace, node: NodeFile | None) -> bytes:
     if args.secret_file is not None:
-        try:
-            secret = parse_secret(Path(args.secret_file).read_text())
-        except OSError as exc:
-            raise CliError(
-                Exit.USAGE, f"--secret-file {args.secret_file}: {exc.strerror}"
-            ) from None
+        text = read_text_file(Path(args.secret_file), "--secret-file", limit=MAX_SECRET_BYTES)
+        secret = parse_secret(text)
     elif os.environ.get(SECRET_ENV):
         secret = parse_secret(os.environ[SECRET_ENV])
     elif node is not None and node.config.rpc_secret is not None:
@@ -142,12 +186,26 @@ def _secret(args: argparse.Namespace, node: NodeFile | None) -> bytes:
     return secret
 
 
-async def learn_node_id(address: Address, client_id: str, timeout: float) -> str:  # noqa: ASYNC109
+async def learn_node_id(
+    address: Address,
+    client_id: str,
+    timeout: float,  # noqa: ASYNC109
+    ssl_context: ssl.SSLContext | None = None,
+) -> str:
     """Ask the node at ``address`` its id: send a ``Hello``, read its ``Hello``, hang up."""
     host, port = address
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            if ssl_context is not None:
+                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+                try:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    await trio.aclose_forcefully(stream)
+                    raise TransportError(
+                        f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}"
+                    ) from None
             channel = Channel(stream, peer=f"{host}:{port}")
             try:
                 await channel.send_message(
@@ -203,11 +261,13 @@ async def open_admin_client(
 ) -> AsyncIterator[AdminClient]:
     """Connect to ``target`` (learning its id first if needed); close on exit."""
     client_id = client_id or new_client_id()
-    node_id = target.node_id or await learn_node_id(target.address, client_id, timeout)
-    transport = TcpTransport(peers={node_id: target.address})
+    node_id = target.node_id or await learn_node_id(
+        target.address, client_id, timeout, target.ssl_context
+    )
+    transport = TcpTransport(peers={node_id: target.address}, ssl_context=target.ssl_context)
     rpc = RpcNode(client_id, transport, target.secret, timeout=timeout, max_idle_per_peer=1)
     try:
-        yield AdminClient(rpc, Target(target.address, target.secret, node_id), node_id, timeout)
+        yield AdminClient(rpc, replace(target, node_id=node_id), node_id, timeout)
     finally:
         with trio.CancelScope(shield=True):
             await rpc.aclose()
@@ -218,6 +278,30 @@ def leaf_error(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def root_causes(exc: BaseException) -> list[BaseException]:
+    """The exceptions that actually went wrong inside ``exc``, groups flattened.
+
+    ``trio.Cancelled`` is dropped (it only follows another failure), and a
+    ``TrioblockError`` that merely wraps a group (``node … failed: …``) is replaced by
+    what the group holds.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in root_causes(inner)]
+    if isinstance(exc, trio.Cancelled):
+        return []
+    if isinstance(exc, TrioblockError) and isinstance(exc.__cause__, BaseExceptionGroup):
+        return root_causes(exc.__cause__) or [exc]
+    return [exc]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: ``OSError``s as ``strerror: filename``, others as text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 def failure_exit(exc: TrioblockError, target: Target) -> CliError:
@@ -233,8 +317,31 @@ def failure_exit(exc: TrioblockError, target: Target) -> CliError:
             return CliError(Exit.FAILED, f"not found: {exc.remote_message}")
         return CliError(Exit.FAILED, f"the node refused ({exc.kind}): {exc.remote_message}")
     if isinstance(exc, TransportError | ProtocolError):
-        return CliError(Exit.UNREACHABLE, f"cannot reach {target.describe()}: {exc}")
+        return CliError(
+            Exit.UNREACHABLE, f"cannot reach {target.describe()}: {exc}{_tls_hint(exc, target)}"
+        )
     return CliError(Exit.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _tls_hint(exc: TrioblockError, target: Target) -> str:
+    """What to check when a connection failed in a way TLS settings explain."""
+    text = str(exc)
+    closed = any(w in text for w in ("broke", "closed", "Closed", "does not speak"))
+    if target.ssl_context is None:
+        if closed:
+            return " (does the node require TLS? use its config, or --tls-ca)"
+        return ""
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return (
+            " (the node's certificate is not trusted: give the CA that signed it,"
+            " tls.ca_file or --tls-ca, and reach the node by a name or address it is"
+            " issued for)"
+        )
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return " (the node does not speak TLS: drop the TLS settings)"
+    if not target.client_cert and (closed or "alert" in text):
+        return " (does the node require a client certificate? tls.cert_file or --tls-cert)"
+    return ""
 
 
 #: A command body run against a node: returns the exit code.
@@ -252,8 +359,10 @@ def run_session(args: argparse.Namespace, session: Session) -> int:
             client_id = new_client_id()
             try:
                 if target.node_id is None:
-                    node_id = await learn_node_id(target.address, client_id, args.timeout)
-                    target = Target(target.address, target.secret, node_id)
+                    node_id = await learn_node_id(
+                        target.address, client_id, args.timeout, target.ssl_context
+                    )
+                    target = replace(target, node_id=node_id)
                 async with open_admin_client(target, args.timeout, client_id=client_id) as client:
                     return await session(client, out)
             except BaseException as exc:
@@ -280,11 +389,13 @@ __all__ = [
     "Session",
     "Target",
     "add_target_arguments",
+    "describe_error",
     "failure_exit",
     "leaf_error",
     "learn_node_id",
     "new_client_id",
     "open_admin_client",
     "resolve_target",
+    "root_causes",
     "run_session",
 ]

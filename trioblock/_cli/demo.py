@@ -5,6 +5,10 @@ references, lets the garbage collector delete what is no longer referenced, corr
 file to show verification and quarantine, and prints the node's counters. By default it
 runs in virtual time (``trio.testing.MockClock``), so a 10-minute GC delay passes in
 milliseconds; ``--real-time`` uses the wall clock and a short GC delay instead.
+
+Every line starts with the node's time since the demo began (``t=+130.0s``), virtual or
+real, so that delays the node logs ("next try in 120s") and the times the demo reports
+("next try at t=+250.0s") can be checked against each other.
 """
 
 from __future__ import annotations
@@ -37,6 +41,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def say(message: str, *args: object) -> None:
     log.info(message, *args)
+
+
+class NodeTime(logging.Filter):
+    """Stamps each record with the Trio clock's time since ``start`` (``t=+12.5s``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start: float | None = None
+
+    def elapsed(self) -> float | None:
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # outside trio.run
+            return None
+        if self.start is None:
+            self.start = now
+        return now - self.start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        elapsed = self.elapsed()
+        record.node_time = "" if elapsed is None else f"t=+{elapsed:.1f}s"
+        return True
+
+
+NODE_TIME = NodeTime()
 
 
 async def narrate(root: Path, n_blocks: int, gc_delay: float) -> None:
@@ -118,11 +147,12 @@ async def narrate(root: Path, n_blocks: int, gc_delay: float) -> None:
         )
         await trio.sleep(130)
         for info in bm.list_resync_errors():
+            now = NODE_TIME.elapsed() or 0.0
             say(
-                "resync error for %s: %d failure(s), next try at +%.0fs (no peer holds a copy)",
+                "resync error for %s: %d failure(s); next try at t=+%.1fs (no peer holds a copy)",
                 info.hash.short(),
                 info.error_count,
-                (info.next_try - bm.now_msec()) / 1000,
+                now + (info.next_try - bm.now_msec()) / 1000,
             )
         m = bm.metrics
         say(
@@ -139,9 +169,11 @@ async def narrate(root: Path, n_blocks: int, gc_delay: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(relativeCreated)7.0fms %(name)-17s %(message)s"
-    )
+    NODE_TIME.start = None
+    handler = logging.StreamHandler()
+    handler.addFilter(NODE_TIME)
+    handler.setFormatter(logging.Formatter("%(node_time)11s %(name)-17s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("trioblock.storage").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="trioblock-demo-") as tmp:
         root = Path(args.dir) if args.dir else Path(tmp)

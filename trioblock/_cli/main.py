@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from .. import __version__
 from . import blocks, demo, operations, reports, serve, verify
 from .output import Exit
 
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "3 cannot reach or authenticate with the node",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--version", action="version", version=f"trioblock {__version__}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (help_text, (configure, _run)) in COMMANDS.items():

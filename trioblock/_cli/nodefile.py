@@ -23,20 +23,31 @@ Example::
     n1 = "127.0.0.1:3902"
     n2 = { addr = "127.0.0.1:3903", zone = "dc2" }
 
+    [tls]                                       # optional: see trioblock._cli.tls
+    cert_file = "n0.pem"
+    key_file = "n0.key"
+    ca_file = "cluster-ca.pem"
+
 Every other :class:`~trioblock.Config` field (``gc_delay``, ``rpc_timeout``, …) may be set
-by name. Errors are ``ConfigError`` naming the key.
+by name. Errors are ``ConfigError`` naming the key, raised while loading (nothing is
+started with a bad file): the file and the secret file must be regular UTF-8 text files,
+every value has the type of its setting (``resync_workers = "2"`` and ``data_fsync = 1``
+are errors, as are infinite or non-positive durations).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .._core.config import Config, DataDir
+from .._core.config import NODE_ID_RE, Config, DataDir
 from .._core.placement import StaticLayout
 from ..errors import ConfigError
+from .tls import TlsSettings, parse_tls_table
 
 Address = tuple[str, int]
 
@@ -48,7 +59,38 @@ _FILE_ONLY = {
     "write_quorum",
     "peers",
     "metrics_addr",
+    "tls",
 }
+#: Largest config file read (a config path pointing at a huge file or a device is refused).
+MAX_CONFIG_BYTES = 1 << 20
+#: Largest secret file read.
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def read_text_file(path: Path, key: str, *, limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of a small regular file; ``ConfigError`` naming ``key`` otherwise.
+
+    Only regular files are opened (a FIFO would block, a device never end), and at most
+    ``limit`` bytes are read.
+    """
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(key, f"{path} is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(key, f"{path} is not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise ConfigError(key, f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(key, f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ConfigError(key, f"{path} is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(key, f"{path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def parse_address(value: object, key: str) -> Address:
@@ -86,6 +128,8 @@ class NodeFile:
     listen: Address | None
     peers: dict[str, Address]
     metrics_addr: Address | None
+    #: The ``[tls]`` table, ``None`` without one (plain TCP).
+    tls: TlsSettings | None = None
 
     def address_of(self, node_id: str) -> Address:
         if node_id == self.config.node_id and self.listen is not None:
@@ -97,19 +141,74 @@ class NodeFile:
 
 
 def _relative(base: Path, value: object, key: str) -> Path:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(key, f"expected a path, got {value!r}")
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
 
 
+def _data_dirs(base: Path, data_dir: object) -> Path | list[DataDir]:
+    if not isinstance(data_dir, list):
+        return _relative(base, data_dir, "data_dir")
+    dirs = []
+    for entry in data_dir:
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise ConfigError("data_dir", "each [[data_dir]] needs a path")
+        extra = set(entry) - {"path", "capacity", "read_only"}
+        if extra:
+            raise ConfigError("data_dir", f"unknown key {sorted(extra)[0]!r}")
+        read_only = entry.get("read_only", False)
+        if not isinstance(read_only, bool):
+            raise ConfigError("data_dir", f"read_only must be true or false, got {read_only!r}")
+        capacity = entry.get("capacity")
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, int | str)
+        ):
+            raise ConfigError("data_dir", f"capacity must be a size like 2T, got {capacity!r}")
+        dirs.append(DataDir(_relative(base, entry["path"], "data_dir"), capacity, read_only))
+    return dirs
+
+
+def _count(raw: dict[str, Any], key: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"expected a whole number, got {value!r}")
+    return value
+
+
+def _peers(raw: dict[str, Any]) -> tuple[dict[str, Address], dict[str, str]]:
+    peers: dict[str, Address] = {}
+    zones: dict[str, str] = {}
+    raw_peers = raw.get("peers", {})
+    if not isinstance(raw_peers, dict):
+        raise ConfigError("peers", 'expected a table of node_id = "HOST:PORT"')
+    for node, spec in raw_peers.items():
+        key = f"peers.{node}"
+        if not NODE_ID_RE.match(node):
+            raise ConfigError(key, "a node id is 1-64 characters of [A-Za-z0-9._-]")
+        if isinstance(spec, dict):
+            extra = set(spec) - {"addr", "zone"}
+            if extra:
+                raise ConfigError(key, f"unknown key {sorted(extra)[0]!r}")
+            zone = spec.get("zone", "")
+            if not isinstance(zone, str):
+                raise ConfigError(key, f"zone must be a string, got {zone!r}")
+            peers[node] = parse_address(spec.get("addr"), key)
+            zones[node] = zone
+        else:
+            peers[node] = parse_address(spec, key)
+            zones[node] = ""
+    return peers, zones
+
+
 def load_node_file(path: Path | str) -> NodeFile:
     """Read and validate a node configuration file."""
     path = Path(path)
+    text = read_text_file(path, "config")
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("config", f"{path}: no such file") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path}: {exc}") from None
     # Relative paths in the file are relative to the file, wherever the command runs.
@@ -123,58 +222,34 @@ def load_node_file(path: Path | str) -> NodeFile:
         if key not in values:
             raise ConfigError(key, "missing")
     values["metadata_dir"] = _relative(base, values["metadata_dir"], "metadata_dir")
-    data_dir = values["data_dir"]
-    if isinstance(data_dir, list):
-        dirs = []
-        for entry in data_dir:
-            if not isinstance(entry, dict) or "path" not in entry:
-                raise ConfigError("data_dir", "each [[data_dir]] needs a path")
-            extra = set(entry) - {"path", "capacity", "read_only"}
-            if extra:
-                raise ConfigError("data_dir", f"unknown key {sorted(extra)[0]!r}")
-            dirs.append(
-                DataDir(
-                    _relative(base, entry["path"], "data_dir"),
-                    capacity=entry.get("capacity"),
-                    read_only=bool(entry.get("read_only", False)),
-                )
-            )
-        values["data_dir"] = dirs
-    else:
-        values["data_dir"] = _relative(base, data_dir, "data_dir")
-    if values.get("compression_level") in ("none", "None", False):
+    values["data_dir"] = _data_dirs(base, values["data_dir"])
+    level = values.get("compression_level")
+    if level is False or (isinstance(level, str) and level.lower() == "none"):
         values["compression_level"] = None
     if "rpc_secret" in values:
         if not isinstance(values["rpc_secret"], str):
             raise ConfigError("rpc_secret", "expected a string")
         values["rpc_secret"] = parse_secret(values["rpc_secret"])
+        if not values["rpc_secret"]:
+            raise ConfigError("rpc_secret", "is empty")
     if "rpc_secret_file" in raw:
         secret_path = _relative(base, raw["rpc_secret_file"], "rpc_secret_file")
-        try:
-            values["rpc_secret"] = parse_secret(secret_path.read_text())
-        except OSError as exc:
-            raise ConfigError("rpc_secret_file", f"{secret_path}: {exc.strerror}") from None
-    try:
-        config = Config(**values).validate()
-    except TypeError as exc:
-        raise ConfigError("config", str(exc)) from None
+        secret = parse_secret(
+            read_text_file(secret_path, "rpc_secret_file", limit=MAX_SECRET_BYTES)
+        )
+        if not secret:
+            raise ConfigError("rpc_secret_file", f"{secret_path} is empty")
+        values["rpc_secret"] = secret
+    config = Config(**values).validate()
 
     listen = (
         parse_address(raw["rpc_bind_addr"], "rpc_bind_addr") if "rpc_bind_addr" in raw else None
     )
     metrics = parse_address(raw["metrics_addr"], "metrics_addr") if "metrics_addr" in raw else None
-    peers: dict[str, Address] = {}
-    zones: dict[str, str] = {}
-    raw_peers = raw.get("peers", {})
-    if not isinstance(raw_peers, dict):
-        raise ConfigError("peers", 'expected a table of node_id = "HOST:PORT"')
-    for node, spec in raw_peers.items():
-        if isinstance(spec, dict):
-            peers[node] = parse_address(spec.get("addr"), f"peers.{node}")
-            zones[node] = str(spec.get("zone", ""))
-        else:
-            peers[node] = parse_address(spec, f"peers.{node}")
-            zones[node] = ""
+    tls = parse_tls_table(raw["tls"], base) if "tls" in raw else None
+    replication_factor = _count(raw, "replication_factor")
+    write_quorum = _count(raw, "write_quorum")
+    peers, zones = _peers(raw)
     layout = None
     if peers:
         if config.node_id not in peers:
@@ -184,9 +259,19 @@ def load_node_file(path: Path | str) -> NodeFile:
             zones[config.node_id] = ""
         layout = StaticLayout(
             zones if any(zones.values()) else sorted(peers),
-            replication_factor=int(raw.get("replication_factor", min(3, len(peers)))),
-            write_quorum=raw.get("write_quorum"),
+            replication_factor=min(3, len(peers))
+            if replication_factor is None
+            else replication_factor,
+            write_quorum=write_quorum,
         )
         if config.rpc_secret is None:
             raise ConfigError("rpc_secret", "a node with peers needs rpc_secret or rpc_secret_file")
-    return NodeFile(path, config, layout, listen, peers, metrics)
+    else:
+        # A node without peers stores every block itself: one copy, one acknowledgement.
+        for key, value in (
+            ("replication_factor", replication_factor),
+            ("write_quorum", write_quorum),
+        ):
+            if value is not None and value != 1:
+                raise ConfigError(key, f"{value} needs as many nodes listed in [peers]")
+    return NodeFile(path, config, layout, listen, peers, metrics, tls)

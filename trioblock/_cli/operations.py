@@ -25,6 +25,7 @@ from .output import (
     CliError,
     Exit,
     Output,
+    duration_arg,
     key_value_table,
     parse_duration,
     relative_time,
@@ -39,7 +40,7 @@ def _watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach", action="store_true", help="start it and return; do not watch")
     parser.add_argument(
         "--interval",
-        type=float,
+        type=duration_arg,
         default=POLL_INTERVAL,
         help=f"seconds between progress polls (default {POLL_INTERVAL})",
     )

@@ -14,9 +14,11 @@ Rules kept here:
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import enum
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -167,22 +169,32 @@ def timestamp(msec: int | None) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` or ``1h30m`` → seconds; ``ValueError``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` or ``1h30m`` → seconds; ``ValueError``.
+
+    The result is finite and more than zero: ``inf``, ``nan``, ``0`` and negative values
+    are refused.
+    """
     value = text.strip().lower()
     if not value:
         raise ValueError("empty duration")
     try:
-        return float(value)
+        total = float(value)
     except ValueError:
-        pass
+        total = _with_units(value, text)
+    if not math.isfinite(total) or total <= 0:
+        raise ValueError(f"bad duration {text!r}: a finite number of seconds more than zero")
+    return total
+
+
+def _with_units(value: str, text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
     total = 0.0
     number = ""
     for char in value:
         if char.isdigit() or char == ".":
             number += char
         elif char in units and number:
-            total += float(number) * units[char]
+            total += _number(number, text) * units[char]
             number = ""
         else:
             raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 1d or 1h30m")
@@ -191,10 +203,26 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def _number(digits: str, text: str) -> float:
+    try:
+        return float(digits)
+    except ValueError:
+        raise ValueError(f"bad duration {text!r}: {digits!r} is not a number") from None
+
+
+def duration_arg(text: str) -> float:
+    """``argparse`` type for a duration option (``--timeout 30``, ``--interval 0.5``)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 __all__ = [
     "CliError",
     "Exit",
     "Output",
+    "duration_arg",
     "human_bytes",
     "human_duration",
     "key_value_table",

@@ -8,30 +8,74 @@ is Garage's choice, kept for on-disk compatibility; note that it differs from
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Self
 
 HASH_LEN = 32
+_HEX_RE = re.compile(r"[0-9A-Fa-f]+")
+
+
+def _kind(value: object) -> str:
+    return (
+        f"{type(value).__name__} {value!r}"
+        if isinstance(value, int | str)
+        else type(value).__name__
+    )
+
+
+def _hash_bytes(value: object) -> bytes:
+    """The 32 bytes of a bytes-like ``value``; ``TypeError`` saying what to use otherwise.
+
+    ``bytes(32)`` is 32 zero bytes and ``bytes("ab")`` needs an encoding: neither an int
+    nor a str is ever taken as a hash.
+    """
+    if isinstance(value, str):
+        raise TypeError(
+            f"a block hash is 32 bytes, not a str ({value!r}): "
+            "use Hash.from_hex(text) for 64 hexadecimal digits"
+        )
+    if isinstance(value, int):
+        raise TypeError(
+            f"a block hash is 32 bytes, not an int ({value!r}): use the Hash returned by "
+            "put_block, Hash(raw_32_bytes) or Hash.from_hex(text)"
+        )
+    try:
+        view = memoryview(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"a block hash is 32 bytes (bytes, bytearray or memoryview), got {_kind(value)}"
+        ) from None
+    with view:
+        return view.tobytes()
 
 
 class Hash(bytes):
-    """A 32-byte block hash. Compares and hashes like the underlying ``bytes``."""
+    """A 32-byte block hash. Compares and hashes like the underlying ``bytes``.
+
+    ``Hash(value)`` takes exactly 32 bytes of a bytes-like object (``bytes``,
+    ``bytearray``, ``memoryview``): ``ValueError`` for another length, ``TypeError`` for
+    an ``int`` (``bytes(32)`` would be 32 zero bytes) or a ``str`` (use
+    :meth:`Hash.from_hex` for hexadecimal text).
+    """
 
     __slots__ = ()
 
     def __new__(cls, value: bytes | bytearray | memoryview) -> Self:
-        raw = bytes(value)
-        if len(raw) != HASH_LEN:
-            raise ValueError(f"a block hash is {HASH_LEN} bytes, got {len(raw)}")
-        return super().__new__(cls, raw)
+        if type(value) is not bytes:
+            value = _hash_bytes(value)
+        if len(value) != HASH_LEN:
+            raise ValueError(f"a block hash is {HASH_LEN} bytes, got {len(value)}")
+        return super().__new__(cls, value)
 
     @classmethod
     def from_hex(cls, text: str) -> Self:
         """Parse 64 hexadecimal digits; ``ValueError`` on anything else."""
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raise ValueError(f"not a hexadecimal block hash: {text!r}") from None
-        return cls(raw)
+        if not isinstance(text, str):
+            raise TypeError(f"Hash.from_hex takes a str of 64 hex digits, got {_kind(text)}")
+        digits = text.strip()
+        if len(digits) != 2 * HASH_LEN or not _HEX_RE.fullmatch(digits):
+            raise ValueError(f"not a hexadecimal block hash (64 hex digits): {text!r}")
+        return cls(bytes.fromhex(digits))
 
     def __repr__(self) -> str:
         return f"Hash({self.hex()[:16]}…)"

@@ -80,7 +80,7 @@ async def open_block_manager(
         log.warning("%s: layout has peers but no transport: peers are unreachable", config.node_id)
 
     clock = NodeClock()
-    db = await run_blocking(MetadataDb, config.metadata_dir)
+    db = await run_blocking(MetadataDb, config.metadata_path)
     ctx: NodeContext | None = None
     try:
         data_layout = await run_blocking(_load_data_layout, db, config)

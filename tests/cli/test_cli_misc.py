@@ -1,0 +1,38 @@
+"""``trioblock --version`` and the demo's narration."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+
+from cli_kit import Result, cli_env
+
+import trioblock
+
+Cli = Callable[..., Result]
+
+
+def test_version(cli: Cli) -> None:
+    result = cli("--version")
+    assert result.code == 0
+    assert result.stdout.strip() == f"trioblock {trioblock.__version__}"
+
+
+def test_the_demo_tells_one_consistent_story_about_a_retry() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trioblock", "demo", "--blocks", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    # The node logs "at t=+A: ... next try in Bs"; the demo must then announce t=+(A+B).
+    failures = re.findall(r"t=\+([\d.]+)s trioblock\.resync .*next try in (\d+)s", done.stderr)
+    announced = re.findall(r"trioblock\.demo .*next try at t=\+([\d.]+)s", done.stderr)
+    assert failures, done.stderr
+    assert len(announced) == 1, done.stderr
+    at, delay = failures[-1]
+    assert float(announced[0]) == float(at) + int(delay)
