@@ -78,9 +78,9 @@ def test_durable_write_order_is_write_fsync_rename_fsync_dir(
         events.append(("fsync", "dir" if os.path.isdir(target) else Path(target).name))
         real_fsync(fd)
 
-    def rename(src: str | Path, dst: str | Path) -> None:
+    def rename(src: str | Path, dst: str | Path, **kwargs: int) -> None:
         events.append(("rename", Path(dst).name))
-        real_rename(src, dst)
+        real_rename(src, dst, **kwargs)
 
     store = make_store(tmp_path)
     monkeypatch.setattr(blockfiles.os, "fsync", fsync)
