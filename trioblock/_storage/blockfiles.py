@@ -34,8 +34,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -47,15 +46,10 @@ from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .durable import LiveTemps, Placed, place_copy, refresh_mtime, supersedes
 from .locks import KeyedLock
+from .lookup import find_copy, read_first_copy
 from .markers import prepare_dirs
 from .nofollow import (
     NotABlockFile,
-    NotASubdir,
-    describe_mode,
-    lstat_at,
-    open_file,
-    open_subdir,
-    read_bounded,
     regular_at,
 )
 from .offload import run_blocking
@@ -64,11 +58,9 @@ from .paths import (
     MARKER_NAME,
     TMP_SUFFIX_RE,
     BlockLocation,
-    block_name,
     block_path,
     block_subdir,
     split_block_path,
-    subdir_names,
     temp_name,
 )
 from .reading import (
@@ -139,31 +131,9 @@ class BlockStore:
 
     # -- lookups ------------------------------------------------------------------------
 
-    def _subdirs(self, hash: Hash) -> Iterator[tuple[str, int]]:
-        """``(root/aa/bb, fd)`` of each candidate directory that exists, in lookup
-        order; each fd is closed when the next is asked for."""
-        aa, bb = subdir_names(hash)
-        for root in self.layout.candidate_roots(hash):
-            try:
-                dir_fd = open_subdir(root, aa, bb)
-            except (FileNotFoundError, NotASubdir):
-                continue
-            try:
-                yield f"{root}/{aa}/{bb}", dir_fd
-            finally:
-                os.close(dir_fd)
-
     def find_sync(self, hash: Hash) -> BlockLocation | None:
         """The first copy of ``hash`` in lookup order (regular files only), or None."""
-        for where, dir_fd in self._subdirs(hash):
-            for header in self._order:
-                name = block_name(hash, header)
-                st = lstat_at(dir_fd, name)
-                if st is not None and _regular(st.st_mode, f"{where}/{name}"):
-                    return BlockLocation(
-                        hash, f"{where}/{name}", header, st.st_size, st.st_mtime_ns
-                    )
-        return None
+        return find_copy(self.layout.candidate_roots(hash), hash, self._order)
 
     async def find(self, hash: Hash) -> BlockLocation | None:
         return await run_blocking(self.find_sync, hash, limiter=self.limiter)
@@ -179,29 +149,9 @@ class BlockStore:
         A copy larger than its encoding's limit raises ``CorruptBlockError`` (with a
         ``location`` attribute) without being read.
         """
-        for where, dir_fd in self._subdirs(hash):
-            for header in self._order:
-                path = f"{where}/{block_name(hash, header)}"
-                try:
-                    fd, st = open_file(dir_fd, block_name(hash, header), path)
-                except FileNotFoundError:
-                    continue
-                except NotABlockFile as exc:
-                    log.warning("%s: skipped", exc.strerror)
-                    continue
-                try:
-                    payload = read_bounded(fd, st.st_size, self.size_limit(header))
-                finally:
-                    os.close(fd)
-                loc = BlockLocation(hash, path, header, st.st_size, st.st_mtime_ns)
-                if payload is None:
-                    too_big = CorruptBlockError(
-                        hash, f"block {hash.hex()} is corrupt: {path} is over the size limit"
-                    )
-                    too_big.location = loc  # type: ignore[attr-defined]
-                    raise too_big
-                return DataBlock(header, payload), loc
-        return None
+        return read_first_copy(
+            self.layout.candidate_roots(hash), hash, self._order, self.max_block_size
+        )
 
     def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
         """Read and verify the first copy: (plaintext, encoded, where) or None if absent.
@@ -415,14 +365,6 @@ class BlockStore:
         if removed:
             log.info("removed %d stale temp files left by an earlier crash", removed)
         return removed
-
-
-def _regular(mode: int, path: str) -> bool:
-    """Whether ``mode`` is a regular file; logs what else sits under a block's name."""
-    if stat.S_ISREG(mode):
-        return True
-    log.warning("%s is a %s, not a block file: skipped", path, describe_mode(mode))
-    return False
 
 
 __all__ = [
