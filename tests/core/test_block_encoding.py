@@ -239,3 +239,22 @@ def test_decoder_reports_plaintext_size() -> None:
     decoder.feed(block.payload)
     decoder.finish()
     assert decoder.plaintext_size == len(data)
+
+
+def test_two_decoders_fed_alternately_in_one_thread_both_verify() -> None:
+    """Each decoder owns its decompression state (they shared one per-thread context, so
+    two streams interleaved on one thread reported healthy blocks as corrupt)."""
+    blocks = [os.urandom(50_000) + b"a" * 200_000, b"b" * 100_000 + os.urandom(70_000)]
+    encoded = [encode_block(data, 3) for data in blocks]
+    decoders = [BlockDecoder(blake2sum(d), e.header) for d, e in zip(blocks, encoded, strict=True)]
+    outputs: list[list[bytes]] = [[], []]
+    step = 4096
+    longest = max(len(e.payload) for e in encoded)
+    for offset in range(0, longest, step):
+        for i, (decoder, block) in enumerate(zip(decoders, encoded, strict=True)):
+            chunk = block.payload[offset : offset + step]
+            if chunk:
+                outputs[i].append(decoder.feed(chunk))
+    for decoder, out, data in zip(decoders, outputs, blocks, strict=True):
+        decoder.finish()
+        assert b"".join(out) == data

@@ -140,6 +140,7 @@ async def test_crash_image_reopens_with_everything_committed(
         metadata_dir=tmp_path / "crash-meta", data_dir=tmp_path / "crash-data", gc_delay=60
     )
     async with open_node(crashed) as bm:
+        await trio.testing.wait_all_tasks_blocked()  # the background temp-file sweep
         assert not list((tmp_path / "crash-data").rglob("*.tmp*"))
         assert await bm.get_block(a) == b"a" * 1000
         assert await bm.get_block(b) == b"b" * 1000

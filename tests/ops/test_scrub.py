@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -348,3 +350,24 @@ async def test_scrub_skips_what_is_not_a_block_file(
         assert bm.scrub_status().corruptions_found == 0
         (info,) = [w for w in bm.workers() if w.name == "scrub"]
         assert info.errors == 0
+
+
+async def test_scrub_reports_what_stands_in_a_blocks_place_without_reading_it(
+    open_ops_node: Any, data_dir: Path, autojump_clock: Any, caplog: Any
+) -> None:
+    async with open_ops_node() as bm:
+        (h,) = await put_blocks(bm, 1)
+        path = block_file(data_dir, h)
+        fifo = path.parent / (h.hex()[:4] + "e" * 60)
+        os.mkfifo(fifo)  # opening it to read would block the scrub for good
+        link = path.parent / (h.hex()[:4] + "d" * 60 + ".zst")
+        link.symlink_to(path)
+        with caplog.at_level(logging.WARNING, logger="trioblock.scrub"):
+            await bm.scrub("start")
+            await wait_scrub_runs(bm)
+        assert bm.scrub_status().blocks_checked == 1
+        assert bm.scrub_status().corruptions_found == 0
+        messages = [r.getMessage() for r in caplog.records]
+        assert any(str(fifo) in m and "FIFO" in m for m in messages), messages
+        assert any(str(link) in m and "symbolic link" in m for m in messages), messages
+        assert fifo.is_fifo() and link.is_symlink()

@@ -85,16 +85,98 @@ def test_unreadable_files_are_reported(tmp_path: Path) -> None:
     assert not report.clean
 
 
-def test_symlinks_and_directories_are_not_followed(tmp_path: Path) -> None:
-    (path,) = garage_dir(tmp_path, [b"data"], compressed=set())
-    path.unlink()
-    path.mkdir()  # a directory where a block should be
-    hx = blake2sum(b"elsewhere").hex()
-    sub = tmp_path / hx[:2] / hx[2:4]
-    sub.mkdir(parents=True, exist_ok=True)
-    (sub / hx).symlink_to(tmp_path / "nowhere")
+def test_links_fifos_and_directories_in_a_blocks_place_are_reported_never_read(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "valid").write_bytes(b"data")
+    paths = garage_dir(data, [b"data", b"elsewhere", b"fifo", b"ok"], compressed=set())
+    paths[0].unlink()
+    paths[0].mkdir()  # a directory where a block should be
+    paths[1].unlink()
+    paths[1].symlink_to(outside / "valid")
+    paths[2].unlink()
+    os.mkfifo(paths[2])  # reading it would block for good
+    report = verify_dir(data)
+    assert (report.ok, report.corrupt, report.unreadable, report.other_files) == (1, [], [], [])
+    assert sorted(report.not_regular) == sorted(
+        [(paths[0], "a directory"), (paths[1], "a symbolic link"), (paths[2], "a FIFO")]
+    )
+    assert not report.clean
+
+
+def test_a_linked_subdirectory_is_reported_not_entered(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (path,) = garage_dir(outside, [b"data"], compressed=set())
+    data.mkdir()
+    aa = path.parent.parent.name
+    (data / aa).symlink_to(outside / aa, target_is_directory=True)
+    report = verify_dir(data)
+    assert report.blocks == 0
+    assert report.not_regular == [(data / aa, "a symbolic link")]
+
+
+def test_non_hex_directories_are_reported_not_walked(tmp_path: Path) -> None:
+    garage_dir(tmp_path, [b"data"], compressed=set())
+    (tmp_path / "zz" / "qq").mkdir(parents=True)
+    (tmp_path / "zz" / "qq" / "file").write_bytes(b"x")
+    hx = blake2sum(b"data").hex()
+    (tmp_path / hx[:2] / "qq").mkdir()
+    seen: list[float] = []
+    report = verify_dir(tmp_path, progress=lambda f, r: seen.append(f))
+    assert report.ok == 1 and report.clean
+    assert sorted(report.other_files) == sorted([tmp_path / "zz", tmp_path / hx[:2] / "qq"])
+    assert seen == sorted(seen)
+
+
+def test_a_marker_temp_file_at_the_top_is_reported(tmp_path: Path) -> None:
+    garage_dir(tmp_path, [b"data"], compressed=set())
+    leftover = tmp_path / "trioblock-marker.tmp0123abcd"
+    leftover.write_text("n1:0\n")
+    (tmp_path / "trioblock-marker").write_text("n1:0\n")
+    (tmp_path / "lost+found").mkdir()
     report = verify_dir(tmp_path)
-    assert (report.ok, report.corrupt, report.unreadable, report.other_files) == (0, [], [], [])
+    assert report.other_files == [leftover]
+
+
+def _refuse_listing(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """``os.scandir`` fails with EACCES on one directory (``chmod 0`` does not stop root)."""
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        where = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else str(path)
+        if where.endswith(suffix):
+            raise PermissionError(13, "Permission denied", where)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_directory_is_reported_and_the_walk_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = garage_dir(tmp_path, [b"one", b"two", b"three"], compressed=set())
+    bad = paths[0].parent
+    _refuse_listing(monkeypatch, f"/{bad.parent.name}/{bad.name}")
+    report = verify_dir(tmp_path)
+    monkeypatch.undo()
+    assert report.ok == len({p.parent for p in paths} - {bad})
+    assert [p for p, _ in report.unreadable_dirs] == [bad]
+    assert "PermissionError" in report.unreadable_dirs[0][1]
+    assert not report.clean
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists directories whatever their mode")
+def test_a_chmod_0_directory_is_reported(tmp_path: Path) -> None:
+    (path,) = garage_dir(tmp_path, [b"data"], compressed=set())
+    path.parent.chmod(0)
+    try:
+        report = verify_dir(tmp_path)
+    finally:
+        path.parent.chmod(0o755)
+    assert [p for p, _ in report.unreadable_dirs] == [path.parent]
 
 
 def test_progress_is_reported_in_hash_order(tmp_path: Path) -> None:
@@ -134,3 +216,24 @@ async def test_a_nodes_directory_verifies_and_matches_scrub(
     assert report.ok == 30
     assert report.corrupt == [block_file(data_dir, hashes[4])]
     assert block_file(data_dir, plain, compressed=False).exists()
+
+
+def test_the_cli_reports_odd_entries_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    paths = garage_dir(tmp_path, [b"data", b"fifo"], compressed=set())
+    (tmp_path / "zz" / "qq").mkdir(parents=True)
+    (tmp_path / "zz" / "qq" / "file").write_bytes(b"x")
+    paths[1].unlink()
+    os.mkfifo(paths[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "trioblock", "verify-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 1
+    assert f"not a block file: {paths[1]} is a FIFO" in done.stdout

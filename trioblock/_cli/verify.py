@@ -4,8 +4,13 @@ Works on trioblock's data directories and on a Garage node's (same layout and fo
 every block file is read and its plaintext hashed (``trioblock._storage.verify``); nothing
 is modified. ``--config node.toml`` verifies every data directory of that node.
 
-Exit codes: 0 every block verified; 1 corrupt or unreadable block files were found
-(listed, with their paths); 2 a path is not a directory or the config is bad.
+Links below a data directory are never followed, and a FIFO, device, directory or link
+standing where a block file (or an ``aa``/``bb`` directory) should be is reported, never
+read. Directories that cannot be listed are reported and the walk goes on.
+
+Exit codes: 0 every block verified; 1 corrupt or unreadable block files, unreadable
+directories, or something else than a file in a block's place were found (listed, with
+their paths); 2 a path is not a directory or the config is bad.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ def _report_json(report: VerifyReport) -> dict[str, Any]:
         "corrupt": [str(p) for p in report.corrupt],
         "unreadable": [{"path": str(p), "error": e} for p, e in report.unreadable],
         "other_files": [str(p) for p in report.other_files],
+        "unreadable_dirs": [{"path": str(p), "error": e} for p, e in report.unreadable_dirs],
+        "not_regular": [{"path": str(p), "is": what} for p, what in report.not_regular],
         "clean": report.clean,
     }
 
@@ -128,6 +135,10 @@ def _render(out: Output, reports: list[VerifyReport]) -> None:
             out.say(f"corrupt: {path}")
         for path, error in r.unreadable:
             out.say(f"unreadable: {path}: {error}")
+        for path, error in r.unreadable_dirs:
+            out.say(f"unreadable directory: {path}: {error}")
+        for path, what in r.not_regular:
+            out.say(f"not a block file: {path} is {what} (never read)")
     if any(r.corrupt for r in reports):
         out.note(
             "with the node running, `trioblock scrub start` quarantines these and fetches "

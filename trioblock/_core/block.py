@@ -9,7 +9,8 @@ Rules kept here:
 - Decoding is streaming and bounded: a :class:`BlockDecoder` takes encoded chunks and
   gives plaintext chunks, refusing to produce more than ``max_size`` bytes (a
   decompression bomb from a peer stops early), and :meth:`BlockDecoder.finish` says
-  whether the whole thing was valid.
+  whether the whole thing was valid. Each decoder owns its decompression state: a
+  stream may be fed from different threads and interleaved with other streams.
 
 Everything here is CPU work; callers run it in a worker thread.
 """
@@ -30,6 +31,16 @@ _local = threading.local()
 
 #: Upper bound on a block's plaintext size unless configured otherwise.
 DEFAULT_MAX_BLOCK_SIZE = 64 * 1024 * 1024
+
+
+def max_encoded_size(max_size: int) -> int:
+    """The largest encoded copy of a block of at most ``max_size`` plaintext bytes.
+
+    zstd's worst case for one frame (``ZSTD_compressBound``) plus room for the frame's
+    header and checksum; a plain copy is its plaintext. Nothing larger is ever read.
+    """
+    small = ((128 << 10) - max_size) >> 11 if max_size < (128 << 10) else 0
+    return max_size + (max_size >> 8) + small + 64
 
 
 class BlockHeader(enum.Enum):
@@ -110,7 +121,13 @@ class BlockDecoder:
         self._hasher = Hasher()
         self._size = 0
         self._failed: str | None = None
-        self._dobj = _decompressor().decompressobj() if header is BlockHeader.COMPRESSED else None
+        # Its own decompression context: a decoder lives across calls (and threads), so
+        # sharing the per-thread context would let two streams overwrite each other.
+        self._dobj = (
+            zstandard.ZstdDecompressor().decompressobj()
+            if header is BlockHeader.COMPRESSED
+            else None
+        )
 
     @property
     def plaintext_size(self) -> int:
@@ -196,7 +213,11 @@ def decode_block(
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
-    """One decompression context per thread (making one costs more than a 4 KiB block)."""
+    """One decompression context per thread (making one costs more than a 4 KiB block).
+
+    Only for one-shot decodes that start and finish within one call (``decode_block``):
+    nothing else can use the context in between.
+    """
     dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
     if dctx is None:
         dctx = _local.dctx = zstandard.ZstdDecompressor()

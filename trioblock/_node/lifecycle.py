@@ -4,7 +4,7 @@ Opening: validate the configuration, open the metadata database (in a worker thr
 load the data directories' partition assignment, check their markers, create the RPC
 client, build the node's shared :class:`~trioblock._node.context.NodeContext` and its
 :class:`~trioblock._node.manager.BlockManager`, then start the node's nursery
-(``service_nursery``): stale temp files removed, RPC server, resync workers, scrub
+(``service_nursery``): stale temp files swept in the background, RPC server, resync workers, scrub
 worker. Closing: workers stop between units (within ``SHUTDOWN_GRACE``), the RPC layer
 closes, the nursery is cancelled, the database closes; every later call raises
 ``NodeClosedError``.
@@ -135,9 +135,9 @@ async def open_block_manager(
         endpoint = RpcEndpoint(ctx, reader, writer, references, admin)
         async with service_nursery(f"node {config.node_id}") as nursery:
             ctx.nursery = nursery
-            removed = await run_blocking(store.cleanup_temps_sync, limiter=ctx.cpu_limiter)
-            if removed:
-                log.info("removed %d stale temp files left by an earlier crash", removed)
+            # Stale temp files of an earlier crash are swept in the background: the
+            # node is ready at once, however many blocks it stores.
+            ctx.spawn_background("temp-file sweep", _sweep, store, config.node_id)
             nursery.start_soon(db.run_checkpoints)
             if rpc is not None:
                 await nursery.start(rpc.serve, endpoint)
@@ -169,6 +169,12 @@ async def open_block_manager(
         with trio.CancelScope(shield=True):
             await run_blocking(db.close)
         log.info("node %s closed", config.node_id)
+
+
+async def _sweep(store: BlockStore, node_id: str) -> None:
+    removed = await store.sweep_temps()
+    if removed:
+        log.info("%s: removed %d stale temp files left by an earlier crash", node_id, removed)
 
 
 def _load_data_layout(db: MetadataDb, config: Config) -> DataLayout:

@@ -6,13 +6,14 @@ Rules kept here:
   partition's primary (``store.layout.primary_dir``) is moved there, whether it sits in
   a secondary directory of the layout or is a stray.
 - A move happens under the block's mutation lock, in one worker-thread call: read the
-  copy and verify it (plaintext hash); write it into the primary directory with the
-  durable scheme (temp file, fsync, rename, fsync the directory) keeping its mtime (the
-  "last written" time GC relies on); only then remove the old copy and fsync its
-  directory. At every instant a valid copy is visible to lookups, and a crash leaves at
-  worst two copies (the next rebalance removes the extra one).
-- If the primary already holds an equal or better copy (compressed beats plain), the
-  old copy is just removed; a compressed copy moving in replaces a plain one there.
+  copy (bounded, never through a link) and verify it (plaintext hash); write it into the
+  primary directory with the store's one durable write (``BlockStore.place_sync``)
+  keeping its mtime (the "last written" time GC relies on); only then remove the old
+  copy and fsync its directory. At every instant a valid copy is visible to lookups,
+  and a crash leaves at worst two copies (the next rebalance removes the extra one).
+- If the primary already holds an equal or better copy (the durable write's rule:
+  compressed replaces plain, nothing else replaces anything), the old copy is just
+  removed.
 - A copy failing verification is not moved: it is quarantined (the ``*_locked``
   variant, as the lock is held — ``trio.Lock`` is not re-entrant) and queued for an
   immediate resync.
@@ -37,10 +38,13 @@ from pathlib import Path
 
 import trio
 
-from .._core.block import BlockHeader, DataBlock, decode_block
+from .._core.block import DataBlock, decode_block
 from .._core.tranquilizer import Tranquilizer
-from .._storage.blockfiles import BlockLocation, BlockStore, block_path
+from .._storage.blockfiles import BlockLocation, BlockStore
+from .._storage.durable import Placed
+from .._storage.nofollow import NotABlockFile, read_bounded
 from .._storage.offload import run_blocking
+from .._storage.reading import open_location
 from ..errors import CorruptBlockError
 from .scrub import BlockWalk, OperationsNode
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
@@ -75,64 +79,31 @@ class RebalanceReport:
     layout_updated: bool
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def move_block_sync(
     store: BlockStore, loc: BlockLocation, primary: Path, *, remove_source: bool
 ) -> MoveOutcome:
     """Move (or copy) the copy at ``loc`` into ``primary``; the caller holds its lock."""
-    hash = loc.hash
     try:
-        with open(loc.path, "rb") as f:
-            payload = f.read()
-            mtime_ns = os.fstat(f.fileno()).st_mtime_ns
-    except FileNotFoundError:
+        fd, st = open_location(loc)
+    except (FileNotFoundError, NotABlockFile):
         return MoveOutcome.GONE
+    try:
+        payload = read_bounded(fd, st.st_size, store.size_limit(loc.header))
+    finally:
+        os.close(fd)
+    if payload is None:
+        return MoveOutcome.CORRUPT
     block = DataBlock(loc.header, payload)
     try:
-        decode_block(hash, block, max_size=store.max_block_size)
+        decode_block(loc.hash, block, max_size=store.max_block_size)
     except CorruptBlockError:
         return MoveOutcome.CORRUPT
-    plain_there = block_path(primary, hash, BlockHeader.PLAIN)
-    zst_there = block_path(primary, hash, BlockHeader.COMPRESSED)
-    better_there = zst_there if zst_there.exists() else None
-    if better_there is None and not block.compressed and plain_there.exists():
-        better_there = plain_there
-    if better_there is not None:
-        # Keep the newer "last written" time of the two copies.
-        try:
-            if os.stat(better_there).st_mtime_ns < mtime_ns:
-                os.utime(better_there, ns=(mtime_ns, mtime_ns))
-        except FileNotFoundError:
-            pass
-        written = False
-    else:
-        store.write_in_dir_sync(primary, hash, block, mtime_ns)
-        written = True
-        if block.compressed and plain_there.exists():
-            # A compressed copy replaces a plain one.
-            try:
-                os.unlink(plain_there)
-            except FileNotFoundError:
-                pass
-            else:
-                if store.fsync:
-                    _fsync_dir(plain_there.parent)
+    # The one durable write: keeps an equal or better copy there (refreshing its
+    # "last written" time to the newer of the two), or writes this one.
+    written = store.place_sync(primary, loc.hash, block, st.st_mtime_ns) is not Placed.KEPT
     if not remove_source:
         return MoveOutcome.COPIED if written else MoveOutcome.KEPT
-    try:
-        os.unlink(loc.path)
-    except FileNotFoundError:
-        pass
-    else:
-        if store.fsync:
-            _fsync_dir(loc.path.parent)
+    store.remove_copy_sync(loc.path_str)
     return MoveOutcome.MOVED if written else MoveOutcome.DROPPED
 
 

@@ -3,8 +3,8 @@
 Rules kept here:
 
 - A scrub walks the data directories in their layout order and each one in hash order
-  (``iter_block_files``), reading and verifying every block file in a worker thread
-  (plaintext hash, for plain and compressed copies alike). A copy that fails is
+  (``walk_data_dir``, never following a link), reading and verifying every block file in
+  a worker thread (plaintext hash, for plain and compressed copies alike). A copy that fails is
   quarantined (``*.corrupted``; re-verified under the block's lock first, so a copy
   being replaced concurrently is not blamed) and queued for an immediate resync, which
   fetches a good copy from the other storage nodes. A corrupt copy in a read-only
@@ -41,7 +41,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -52,9 +52,10 @@ from trio_util import AsyncValue
 
 from .._core.config import DAY, Config
 from .._core.tranquilizer import Tranquilizer
-from .._storage.blockfiles import BlockLocation, BlockStore, iter_block_files
+from .._storage.blockfiles import BlockLocation, BlockStore
 from .._storage.metadata import MetadataDb
 from .._storage.offload import run_blocking
+from .._storage.walk import EntryKind, WalkEntry, walk_data_dir
 from .clock import NodeClock
 from .metrics import Metrics
 from .resync import ResyncShared
@@ -92,8 +93,21 @@ class OperationsNode(Protocol):
     def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
 
 
-def _take(it: Iterator[BlockLocation], n: int) -> list[BlockLocation]:
-    return list(islice(it, n))
+def _take(it: Iterator[WalkEntry], n: int) -> tuple[list[BlockLocation], list[WalkEntry], bool]:
+    """Up to ``n`` entries of a walk: (block files, problems, more may follow)."""
+    blocks: list[BlockLocation] = []
+    problems: list[WalkEntry] = []
+    taken = 0
+    for entry in islice(it, n):
+        taken += 1
+        if entry.loc is not None:
+            blocks.append(entry.loc)
+        elif entry.kind in _PROBLEMS:
+            problems.append(entry)
+    return blocks, problems, taken == n
+
+
+_PROBLEMS = (EntryKind.NOT_A_FILE, EntryKind.NOT_A_DIR, EntryKind.UNREADABLE)
 
 
 def hash_position(hex_hash: str) -> float:
@@ -108,8 +122,13 @@ class BlockWalk:
 
     The position is ``(dir_index, after)``: the walk continues in ``dirs[dir_index]``
     with the hashes greater than ``after`` (a hex string). Directory listings happen in
-    worker threads, ``WALK_BATCH`` files at a time; the position only moves when the
-    caller says a block is done, so a checkpoint never skips a listed but unhandled one.
+    worker threads, ``WALK_BATCH`` entries at a time (``walk_data_dir``, which never
+    follows a link); the position only moves when the caller says a block is done, so a
+    checkpoint never skips a listed but unhandled one.
+
+    What stands in a block's place without being a block file (a FIFO, a directory, a
+    link), and directories that cannot be listed, are reported to ``on_problem`` (by
+    default: logged as warnings) and counted in ``problems``; they are never read.
     """
 
     def __init__(
@@ -118,13 +137,18 @@ class BlockWalk:
         limiter: trio.CapacityLimiter,
         dir_index: int = 0,
         after: str = "",
+        *,
+        on_problem: Callable[[str], None] | None = None,
     ) -> None:
         self.dirs = tuple(dirs)
         self.limiter = limiter
         self.dir_index = dir_index
         self.after = after
-        self._listing: Iterator[BlockLocation] | None = None
+        self.problems = 0
+        self._on_problem = on_problem
+        self._listing: Iterator[WalkEntry] | None = None
         self._listing_dir = -1
+        self._more = True
         self._buffer: deque[BlockLocation] = deque()
 
     @property
@@ -149,16 +173,34 @@ class BlockWalk:
             if self.finished:
                 return None
             if self._listing is None or self._listing_dir != self.dir_index:
-                self._listing = iter_block_files(self.dirs[self.dir_index], self.after, stat=False)
+                self._listing = walk_data_dir(
+                    self.dirs[self.dir_index], self.after, stat=False, top_level=False
+                )
                 self._listing_dir = self.dir_index
-            batch = await run_blocking(_take, self._listing, WALK_BATCH, limiter=self.limiter)
-            if batch:
-                self._buffer.extend(batch)
+                self._more = True
+            if self._more:
+                blocks, problems, self._more = await run_blocking(
+                    _take, self._listing, WALK_BATCH, limiter=self.limiter
+                )
+                self._buffer.extend(blocks)
+                for entry in problems:
+                    self._problem(entry)
             else:
                 self.dir_index += 1
                 self.after = ""
                 self._listing = None
         return self._buffer[0]
+
+    def _problem(self, entry: WalkEntry) -> None:
+        self.problems += 1
+        if entry.kind is EntryKind.UNREADABLE:
+            message = f"cannot list {entry.path}: {entry.error}"
+        else:
+            message = f"{entry.path} is {entry.error or entry.kind.value}, not a block file"
+        if self._on_problem is not None:
+            self._on_problem(message)
+        else:
+            log.warning("%s", message)
 
     def buffered(self, limit: int) -> list[BlockLocation]:
         """Up to ``limit`` listed blocks, from the next one on, without listing more."""
@@ -367,7 +409,13 @@ class ScrubWorker(Worker):
             else:
                 log.info("scrub: directory %s is gone, restarting the walk", st.dir_path)
                 index, after = 0, ""
-        return BlockWalk(dirs, self.node.store.limiter, index, after)
+        return BlockWalk(
+            dirs,
+            self.node.store.limiter,
+            index,
+            after,
+            on_problem=lambda message: log.warning("scrub: %s", message),
+        )
 
     def _begin(self, now: int) -> None:
         st = self.persisted

@@ -1,26 +1,39 @@
 """Offline verification of a data directory (ours or a Garage node's: same format).
 
-``verify_dir`` walks ``<dir>/<aa>/<bb>/`` in hash order and verifies every block file
-(``<hex>`` plain, ``<hex>.zst`` one zstd frame) by hashing its plaintext, without a
-node, a database or Trio: it is synchronous and meant for a CLI (or a thread). It only
-reads; it never quarantines or changes anything.
+``verify_dir`` walks ``<dir>/<aa>/<bb>/`` in hash order (the walk of ``walk``) and
+verifies every block file (``<hex>`` plain, ``<hex>.zst`` one zstd frame) by hashing its
+plaintext, without a node, a database or Trio: it is synchronous and meant for a CLI (or
+a thread). It only reads; it never quarantines or changes anything, and it never follows
+a link below ``path`` nor reads more of a file than a block of ``max_block_size`` can
+take.
 
-Files that are not blocks — quarantined ``*.corrupted`` copies, temp files left by a
-crash, block-named files in the wrong subdirectory, anything else in the two levels of
-subdirectories — are listed as ``other_files``. Files at the top level (markers),
-directories outside the ``aa/bb`` pattern and symbolic links are not looked at.
+What it reports besides valid and corrupt blocks:
+
+- ``unreadable``: block files that could not be read, with the error;
+- ``unreadable_dirs``: directories that could not be listed (the walk goes on);
+- ``not_regular``: what stands where a block file or an ``aa``/``bb`` directory should
+  be but is not one — a FIFO, a device, a directory or a link named like a block, a link
+  or a file named like a subdirectory. Such entries are never read, by this nor by a
+  node; a node's scrub reports them too;
+- ``other_files``: files that are not blocks — quarantined ``*.corrupted`` copies, temp
+  files left by a crash (also ``trioblock-marker.tmp<8 hex>`` at the top), block-named
+  files in the wrong subdirectory, directories with other names, anything else. The
+  marker and ``lost+found`` at the top are expected and not listed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._core.block import DEFAULT_MAX_BLOCK_SIZE, BlockDecoder, BlockHeader
-from .._core.hashing import Hash
+from .._core.block import DEFAULT_MAX_BLOCK_SIZE, BlockDecoder
 from ..errors import CorruptBlockError
-from .blockfiles import BLOCK_NAME_RE, READ_CHUNK, _iter_files
+from .nofollow import READ_CHUNK
+from .paths import BlockLocation
+from .reading import open_location, size_limit
+from .walk import EntryKind, walk_data_dir
 
 
 @dataclass
@@ -31,9 +44,13 @@ class VerifyReport:
     ok: int = 0
     bytes_checked: int = 0
     corrupt: list[Path] = field(default_factory=list)
-    #: files that could not be read, with the error
+    #: block files that could not be read, with the error
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     other_files: list[Path] = field(default_factory=list)
+    #: directories that could not be listed, with the error
+    unreadable_dirs: list[tuple[Path, str]] = field(default_factory=list)
+    #: entries that are not what their name says, with what they are instead
+    not_regular: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def blocks(self) -> int:
@@ -42,7 +59,8 @@ class VerifyReport:
 
     @property
     def clean(self) -> bool:
-        return not self.corrupt and not self.unreadable
+        """Every block verified, every directory listed, nothing in a block's place."""
+        return not (self.corrupt or self.unreadable or self.unreadable_dirs or self.not_regular)
 
 
 #: ``progress(fraction, report)``: ``fraction`` estimates the part done (0..1, by
@@ -50,16 +68,32 @@ class VerifyReport:
 ProgressCallback = Callable[[float, VerifyReport], None]
 
 
-def _verify_file(path: Path, hash: Hash, header: BlockHeader, max_size: int) -> int:
+def _verify_file(loc: BlockLocation, max_size: int) -> int:
     """Bytes read; raises ``CorruptBlockError`` or ``OSError``."""
-    decoder = BlockDecoder(hash, header, max_size=max_size)
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
+    fd, st = open_location(loc)
+    try:
+        limit = size_limit(loc.header, max_size)
+        if st.st_size > limit:
+            raise CorruptBlockError(loc.hash, f"{st.st_size} bytes, over the size limit")
+        decoder = BlockDecoder(loc.hash, loc.header, max_size=max_size)
+        size = 0
+        while chunk := os.read(fd, min(READ_CHUNK, limit + 1 - size)):
             size += len(chunk)
+            if size > limit:
+                raise CorruptBlockError(loc.hash, "over the size limit")
             decoder.feed(chunk)
-    decoder.finish()
-    return size
+        decoder.finish()
+        return size
+    finally:
+        os.close(fd)
+
+
+def _position(subdir: str) -> float:
+    if len(subdir) == 4:
+        return int(subdir, 16) / 65536
+    if len(subdir) == 2:
+        return int(subdir, 16) / 256
+    return 0.0
 
 
 def verify_dir(
@@ -77,25 +111,28 @@ def verify_dir(
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
     report = VerifyReport(root)
-    for file in _iter_files(root):
-        m = BLOCK_NAME_RE.match(file.name)
-        subdir = file.parent.parent.name + file.parent.name
-        if m is None or not m.group(1).startswith(subdir):
-            report.other_files.append(file)
-        else:
-            header = BlockHeader.COMPRESSED if m.group(2) else BlockHeader.PLAIN
+    fraction = 0.0
+    for entry in walk_data_dir(root, stat=False):
+        where = Path(entry.path)
+        if entry.kind is EntryKind.BLOCK:
+            assert entry.loc is not None
             try:
-                report.bytes_checked += _verify_file(
-                    file, Hash(bytes.fromhex(m.group(1))), header, max_block_size
-                )
+                report.bytes_checked += _verify_file(entry.loc, max_block_size)
             except CorruptBlockError:
-                report.corrupt.append(file)
+                report.corrupt.append(where)
             except OSError as exc:
-                report.unreadable.append((file, f"{type(exc).__name__}: {exc.strerror or exc}"))
+                report.unreadable.append((where, f"{type(exc).__name__}: {exc.strerror or exc}"))
             else:
                 report.ok += 1
+        elif entry.kind is EntryKind.UNREADABLE:
+            report.unreadable_dirs.append((where, entry.error or "cannot be listed"))
+        elif entry.kind in (EntryKind.NOT_A_FILE, EntryKind.NOT_A_DIR):
+            report.not_regular.append((where, entry.error or entry.kind.value))
+        else:
+            report.other_files.append(where)
         if progress is not None:
-            progress(int(subdir, 16) / 65536 if len(subdir) == 4 else 0.0, report)
+            fraction = max(fraction, _position(entry.subdir))
+            progress(fraction, report)
     if progress is not None:
         progress(1.0, report)
     return report

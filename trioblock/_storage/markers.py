@@ -1,0 +1,161 @@
+"""Data-directory markers: the check that a directory is the disk this node wrote to.
+
+Rules kept here:
+
+- Each writable data directory holds ``trioblock-marker``, one line
+  ``<node id>:<16 hex>``, written once (temp file, rename, fsync of the directory). Its
+  token is also stored in the node's database (``data_dir_markers``).
+- A known directory whose marker is missing or different is most likely a wrong or
+  missing mount, and writing to it would scatter blocks: that is a ``ConfigError``. So is
+  a directory new to this node that holds another node's marker.
+- Read-only directories are never created nor written: their marker is checked when
+  known, adopted when present, and otherwise left absent.
+- The marker is read without following a link and at most 4 KiB of it. A temp file
+  left by a crash while the marker was first written (``trioblock-marker.tmp<8 hex>``)
+  is removed (writable directories only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import stat
+
+from .._core.datalayout import DataLayout
+from ..errors import ConfigError
+from .nofollow import NotABlockFile, open_file, open_root, read_bounded
+from .paths import MARKER_NAME, MARKER_TEMP_RE, temp_suffix
+
+log = logging.getLogger("trioblock.storage")
+
+MARKER_MAX = 4096
+
+
+def _read_marker(root_fd: int, shown: str) -> str | None:
+    """The marker's token, None when absent."""
+    try:
+        fd, st = open_file(root_fd, MARKER_NAME, shown)
+    except FileNotFoundError:
+        return None
+    try:
+        data = read_bounded(fd, st.st_size, MARKER_MAX)
+    finally:
+        os.close(fd)
+    if data is None:
+        raise OSError(errno.EFBIG, f"{shown} is larger than {MARKER_MAX} bytes")
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:
+        raise OSError(errno.EINVAL, f"{shown} is not text") from None
+
+
+def remove_marker_temps(root_fd: int, shown: str) -> int:
+    """Remove ``trioblock-marker.tmp<8 hex>`` regular files at the top; return the count."""
+    removed = 0
+    with os.scandir(root_fd) as it:
+        names = [e.name for e in it if MARKER_TEMP_RE.match(e.name)]
+    for name in names:
+        st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=root_fd)
+            removed += 1
+            log.info("removed %s/%s, left by a crash during the first start-up", shown, name)
+    return removed
+
+
+def _write_marker(root_fd: int, token: str) -> None:
+    tmp = MARKER_NAME + temp_suffix()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=root_fd)
+    try:
+        try:
+            os.write(fd, (token + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, MARKER_NAME, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=root_fd)
+        raise
+
+
+def prepare_dirs(
+    layout: DataLayout, known: dict[str, str], node_id: str, *, fsync: bool
+) -> dict[str, str]:
+    """Create missing directories and check each one's marker (see module rules).
+
+    ``known`` maps directory paths to the marker token this node wrote there before.
+    Returns the (possibly extended) mapping to persist.
+    """
+    result = dict(known)
+    for root in layout.dirs:
+        shown = f"{root}/{MARKER_NAME}"
+        expected = known.get(str(root))
+        read_only = layout.is_read_only(root)
+        try:
+            if read_only and not root.is_dir():
+                raise ConfigError(
+                    "data_dir", f"read-only directory {root} does not exist: is it mounted?"
+                )
+            if not read_only and expected is None:
+                root.mkdir(parents=True, exist_ok=True)  # a known one must be there
+            try:
+                root_fd = open_root(str(root))
+            except FileNotFoundError:
+                root_fd = None
+            if root_fd is None:
+                _check(root, None, expected, node_id)
+                continue
+            try:
+                found = _read_marker(root_fd, shown)
+                token = _check(root, found, expected, node_id)
+                if not read_only:
+                    remove_marker_temps(root_fd, str(root))
+                if token is None and not read_only:
+                    token = f"{node_id}:{secrets.token_hex(8)}"
+                    _write_marker(root_fd, token)
+                    if fsync:
+                        os.fsync(root_fd)
+            finally:
+                os.close(root_fd)
+        except NotABlockFile as exc:
+            raise ConfigError("data_dir", f"{shown} is a {exc.kind}, not a marker file") from exc
+        except OSError as exc:
+            raise ConfigError("data_dir", f"{root}: {exc.strerror or exc}") from exc
+        if token is not None:
+            result[str(root)] = token
+    return result
+
+
+def _check(root: object, found: str | None, expected: str | None, node_id: str) -> str | None:
+    """The token to keep for ``root`` (None: none yet); ``ConfigError`` on a mismatch."""
+    if expected is not None:
+        if found is None:
+            raise ConfigError(
+                "data_dir",
+                f"{root} has no {MARKER_NAME} file although this node wrote blocks "
+                "there: is the disk mounted?",
+            )
+        if found != expected:
+            raise ConfigError(
+                "data_dir",
+                f"{root} belongs to another node or layout (marker {found!r}, "
+                f"expected {expected!r}): wrong mount?",
+            )
+        return found
+    if found is not None:
+        owner = found.rpartition(":")[0]
+        if owner and owner != node_id:
+            raise ConfigError(
+                "data_dir",
+                f"{root} holds the marker of node {owner!r}, not {node_id!r}: wrong mount?",
+            )
+    return found
+
+
+__all__ = ["MARKER_NAME", "prepare_dirs", "remove_marker_temps"]

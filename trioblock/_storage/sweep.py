@@ -1,0 +1,72 @@
+"""Removing temp files left by a crash (``*.tmp<8 hex>``, ``trioblock-marker.tmp<8 hex>``).
+
+Rules kept here:
+
+- Only regular files with a temp name are removed, by name relative to their directory's
+  descriptor (never through a link), and never one in ``LiveTemps`` (a write in
+  progress: its name is registered before the file is created and until it is renamed
+  or removed, so a sweep that lists it always finds it registered).
+- A directory that cannot be listed is logged and skipped; the sweep goes on.
+- The walk is consumed in bounded steps (``limit`` entries per call), so a background
+  sweep can go through millions of files a worker-thread trip at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from itertools import islice
+
+from .durable import LiveTemps
+from .nofollow import open_root, regular_at
+from .walk import EntryKind, WalkEntry
+
+log = logging.getLogger("trioblock.storage")
+
+
+def remove_temp(entry: WalkEntry, live: LiveTemps) -> bool:
+    """Remove the stale temp file ``entry``; False when live, gone or not removable."""
+    head, _, name = entry.path.rpartition("/")
+    if name in live:
+        return False
+    try:
+        if entry.subdir:
+            with regular_at(entry.path) as found:
+                if found is None:
+                    return False
+                os.unlink(found[1], dir_fd=found[0])
+        else:  # at the top of the data directory
+            fd = open_root(head)
+            try:
+                os.unlink(name, dir_fd=fd)
+            finally:
+                os.close(fd)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            log.warning("could not remove stale temp file %s: %s", entry.path, exc)
+        return False
+    return True
+
+
+def sweep_entries(
+    entries: Iterator[WalkEntry], live: LiveTemps, limit: int | None = None
+) -> tuple[int, bool]:
+    """Remove the stale temp files among the next ``limit`` entries (all when None).
+
+    Returns ``(removed, more)``: ``more`` when ``limit`` entries were taken.
+    """
+    removed = taken = 0
+    for entry in entries if limit is None else islice(entries, limit):
+        taken += 1
+        if entry.kind is EntryKind.UNREADABLE:
+            log.warning("temp sweep: cannot list %s: %s", entry.path, entry.error)
+        elif entry.kind is EntryKind.TEMP and remove_temp(entry, live):
+            removed += 1
+    return removed, limit is not None and taken == limit
+
+
+__all__ = ["remove_temp", "sweep_entries"]
