@@ -28,12 +28,14 @@ from ._core.placement import Layout as Layout
 from ._core.placement import LocalLayout as LocalLayout
 from ._core.placement import StaticLayout as StaticLayout
 from ._core.refcount import RcEntry as RcEntry
+from ._core.refs import Reference as Reference
 from ._net.rpc import RpcStats as RpcStats
 from ._net.tcp import TcpTransport as TcpTransport
 from ._net.transport import StreamHandler as StreamHandler
 from ._net.transport import Transport as Transport
 from ._node.diskusage import DataDirUsage as DataDirUsage
 from ._node.lifecycle import open_block_manager as open_block_manager
+from ._node.lifecycle import open_gateway as open_gateway
 from ._node.manager import AdminHandler as AdminHandler
 from ._node.manager import BlockManager as BlockManager
 from ._node.metrics import Duration as Duration
@@ -42,6 +44,7 @@ from ._node.operations import OperationState as OperationState
 from ._node.operations import OperationStatus as OperationStatus
 from ._node.rebalance import RebalanceReport as RebalanceReport
 from ._node.refcounts import QueuedResync as QueuedResync
+from ._node.refsync import SyncReport as SyncReport
 from ._node.repair import RepairReport as RepairReport
 from ._node.scrub import ScrubState as ScrubState
 from ._node.scrub import ScrubStatus as ScrubStatus
@@ -53,10 +56,13 @@ from .errors import AuthenticationError as AuthenticationError
 from .errors import BlockError as BlockError
 from .errors import ConfigError as ConfigError
 from .errors import CorruptBlockError as CorruptBlockError
+from .errors import DatabaseError as DatabaseError
+from .errors import GatewayError as GatewayError
 from .errors import MissingBlockError as MissingBlockError
 from .errors import NodeClosedError as NodeClosedError
 from .errors import ProtocolError as ProtocolError
 from .errors import QuorumError as QuorumError
+from .errors import TransactionBusyError as TransactionBusyError
 from .errors import TransportError as TransportError
 from .errors import TrioblockError as TrioblockError
 
@@ -76,7 +82,9 @@ __all__ = [
     "DataDir",
     "DataDirUsage",
     "DataLayout",
+    "DatabaseError",
     "Duration",
+    "GatewayError",
     "Hash",
     "Layout",
     "LocalLayout",
@@ -90,6 +98,7 @@ __all__ = [
     "QuorumError",
     "RcEntry",
     "RebalanceReport",
+    "Reference",
     "RepairReport",
     "ResyncErrorInfo",
     "RpcStats",
@@ -97,8 +106,10 @@ __all__ = [
     "ScrubStatus",
     "StaticLayout",
     "StreamHandler",
+    "SyncReport",
     "TcpTransport",
     "Transaction",
+    "TransactionBusyError",
     "Transport",
     "TransportError",
     "TrioblockError",
@@ -107,4 +118,5 @@ __all__ = [
     "blake2sum",
     "errors",
     "open_block_manager",
+    "open_gateway",
 ]

@@ -12,6 +12,7 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     ├── TransportError             a peer could not be reached or the connection broke
     ├── ConfigError                the configuration is invalid (names the field)
     ├── NodeClosedError            the node was used after its context was left
+    ├── GatewayError               a gateway was asked for something only storage nodes have
     └── DatabaseError              the node's metadata database failed (busy, closed, corrupt)
         └── TransactionBusyError   another task's ``bm.transaction()`` is open
 
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "CorruptBlockError",
     "DatabaseError",
+    "GatewayError",
     "MissingBlockError",
     "NodeClosedError",
     "ProtocolError",
@@ -124,6 +126,18 @@ class NodeClosedError(TrioblockError):
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         super().__init__(f"node {node_id} is closed")
+
+
+class GatewayError(TrioblockError):
+    """A gateway (a node that stores nothing) was asked for something only a storage node
+    has: local reference counts, the resync queue, scrub, repair, rebalance."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(
+            f"node {node_id} is a gateway: it stores no blocks and keeps no reference "
+            "counts (use put_block, get_block, stream_block, add_reference, remove_reference)"
+        )
 
 
 class DatabaseError(TrioblockError):

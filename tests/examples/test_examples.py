@@ -45,6 +45,26 @@ def assert_lines(output: str, *expected: str) -> None:
         position = found + len(text)
 
 
+def test_dedup_backup_example() -> None:
+    out = run_example("dedup_backup.py")
+    assert_lines(
+        out,
+        "through a gateway",
+        "snapshot 1: 22 files",
+        "snapshot 2: 22 files",
+        "only 3 new",
+        "restored restore-1",
+        "byte-identical: True",
+        "restored restore-2",
+        "byte-identical: True",
+        "n1 crashed; snapshot 1 deleted anyway",
+        "n1 restarted and caught up by itself: 31 reference updates pulled",
+        "after gc_delay: 90 block files",
+        "snapshot 2 still restores byte-identical: True",
+        "done",
+    )
+
+
 def test_in_process_cluster_example() -> None:
     out = run_example("in_process_cluster.py")
     assert_lines(

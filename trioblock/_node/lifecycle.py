@@ -16,6 +16,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
@@ -29,9 +30,9 @@ from .._storage.metadata import MetadataDb
 from .._storage.offload import run_blocking
 from ..errors import ConfigError
 from .clock import NodeClock
-from .context import NodeContext, ResyncShared
+from .context import NodeContext, PeerContext, ResyncShared
 from .endpoint import RpcEndpoint
-from .manager import AdminHandler, BlockManager
+from .manager import AdminHandler, BlockManager, StorageParts
 from .nurseries import service_nursery
 from .operations import Operations
 from .reads import Reader
@@ -68,8 +69,16 @@ async def open_block_manager(
     completes), stops the server and closes the database; the ``BlockManager`` then
     raises ``NodeClosedError``. Bad configuration raises ``ConfigError`` naming the
     field. An exception raised by the code inside the context comes out as itself.
+
+    A ``Config`` whose ``metadata_dir`` and ``data_dir`` are both ``None`` opens a
+    *gateway*: a node outside the layout's storage nodes that stores nothing and puts,
+    gets, streams and references through the cluster (see :func:`open_gateway`).
     """
     config.validate()
+    if config.is_gateway:
+        async with _open_gateway(config, layout, transport) as gateway:
+            yield gateway
+        return
     if layout is None:
         layout = LocalLayout(config.node_id)
     elif config.node_id not in layout.nodes:
@@ -120,17 +129,15 @@ async def open_block_manager(
         counts = RefCounts(ctx)
         references = References(ctx, counts)
         ref_sync = RefSyncWorker(ctx, references)
-        bm = BlockManager(
-            ctx,
+        storage = StorageParts(
+            ctx=ctx,
             workers=workers,
-            writer=writer,
-            reader=reader,
             refs=counts,
-            references=references,
-            ref_sync=ref_sync,
             resync=resync_pool,
             operations=operations,
+            ref_sync=ref_sync,
         )
+        bm = BlockManager(ctx, writer=writer, reader=reader, references=references, storage=storage)
         admin = None if admin_handler is None else functools.partial(admin_handler, bm)
         endpoint = RpcEndpoint(ctx, reader, writer, references, admin)
         async with service_nursery(f"node {config.node_id}") as nursery:
@@ -171,6 +178,88 @@ async def open_block_manager(
         log.info("node %s closed", config.node_id)
 
 
+@asynccontextmanager
+async def open_gateway(
+    node_id: str,
+    *,
+    layout: Layout,
+    transport: Transport,
+    rpc_secret: bytes,
+    **config: Any,
+) -> AsyncIterator[BlockManager]:
+    """Open a gateway: a node that stores nothing and uses the cluster's storage nodes.
+
+    ``node_id`` must not be one of ``layout``'s nodes. The gateway has no data
+    directory and no database: ``put_block``, ``get_block``, ``stream_block``,
+    ``add_reference`` and ``remove_reference`` go to the storage nodes of each block
+    (with the layout's write quorum for writes); storage-only members (local reference
+    counts, the resync queue, scrub…) raise ``GatewayError``. ``config`` holds further
+    :class:`~trioblock.Config` fields (``rpc_timeout``, ``compression_level``…).
+
+    Example::
+
+        async with trioblock.open_gateway(
+            "app-1", layout=layout, transport=transport, rpc_secret=secret
+        ) as gw:
+            h = await gw.put_block(data)
+            await gw.add_reference(h, "backup-2026-11-26")
+    """
+    cfg = Config(node_id=node_id, metadata_dir=None, data_dir=None, rpc_secret=rpc_secret, **config)
+    async with open_block_manager(cfg, layout=layout, transport=transport) as gateway:
+        yield gateway
+
+
+@asynccontextmanager
+async def _open_gateway(
+    config: Config, layout: Layout | None, transport: Transport | None
+) -> AsyncIterator[BlockManager]:
+    if layout is None or transport is None:
+        raise ConfigError(
+            "data_dir", "a node without directories is a gateway: it needs a layout and a transport"
+        )
+    if config.node_id in layout.nodes:
+        raise ConfigError(
+            "data_dir",
+            f"{config.node_id!r} is a storage node of the layout: it needs a metadata_dir and "
+            "a data_dir",
+        )
+    if config.rpc_secret is None:
+        raise ConfigError("rpc_secret", "a network transport requires a cluster secret")
+    rpc = RpcNode(
+        config.node_id,
+        transport,
+        config.rpc_secret,
+        timeout=config.rpc_timeout,
+        max_body_size=config.max_block_size + (1 << 20),
+    )
+    ctx = PeerContext(config=config, layout=layout, clock=NodeClock(), rpc=rpc)
+    writer = Writer(ctx)
+    gateway = BlockManager(
+        ctx,
+        writer=writer,
+        reader=Reader(ctx, writer),
+        references=References(ctx, None),
+        storage=None,
+    )
+    try:
+        async with service_nursery(f"gateway {config.node_id}") as nursery:
+            ctx.nursery = nursery
+            log.info("gateway %s open: %d storage nodes", config.node_id, len(layout.nodes))
+            try:
+                yield gateway
+            finally:
+                # Leaving the nursery waits for the sends still going on beyond their
+                # quorum, for at most the grace period.
+                ctx.stopping.set()
+                nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+    finally:
+        ctx.stopping.set()
+        ctx.closed = True
+        with trio.CancelScope(shield=True):
+            await rpc.aclose()
+        log.info("gateway %s closed", config.node_id)
+
+
 async def _sweep(store: BlockStore, node_id: str) -> None:
     removed = await store.sweep_temps()
     if removed:
@@ -188,4 +277,4 @@ def _load_data_layout(db: MetadataDb, config: Config) -> DataLayout:
     return layout
 
 
-__all__ = ["SHUTDOWN_GRACE", "open_block_manager"]
+__all__ = ["SHUTDOWN_GRACE", "open_block_manager", "open_gateway"]

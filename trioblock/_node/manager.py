@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ from .._core.refs import Reference
 from .._net.rpc import AdminResult, RpcStats
 from .._storage.metadata import ResyncErrorInfo, Transaction
 from .._storage.offload import run_blocking
-from ..errors import NodeClosedError
-from .context import NodeContext, as_hash
+from ..errors import GatewayError, NodeClosedError
+from .context import NodeContext, PeerContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
 from .metrics import Metrics
 from .operations import OperationName, Operations, OperationStatus
@@ -56,6 +57,19 @@ from .writes import Writer
 
 log = logging.getLogger("trioblock.node")
 
+
+@dataclass(frozen=True, eq=False)
+class StorageParts:
+    """A storage node's collaborators (a gateway has none)."""
+
+    ctx: NodeContext
+    workers: WorkerRegistry
+    refs: RefCounts
+    resync: ResyncPool
+    operations: Operations
+    ref_sync: RefSyncWorker
+
+
 #: What ``open_block_manager(admin_handler=...)`` takes: answers one operator request.
 AdminHandler = Callable[["BlockManager", dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
 
@@ -69,16 +83,12 @@ class BlockManager:
 
     def __init__(
         self,
-        ctx: NodeContext,
+        ctx: PeerContext,
         *,
-        workers: WorkerRegistry,
         writer: Writer,
         reader: Reader,
-        refs: RefCounts,
         references: References,
-        ref_sync: RefSyncWorker,
-        resync: ResyncPool,
-        operations: Operations,
+        storage: StorageParts | None,
     ) -> None:
         """Built by :func:`open_block_manager`; not meant to be called directly."""
         self._ctx = ctx
@@ -87,21 +97,30 @@ class BlockManager:
         self.layout: Layout = ctx.layout
         self.metrics: Metrics = ctx.metrics
         self._opened_monotonic = time.monotonic()
-        self._workers = workers
         self._writer = writer
         self._reader = reader
-        self._refs = refs
         self._references = references
-        self._ref_sync = ref_sync
-        self._resync = resync
-        self._operations = operations
+        self._storage = storage
+
+    @property
+    def is_gateway(self) -> bool:
+        """True when this node stores nothing (no data directory, no database): it puts,
+        gets, streams and references through the cluster's storage nodes."""
+        return self._storage is None
 
     def __repr__(self) -> str:
         return f"<BlockManager {self.node_id}{' (closed)' if self._ctx.closed else ''}>"
 
-    def _open(self) -> NodeContext:
+    def _open(self) -> PeerContext:
         self._ctx.require_open()
         return self._ctx
+
+    def _local(self) -> StorageParts:
+        """The storage collaborators; a clear error on a gateway or a closed node."""
+        self._ctx.require_open()
+        if self._storage is None:
+            raise GatewayError(self.node_id)
+        return self._storage
 
     # -- blocks ---------------------------------------------------------------------------
 
@@ -148,7 +167,10 @@ class BlockManager:
     async def has_local_block(self, hash: bytes) -> bool:
         """Whether a copy of the block exists in this node's data directories."""
         h = as_hash(hash)
-        return await self._open().store.exists(h)
+        self._open()
+        if self._storage is None:
+            return False
+        return await self._storage.ctx.store.exists(h)
 
     async def local_block_path(self, hash: bytes) -> Path | None:
         """Where this node's copy of the block is (the one a read would use), or None."""
@@ -166,7 +188,7 @@ class BlockManager:
         the connection is shared with the node's synchronous API.
         """
         self._open()
-        return self._refs.transaction()
+        return self._local().refs.transaction()
 
     def incref(self, hash: bytes, tx: Transaction | None = None) -> int:
         """Add a reference to a block; return the new count.
@@ -176,7 +198,7 @@ class BlockManager:
         """
         h = as_hash(hash)
         self._open()
-        return self._refs.incref(h, tx)
+        return self._local().refs.incref(h, tx)
 
     def decref(self, hash: bytes, tx: Transaction | None = None) -> int:
         """Drop a reference; return the new count.
@@ -186,7 +208,7 @@ class BlockManager:
         """
         h = as_hash(hash)
         self._open()
-        return self._refs.decref(h, tx)
+        return self._local().refs.decref(h, tx)
 
     def get_block_rc(self, hash: bytes) -> int:
         """The local reference count of a block (0 when unreferenced)."""
@@ -196,11 +218,11 @@ class BlockManager:
         """The block's row of the reference-count table: present, deletable or absent."""
         h = as_hash(hash)
         self._open()
-        return self._refs.rc_entry(h)
+        return self._local().refs.rc_entry(h)
 
     def rc_len(self) -> int:
         """Rows in the reference-count table (referenced or awaiting deletion)."""
-        return self._open().db.rc_len()
+        return self._local().ctx.db.rc_len()
 
     # -- cluster references ---------------------------------------------------------------
 
@@ -232,8 +254,7 @@ class BlockManager:
 
     async def sync_references(self) -> SyncReport:
         """Run a reference anti-entropy pass now (with every peer); return what it did."""
-        self._open()
-        worker = self._ref_sync
+        worker = self._local().ref_sync
         wanted = worker.request()
         async with move_on_when(self._ctx.stopping.wait) as closing:
             await worker.completed.wait_value(lambda v: v >= wanted)
@@ -245,21 +266,21 @@ class BlockManager:
 
     def resync_queue_len(self) -> int:
         """Entries in the resync queue (pending checks, due or not)."""
-        return self._open().db.resync_queue_len()
+        return self._local().ctx.db.resync_queue_len()
 
     def resync_errors_len(self) -> int:
         """Blocks whose last resync failed (see :meth:`list_resync_errors`)."""
-        return self._open().db.resync_errors_len()
+        return self._local().ctx.db.resync_errors_len()
 
     def list_resync_errors(self) -> list[ResyncErrorInfo]:
         """Blocks whose resync failed, with their back-off state."""
         self._open()
-        return self._refs.list_resync_errors()
+        return self._local().refs.list_resync_errors()
 
     def list_resync_queue(self, limit: int = 1000) -> list[QueuedResync]:
         """The first ``limit`` entries of the resync queue, earliest first."""
         self._open()
-        return self._refs.list_resync_queue(limit)
+        return self._local().refs.list_resync_queue(limit)
 
     def retry_now(self, hash: bytes) -> bool:
         """Clear the back-off of an errored block and queue it for now.
@@ -268,12 +289,12 @@ class BlockManager:
         """
         h = as_hash(hash)
         self._open()
-        return self._refs.retry_now(h)
+        return self._local().refs.retry_now(h)
 
     def retry_all_now(self) -> int:
         """:meth:`retry_now` for every errored block; returns how many were queued."""
         self._open()
-        return self._refs.retry_all_now()
+        return self._local().refs.retry_all_now()
 
     def purge(self, hash: bytes) -> int:
         """Forget an unrecoverable block: its refcount, error, queue entries and local copy.
@@ -283,29 +304,30 @@ class BlockManager:
         """
         h = as_hash(hash)
         self._open()
-        return self._refs.purge(h)
+        return self._local().refs.purge(h)
 
     @property
     def resync_workers(self) -> int:
         """How many resync workers run (see :meth:`set_resync_workers`)."""
-        return self._ctx.resync.n_workers
+        return self._local().ctx.resync.n_workers
 
     @property
     def resync_tranquility(self) -> int:
         """The resync tranquility (see :meth:`set_resync_tranquility`)."""
-        return self._ctx.resync.tranquility
+        return self._local().ctx.resync.tranquility
 
     def set_resync_workers(self, n: int) -> int:
         """Run ``n`` (1..8) resync workers from now on; persisted across restarts.
 
         Returns ``n``.
         """
-        ctx = self._open()
+        parts = self._local()
+        ctx = parts.ctx
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
             raise ValueError(f"resync workers must be 1..8, got {n!r}")
         ctx.db.set_setting("resync_workers", n)
         ctx.resync.n_workers = n
-        self._resync.ensure_running()
+        parts.resync.ensure_running()
         ctx.notify_resync()
         return n
 
@@ -314,7 +336,7 @@ class BlockManager:
 
         Returns ``tranquility``.
         """
-        ctx = self._open()
+        ctx = self._local().ctx
         if isinstance(tranquility, bool) or not isinstance(tranquility, int) or tranquility < 0:
             raise ValueError(f"tranquility must be a non-negative integer, got {tranquility!r}")
         ctx.db.set_setting("resync_tranquility", tranquility)
@@ -330,12 +352,12 @@ class BlockManager:
         Returns the status after the command. ``ValueError`` for an unknown command.
         """
         self._open()
-        return await self._operations.scrub(cmd, seconds)
+        return await self._local().operations.scrub(cmd, seconds)
 
     def scrub_status(self) -> ScrubStatus:
         """State, progress 0..1, last completion, next automatic run, corruptions found."""
         self._open()
-        return self._operations.scrub_status()
+        return self._local().operations.scrub_status()
 
     async def wait_scrub_runs(self, n: int = 1) -> None:
         """Wait until ``n`` scrub runs have completed since the node opened.
@@ -344,7 +366,7 @@ class BlockManager:
         """
         self._open()
         async with move_on_when(self._ctx.stopping.wait) as closing:
-            await self._operations.wait_scrub_runs(n)
+            await self._local().operations.wait_scrub_runs(n)
         if closing.cancelled_caught:
             raise NodeClosedError(self.node_id)
 
@@ -355,14 +377,14 @@ class BlockManager:
         call while one runs waits for the same repair.
         """
         self._open()
-        report = await self._operations.run("repair", tranquility=tranquility)
+        report = await self._local().operations.run("repair", tranquility=tranquility)
         assert isinstance(report, RepairReport)
         return report
 
     async def rebalance(self, *, tranquility: int | None = None) -> RebalanceReport:
         """Move every block to its primary directory; then forget the secondaries."""
         self._open()
-        report = await self._operations.run("rebalance", tranquility=tranquility)
+        report = await self._local().operations.run("rebalance", tranquility=tranquility)
         assert isinstance(report, RebalanceReport)
         return report
 
@@ -372,20 +394,20 @@ class BlockManager:
         Returns its status; follow it with :meth:`operation_status`.
         """
         self._open()
-        self._operations.start(name)
-        return self._operations.status(name)
+        self._local().operations.start(name)
+        return self._local().operations.status(name)
 
     def operation_status(self, name: str) -> OperationStatus:
         """Where the last ``"repair"`` or ``"rebalance"`` started since opening is."""
         self._open()
-        return self._operations.status(name)
+        return self._local().operations.status(name)
 
     # -- node state -----------------------------------------------------------------------------
 
     def workers(self) -> list[WorkerInfo]:
         """Name, state, queue length, errors, tranquility and progress of each worker."""
         self._open()
-        return self._workers.infos()
+        return [] if self._storage is None else self._storage.workers.infos()
 
     def now_msec(self) -> int:
         """The node clock: wall-clock msec at start-up plus Trio's clock since then.
@@ -401,11 +423,11 @@ class BlockManager:
     @property
     def data_layout(self) -> DataLayout:
         """The data directories and the assignment of partitions to them."""
-        return self._ctx.store.layout
+        return self._local().ctx.store.layout
 
     async def data_dir_usage(self) -> list[DataDirUsage]:
         """Size and free space of the filesystem of each data directory."""
-        ctx = self._open()
+        ctx = self._local().ctx
         layout = ctx.store.layout
         return await run_blocking(
             disk_usage_sync, list(layout.dirs), layout.read_only_dirs, limiter=ctx.cpu_limiter
@@ -421,4 +443,4 @@ class BlockManager:
         return None if rpc is None else rpc.stats
 
 
-__all__ = ["AdminHandler", "BlockManager"]
+__all__ = ["AdminHandler", "BlockManager", "StorageParts"]

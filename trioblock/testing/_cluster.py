@@ -22,7 +22,7 @@ from .._core.config import Config
 from .._core.placement import StaticLayout
 from .._net.tcp import TcpTransport
 from .._net.transport import Transport
-from .._node.lifecycle import open_block_manager
+from .._node.lifecycle import open_block_manager, open_gateway
 from .._node.manager import BlockManager
 from .._node.nurseries import service_nursery
 from .._storage.offload import run_blocking
@@ -140,6 +140,40 @@ class Cluster:
         await self.stop(node_id)
         await run_blocking(shutil.rmtree, self.root / node_id, True)
         return await self.start(node_id)
+
+    @asynccontextmanager
+    async def open_gateway(self, node_id: str = "gateway") -> AsyncIterator[BlockManager]:
+        """A gateway into this cluster (a node that stores nothing; see ``open_gateway``).
+
+        ``async with cluster.open_gateway("app") as gw:`` — ``node_id`` must not be one
+        of the cluster's nodes. It uses the cluster's transport kind, layout, secret and
+        configuration overrides.
+        """
+        if node_id in self.node_ids:
+            raise ValueError(f"{node_id!r} is a storage node of this cluster")
+        tcp: TcpTransport | None = None
+        if self._transports:
+            tcp = TcpTransport(
+                peers={
+                    n: t.listen_address
+                    for n, t in self._transports.items()
+                    if isinstance(t, TcpTransport) and t.listen_address is not None
+                }
+            )
+        transport: Transport = tcp if tcp is not None else self.net.transport(node_id)
+        try:
+            async with open_gateway(
+                node_id,
+                layout=self.layout,
+                transport=transport,
+                rpc_secret=self.rpc_secret,
+                **self.config_overrides,
+            ) as gateway:
+                yield gateway
+        finally:
+            if tcp is not None:
+                with trio.CancelScope(shield=True):
+                    await tcp.aclose()
 
     def running(self) -> list[str]:
         return [n for n in self.node_ids if n in self.nodes]
