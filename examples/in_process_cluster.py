@@ -2,11 +2,12 @@
 
 Run it with ``python examples/in_process_cluster.py``. It narrates:
 
-1. puts replicated to the 3 storage nodes (replication factor 3, write quorum 2);
-2. a node stopped, writes continuing with the quorum;
-3. the node restarted: the application catches its references up, and resync fetches
-   the blocks it missed from its peers;
-4. a node wiped (its disk replaced): references restored, resync repairs it;
+1. puts replicated to the 3 storage nodes (replication factor 3, write quorum 2), each
+   block referenced once with ``add_reference`` (counted on every storage node);
+2. a node stopped, writes and references continuing with the quorum;
+3. the node restarted: anti-entropy brings it the references it missed, and resync
+   fetches the blocks from its peers — the application replays nothing;
+4. a node wiped (its disk replaced): the same catch-up rebuilds it;
 5. a corrupted copy detected on read, quarantined and repaired from a peer.
 
 It runs in virtual time (``trio.testing.MockClock``): the resync delays (2 × rpc_timeout
@@ -33,13 +34,6 @@ async def holders(cluster: Cluster, h: Hash) -> list[str]:
     return [n for n, bm in sorted(cluster.nodes.items()) if await bm.has_local_block(h)]
 
 
-def reference_everywhere(cluster: Cluster, h: Hash) -> None:
-    """The application's metadata layer: one reference on each running storage node."""
-    for node in cluster.layout.storage_nodes(h):
-        if node in cluster.nodes:
-            cluster.nodes[node].incref(h)
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trioblock-cluster-") as tmp:
         async with open_cluster(tmp, n=3, replication_factor=3) as cluster:
@@ -49,7 +43,7 @@ async def main() -> None:
             first = []
             for i in range(5):
                 h = await n0.put_block(f"block {i} ".encode() * 5000)
-                reference_everywhere(cluster, h)
+                await n0.add_reference(h, f"object-{i}")
                 first.append(h)
             log.info(
                 "put 5 blocks through n0; block %s is on %s",
@@ -62,15 +56,15 @@ async def main() -> None:
             missed = []
             for _ in range(5):
                 h = await n0.put_block(os.urandom(32 * 1024))
-                reference_everywhere(cluster, h)
+                await n0.add_reference(h, f"late-object-{len(missed)}")
                 missed.append(h)
             log.info("block %s is on %s only", missed[0].short(), await holders(cluster, missed[0]))
 
             n2 = await cluster.start("n2")
-            for h in missed:
-                n2.incref(h)  # the application's metadata catches up with n2
+            report = await n2.sync_references()  # it also runs by itself, soon after start
             log.info(
-                "restarted n2 and gave it the 5 references it missed; resync queue: %d",
+                "restarted n2: anti-entropy pulled the %d references it missed; resync queue: %d",
+                report.pulled,
                 n2.resync_queue_len(),
             )
             await trio.sleep(2 * n2.config.rpc_timeout + 5)
@@ -87,8 +81,8 @@ async def main() -> None:
                 "wiped n1 (new empty disk): it holds %d blocks",
                 sum([await n1.has_local_block(h) for h in first + missed]),
             )
-            for h in first + missed:
-                n1.incref(h)
+            report = await n1.sync_references()
+            log.info("n1 pulled %d references from its peers", report.pulled)
             await trio.sleep(2 * n1.config.rpc_timeout + 5)
             log.info(
                 "after repair n1 holds %d/10 blocks again",

@@ -118,6 +118,7 @@ def test_design_names_are_exported() -> None:
 
 #: Documented additions to the contract's table.
 MANAGER_ADDITIONS = [
+    "is_gateway",
     "config",
     "node_id",
     "layout",
