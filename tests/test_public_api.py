@@ -118,11 +118,11 @@ def test_design_names_are_exported() -> None:
 
 #: Documented additions to the contract's table.
 MANAGER_ADDITIONS = [
-    "is_gateway",
     "config",
     "node_id",
     "layout",
     "metrics",
+    "is_gateway",
     "get_rc_entry",
     "list_resync_queue",
     "retry_all_now",
