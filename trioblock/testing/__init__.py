@@ -8,10 +8,16 @@
 - :func:`check_transport`: a conformance suite for anyone plugging their own
   :class:`~trioblock.Transport`-compatible transport;
 - :func:`run_operations`, :class:`ClusterModel`, :func:`check_converged`: drive a
-  cluster with a sequence of operations against a model and check the invariants
-  (no referenced block lost, no wrong bytes returned, garbage eventually collected);
+  cluster with a sequence of operations against a model of an application that keeps
+  its own references with the low-level ``incref``/``decref`` (replaying what a node
+  missed) and check the invariants (no referenced block lost, no wrong bytes returned,
+  garbage eventually collected);
 - :mod:`trioblock.testing.strategies` (needs hypothesis): ``block_contents()`` and
-  ``cluster_operations(node_ids)``.
+  ``cluster_operations(node_ids)``;
+- :mod:`trioblock.testing.stateful` (needs hypothesis): ``ReferenceMachine``, a
+  ``RuleBasedStateMachine`` driving cluster references through crashes, wipes,
+  partitions and restarts, and ``ClusterThread``, which keeps a cluster alive across the
+  rules of a state machine.
 
 Everything here runs under ``trio.testing.MockClock(autojump_threshold=0)``, which
 turns minutes of GC delays and back-offs into milliseconds.
