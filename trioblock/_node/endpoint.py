@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from .._core.block import BlockHeader, DataBlock, decode_block
+from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
 from .._core.refs import RefTuple
 from .._net.rpc import AdminResult
@@ -129,15 +129,11 @@ class RpcEndpoint:
                             f"{ctx.node_id}: receive buffer full (ram_buffer_max) for "
                             f"{ctx.config.rpc_timeout}s; try again later"
                         ) from None
-            block = DataBlock(header, b"".join(chunks))
+            block = DataBlock(header, b"".join(chunks) if len(chunks) != 1 else chunks[0])
             chunks.clear()
-            # Verify before anything touches the disk: a peer never makes us store
-            # bytes that do not match their name.
-            await run_blocking(
-                lambda: decode_block(hash, block, max_size=ctx.config.max_block_size),
-                limiter=ctx.cpu_limiter,
-            )
-            await self._writer.write_local(hash, block)
+            # Verified before anything touches the disk (in the same worker-thread trip as
+            # the write): a peer never makes us store bytes that do not match their name.
+            await self._writer.write_local(hash, block, verify=True)
         finally:
             budget.release(taken)
 

@@ -221,7 +221,8 @@ class ResyncExecutor:
             except Exception as exc:  # reported below, in one error
                 failures[node] = exc
 
-        async with ctx.budget.hold(len(block) * len(needing)), trio.open_nursery() as nursery:
+        # One bytes object goes to every node: counted once in the budget.
+        async with ctx.budget.hold(len(block)), trio.open_nursery() as nursery:
             for node in needing:
                 nursery.start_soon(send, node)
         sent = [n for n in needing if n not in failures]
