@@ -100,9 +100,17 @@ RAW_RECEIVE = 256 * KiB
 
 #: (op, block size, concurrency, data) -> the ratio the issue asks for.
 TARGETS = {
-    ("put", 1 * MiB, 16, "random"): 0.7,
-    ("get", 1 * MiB, 16, "random"): 0.6,
+    ("put", 1 * MiB, 16, "random"): 0.9,
+    ("put", 64 * KiB, 16, "random"): 0.75,
+    ("put", 4 * KiB, 16, "random"): 0.75,
 }
+#: get 1 MiB x16 random from a peer: at least this share of one core's verify rate
+#: (zstd decode + BLAKE2b, measured in the same run).
+GET_VERIFY_TARGET = 0.7
+#: add_reference (rf 3, x16) against the replicated 4 KiB put, same run.
+REFS_TARGET = 2.0
+#: The soak counts overdue entries among the first this many of each node's queue.
+OVERDUE_SCAN = 5000
 
 #: Config for every node besides the defaults (fsync on, zstd level 1, 8 disk threads).
 BASE_CONFIG: dict[str, Any] = {"disable_scrub": True}
@@ -610,6 +618,7 @@ def measure(
     )
     sample = make_blocks(16, size, kind, seed=seed)
     common = {"compression_ratio": round(compression_ratio(sample), 3)}
+    verify_mib_s = verify_rate(sample)
     put_row = Row(
         op="put",
         size=size,
@@ -645,9 +654,212 @@ def measure(
             "encoded_bytes": gets.encoded_bytes,
             "wire_mib_per_s": gets.encoded_bytes / gets.get.best / MiB,
             "rpc_during_timed_gets": gets.counters,
+            "verify_one_core_mib_per_s": verify_mib_s,
+            "ratio_to_verify": n * size / gets.get.best / MiB / verify_mib_s,
+            "verify_target": GET_VERIFY_TARGET
+            if (size, conc, kind) == (MiB, 16, "random")
+            else None,
         },
     )
     return [put_row, get_row]
+
+
+def verify_rate(sample: Sequence[bytes], seconds: float = 0.3) -> float:
+    """One core's rate (plaintext MiB/s) at what a get's receiver must do: zstd-decode
+    and BLAKE2b each block (``trioblock``'s own ``decode_block``), in this thread."""
+    from trioblock._core.block import decode_block, hash_and_encode
+
+    encoded = [hash_and_encode(data, 1) for data in sample]
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for h, block in encoded:
+            decode_block(h, block)
+            done += len(sample[0])
+    return done / (time.perf_counter() - started) / MiB
+
+
+# --------------------------------------------------------------------------------------
+# Extras: add_reference against replicated 4 KiB puts (with the Trio thread's longest
+# stall), and the resync queue under a sustained mixed load
+
+
+class StallMeter:
+    """The Trio thread's longest stall: how late a task asking to wake every
+    ``tick`` seconds was woken at worst (a measure of the event loop's responsiveness)."""
+
+    def __init__(self, tick: float = 0.001) -> None:
+        self.tick = tick
+        self.worst = 0.0
+
+    async def run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await trio.sleep(self.tick)
+            self.worst = max(self.worst, time.perf_counter() - asked - self.tick)
+
+
+async def _timed_with_stall(fn: Any, *args: Any) -> tuple[float, float]:
+    meter = StallMeter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(meter.run)
+        started = time.perf_counter()
+        await fn(*args)
+        wall = time.perf_counter() - started
+        nursery.cancel_scope.cancel()
+    return wall, meter.worst
+
+
+async def _refs_session(root: str, n: int, reps: int, config: dict[str, Any]) -> dict[str, Any]:
+    _check_clock()
+    conc = 16
+    async with open_cluster(
+        root, 3, replication_factor=REPLICATION_FACTOR, write_quorum=WRITE_QUORUM,
+        transport="tcp", **config,
+    ) as cluster:  # fmt: skip
+        bm = cluster.nodes["n0"]
+        await _put_all(bm, make_blocks(conc, 4 * KiB, "random", seed=77), conc)
+        put_walls: list[float] = []
+        ref_walls: list[float] = []
+        stalls: dict[str, float] = {"put": 0.0, "ref": 0.0}
+        hashes: list[bytes] = []
+        for rep in range(reps):
+            blocks = make_blocks(n, 4 * KiB, "random", seed=1000 + rep)
+
+            async def puts(blocks: list[bytes] = blocks) -> None:
+                hashes.extend(await _put_all(bm, blocks, conc))
+
+            async def refs(rep: int = rep) -> None:
+                pairs = [(h, f"owner-{rep}-{i}") for i, h in enumerate(hashes[-n:])]
+
+                async def worker(share: list[tuple[int, tuple[bytes, str]]]) -> None:
+                    for _i, (h, owner) in share:
+                        await bm.add_reference(h, owner)
+
+                async with trio.open_nursery() as nursery:
+                    for share in shares(pairs, conc):
+                        nursery.start_soon(worker, share)
+
+            wall, stall = await _timed_with_stall(puts)
+            put_walls.append(wall)
+            stalls["put"] = max(stalls["put"], stall)
+            await _drained(cluster)
+            wall, stall = await _timed_with_stall(refs)
+            ref_walls.append(wall)
+            stalls["ref"] = max(stalls["ref"], stall)
+            await _drained(cluster)
+    put_rate = n / min(put_walls)
+    ref_rate = n / min(ref_walls)
+    return {
+        "n": n,
+        "concurrency": conc,
+        "put_4k_per_s": put_rate,
+        "add_reference_per_s": ref_rate,
+        "ratio": ref_rate / put_rate,
+        "target": REFS_TARGET,
+        "max_stall_ms": {k: v * 1000 for k, v in stalls.items()},
+    }
+
+
+async def _soak_session(root: str, seconds: float, config: dict[str, Any]) -> dict[str, Any]:
+    """A sustained mixed load on a 3-node cluster (rf 3, default resync settings): 16
+    tasks put 4 KiB blocks and reference them, and drop the reference of a block put a
+    few seconds earlier (so deletions come due during the run). The resync queue of
+    every node is sampled each second."""
+    _check_clock()
+    conc = 16
+    soak_config = {**config, "rpc_timeout": 1.0, "gc_delay": 1.0}
+    samples: list[tuple[float, int]] = []
+    overdue_samples: list[int] = []
+    counts = {"puts": 0, "drops": 0}
+    async with open_cluster(
+        root, 3, replication_factor=REPLICATION_FACTOR, write_quorum=WRITE_QUORUM,
+        transport="tcp", **soak_config,
+    ) as cluster:  # fmt: skip
+        bm = cluster.nodes["n0"]
+        started = time.perf_counter()
+
+        async def loader(task: int) -> None:
+            mine: list[tuple[bytes, str]] = []
+            i = 0
+            while True:
+                data = os.urandom(4 * KiB)
+                h = await bm.put_block(data)
+                owner = f"soak-{task}"
+                await bm.add_reference(h, owner)
+                counts["puts"] += 1
+                mine.append((bytes(h), owner))
+                i += 1
+                if i % 2 == 0 and len(mine) > 8:  # half of them are dropped again
+                    old, who = mine.pop(0)
+                    await bm.remove_reference(old, who)
+                    counts["drops"] += 1
+
+        async def sampler() -> None:
+            while True:
+                total = overdue = 0
+                for node in cluster.nodes.values():
+                    total += node.resync_queue_len()
+                    now = node.now_msec() - 1000  # due for more than a second
+                    overdue += sum(1 for e in node.list_resync_queue(OVERDUE_SCAN) if e.when < now)
+                samples.append((time.perf_counter() - started, total))
+                overdue_samples.append(overdue)
+                await trio.sleep(1.0)
+
+        meter = StallMeter()
+        with trio.move_on_after(seconds):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sampler)
+                nursery.start_soon(meter.run)
+                for task in range(conc):
+                    nursery.start_soon(loader, task)
+        deletes = sum(node.metrics.deletes for node in cluster.nodes.values())
+    half = [q for t, q in samples if t >= seconds / 2]
+    return {
+        "seconds": seconds,
+        "puts_per_s": counts["puts"] / seconds,
+        "drops_per_s": counts["drops"] / seconds,
+        "deletes_per_s": deletes / seconds,
+        "queue_samples": samples,
+        "queue_max": max(q for _t, q in samples),
+        "queue_second_half_min_max": (min(half), max(half)) if half else None,
+        "queue_end": samples[-1][1],
+        "overdue_samples": overdue_samples,
+        "max_stall_ms": meter.worst * 1000,
+        "node_config": soak_config,
+    }
+
+
+def run_extras(root: str, names: list[str], mode: Mode, soak: float, config: dict) -> dict:
+    out: dict[str, Any] = {}
+    if "refs" in names:
+        n = 256 if mode.repetitions == 1 else 512
+        out["refs"] = trio.run(
+            _refs_session, fresh_dir(root, "refs"), n, max(2, mode.repetitions), config
+        )
+        r = out["refs"]
+        print(
+            f"\nadd_reference, rf {REPLICATION_FACTOR}, x{r['concurrency']}, n={r['n']}: "
+            f"{r['add_reference_per_s']:,.0f}/s against replicated 4 KiB puts "
+            f"{r['put_4k_per_s']:,.0f}/s: ratio {r['ratio']:.2f} (target >= {REFS_TARGET:g} "
+            f"{'ok' if r['ratio'] >= REFS_TARGET else 'MISS'}); Trio thread's longest "
+            f"stall: puts {r['max_stall_ms']['put']:.1f} ms, add_reference "
+            f"{r['max_stall_ms']['ref']:.1f} ms"
+        )
+    if "soak" in names:
+        out["soak"] = trio.run(_soak_session, fresh_dir(root, "soak"), soak, config)
+        r = out["soak"]
+        trace = " ".join(str(q) for _t, q in r["queue_samples"])
+        late = " ".join(str(q) for q in r["overdue_samples"])
+        print(
+            f"\nsoak {r['seconds']:.0f} s (3 nodes, rf 3, resync defaults, gc_delay 1 s): "
+            f"{r['puts_per_s']:.0f} puts+refs/s, {r['drops_per_s']:.0f} drops/s, "
+            f"{r['deletes_per_s']:.0f} deletes/s; resync queue (all nodes, each second): "
+            f"{trace}; max {r['queue_max']}, end {r['queue_end']}; overdue by > 1 s "
+            f"(at most {OVERDUE_SCAN} counted per node): {late}; Trio thread's longest "
+            f"stall {r['max_stall_ms']:.1f} ms"
+        )
+    return out
 
 
 def warm_up(root: str, config: dict[str, Any]) -> None:
@@ -692,7 +904,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     length.add_argument("--full", action="store_true", help="5 repetitions, longer phases")
     p.add_argument("--dir", help="parent of the temp directories (default: /var/tmp or /tmp)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--sizes", default="64k,1m", help="block sizes (default 64k,1m)")
+    p.add_argument("--sizes", default="4k,64k,1m", help="block sizes (default 4k,64k,1m)")
     p.add_argument("--concurrency", default="1,16", help="tasks/threads (default 1,16)")
     p.add_argument("--data", default="random,text", help="block contents (default random,text)")
     p.add_argument("--repetitions", type=int, help="override the mode's repetitions")
@@ -710,6 +922,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="after each row, run one more put and get phase under cProfile (Trio thread) "
         "and write DIR/{put,get}-<row>.pstats (not part of the table)",
     )
+    p.add_argument(
+        "--extras",
+        default="refs,soak",
+        help="extra rows after the table: refs (add_reference vs 4 KiB puts, with the Trio "
+        "thread's longest stall), soak (resync queue under a sustained mixed load); "
+        "'none' for neither (default refs,soak)",
+    )
+    p.add_argument("--soak-seconds", type=float, help="length of the soak (default 30, --quick 12)")
     p.add_argument("--no-sync", action="store_true", help="skip os.sync() between runs")
     p.add_argument("--keep", action="store_true", help="keep the temp root directory")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -778,13 +998,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"ratio {r.ratio:.2f}",
                             file=sys.stderr,
                         )
+        extras_table = format_rows(rows)
+        extra_names = [] if args.extras == "none" else _csv(args.extras)
+        soak = args.soak_seconds or (12.0 if args.quick else 30.0)
+        print()
+        print(extras_table)
+        extras = run_extras(root, extra_names, mode, soak, config)
     finally:
         if not args.keep:
             remove_dir(root)
     elapsed = time.perf_counter() - started
-
-    print()
-    print(format_rows(rows))
+    for r in rows:
+        if r.op == "get" and r.extra.get("verify_target") is not None:
+            v = r.extra["ratio_to_verify"]
+            print(
+                f"get {size_label(r.size)} {r.data} x{r.concurrency} from a peer: "
+                f"{r.cluster.mib_per_s:.0f} MiB/s against one core's verify rate "
+                f"{r.extra['verify_one_core_mib_per_s']:.0f} MiB/s: ratio {v:.2f} "
+                f"(target >= {GET_VERIFY_TARGET:g} {'ok' if v >= GET_VERIFY_TARGET else 'MISS'})"
+            )
     print(
         f"\n{len(rows)} rows in {elapsed:.0f} s. put: ratio = cluster MiB/s / (plain loop "
         f"MiB/s / {REPLICATION_FACTOR}); get: ratio = get MiB/s (plaintext, from a peer) / "
@@ -806,6 +1038,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "node_config": config,
                     "mode": {**asdict(mode), "elapsed_seconds": elapsed},
                     "results": [r.as_dict() for r in rows],
+                    "extras": extras,
                 },
                 f,
                 indent=2,

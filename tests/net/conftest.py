@@ -98,6 +98,10 @@ class FakeHandler:
         finally:
             self.active -= 1
 
+    async def rpc_corrupt_report(self, peer: str, hash: Hash) -> None:
+        await self._enter("corrupt", (peer, hash))
+        self.active -= 1
+
     async def rpc_admin(self, request: dict[str, Any]) -> dict[str, Any]:
         await self._enter("admin", request)
         try:

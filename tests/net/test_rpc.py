@@ -132,6 +132,13 @@ async def test_need_block_and_admin() -> None:
         assert reply == {"echo": {"op": "status", "args": [1, "two", b"3", None]}, "blocks": 1}
 
 
+async def test_corrupt_report_reaches_the_handler_with_the_authenticated_peer() -> None:
+    async with pair() as (_, a, handler):
+        h, _block = block_of(b"served bad")
+        await a.report_corrupt("b", h)
+        assert handler.calls[-1] == ("corrupt", ("a", h))
+
+
 async def test_handler_bug_becomes_internal_error_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -186,3 +186,25 @@ async def test_gc_delay_counts_virtual_time_across_a_restart(open_node, autojump
         assert bm.now_msec() >= before_restart
         await settle_at(t0 + GC + SLACK + 1)
         assert not await bm.has_local_block(h)
+
+
+async def test_many_noop_checks_are_settled_beside_a_real_deletion(
+    open_node, autojump_clock
+) -> None:
+    async with open_node(rpc_timeout=5.0) as bm:
+        kept = []
+        for i in range(150):
+            h = await bm.put_block(b"kept %d " % i * 50)
+            bm.incref(h)
+            kept.append(h)
+        gone = await bm.put_block(DATA)
+        bm.incref(gone)
+        bm.decref(gone)
+        assert bm.resync_queue_len() == 152  # a check per put, and the deletion
+        await trio.sleep(GC + SLACK + 5)
+        await trio.testing.wait_all_tasks_blocked()
+        assert bm.resync_queue_len() == 0
+        assert not await bm.has_local_block(gone)
+        for h in kept:
+            assert await bm.has_local_block(h)
+        assert bm.resync_errors_len() == 0

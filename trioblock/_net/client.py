@@ -32,6 +32,7 @@ from .errormap import AdminRequestFailed, remote_error
 from .messages import (
     Admin,
     AdminReply,
+    CorruptReport,
     Error,
     GetBlock,
     Message,
@@ -221,6 +222,22 @@ class RpcClient:
             hash=hash,
         )
         return reply.needed
+
+    async def report_corrupt(
+        self,
+        peer: str,
+        hash: Hash,
+        *,
+        background: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> None:
+        """Tell ``peer`` that the copy of ``hash`` it served failed verification here.
+
+        The peer verifies its own copy and quarantines it if it is corrupt.
+        """
+        await self._request(
+            peer, CorruptReport(hash), Ok, background=background, timeout=timeout, hash=hash
+        )
 
     # -- operator requests -------------------------------------------------------------
 

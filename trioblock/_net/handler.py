@@ -26,7 +26,9 @@ class RpcHandler(Protocol):
     """What a node does with the requests it receives (implemented by the node)."""
 
     async def rpc_get_block(self, hash: Hash, order_tag: int | None) -> DataBlock:
-        """The stored encoding of ``hash``; ``MissingBlockError`` / ``CorruptBlockError``."""
+        """The stored encoding of ``hash``, possibly unverified (the requester verifies
+        and reports a bad copy with ``rpc_corrupt_report``); ``MissingBlockError`` /
+        ``CorruptBlockError``."""
         ...
 
     async def rpc_put_block(
@@ -37,6 +39,10 @@ class RpcHandler(Protocol):
 
     async def rpc_need_block(self, hash: Hash) -> bool:
         """Whether this node needs (is missing and should hold) ``hash``."""
+        ...
+
+    async def rpc_corrupt_report(self, peer: str, hash: Hash) -> None:
+        """``peer`` found the copy of ``hash`` served from here corrupt: check ours."""
         ...
 
     async def rpc_admin(self, request: dict[str, Any], body: bytes | None = None) -> AdminResult:

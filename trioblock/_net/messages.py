@@ -64,6 +64,7 @@ __all__ = [
     "Admin",
     "AdminReply",
     "Auth",
+    "CorruptReport",
     "Error",
     "GetBlock",
     "Hello",
@@ -285,6 +286,26 @@ class NeedBlockReply(_Wire):
         return cls(read_bool(m, "needed", "NeedBlockReply"))
 
 
+@_message
+@dataclass(frozen=True, slots=True)
+class CorruptReport(_Wire):
+    """The copy of a block the peer served failed verification here: ``{hash}`` → :class:`Ok`.
+
+    Blocks are served as stored, without decoding them; the requester verifies every copy
+    and tells the sender when one is bad. The sender then verifies its copy itself and
+    quarantines it if it is indeed corrupt: a report alone never removes anything.
+    """
+
+    hash: Hash
+
+    def to_map(self) -> dict[str, Any]:
+        return {"hash": bytes(self.hash)}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> CorruptReport:
+        return cls(read_hash(m, "CorruptReport"))
+
+
 # -- generic replies ---------------------------------------------------------------------
 
 
@@ -497,6 +518,7 @@ Message: TypeAlias = (
     | PutBlock
     | NeedBlockQuery
     | NeedBlockReply
+    | CorruptReport
     | Ok
     | Error
     | Admin

@@ -48,6 +48,7 @@ from .handshake import server_handshake
 from .messages import (
     Admin,
     AdminReply,
+    CorruptReport,
     Error,
     GetBlock,
     Message,
@@ -84,6 +85,11 @@ async def _need_block(handler: RpcHandler, peer: str, request: NeedBlockQuery) -
     return NeedBlockReply(bool(await handler.rpc_need_block(request.hash)))
 
 
+async def _corrupt_report(handler: RpcHandler, peer: str, request: CorruptReport) -> Message:
+    await handler.rpc_corrupt_report(peer, request.hash)
+    return Ok()
+
+
 async def _ref_update(handler: RpcHandler, peer: str, request: RefUpdate) -> Message:
     await handler.rpc_ref_update(peer, request.entries)
     return Ok()
@@ -112,6 +118,7 @@ async def _ref_collect(handler: RpcHandler, peer: str, request: RefCollect) -> M
 #: Requests answered by one reply message and no body: request type → route.
 SIMPLE_ROUTES: Final[dict[type[Any], SimpleRoute]] = {
     NeedBlockQuery: _need_block,
+    CorruptReport: _corrupt_report,
     RefUpdate: _ref_update,
     RefDigests: _ref_digests,
     RefFetch: _ref_fetch,

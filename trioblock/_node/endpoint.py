@@ -1,7 +1,11 @@
 """The node's answers to peers: the ``RpcHandler`` the RPC server calls.
 
-- ``GetBlock``: the verified local copy, encoded as stored (a corrupt copy is
-  quarantined and queued, and the peer gets a ``corrupt`` error);
+- ``GetBlock``: the local copy, encoded as stored and sent without decoding it: the
+  requester verifies every copy it receives, so verifying here too would only double
+  the work. A copy over its size limit is quarantined and answered ``corrupt``;
+- ``CorruptReport``: a peer found the copy we served corrupt. We verify our copy (a
+  report alone never removes anything) and, if it is indeed corrupt, quarantine it,
+  count it and queue the block for resync, which fetches a good copy back;
 - ``PutBlock``: the body is received within the byte budget (a bounded wait: two large
   receives must not hold half the budget each and wait for each other forever), verified
   against its hash, and only then written durably;
@@ -12,21 +16,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
 
-from .._core.block import BlockHeader, DataBlock, decode_block
+from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
 from .._core.refs import RefTuple
 from .._net.rpc import AdminResult
 from .._storage.offload import run_blocking
-from ..errors import MissingBlockError, TransportError, TrioblockError
+from .._storage.paths import BlockLocation
+from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
 from .context import NodeContext
 from .reads import Reader
 from .references import References
 from .writes import Writer
+
+log = logging.getLogger("trioblock.node")
 
 #: What serves ``Admin`` requests: ``await handler(request, body)``.
 AdminCallback = Callable[[dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
@@ -54,11 +62,49 @@ class RpcEndpoint:
         self._admin = admin
 
     async def rpc_get_block(self, hash: Hash, order_tag: int | None) -> DataBlock:
-        """A peer's ``GetBlock``: the verified local copy, encoded as stored."""
-        local = await self._reader.read_local(hash)
-        if local is None:
+        """A peer's ``GetBlock``: the local copy, encoded as stored, unverified."""
+        ctx = self._ctx
+        started = trio.current_time()
+        try:
+            found = await run_blocking(ctx.store.read_raw_sync, hash, limiter=ctx.cpu_limiter)
+        except CorruptBlockError as exc:  # over its size limit: never read, never sent
+            loc: BlockLocation | None = getattr(exc, "location", None)
+            if loc is not None:
+                await ctx.store.quarantine(loc)
+            ctx.metrics.corruptions += 1
+            ctx.put_to_resync(hash, 0)
+            raise
+        if found is None:
             raise MissingBlockError(hash)
-        return local[1]
+        block, _loc = found
+        ctx.metrics.read_duration.observe(trio.current_time() - started)
+        ctx.metrics.bytes_read += len(block)
+        return block
+
+    async def rpc_corrupt_report(self, peer: str, hash: Hash) -> None:
+        """``peer`` found the copy we served corrupt: verify ours, quarantine it if bad."""
+        ctx = self._ctx
+        loc = await ctx.store.find(hash)
+        if loc is None:
+            return
+        quarantined = await ctx.store.quarantine(loc)
+        if quarantined is None:
+            log.info(
+                "%s: %s reported block %s corrupt; our copy verifies (damaged in transit?)",
+                ctx.node_id,
+                peer,
+                hash.short(),
+            )
+            return
+        ctx.metrics.corruptions += 1
+        ctx.put_to_resync(hash, 0)
+        log.warning(
+            "%s: %s found block %s corrupt as served from here: quarantined to %s",
+            ctx.node_id,
+            peer,
+            hash.short(),
+            quarantined,
+        )
 
     async def rpc_put_block(
         self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
@@ -83,15 +129,11 @@ class RpcEndpoint:
                             f"{ctx.node_id}: receive buffer full (ram_buffer_max) for "
                             f"{ctx.config.rpc_timeout}s; try again later"
                         ) from None
-            block = DataBlock(header, b"".join(chunks))
+            block = DataBlock(header, b"".join(chunks) if len(chunks) != 1 else chunks[0])
             chunks.clear()
-            # Verify before anything touches the disk: a peer never makes us store
-            # bytes that do not match their name.
-            await run_blocking(
-                lambda: decode_block(hash, block, max_size=ctx.config.max_block_size),
-                limiter=ctx.cpu_limiter,
-            )
-            await self._writer.write_local(hash, block)
+            # Verified before anything touches the disk (in the same worker-thread trip as
+            # the write): a peer never makes us store bytes that do not match their name.
+            await self._writer.write_local(hash, block, verify=True)
         finally:
             budget.release(taken)
 

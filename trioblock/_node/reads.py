@@ -3,7 +3,9 @@
 How a get travels: the local copy, read and verified in a worker thread
 (``BlockStore.read_verified``; a corrupt copy is quarantined and queued for resync) →
 peers in the layout's read order (``RpcNode.get_block``), each copy verified in a worker
-thread, with a second request started early when the first is slow (the hedge
+thread (peers send their stored bytes undecoded: this is the one verification of a
+transfer; a copy that fails it is reported to its sender, which checks and quarantines
+it), with a second request started early when the first is slow (the hedge
 threshold of ``HedgePolicy``) → when this node should have held the block (a storage
 node with a reference), the verified copy is written back locally in the background
 (read repair).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -92,11 +95,33 @@ class Reader:
         assert ctx.rpc is not None
         with trio.fail_after(ctx.config.rpc_timeout):
             block = await ctx.rpc.get_block(node, hash, background=background)
-        plaintext = await run_blocking(
-            lambda: decode_block(hash, block, max_size=ctx.config.max_block_size),
-            limiter=ctx.cpu_limiter,
-        )
+        try:
+            plaintext = await run_blocking(
+                partial(decode_block, max_size=ctx.config.max_block_size),
+                hash,
+                block,
+                limiter=ctx.cpu_limiter,
+            )
+        except CorruptBlockError:
+            self.report_corrupt(node, hash)
+            raise
         return plaintext, block
+
+    def report_corrupt(self, node: str, hash: Hash) -> None:
+        """Tell ``node`` in the background that the copy it served us is corrupt.
+
+        Peers serve their stored bytes without decoding them; this report is how a bad
+        copy there gets verified, quarantined and repaired.
+        """
+        ctx = self._ctx
+        rpc = ctx.rpc
+        if rpc is None:
+            return
+
+        async def report() -> None:
+            await rpc.report_corrupt(node, hash, timeout=ctx.config.rpc_timeout)
+
+        ctx.spawn_background(f"reporting corrupt {hash.short()} to {node}", report)
 
     async def read_from_peers(
         self, hash: Hash, peers: list[str], *, background: bool = False
@@ -218,7 +243,9 @@ class Reader:
             await attempt.aclose()
             raise
         await stack.enter_async_context(attempt)
-        return VerifiedChunks(ctx, hash, header, body, None)
+        return VerifiedChunks(
+            ctx, hash, header, body, None, on_corrupt=lambda: self.report_corrupt(node, hash)
+        )
 
     def _streamed_from_peer(self, hash: Hash) -> None:
         if self._should_hold(hash):

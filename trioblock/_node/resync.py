@@ -1,7 +1,10 @@
 """The resync workers: 1..8 tasks draining the ``resync_queue`` together.
 
-Each unit takes the earliest queue entry that no other resync worker is handling (a
-shared busy set), and:
+Each unit looks at up to ``CHECK_BATCH`` due queue entries that no other resync worker
+is handling (a shared busy set). Checks that find nothing to do — most of them: a put
+queues a check of its block, which then finds it referenced and present — are settled
+together (one worker-thread trip, one transaction) and never throttled. The first
+entry left is handled alone:
 
 - if its time has not come, idles until then or until the queue changes;
 - if the block's error counter says "not yet", moves the entry to the counter's next
@@ -27,6 +30,8 @@ from .._core.hashing import Hash
 from .._core.refcount import RcEntry, parse_queue_key
 from .._core.resync import ResyncAction, decide_resync, offload_allowed
 from .._core.tranquilizer import Tranquilizer
+from .._storage.metadata import resync_succeeded_many
+from .._storage.offload import run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
 from .context import NodeContext, ResyncShared, describe
 from .reads import Reader
@@ -42,6 +47,9 @@ from .workers import (
 from .writes import Writer
 
 log = logging.getLogger("trioblock.resync")
+
+#: Due queue entries looked at together for checks with nothing to do (no-ops).
+CHECK_BATCH = 64
 
 #: Upper bound on an idle wait, a safety net should a notification ever be missed
 #: (every queue change notifies; long enough not to cost anything in virtual time).
@@ -221,7 +229,8 @@ class ResyncExecutor:
             except Exception as exc:  # reported below, in one error
                 failures[node] = exc
 
-        async with ctx.budget.hold(len(block) * len(needing)), trio.open_nursery() as nursery:
+        # One bytes object goes to every node: counted once in the budget.
+        async with ctx.budget.hold(len(block)), trio.open_nursery() as nursery:
             for node in needing:
                 nursery.start_soon(send, node)
         sent = [n for n in needing if n not in failures]
@@ -268,21 +277,82 @@ class ResyncWorker(Worker):
         shared, node = self.shared, self.node
         self._token = shared.generation.value
         self._wake_at = None
-        head = node.db.queue_head(len(shared.busy) + 1)
-        entry = next(((k, h) for k, h in head if h not in shared.busy), None)
-        if entry is None:
-            return WorkerState.IDLE
-        key, hash = entry
-        when, _ = parse_queue_key(key)
         now = node.clock.now_msec()
-        if when > now:
-            self._wake_at = node.clock.trio_time_of(when)
+        due: list[tuple[bytes, Hash]] = []
+        for key, hash in node.db.queue_head(len(shared.busy) + CHECK_BATCH):
+            if hash in shared.busy:
+                continue
+            when, _ = parse_queue_key(key)
+            if when > now:
+                if not due:
+                    self._wake_at = node.clock.trio_time_of(when)
+                break
+            due.append((key, hash))
+            if len(due) == CHECK_BATCH:
+                break
+        if not due:
             return WorkerState.IDLE
+        if len(due) > 1:
+            hashes = {hash for _key, hash in due}
+            shared.busy.update(hashes)
+            try:
+                due = await self._settle_noops(due, now)
+            finally:
+                shared.busy.difference_update(hashes)
+            if not due:
+                # Only no-op checks: nothing worth throttling, go on at once.
+                return WorkerState.BUSY
+        key, hash = due[0]
         shared.busy.add(hash)
         try:
             return await self._handle(key, hash, now)
         finally:
             shared.busy.discard(hash)
+
+    async def _settle_noops(
+        self, due: list[tuple[bytes, Hash]], now: int
+    ) -> list[tuple[bytes, Hash]]:
+        """Drop the due entries whose check finds nothing to do; return the others.
+
+        Most checks are no-ops (a put's check finds its block referenced and present).
+        They are decided together: one worker-thread trip looks every copy up, the
+        counts are read before and after it (an entry whose count moved meanwhile, or
+        with an error counter, is left to the full path), and one transaction drops
+        the settled entries. Nothing is destroyed here, and any later change of a
+        block's count queues a check of its own.
+        """
+        node = self.node
+        hashes = list(dict.fromkeys(hash for _key, hash in due))
+        before = {hash: node.db.get_rc(hash) for hash in hashes}
+        store = node.store
+        found = await run_blocking(
+            lambda: [store.find_sync(hash) for hash in hashes], limiter=store.limiter
+        )
+        locs = dict(zip(hashes, found, strict=True))
+        settled: list[tuple[bytes, bytes]] = []
+        rest: list[tuple[bytes, Hash]] = []
+        for key, hash in due:
+            rc = node.db.get_rc(hash)
+            loc = locs[hash]
+            if rc != before[hash] or node.db.get_error(hash) is not None:
+                rest.append((key, hash))
+                continue
+            decision = decide_resync(
+                exists=loc is not None,
+                rc=rc,
+                now_msec=now,
+                is_storage_node=node.is_storage_node(hash),
+                written_at_msec=loc.written_at_msec if loc is not None else None,
+                gc_delay_msec=node.config.gc_delay_msec,
+            )
+            if decision.action is ResyncAction.NOTHING:
+                settled.append((key, hash))
+            else:
+                rest.append((key, hash))
+        if settled:
+            await resync_succeeded_many(node.db, settled)
+            node.metrics.resyncs += len(settled)
+        return rest
 
     async def _handle(self, key: bytes, hash: Hash, now: int) -> StepResult:
         node = self.node

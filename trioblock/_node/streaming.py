@@ -4,12 +4,13 @@ The encoded bytes (a local file or a peer's body) are decoded chunk by chunk in 
 threads. One decoded chunk is always held back: the last chunk is handed out only after
 the whole block has hashed to its name, so a consumer of a corrupt block gets
 ``CorruptBlockError`` before it has seen all of it. A corrupt local copy is quarantined
-and queued for repair, as on any read.
+and queued for repair, as on any read; a corrupt copy from a peer is reported to it
+(``on_corrupt``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from .._core.block import BlockDecoder, BlockHeader
 from .._core.hashing import Hash
@@ -29,11 +30,14 @@ class VerifiedChunks:
         header: BlockHeader,
         encoded: AsyncIterator[bytes],
         local: BlockLocation | None,
+        *,
+        on_corrupt: Callable[[], None] | None = None,
     ) -> None:
         self._node = node
         self._hash = hash
         self._encoded = encoded
         self._local = local
+        self._on_corrupt = on_corrupt
         self._decoder = BlockDecoder(hash, header, max_size=node.config.max_block_size)
         self._held: bytes | None = None
         self._verified = False
@@ -44,6 +48,8 @@ class VerifiedChunks:
     async def _corrupt(self) -> None:
         node = self._node
         node.metrics.corruptions += 1
+        if self._on_corrupt is not None:
+            self._on_corrupt()
         if self._local is not None and isinstance(node, NodeContext):
             await node.store.quarantine(self._local)
             node.put_to_resync(self._hash, 0)

@@ -272,6 +272,26 @@ class BlockStore:
         async with self.locks.hold(hash):
             return await self.write_block_locked(hash, block, written_at_msec)
 
+    def write_verified_sync(
+        self, hash: Hash, block: DataBlock, written_at_msec: int
+    ) -> WriteOutcome:
+        """Verify an untrusted ``block`` against ``hash``, then :meth:`write_sync` it.
+
+        ``CorruptBlockError`` (nothing touched) when it does not match. One worker-thread
+        trip for a block received from a peer; the caller holds the block's lock.
+        """
+        decode_block(hash, block, max_size=self.max_block_size)
+        return self.write_sync(hash, block, written_at_msec)
+
+    async def write_verified_block(
+        self, hash: Hash, block: DataBlock, written_at_msec: int
+    ) -> WriteOutcome:
+        """:meth:`write_verified_sync` under the block's lock, in a worker thread."""
+        async with self.locks.hold(hash):
+            return await run_blocking(
+                self.write_verified_sync, hash, block, written_at_msec, limiter=self.limiter
+            )
+
     # -- quarantine and deletion -----------------------------------------------------------
 
     def quarantine_sync(self, loc: BlockLocation) -> Path | None:

@@ -340,3 +340,20 @@ class MetadataDb(Database):
 
 
 __all__ = ["DB_NAME", "MetadataDb", "ResyncErrorInfo", "Transaction", "parse_queue_key"]
+
+
+# -- resync: batched no-op results (added for the resync worker's batched checks) --------
+
+
+def _resync_done_many(tx: Transaction, entries: list[tuple[bytes, bytes]]) -> None:
+    for key, hash in entries:
+        cur = tx.execute("DELETE FROM resync_errors WHERE key=?", (bytes(hash),))
+        tx.count("resync_errors", -cur.rowcount)
+        _queue_drop(tx, key)
+
+
+async def resync_succeeded_many(db: MetadataDb, entries: list[tuple[bytes, bytes]]) -> None:
+    """:meth:`MetadataDb.resync_succeeded` for many ``(key, hash)`` entries, in one
+    transaction (the resync worker's batch of checks that found nothing to do)."""
+    if entries:
+        await db.write(lambda tx: _resync_done_many(tx, entries))
