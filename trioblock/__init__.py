@@ -46,8 +46,8 @@ from ._node.rebalance import RebalanceReport as RebalanceReport
 from ._node.refcounts import QueuedResync as QueuedResync
 from ._node.refsync import SyncReport as SyncReport
 from ._node.repair import RepairReport as RepairReport
-from ._node.scrub import ScrubState as ScrubState
-from ._node.scrub import ScrubStatus as ScrubStatus
+from ._node.scrubstate import ScrubState as ScrubState
+from ._node.scrubstate import ScrubStatus as ScrubStatus
 from ._node.workers import WorkerInfo as WorkerInfo
 from ._node.workers import WorkerState as WorkerState
 from ._storage.metadata import ResyncErrorInfo as ResyncErrorInfo

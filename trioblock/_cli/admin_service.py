@@ -41,7 +41,7 @@ from typing import Any, Final
 from .._core.hashing import Hash
 from .._net.messages import PROTOCOL_VERSION
 from .._node.manager import BlockManager
-from .._node.scrub import ScrubState
+from .._node.scrubstate import ScrubState
 from ..errors import TrioblockError
 
 log = logging.getLogger("trioblock.admin")

@@ -51,7 +51,7 @@ from .references import References
 from .refsync import RefSyncWorker, SyncReport
 from .repair import RepairReport
 from .resync import ResyncPool
-from .scrub import ScrubStatus
+from .scrubstate import ScrubStatus
 from .workers import WorkerInfo, WorkerRegistry
 from .writes import Writer
 

@@ -28,7 +28,8 @@ from ..errors import NodeClosedError
 from .context import NodeContext
 from .rebalance import DEFAULT_REBALANCE_TRANQUILITY, RebalanceReport, RebalanceWorker
 from .repair import DEFAULT_REPAIR_TRANQUILITY, RepairReport, RepairWorker
-from .scrub import ScrubStatus, ScrubWorker
+from .scrub import ScrubWorker
+from .scrubstate import ScrubStatus
 from .workers import WorkerRegistry
 
 log = logging.getLogger("trioblock.operations")

@@ -46,7 +46,7 @@ from .._storage.nofollow import NotABlockFile, read_bounded
 from .._storage.offload import run_blocking
 from .._storage.reading import open_location
 from ..errors import CorruptBlockError
-from .scrub import BlockWalk, OperationsNode
+from .blockwalk import BlockWalk, OperationsNode
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 
 log = logging.getLogger("trioblock.rebalance")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import trio
 
 from .._core.tranquilizer import Tranquilizer
-from .scrub import BlockWalk, OperationsNode, hash_position
+from .blockwalk import BlockWalk, OperationsNode, hash_position
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 
 log = logging.getLogger("trioblock.repair")

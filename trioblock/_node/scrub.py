@@ -29,36 +29,27 @@ Rules kept here:
   ``cancel`` (abandon the run: it does not count as completed), or an int tranquility.
   A command waits for the current unit (one block) to finish, so it never races one.
 
-``BlockWalk`` (the resumable walk over all directories) is shared with the repair and
-rebalance workers.
+The resumable walk over all directories (``BlockWalk``) lives in ``blockwalk.py``,
+shared with the repair and rebalance workers.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from itertools import islice
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import replace
 
 import trio
 from trio_util import AsyncValue
 
-from .._core.config import DAY, Config
+from .._core.config import DAY
 from .._core.tranquilizer import Tranquilizer
-from .._storage.blockfiles import BlockLocation, BlockStore
-from .._storage.metadata import MetadataDb
+from .._storage.blockfiles import BlockLocation
 from .._storage.offload import run_blocking
-from .._storage.walk import EntryKind, WalkEntry, walk_data_dir
-from .clock import NodeClock
-from .metrics import Metrics
-from .resync import ResyncShared
+from .blockwalk import BlockWalk, OperationsNode, hash_position
+from .scrubstate import ScrubRecord, ScrubState, ScrubStatus
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 
 log = logging.getLogger("trioblock.scrub")
@@ -70,265 +61,11 @@ JITTER_MAX = 10 * DAY
 JITTER_FRACTION = 0.4
 CHECKPOINT_BLOCKS = 256
 CHECKPOINT_SECONDS = 10.0
-#: Block files listed per trip to a worker thread.
-WALK_BATCH = 128
 #: Blocks verified per unit (one worker-thread trip); a command waits at most this long.
 VERIFY_BATCH = 64
 #: ``pause`` without a duration pauses for a day.
 DEFAULT_PAUSE = DAY
 MAX_TRANQUILITY = 1000
-
-
-class OperationsNode(Protocol):
-    """What the scrub, repair and rebalance workers need from the node."""
-
-    config: Config
-    db: MetadataDb
-    store: BlockStore
-    clock: NodeClock
-    metrics: Metrics
-    db_limiter: trio.CapacityLimiter
-    resync: ResyncShared
-
-    def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
-
-
-def _take(it: Iterator[WalkEntry], n: int) -> tuple[list[BlockLocation], list[WalkEntry], bool]:
-    """Up to ``n`` entries of a walk: (block files, problems, more may follow)."""
-    blocks: list[BlockLocation] = []
-    problems: list[WalkEntry] = []
-    taken = 0
-    for entry in islice(it, n):
-        taken += 1
-        if entry.loc is not None:
-            blocks.append(entry.loc)
-        elif entry.kind in _PROBLEMS:
-            problems.append(entry)
-    return blocks, problems, taken == n
-
-
-_PROBLEMS = (EntryKind.NOT_A_FILE, EntryKind.NOT_A_DIR, EntryKind.UNREADABLE)
-
-
-def hash_position(hex_hash: str) -> float:
-    """Where ``hex_hash`` lies in hash space, 0..1 (by its first two bytes)."""
-    if not hex_hash:
-        return 0.0
-    return int(hex_hash[:4].ljust(4, "0"), 16) / 65536
-
-
-class BlockWalk:
-    """Every block file of a list of directories, in (directory, hash) order, resumable.
-
-    The position is ``(dir_index, after)``: the walk continues in ``dirs[dir_index]``
-    with the hashes greater than ``after`` (a hex string). Directory listings happen in
-    worker threads, ``WALK_BATCH`` entries at a time (``walk_data_dir``, which never
-    follows a link); the position only moves when the caller says a block is done, so a
-    checkpoint never skips a listed but unhandled one.
-
-    What stands in a block's place without being a block file (a FIFO, a directory, a
-    link), and directories that cannot be listed, are reported to ``on_problem`` (by
-    default: logged as warnings) and counted in ``problems``; they are never read.
-    """
-
-    def __init__(
-        self,
-        dirs: Sequence[Path],
-        limiter: trio.CapacityLimiter,
-        dir_index: int = 0,
-        after: str = "",
-        *,
-        on_problem: Callable[[str], None] | None = None,
-    ) -> None:
-        self.dirs = tuple(dirs)
-        self.limiter = limiter
-        self.dir_index = dir_index
-        self.after = after
-        self.problems = 0
-        self._on_problem = on_problem
-        self._listing: Iterator[WalkEntry] | None = None
-        self._listing_dir = -1
-        self._more = True
-        self._buffer: deque[BlockLocation] = deque()
-
-    @property
-    def finished(self) -> bool:
-        return self.dir_index >= len(self.dirs)
-
-    @property
-    def current_dir(self) -> Path | None:
-        return None if self.finished else self.dirs[self.dir_index]
-
-    def progress(self) -> float:
-        """0..1: directories done plus the hash-space position in the current one."""
-        if not self.dirs:
-            return 1.0
-        if self.finished:
-            return 1.0
-        return (self.dir_index + hash_position(self.after)) / len(self.dirs)
-
-    async def next(self) -> BlockLocation | None:
-        """The next block file (None at the end); call :meth:`done` once handled."""
-        while not self._buffer:
-            if self.finished:
-                return None
-            if self._listing is None or self._listing_dir != self.dir_index:
-                self._listing = walk_data_dir(
-                    self.dirs[self.dir_index], self.after, stat=False, top_level=False
-                )
-                self._listing_dir = self.dir_index
-                self._more = True
-            if self._more:
-                blocks, problems, self._more = await run_blocking(
-                    _take, self._listing, WALK_BATCH, limiter=self.limiter
-                )
-                self._buffer.extend(blocks)
-                for entry in problems:
-                    self._problem(entry)
-            else:
-                self.dir_index += 1
-                self.after = ""
-                self._listing = None
-        return self._buffer[0]
-
-    def _problem(self, entry: WalkEntry) -> None:
-        self.problems += 1
-        if entry.kind is EntryKind.UNREADABLE:
-            message = f"cannot list {entry.path}: {entry.error}"
-        else:
-            message = f"{entry.path} is {entry.error or entry.kind.value}, not a block file"
-        if self._on_problem is not None:
-            self._on_problem(message)
-        else:
-            log.warning("%s", message)
-
-    def buffered(self, limit: int) -> list[BlockLocation]:
-        """Up to ``limit`` listed blocks, from the next one on, without listing more."""
-        return list(islice(self._buffer, limit))
-
-    def done(self, loc: BlockLocation) -> None:
-        """Mark ``loc`` (the one :meth:`next` returned) as handled."""
-        if self._buffer and self._buffer[0] is loc:
-            self._buffer.popleft()
-        hex_hash = loc.hash.hex()
-        if hex_hash > self.after:
-            self.after = hex_hash
-
-    async def take(self, limit: int) -> list[BlockLocation]:
-        """Up to ``limit`` block files, marked done at once; [] at the end."""
-        out: list[BlockLocation] = []
-        while len(out) < limit:
-            loc = await self.next()
-            if loc is None:
-                break
-            self.done(loc)
-            out.append(loc)
-            if not self._buffer:
-                break  # one thread trip per call
-        return out
-
-
-# -- persisted state ---------------------------------------------------------------------
-
-
-class ScrubState(enum.StrEnum):
-    """The scrub's state, as persisted, reported by ``scrub_status()`` and shown by the CLI.
-
-    ``RUNNING`` and ``PAUSED`` have a run in progress; ``FINISHED`` (a run completed
-    before) and ``IDLE`` (none ever completed) have none.
-    """
-
-    RUNNING = "running"
-    PAUSED = "paused"
-    FINISHED = "finished"
-    IDLE = "idle"
-
-    @property
-    def in_progress(self) -> bool:
-        return self in (ScrubState.RUNNING, ScrubState.PAUSED)
-
-
-@dataclass
-class ScrubRecord:
-    """What ``scrub_state`` holds (all times in node msec)."""
-
-    status: ScrubState
-    next_run: int
-    tranquility: int
-    dir_index: int = 0
-    dir_path: str | None = None
-    after: str = ""
-    started_at: int | None = None
-    last_completed: int | None = None
-    paused_until: int | None = None
-    corruptions: int = 0
-    #: blocks verified by the current run
-    checked: int = 0
-    #: blocks verified by the last completed run
-    last_checked: int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "position": {"dir": self.dir_index, "path": self.dir_path, "after": self.after},
-            "started_at": self.started_at,
-            "last_completed": self.last_completed,
-            "next_run": self.next_run,
-            "corruptions": self.corruptions,
-            "paused_until": self.paused_until,
-            "tranquility": self.tranquility,
-            "checked": self.checked,
-            "last_checked": self.last_checked,
-        }
-
-    @classmethod
-    def decode(cls, obj: Any) -> ScrubRecord:
-        """Raises ``ValueError`` (or KeyError/TypeError) on a malformed map."""
-        raw = obj["status"]
-        if raw == "stopped":  # written by earlier versions
-            raw = ScrubState.IDLE if obj.get("last_completed") is None else ScrubState.FINISHED
-        status = ScrubState(raw)  # ValueError when unknown
-        pos = obj.get("position") or {}
-
-        def opt_int(name: str) -> int | None:
-            value = obj.get(name)
-            return None if value is None else int(value)
-
-        return cls(
-            status=status,
-            next_run=int(obj["next_run"]),
-            tranquility=int(obj["tranquility"]),
-            dir_index=int(pos.get("dir", 0)),
-            dir_path=pos.get("path"),
-            after=str(pos.get("after", "")),
-            started_at=opt_int("started_at"),
-            last_completed=opt_int("last_completed"),
-            paused_until=opt_int("paused_until"),
-            corruptions=int(obj.get("corruptions", 0)),
-            checked=int(obj.get("checked", 0)),
-            last_checked=opt_int("last_checked"),
-        )
-
-
-@dataclass(frozen=True)
-class ScrubStatus:
-    """What ``BlockManager.scrub_status()`` reports.
-
-    ``state`` is a :class:`ScrubState` (a ``str``): ``"running"``, ``"paused"``,
-    ``"finished"`` (no run in progress, one completed before) or ``"idle"`` (no run in
-    progress, none ever completed).
-    ``blocks_checked`` counts the current run, or the last completed one when none runs.
-    Times are node msec.
-    """
-
-    state: ScrubState
-    progress: float
-    last_completed: int | None
-    next_run: int | None
-    corruptions_found: int
-    tranquility: int
-    paused_until: int | None
-    blocks_checked: int
 
 
 class ScrubWorker(Worker):
