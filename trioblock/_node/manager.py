@@ -38,6 +38,7 @@ from .._core.refs import Reference
 from .._net.rpc import AdminResult, RpcStats
 from .._storage.metadata import ResyncErrorInfo, Transaction
 from .._storage.offload import run_blocking
+from .._storage.stored import StoredBlocks
 from ..errors import NodeClosedError
 from .context import NodeContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
@@ -410,6 +411,20 @@ class BlockManager:
         return await run_blocking(
             disk_usage_sync, list(layout.dirs), layout.read_only_dirs, limiter=ctx.cpu_limiter
         )
+
+    def stored(self) -> StoredBlocks:
+        """How many block copies this node's data directories hold, and their bytes.
+
+        Constant time: the figures are kept as copies are written, replaced, quarantined,
+        deleted, purged or moved. They are **exact** (``exact=True``) once the count the
+        node starts in the background when it opens (after its sweep of stale temp
+        files) has gone through every data directory, and stay exact from then on.
+        Until then (``exact=False``) they are an **estimate**: the changes since the node
+        opened plus the part of the directories counted so far. ``exact`` also stays
+        False when a directory could not be read; a restart counts again. Files changed
+        behind the node's back (by hand) are seen at the next start.
+        """
+        return self._open().store.stored.figures()
 
     def buffer_in_use(self) -> int:
         """Bytes of block data held in memory for peers now (at most ``ram_buffer_max``)."""
