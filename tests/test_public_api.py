@@ -137,6 +137,7 @@ MANAGER_ADDITIONS = [
     "data_dir_usage",
     "buffer_in_use",
     "rpc_stats",
+    "stored",
 ]
 
 #: Internals that once were public attributes of ``BlockManager``.

@@ -28,6 +28,7 @@ from ._core.placement import Layout as Layout
 from ._core.placement import LocalLayout as LocalLayout
 from ._core.placement import StaticLayout as StaticLayout
 from ._core.refcount import RcEntry as RcEntry
+from ._core.refs import Reference as Reference
 from ._net.rpc import RpcStats as RpcStats
 from ._net.tcp import TcpTransport as TcpTransport
 from ._net.transport import StreamHandler as StreamHandler
@@ -42,6 +43,7 @@ from ._node.operations import OperationState as OperationState
 from ._node.operations import OperationStatus as OperationStatus
 from ._node.rebalance import RebalanceReport as RebalanceReport
 from ._node.refcounts import QueuedResync as QueuedResync
+from ._node.refsync import SyncReport as SyncReport
 from ._node.repair import RepairReport as RepairReport
 from ._node.scrub import ScrubState as ScrubState
 from ._node.scrub import ScrubStatus as ScrubStatus
@@ -91,6 +93,7 @@ __all__ = [
     "QuorumError",
     "RcEntry",
     "RebalanceReport",
+    "Reference",
     "RepairReport",
     "ResyncErrorInfo",
     "RpcStats",
@@ -99,6 +102,7 @@ __all__ = [
     "StaticLayout",
     "StoredBlocks",
     "StreamHandler",
+    "SyncReport",
     "TcpTransport",
     "Transaction",
     "Transport",

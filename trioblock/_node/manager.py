@@ -134,6 +134,13 @@ class BlockManager:
     def stream_block(self, hash: bytes) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Stream the block's plaintext in chunks, verifying as it goes.
 
+        An async context manager (not a coroutine, not an iterator): enter it with
+        ``async with``, then iterate over what it gives with ``async for``::
+
+            async with bm.stream_block(h) as chunks:
+                async for chunk in chunks:
+                    out.write(chunk)
+
         The last chunk is held back until the whole block has been verified, so a corrupt
         block raises ``CorruptBlockError`` before the consumer has seen all of it. The
         local copy is tried first, then peers in read order: a source that fails before
