@@ -76,9 +76,9 @@ async def test_a_write_finishing_inside_a_listing_is_not_lost(tmp_path: Path) ->
     tally = store.stored
     listing = tally.list_aa_sync
 
-    def list_then_write(aa: str) -> object:
-        result = listing(aa)
-        if aa == "07":  # the write lands after the listing, before it is taken
+    def list_then_write(aa: str, first: int = 0, count: int = 256) -> object:
+        result = listing(aa, first, count)
+        if (aa, first) == ("07", 0):  # the write lands after the listing, before it is taken
             write(store, *racing)
         return result
 
@@ -98,15 +98,15 @@ async def test_a_change_in_flight_when_a_listing_starts_is_not_doubled(tmp_path:
     # directory starts and ends after it: the listing sees the file, the write adds it.
     payload = encode_block(data, 1).payload
 
-    def list_inside_a_write(aa: str) -> object:
-        if aa == "08":  # the write begins and puts its file in place...
+    def list_inside_a_write(aa: str, first: int = 0, count: int = 256) -> object:
+        if (aa, first) == ("08", 0):  # the write begins and puts its file in place...
             tally.begin(h)
             path = block_path(tmp_path, h, encode_block(data, 1).header)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(payload)
-        if aa == "0a":  # ... and ends once "09" has been listed
+        if (aa, first) == ("0a", 0):  # ... and ends once "09" has been listed
             tally.end(h)
-        return listing(aa)
+        return listing(aa, first, count)
 
     tally.list_aa_sync = list_inside_a_write  # type: ignore[method-assign]
     figures = await tally.rebuild(store.limiter)

@@ -29,7 +29,8 @@ Rules kept here:
   ``lstat`` calls of one look (the "before" look of a group and its "after" look).
 
 The store's methods run in worker threads, except ``detach_now`` on the Trio thread;
-:meth:`StoredTally.rebuild` does its listing in worker threads, one ``aa`` at a time.
+:meth:`StoredTally.rebuild` does its listing in worker threads, a few subdirectories
+per trip.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ N_SUBDIRS = 1 << 16
 _HEADERS = (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
 #: Pause between two rounds of re-listing subdirectories busy with changes.
 RETRY_PAUSE = 0.05
+#: ``bb`` subdirectories listed per worker-thread trip of the rebuild (one sixteenth of
+#: an ``aa``: about 2,400 files per trip at 10 million blocks).
+SUBDIRS_PER_TRIP = 16
 
 
 @dataclass(frozen=True)
@@ -183,32 +187,36 @@ class StoredTally:
 
     # -- the rebuild -------------------------------------------------------------------
 
-    def list_aa_sync(self, aa: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
-        """Counts of every ``aa/bb`` holding copies (absent ones hold none), in every
-        data directory; with the subdirectories that could not be read."""
+    def list_aa_sync(
+        self, aa: str, first: int = 0, count: int = 256
+    ) -> tuple[dict[int, tuple[int, int]], set[int]]:
+        """Counts of the ``aa/bb`` with ``first <= bb < first + count`` that hold copies
+        (absent ones hold none), in every data directory; with the subdirectories that
+        could not be read."""
         found: dict[int, tuple[int, int]] = {}
         unreadable: set[int] = set()
         high = int(aa, 16) << 8
+        wanted = range(high + first, high + first + count)
         for root in self._roots:
             try:
                 rfd = open_root(root)
             except FileNotFoundError:
                 continue
             except OSError:
-                unreadable.update(range(high, high + 256))
+                unreadable.update(wanted)
                 continue
             try:
                 afd = open_child_dir(rfd, aa, f"{root}/{aa}")
             except (FileNotFoundError, NotASubdir):
                 continue
             except OSError:
-                unreadable.update(range(high, high + 256))
+                unreadable.update(wanted)
                 continue
             finally:
                 os.close(rfd)
             try:
                 for bb in sorted(os.listdir(afd)):
-                    if SUBDIR_NAME_RE.match(bb):
+                    if SUBDIR_NAME_RE.match(bb) and (high | int(bb, 16)) in wanted:
                         sub = high | int(bb, 16)
                         counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
                         if counted is None:
@@ -217,7 +225,7 @@ class StoredTally:
                             blocks, size = found.get(sub, (0, 0))
                             found[sub] = (blocks + counted[0], size + counted[1])
             except OSError:
-                unreadable.update(range(high, high + 256))
+                unreadable.update(wanted)
             finally:
                 os.close(afd)
         return found, unreadable
@@ -280,18 +288,22 @@ class StoredTally:
         return retry
 
     async def rebuild(self, limiter: trio.CapacityLimiter) -> StoredBlocks:
-        """List every subdirectory (in worker threads) and set the counts from it.
+        """List every subdirectory (in worker threads, :data:`SUBDIRS_PER_TRIP` at a
+        time) and set the counts from it.
 
-        Safe to cancel between two ``aa`` levels (the figures stay an estimate then).
+        Safe to cancel between two trips (the figures stay an estimate then).
         """
         pending: list[int] = []
         for high in range(256):
             aa = f"{high:02x}"
-            subs = range(high << 8, (high + 1) << 8)
-            gens = self._snapshot(subs)
-            pending.extend(s for s in subs if s not in gens)
-            found, unreadable = await run_blocking(self.list_aa_sync, aa, limiter=limiter)
-            pending.extend(self._settle(gens, found, unreadable))
+            for first in range(0, 256, SUBDIRS_PER_TRIP):
+                subs = range((high << 8) + first, (high << 8) + first + SUBDIRS_PER_TRIP)
+                gens = self._snapshot(subs)
+                pending.extend(s for s in subs if s not in gens)
+                found, unreadable = await run_blocking(
+                    self.list_aa_sync, aa, first, SUBDIRS_PER_TRIP, limiter=limiter
+                )
+                pending.extend(self._settle(gens, found, unreadable))
         while pending:
             await trio.sleep(RETRY_PAUSE)
             pending = await self._relist(pending, limiter)
