@@ -123,6 +123,7 @@ MANAGER_ADDITIONS = [
     "layout",
     "metrics",
     "is_gateway",
+    "ref_len",
     "get_rc_entry",
     "list_resync_queue",
     "retry_all_now",
@@ -138,6 +139,7 @@ MANAGER_ADDITIONS = [
     "data_dir_usage",
     "buffer_in_use",
     "rpc_stats",
+    "stored",
 ]
 
 #: Internals that once were public attributes of ``BlockManager``.

@@ -52,6 +52,7 @@ from ._node.workers import WorkerInfo as WorkerInfo
 from ._node.workers import WorkerState as WorkerState
 from ._storage.metadata import ResyncErrorInfo as ResyncErrorInfo
 from ._storage.metadata import Transaction as Transaction
+from ._storage.stored import StoredBlocks as StoredBlocks
 from .errors import AuthenticationError as AuthenticationError
 from .errors import BlockError as BlockError
 from .errors import ConfigError as ConfigError
@@ -105,6 +106,7 @@ __all__ = [
     "ScrubState",
     "ScrubStatus",
     "StaticLayout",
+    "StoredBlocks",
     "StreamHandler",
     "SyncReport",
     "TcpTransport",

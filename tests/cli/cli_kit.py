@@ -1,9 +1,10 @@
 """Helpers of the CLI tests: real ``trioblock serve`` processes on loopback.
 
-- ``start_node(root)``: a context manager that writes ``node.toml`` and a secret file in
-  ``root``, starts ``python -m trioblock serve`` as a subprocess on a free port (with
-  metrics on another), waits (bounded) for its ready line and, on exit, stops it
-  (SIGINT, then kill if it lingers) whatever happened;
+- ``start_node(root, extra="", *, port=None, node_id="n0")``: a context manager that
+  writes ``node.toml`` and a secret file in ``root``, starts ``python -m trioblock
+  serve`` as a subprocess on ``port`` (default: a free one; metrics on another), waits
+  (bounded) for its ready line and, on exit, stops it (SIGINT, then kill if it
+  lingers) whatever happened;
 - ``run_cli(*args)`` / ``run_cli_bytes(*args)``: ``python -m trioblock ARGS`` as a
   subprocess, with a clean environment;
 - ``Result``: exit code and output of one command.
@@ -79,7 +80,9 @@ class NodeProcess:
         return self.stderr_path.read_text()
 
 
-def write_node_files(root: Path, port: int, extra: str = "") -> tuple[Path, Path]:
+def write_node_files(
+    root: Path, port: int, extra: str = "", *, node_id: str = "n0"
+) -> tuple[Path, Path]:
     """``node.toml`` (plus ``extra`` TOML lines at the end) and its secret file in ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     secret = root / "secret"
@@ -88,7 +91,7 @@ def write_node_files(root: Path, port: int, extra: str = "") -> tuple[Path, Path
     config.write_text(
         "\n".join(
             [
-                'node_id = "n0"',
+                f'node_id = "{node_id}"',
                 'metadata_dir = "meta"',
                 'data_dir = "data"',
                 f'rpc_bind_addr = "127.0.0.1:{port}"',
@@ -105,9 +108,11 @@ def write_node_files(root: Path, port: int, extra: str = "") -> tuple[Path, Path
 
 
 @contextmanager
-def start_node(root: Path, extra: str = "") -> Iterator[NodeProcess]:
-    port = free_port()
-    config, secret = write_node_files(root, port, extra)
+def start_node(
+    root: Path, extra: str = "", *, port: int | None = None, node_id: str = "n0"
+) -> Iterator[NodeProcess]:
+    port = free_port() if port is None else port
+    config, secret = write_node_files(root, port, extra, node_id=node_id)
     stderr_path = root / "serve.stderr"
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(

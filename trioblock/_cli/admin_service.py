@@ -23,9 +23,15 @@ map, optionally followed by a body (the block of a ``get``). Rules kept here:
   and, once over, its report or error, so the CLI can draw a progress bar by polling.
   The scrub is driven by ``scrub`` and reported by ``operation`` too.
 
+- Cluster references go through ``add_reference`` / ``remove_reference`` (a quorum of
+  the block's storage nodes, whichever node answers); ``ref_list`` shows the answering
+  node's own view, paginated like the errors (``after`` an owner in hex, ``limit`` at
+  most :data:`MAX_REFS_PAGE`); owners travel as bytes and are shown both as text (when
+  they are UTF-8) and in hex.
+
 Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
 ``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
-``rebalance``, ``operation``.
+``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,11 @@ AdminOp = Callable[[BlockManager, dict[str, Any], "bytes | None"], Awaitable[Adm
 
 #: Most resync errors returned by one ``errors`` request (each entry is ~150 bytes).
 MAX_ERRORS_PAGE: Final = 200
+#: Most references returned by one ``ref_list`` request (an owner is up to 128 bytes,
+#: shown twice: as text and in hex).
+MAX_REFS_PAGE: Final = 100
+#: The name of the reference anti-entropy worker in ``workers()``.
+REF_SYNC_WORKER: Final = "ref-sync"
 #: Long-running operations that ``repair`` / ``rebalance`` start and ``operation`` reports.
 BACKGROUND_OPERATIONS: Final = ("repair", "rebalance")
 
@@ -119,6 +130,29 @@ def _int_arg(request: dict[str, Any], key: str, default: int, *, low: int, high:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{key!r} must be an integer in {low}..{high}, got {value!r}")
     return value
+
+
+def _owner_arg(request: dict[str, Any]) -> bytes:
+    value = request.get("owner")
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes) or not 1 <= len(value) <= 128:
+        raise ValueError(f"'owner' must be 1..128 bytes (or text), got {value!r}")
+    return value
+
+
+def owner_view(owner: bytes) -> dict[str, Any]:
+    """An owner as text (None when it is not UTF-8) and in hex."""
+    try:
+        text: str | None = owner.decode()
+    except UnicodeDecodeError:
+        text = None
+    return {"owner": text, "owner_hex": owner.hex()}
+
+
+def reference_rows(bm: BlockManager) -> int | None:
+    """Rows of this node's reference table, tombstones included (None on a gateway)."""
+    return None if bm.is_gateway else bm.ref_len()
 
 
 def as_plain(value: Any) -> Any:
@@ -213,6 +247,8 @@ async def _status(bm: BlockManager, request: dict[str, Any], body: bytes | None)
         "now": bm.now_msec(),
         "uptime": round(bm.uptime(), 3),
         "rc_len": bm.rc_len(),
+        "ref_len": reference_rows(bm),
+        "stored": as_plain(bm.stored()),
         "resync_queue_len": bm.resync_queue_len(),
         "resync_errors_len": bm.resync_errors_len(),
         "resync_workers": bm.resync_workers,
@@ -353,8 +389,80 @@ async def _operation(bm: BlockManager, request: dict[str, Any], body: bytes | No
     return {"operation": _operation_view(bm, name)}
 
 
+# ---------------------------------------------------------------------------------------
+# Cluster references
+
+
+async def _ref_update(bm: BlockManager, request: dict[str, Any], *, deleted: bool) -> AdminResult:
+    h = _hash_arg(request)
+    owner = _owner_arg(request)
+    if deleted:
+        await bm.remove_reference(h, owner)
+    else:
+        await bm.add_reference(h, owner)
+    state = next((r for r in bm.references(h) if r.owner == owner), None)
+    return {
+        "hash": h.hex(),
+        **owner_view(owner),
+        "deleted": deleted,
+        # This node's view (a node that does not store the block holds no entry).
+        "local": None
+        if state is None
+        else {"deleted": state.deleted, "updated_msec": state.updated_msec},
+        "refcount": bm.get_block_rc(h),
+        "now": bm.now_msec(),
+    }
+
+
+@op("ref_add")
+async def _ref_add(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    """``add_reference(hash, owner)`` on the block's storage nodes (a write quorum)."""
+    return await _ref_update(bm, request, deleted=False)
+
+
+@op("ref_remove")
+async def _ref_remove(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    """``remove_reference(hash, owner)``: a tombstone on the block's storage nodes."""
+    return await _ref_update(bm, request, deleted=True)
+
+
+@op("ref_list")
+async def _ref_list(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    """One page of this node's references to ``hash`` in owner order: ``after`` (owner
+    in hex, exclusive), ``limit``."""
+    h = _hash_arg(request)
+    limit = _int_arg(request, "limit", MAX_REFS_PAGE, low=1, high=MAX_REFS_PAGE)
+    after = request.get("after")
+    if after is not None and not isinstance(after, str):
+        raise ValueError(f"'after' must be an owner in hex, got {after!r}")
+    entries = sorted(bm.references(h), key=lambda r: r.owner)
+    remaining = [r for r in entries if after is None or r.owner.hex() > after]
+    page = remaining[:limit]
+    return {
+        "hash": h.hex(),
+        "references": [
+            {**owner_view(r.owner), "deleted": r.deleted, "updated_msec": r.updated_msec}
+            for r in page
+        ],
+        "total": len(entries),
+        "alive": sum(not r.deleted for r in entries),
+        "refcount": bm.get_block_rc(h),
+        "next": page[-1].owner.hex() if len(remaining) > limit else None,
+        "now": bm.now_msec(),
+    }
+
+
+@op("ref_sync")
+async def _ref_sync(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
+    """Run a reference anti-entropy pass now; its report."""
+    report = await bm.sync_references()
+    return {"report": as_plain(report), "now": bm.now_msec()}
+
+
 __all__ = [
     "MAX_ERRORS_PAGE",
+    "MAX_REFS_PAGE",
+    "REF_SYNC_WORKER",
     "OPS",
     "AdminRequestError",
     "AdminResult",
@@ -362,4 +470,6 @@ __all__ = [
     "as_plain",
     "data_dir_usage",
     "op",
+    "owner_view",
+    "reference_rows",
 ]

@@ -315,7 +315,10 @@ def failure_exit(exc: TrioblockError, target: Target) -> CliError:
     if isinstance(exc, AdminRequestFailed):
         if exc.kind == "missing":
             return CliError(Exit.FAILED, f"not found: {exc.remote_message}")
-        return CliError(Exit.FAILED, f"the node refused ({exc.kind}): {exc.remote_message}")
+        message = describe_error(Exception(exc.remote_message))
+        if exc.kind == "refused":  # a bad request, or one the node could not carry out
+            return CliError(Exit.FAILED, f"{target.describe()}: {message}")
+        return CliError(Exit.FAILED, f"{target.describe()} failed ({exc.kind}): {message}")
     if isinstance(exc, TransportError | ProtocolError):
         return CliError(
             Exit.UNREACHABLE, f"cannot reach {target.describe()}: {exc}{_tls_hint(exc, target)}"

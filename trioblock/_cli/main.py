@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import blocks, demo, operations, reports, serve, verify
+from . import blocks, demo, operations, refs, reports, serve, verify
 from .output import Exit
 
 EXIT_OK = Exit.OK
@@ -76,6 +76,10 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "rebalance": (
         "move blocks to their primary data directory, with progress",
         (operations.configure_operation, operations.run_rebalance),
+    ),
+    "ref": (
+        "cluster references through the node: add|remove HASH OWNER, list HASH, sync",
+        (refs.configure, refs.run),
     ),
     "set-resync": (
         "change the number of resync workers or their tranquility",

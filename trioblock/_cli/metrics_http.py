@@ -40,7 +40,7 @@ from prometheus_client.metrics_core import (
 )
 
 from ..errors import TransportError
-from .admin_service import data_dir_usage
+from .admin_service import data_dir_usage, reference_rows
 
 if TYPE_CHECKING:
     from .._node.manager import BlockManager
@@ -68,6 +68,12 @@ _COUNTER_HELP: Final = {
     "puts": "put_block calls.",
     "gets": "get_block calls.",
     "hedged_reads": "Reads that started a second request because the first was slow.",
+    "ref_sync_passes": "Reference anti-entropy passes completed.",
+    "ref_entries_pulled": "Reference entries merged here from peers by anti-entropy.",
+    "ref_entries_pushed": "Reference entries sent by anti-entropy to peers that lacked them.",
+    "ref_tombstones_collected": "Reference tombstones dropped once every storage node held them.",
+    "ref_missing_queued": "Referenced blocks without a local copy queued for fetching.",
+    "ref_sync_peer_failures": "Peers a reference anti-entropy pass could not sync with.",
 }
 
 
@@ -91,6 +97,7 @@ class NodeCollector:
         )
         yield from self._counters()
         yield from self._queues()
+        yield from self._stored()
         yield from self._workers()
         yield from self._scrub()
         yield from self._rpc()
@@ -138,6 +145,32 @@ class NodeCollector:
             "Resync tranquility.",
             value=bm.resync_tranquility,
         )
+
+    def _stored(self) -> Iterator[Metric]:
+        bm = self.bm
+        stored = bm.stored()
+        yield GaugeMetricFamily(
+            "trioblock_stored_blocks",
+            "Block copies in this node's data directories.",
+            value=stored.blocks,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_stored_bytes",
+            "Bytes of the block copies in this node's data directories (as stored).",
+            value=stored.bytes,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_stored_exact",
+            "1 once the stored figures are exact, 0 while the count made at start runs.",
+            value=1 if stored.exact else 0,
+        )
+        rows = reference_rows(bm)
+        if rows is not None:
+            yield GaugeMetricFamily(
+                "trioblock_ref_entries",
+                "Rows of the reference table (block, owner), tombstones included.",
+                value=rows,
+            )
 
     def _workers(self) -> Iterator[Metric]:
         labels = ["worker"]

@@ -13,6 +13,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from .admin_service import REF_SYNC_WORKER
 from .client import AdminClient, add_target_arguments, run_session
 from .output import (
     Exit,
@@ -45,6 +46,18 @@ def scrub_summary(scrub: dict[str, Any], now: int) -> str:
     return text
 
 
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def stored_summary(stored: dict[str, Any] | None) -> str:
+    """``1234 blocks, 5.6 MiB`` (and whether the figure is still being counted)."""
+    if stored is None:
+        return "-"
+    text = f"{plural(stored['blocks'], 'block', 'blocks')}, {human_bytes(stored['bytes'])}"
+    return text if stored["exact"] else f"{text} (estimate: counting)"
+
+
 def render_status(out: Output, status: dict[str, Any]) -> None:
     now = status["now"]
     layout = status["layout"]
@@ -59,7 +72,14 @@ def render_status(out: Output, status: dict[str, Any]) -> None:
             f"replication {layout['replication_factor']}, write quorum {layout['write_quorum']}",
         ),
         ("compression", "off" if level is None else f"zstd level {level}"),
+        ("stored", stored_summary(status.get("stored"))),
         ("referenced blocks", f"{status['rc_len']} rc entries"),
+        (
+            "references",
+            "-"
+            if status.get("ref_len") is None
+            else plural(status["ref_len"], "entry", "entries") + " (tombstones included)",
+        ),
         ("resync queue", status["resync_queue_len"]),
         ("resync errors", status["resync_errors_len"]),
         (
@@ -154,6 +174,12 @@ def workers_table(workers: list[dict[str, Any]], now: int) -> Table:
     styles = {"busy": "green", "throttled": "yellow", "idle": "dim", "done": "dim"}
     for w in workers:
         detail = w.get("info") or ""
+        queue = w.get("queue_length")
+        if w["name"] == REF_SYNC_WORKER:
+            # Its "queue length" is the size of the reference table, not work waiting.
+            rows = "-" if queue is None else plural(queue, "reference entry", "reference entries")
+            detail = f"{rows}; {detail or 'no pass completed yet'}"
+            queue = None
         if w.get("last_error"):
             when = relative_time(w.get("last_error_at"), now)
             detail = f"{detail}\nlast error ({when}): {w['last_error']}".strip()
@@ -161,7 +187,7 @@ def workers_table(workers: list[dict[str, Any]], now: int) -> Table:
         table.add_row(
             escape(w["name"]),
             f"[{styles.get(state, '')}]{state}[/]" if state in styles else escape(state),
-            "-" if w.get("queue_length") is None else str(w["queue_length"]),
+            "-" if queue is None else str(queue),
             "-" if w.get("tranquility") is None else str(w["tranquility"]),
             "-" if w.get("progress") is None else f"{w['progress']:.1%}",
             f"{w['errors']}"
@@ -264,10 +290,12 @@ __all__ = [
     "configure_status",
     "configure_workers",
     "fetch_errors",
+    "plural",
     "render_status",
     "run_errors",
     "run_status",
     "run_workers",
     "scrub_summary",
+    "stored_summary",
     "workers_table",
 ]

@@ -39,6 +39,7 @@ from .._core.refs import Reference
 from .._net.rpc import AdminResult, RpcStats
 from .._storage.metadata import ResyncErrorInfo, Transaction
 from .._storage.offload import run_blocking
+from .._storage.stored import StoredBlocks
 from ..errors import GatewayError, NodeClosedError
 from .context import NodeContext, PeerContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
@@ -152,6 +153,13 @@ class BlockManager:
     def stream_block(self, hash: bytes) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Stream the block's plaintext in chunks, verifying as it goes.
 
+        An async context manager (not a coroutine, not an iterator): enter it with
+        ``async with``, then iterate over what it gives with ``async for``::
+
+            async with bm.stream_block(h) as chunks:
+                async for chunk in chunks:
+                    out.write(chunk)
+
         The last chunk is held back until the whole block has been verified, so a corrupt
         block raises ``CorruptBlockError`` before the consumer has seen all of it. The
         local copy is tried first, then peers in read order: a source that fails before
@@ -246,6 +254,10 @@ class BlockManager:
         """
         nursery = self._open().require_open()
         await self._references.update(nursery, hash, owner, deleted=True)
+
+    def ref_len(self) -> int:
+        """Rows in this node's reference table (``block_ref``), tombstones included."""
+        return len(self._local().ctx.db.refs)
 
     def references(self, hash: bytes) -> list[Reference]:
         """This node's view of the references to ``hash``, tombstones included."""
@@ -432,6 +444,23 @@ class BlockManager:
         return await run_blocking(
             disk_usage_sync, list(layout.dirs), layout.read_only_dirs, limiter=ctx.cpu_limiter
         )
+
+    def stored(self) -> StoredBlocks:
+        """How many block copies this node's data directories hold, and their bytes.
+
+        Constant time: the figures are kept as copies are written, replaced, quarantined,
+        deleted, purged or moved. They are **exact** (``exact=True``) once the count the
+        node starts in the background when it opens (after its sweep of stale temp
+        files) has gone through every data directory, and stay exact from then on.
+        Until then (``exact=False``) they are an **estimate**: the changes since the node
+        opened plus the part of the directories counted so far. ``exact`` also stays
+        False when a directory could not be read; a restart counts again. Files changed
+        behind the node's back (by hand) are seen at the next start.
+        """
+        self._open()
+        if self._storage is None:
+            return StoredBlocks(0, 0, True)
+        return self._storage.ctx.store.stored.figures()
 
     def buffer_in_use(self) -> int:
         """Bytes of block data held in memory for peers now (at most ``ram_buffer_max``)."""

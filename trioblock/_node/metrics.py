@@ -11,23 +11,47 @@ from dataclasses import dataclass, field, fields
 
 @dataclass
 class Duration:
+    """How long something took, over every time it happened: count, total and longest
+    (seconds); ``mean`` is total / count (0 when it never happened)."""
+
     count: int = 0
     total: float = 0.0
     max: float = 0.0
 
     def observe(self, seconds: float) -> None:
+        """Record one occurrence that took ``seconds``."""
         self.count += 1
         self.total += seconds
         self.max = max(self.max, seconds)
 
     @property
     def mean(self) -> float:
+        """Mean seconds (0 when it never happened)."""
         return self.total / self.count if self.count else 0.0
 
 
 @dataclass
 class Metrics:
-    """What a node has done since it opened."""
+    """What a node has done since it opened (``BlockManager.metrics``).
+
+    Counters (since the node opened): ``bytes_read`` (plaintext bytes of blocks read,
+    local copies and peers), ``bytes_written`` (bytes of blocks written to this node's
+    data directories), ``corruptions`` (copies that failed verification), ``deletes``
+    (unreferenced blocks deleted by the garbage collector), ``resyncs`` /
+    ``resync_errors`` (resync steps completed / failed), ``resync_sent`` (blocks sent to
+    peers that needed them before a local delete), ``resync_received`` (missing blocks
+    fetched from peers), ``puts`` / ``gets`` (``put_block`` / ``get_block`` and
+    ``stream_block`` calls), ``hedged_reads`` (reads that started a second request
+    because the first was slow); reference anti-entropy: ``ref_sync_passes`` (passes
+    completed), ``ref_entries_pulled`` / ``ref_entries_pushed`` (reference entries merged
+    here from peers / sent to peers that lacked them), ``ref_tombstones_collected``
+    (tombstones dropped once every storage node held them), ``ref_missing_queued``
+    (referenced blocks without a local copy queued for fetching),
+    ``ref_sync_peer_failures`` (peers a pass could not sync with).
+
+    Durations (count, total and longest, in seconds): ``read_duration``,
+    ``write_duration``, ``resync_duration``.
+    """
 
     bytes_read: int = 0
     bytes_written: int = 0
@@ -40,14 +64,22 @@ class Metrics:
     puts: int = 0
     gets: int = 0
     hedged_reads: int = 0
+    ref_sync_passes: int = 0
+    ref_entries_pulled: int = 0
+    ref_entries_pushed: int = 0
+    ref_tombstones_collected: int = 0
+    ref_missing_queued: int = 0
+    ref_sync_peer_failures: int = 0
     read_duration: Duration = field(default_factory=Duration)
     write_duration: Duration = field(default_factory=Duration)
     resync_duration: Duration = field(default_factory=Duration)
 
     def counters(self) -> dict[str, int]:
+        """Every counter by name."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", int)}
 
     def durations(self) -> dict[str, Duration]:
+        """Every duration by name."""
         return {
             f.name: getattr(self, f.name) for f in fields(self) if f.type in ("Duration", Duration)
         }

@@ -132,6 +132,7 @@ class RefSyncWorker(Worker):
             self._report = SyncReport()
         unit = self._units.pop(0)
         started = trio.current_time()
+        counted_before = replace(self._report, failed=dict(self._report.failed))  # metrics
         try:
             if unit.startswith("peer:"):
                 await self._sync_peer(unit[5:])
@@ -140,12 +141,23 @@ class RefSyncWorker(Worker):
             else:
                 await self._queue_missing()
         finally:
+            self._count_in_metrics(counted_before)
             self.tranquilizer.record(trio.current_time() - started)
             if not self._units:
                 self._finish_pass()
         return Throttled(self.tranquilizer.delay(self.tranquility))
 
+    def _count_in_metrics(self, before: SyncReport) -> None:
+        """Add what the unit just run did to the node's metrics."""
+        metrics, report = self.ctx.metrics, self._report
+        metrics.ref_entries_pulled += report.pulled - before.pulled
+        metrics.ref_entries_pushed += report.pushed - before.pushed
+        metrics.ref_tombstones_collected += report.collected - before.collected
+        metrics.ref_missing_queued += report.missing - before.missing
+        metrics.ref_sync_peer_failures += len(report.failed) - len(before.failed)
+
     def _finish_pass(self) -> None:
+        self.ctx.metrics.ref_sync_passes += 1
         report = self._report
         self.last_report = report
         self._next_pass_at = trio.current_time() + self.ctx.config.ref_sync_interval

@@ -71,6 +71,7 @@ from .reading import (
     verify_location,
 )
 from .removal import detach, quarantine_copy, unlink_copy
+from .stored import StoredTally, counted, hash_arg, loc_arg, path_arg
 from .sweep import sweep_entries
 from .walk import iter_block_files, walk_data_dir
 
@@ -105,6 +106,7 @@ class BlockStore:
         self.max_block_size = max_block_size
         self.locks = KeyedLock()
         self._live = LiveTemps()
+        self.stored = StoredTally(layout)  # counts copies: see ``stored`` and ``@counted``
         self._order = (
             (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
             if compression
@@ -210,6 +212,7 @@ class BlockStore:
 
     # -- writing ------------------------------------------------------------------------
 
+    @counted(hash_arg(1))
     def place_sync(self, root: Path | str, hash: Hash, block: DataBlock, mtime_ns: int) -> Placed:
         """Durably store ``block`` in ``root`` unless an equal or better copy is there.
 
@@ -220,6 +223,7 @@ class BlockStore:
             raise ValueError(f"{root} is a read-only data directory")
         return place_copy(str(root), hash, block, mtime_ns, fsync=self.fsync, live=self._live)
 
+    @counted(hash_arg(0))
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
         """Durably store ``block`` unless an equal or better copy exists (see module rules).
 
@@ -250,6 +254,7 @@ class BlockStore:
             return WriteOutcome.REPLACED
         return WriteOutcome.REPLACED if placed is Placed.REPLACED else WriteOutcome.WRITTEN
 
+    @counted(path_arg)
     def remove_copy_sync(self, path: str) -> bool:
         """Unlink the copy at ``path`` and fsync its directory; False when it is gone,
         not a regular file, or in a read-only directory."""
@@ -294,6 +299,7 @@ class BlockStore:
 
     # -- quarantine and deletion -----------------------------------------------------------
 
+    @counted(loc_arg)
     def quarantine_sync(self, loc: BlockLocation) -> Path | None:
         """Rename a copy that still fails verification to ``*.corrupted``.
 
@@ -321,6 +327,7 @@ class BlockStore:
         async with self.locks.hold(loc.hash):
             return await self.quarantine_locked(loc)
 
+    @counted(loc_arg)
     def detach_now(self, loc: BlockLocation) -> Path | None:
         """Rename a copy to a temp name, *on the calling thread*; None if it is gone.
 
@@ -384,6 +391,7 @@ class BlockStore:
                 removed += n
         if removed:
             log.info("removed %d stale temp files left by an earlier crash", removed)
+        await self.stored.rebuild(self.limiter)  # then count the copies (``stored``)
         return removed
 
 

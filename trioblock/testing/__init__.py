@@ -8,7 +8,9 @@
 - :func:`check_transport`: a conformance suite for anyone plugging their own
   :class:`~trioblock.Transport`-compatible transport;
 - :func:`run_operations`, :class:`ClusterModel`, :func:`check_converged`: drive a
-  cluster with a sequence of operations against a model of an application that keeps
+  cluster with a sequence of operations (``Put``, ``Get``, ``Incref``, ``Decref``,
+  ``Stop``, ``Start``, ``Wipe``, ``Isolate``, ``Heal``, ``Corrupt``, ``Advance``,
+  ``Settle``: the :data:`Operation` union) against a model of an application that keeps
   its own references with the low-level ``incref``/``decref`` (replaying what a node
   missed) and check the invariants (no referenced block lost, no wrong bytes returned,
   garbage eventually collected);
@@ -29,17 +31,41 @@ from ._cluster import Cluster as Cluster
 from ._cluster import open_cluster as open_cluster
 from ._conformance import check_transport as check_transport
 from ._memory import MemoryNetwork as MemoryNetwork
+from ._model import Advance as Advance
 from ._model import ClusterModel as ClusterModel
+from ._model import Corrupt as Corrupt
+from ._model import Decref as Decref
+from ._model import Get as Get
+from ._model import Heal as Heal
+from ._model import Incref as Incref
+from ._model import Isolate as Isolate
 from ._model import Operation as Operation
+from ._model import Put as Put
+from ._model import Settle as Settle
+from ._model import Start as Start
+from ._model import Stop as Stop
+from ._model import Wipe as Wipe
 from ._model import check_converged as check_converged
 from ._model import run_operations as run_operations
 from ._model import settle as settle
 
 __all__ = [
+    "Advance",
     "Cluster",
     "ClusterModel",
+    "Corrupt",
+    "Decref",
+    "Get",
+    "Heal",
+    "Incref",
+    "Isolate",
     "MemoryNetwork",
     "Operation",
+    "Put",
+    "Settle",
+    "Start",
+    "Stop",
+    "Wipe",
     "check_converged",
     "check_transport",
     "open_cluster",

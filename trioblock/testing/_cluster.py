@@ -37,7 +37,14 @@ class _NodeTask:
 
 
 class Cluster:
-    """A running in-process cluster. Create it with :func:`open_cluster`."""
+    """A running in-process cluster. Create it with :func:`open_cluster`.
+
+    Attributes: ``node_ids`` (``["n0", "n1", …]``), ``nodes`` (the running nodes by id,
+    as :class:`~trioblock.BlockManager`; a stopped node is absent until started again),
+    ``net`` (the :class:`MemoryNetwork` to inject faults with), ``layout`` (the
+    cluster's :class:`~trioblock.StaticLayout`), ``root`` (the directory holding each
+    node's ``<id>/meta`` and ``<id>/data``), ``rpc_secret`` and ``config_overrides``.
+    """
 
     def __init__(
         self,
@@ -64,12 +71,15 @@ class Cluster:
         self._transports = dict(transports or {})
 
     def data_dir(self, node_id: str) -> Path:
+        """Where node ``node_id`` keeps its blocks."""
         return self.root / node_id / "data"
 
     def metadata_dir(self, node_id: str) -> Path:
+        """Where node ``node_id`` keeps its database."""
         return self.root / node_id / "meta"
 
     def config(self, node_id: str) -> Config:
+        """The configuration node ``node_id`` is started with."""
         return Config(
             node_id=node_id,
             metadata_dir=self.metadata_dir(node_id),
@@ -132,6 +142,7 @@ class Cluster:
         await task.closed.wait()
 
     async def restart(self, node_id: str) -> BlockManager:
+        """Stop ``node_id`` cleanly and start it again; the new node."""
         await self.stop(node_id)
         return await self.start(node_id)
 
@@ -176,9 +187,11 @@ class Cluster:
                     await tcp.aclose()
 
     def running(self) -> list[str]:
+        """The ids of the nodes running now, in ``node_ids`` order."""
         return [n for n in self.node_ids if n in self.nodes]
 
     async def aclose(self) -> None:
+        """Stop every node (done by :func:`open_cluster` on exit)."""
         with trio.CancelScope(shield=True):
             for node_id in list(self._tasks):
                 await self.stop(node_id)

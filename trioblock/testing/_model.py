@@ -39,65 +39,89 @@ log = logging.getLogger("trioblock.testing")
 
 @dataclass(frozen=True)
 class Put:
+    """Put ``content`` through node ``via`` (or another available node if it is down)."""
+
     content: bytes
     via: str
 
 
 @dataclass(frozen=True)
 class Incref:
+    """Take a reference on the ``block``-th block put so far (modulo their number) on
+    each of its storage nodes; an unreferenced block is put again first, as a
+    content-addressed application would."""
+
     block: int
 
 
 @dataclass(frozen=True)
 class Decref:
+    """Release a reference on the ``block``-th block put so far (skipped if none is held)."""
+
     block: int
 
 
 @dataclass(frozen=True)
 class Get:
+    """Read the ``block``-th block put so far through node ``via``; the bytes must be
+    exactly those put (or a clear ``MissingBlockError`` / ``CorruptBlockError``)."""
+
     block: int
     via: str
 
 
 @dataclass(frozen=True)
 class Stop:
+    """Stop ``node`` cleanly (skipped when another node is unavailable)."""
+
     node: str
 
 
 @dataclass(frozen=True)
 class Start:
+    """Start a stopped ``node`` again; the model replays what it missed."""
+
     node: str
 
 
 @dataclass(frozen=True)
 class Wipe:
+    """Stop ``node``, delete its metadata and data, start it empty (only while every
+    other node is up)."""
+
     node: str
 
 
 @dataclass(frozen=True)
 class Isolate:
+    """Partition ``node`` from every other node (until ``Heal`` or its ``Stop``)."""
+
     node: str
 
 
 @dataclass(frozen=True)
 class Heal:
-    pass
+    """End any partition."""
 
 
 @dataclass(frozen=True)
 class Corrupt:
+    """Flip a byte of node ``node``'s copy of the ``block``-th block put so far."""
+
     block: int
     node: str
 
 
 @dataclass(frozen=True)
 class Advance:
+    """Let ``seconds`` of (virtual) time pass."""
+
     seconds: float
 
 
 @dataclass(frozen=True)
 class Settle:
-    pass
+    """Let the cluster settle: background work runs until queues are quiet."""
 
 
 Operation = (

@@ -1,0 +1,153 @@
+"""The block store's count of copies and bytes (``BlockStore.stored``), and its rebuild.
+
+The rebuild lists a subdirectory while writes may change it; these tests make a change
+land exactly inside a listing, in both orders, and check that the count stays exact.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import trio
+
+from trioblock import DataDir, StoredBlocks, blake2sum
+from trioblock._core.block import encode_block
+from trioblock._core.datalayout import DataLayout
+from trioblock._core.hashing import Hash
+from trioblock._storage.blockfiles import BlockStore
+from trioblock._storage.paths import BlockLocation, block_path
+
+NOW_MSEC = 1_700_000_000_000
+
+
+def make_store(root: Path) -> BlockStore:
+    return BlockStore(
+        DataLayout.initial([DataDir(root)]),
+        compression=True,
+        fsync=False,
+        limiter=trio.CapacityLimiter(2),
+        max_block_size=1 << 20,
+    )
+
+
+def blocks_in_aa(first: int, n: int) -> list[tuple[Hash, bytes]]:
+    """``n`` distinct contents whose hashes start with byte ``first``."""
+    found = []
+    for i in itertools.count():
+        data = f"block {i} of a crowded directory".encode() * 20
+        h = blake2sum(data)
+        if h[0] == first:
+            found.append((h, data))
+            if len(found) == n:
+                return found
+    raise AssertionError("unreachable")
+
+
+def on_disk(root: Path) -> tuple[int, int]:
+    files = [p for p in root.rglob("*") if p.is_file() and len(p.name.split(".")[0]) == 64]
+    files = [p for p in files if p.suffix in ("", ".zst")]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def write(store: BlockStore, h: Hash, data: bytes) -> None:
+    store.write_sync(h, encode_block(data, 1), NOW_MSEC)
+
+
+async def test_writes_and_removals_are_counted_at_once(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    (h1, d1), (h2, d2) = blocks_in_aa(0, 2)
+    write(store, h1, d1)
+    write(store, h2, d2)
+    write(store, h2, d2)  # kept: no change
+    assert store.stored.figures() == StoredBlocks(*on_disk(tmp_path), exact=False)
+    loc = store.find_sync(h1)
+    assert loc is not None
+    assert store.detach_now(loc) is not None
+    assert store.stored.figures().blocks == 1
+    assert await store.stored.rebuild(store.limiter) == StoredBlocks(*on_disk(tmp_path), True)
+
+
+async def test_a_write_finishing_inside_a_listing_is_not_lost(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    existing, racing = blocks_in_aa(7, 2)
+    write(store, *existing)
+    tally = store.stored
+    listing = tally.list_aa_sync
+
+    def list_then_write(aa: str, first: int = 0, count: int = 256) -> object:
+        result = listing(aa, first, count)
+        if (aa, first) == ("07", 0):  # the write lands after the listing, before it is taken
+            write(store, *racing)
+        return result
+
+    tally.list_aa_sync = list_then_write  # type: ignore[method-assign]
+    figures = await tally.rebuild(store.limiter)
+    assert on_disk(tmp_path)[0] == 2
+    assert figures == StoredBlocks(*on_disk(tmp_path), exact=True)
+
+
+async def test_a_change_in_flight_when_a_listing_starts_is_not_doubled(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    (h, data), (h2, d2) = blocks_in_aa(9, 2)
+    write(store, h2, d2)
+    tally = store.stored
+    listing = tally.list_aa_sync
+    # A write that has begun (its file already in place) when the listing of its
+    # directory starts and ends after it: the listing sees the file, the write adds it.
+    payload = encode_block(data, 1).payload
+
+    def list_inside_a_write(aa: str, first: int = 0, count: int = 256) -> object:
+        if (aa, first) == ("08", 0):  # the write begins and puts its file in place...
+            tally.begin(h)
+            path = block_path(tmp_path, h, encode_block(data, 1).header)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(payload)
+        if (aa, first) == ("0a", 0):  # ... and ends once "09" has been listed
+            tally.end(h)
+        return listing(aa, first, count)
+
+    tally.list_aa_sync = list_inside_a_write  # type: ignore[method-assign]
+    figures = await tally.rebuild(store.limiter)
+    assert on_disk(tmp_path)[0] == 2
+    assert figures == StoredBlocks(*on_disk(tmp_path), exact=True)
+
+
+async def test_overlapping_changes_of_one_block_count_once(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    ((h, data),) = blocks_in_aa(3, 1)
+    await store.stored.rebuild(store.limiter)
+    # A purge-like detach while a write of the same block is in flight elsewhere.
+    store.stored.begin(h)
+    write(store, h, data)
+    loc = store.find_sync(h)
+    assert isinstance(loc, BlockLocation)
+    store.detach_now(loc)
+    write(store, h, data)
+    store.stored.end(h)
+    assert store.stored.figures() == StoredBlocks(*on_disk(tmp_path), exact=True)
+    assert store.stored.figures().blocks == 1
+
+
+async def test_an_unreadable_directory_leaves_an_estimate(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    ((h, data),) = blocks_in_aa(5, 1)
+    write(store, h, data)
+    sub = tmp_path / h.hex()[:2]
+    sub.chmod(0)
+    try:
+        if _readable(sub):
+            pytest.skip("running as root: permissions are not enforced")
+        figures = await store.stored.rebuild(store.limiter)
+        assert not figures.exact
+    finally:
+        sub.chmod(0o755)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        list(path.iterdir())
+    except PermissionError:
+        return False
+    return True

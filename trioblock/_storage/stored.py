@@ -1,0 +1,438 @@
+"""How many block copies, and how many bytes, a node's data directories hold.
+
+:class:`StoredTally` keeps the two figures without walking anything when asked: it
+holds a count per ``aa/bb`` subdirectory (65,536 of them, summed over every data
+directory) and running totals.
+
+Rules kept here:
+
+- A copy is a regular file named like a block of its ``aa/bb`` (``<hash>`` or
+  ``<hash>.zst``), in any data directory, read-only ones included; its size is the
+  file's. Temp files, quarantined ``.corrupted`` files and anything else do not count.
+  A block held in two directories (a rebalance in progress) counts twice.
+- Every method of the block store that can make a copy appear or vanish is wrapped with
+  :func:`counted` (write, place, quarantine, detach, remove). The wrapper looks at the
+  block's copies (``lstat``, never following a link) before the change and after it and
+  adds the difference. Changes of one block that overlap (nested calls, or two threads)
+  form one group: the first takes the "before" look, the last the "after" one, so no
+  change is counted twice or missed, whatever the order in which they finish.
+- The figures start at zero when the node opens and follow those changes; the background
+  :meth:`StoredTally.rebuild` (run once at start, after the stale temp sweep) then lists
+  each subdirectory and replaces its count with what it found. A listing only counts
+  if no change of a block in that subdirectory started or ended while it ran (a
+  generation number per subdirectory and a count of changes in flight); otherwise the
+  subdirectory is listed again. Once every subdirectory has been listed the figures are
+  exact (``exact`` is True) and stay so; before that they are an estimate.
+- A look that fails (an unreadable directory) leaves its subdirectory unknown: the
+  figures are then reported as an estimate until the next rebuild (the next start).
+- Bookkeeping happens under one ``threading.Lock``, held by a thread only for the few
+  ``lstat`` calls of one look (the "before" look of a group and its "after" look).
+
+The store's methods run in worker threads, except ``detach_now`` on the Trio thread;
+:meth:`StoredTally.rebuild` does its listing in worker threads, a few subdirectories
+per trip.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import trio
+
+from .._core.block import BlockHeader
+from .._core.datalayout import DataLayout
+from .._core.hashing import Hash
+from .nofollow import NotASubdir, open_child_dir, open_root, open_subdir
+from .offload import run_blocking
+from .paths import BLOCK_NAME_RE, SUBDIR_NAME_RE, block_name, split_block_path, subdir_names
+
+log = logging.getLogger("trioblock.storage")
+
+N_SUBDIRS = 1 << 16
+_HEADERS = (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
+#: Pause between two rounds of re-listing subdirectories busy with changes.
+RETRY_PAUSE = 0.05
+#: ``bb`` subdirectories listed per worker-thread trip of the rebuild (one sixteenth of
+#: an ``aa``: about 2,400 files per trip at 10 million blocks).
+SUBDIRS_PER_TRIP = 16
+
+
+@dataclass(frozen=True)
+class StoredBlocks:
+    """What a node's data directories hold (``BlockManager.stored``).
+
+    ``blocks``: block copies (regular files named like a block; a block held in two
+    data directories counts twice); ``bytes``: their size on disk (compressed size for
+    compressed copies). ``exact``: True once the count made at start-up has gone
+    through every directory, False while it runs (the figures are then an estimate:
+    the changes since the node opened plus what the count has seen so far) or when a
+    directory could not be read.
+    """
+
+    blocks: int
+    bytes: int
+    exact: bool
+
+
+def _key(hash: bytes) -> int:
+    return (hash[0] << 8) | hash[1]
+
+
+class _Group:
+    """Overlapping changes of one block: the counts before the first began."""
+
+    __slots__ = ("before", "members")
+
+    def __init__(self, before: tuple[int, int] | None) -> None:
+        self.members = 1
+        self.before = before
+
+
+class StoredTally:
+    """Per-subdirectory counts of block copies and bytes (see the module rules)."""
+
+    def __init__(self, layout: DataLayout) -> None:
+        self._roots = [str(d) for d in layout.dirs]
+        self._lock = threading.Lock()
+        self._blocks = [0] * N_SUBDIRS
+        self._bytes = [0] * N_SUBDIRS
+        self._gen = [0] * N_SUBDIRS
+        self._busy = [0] * N_SUBDIRS  # groups in flight per subdirectory
+        self._listed = bytearray(N_SUBDIRS)  # 1 once a listing set the subdirectory's count
+        self._n_listed = 0
+        self._unknown: set[int] = set()  # subdirectories a look or listing could not read
+        self._groups: dict[bytes, _Group] = {}
+        self.total_blocks = 0
+        self.total_bytes = 0
+        self.rebuilds = 0
+
+    # -- the figures -------------------------------------------------------------------
+
+    def figures(self) -> StoredBlocks:
+        """The running totals (constant time)."""
+        with self._lock:
+            exact = self._n_listed == N_SUBDIRS and not self._unknown
+            return StoredBlocks(self.total_blocks, self.total_bytes, exact)
+
+    # -- changes -----------------------------------------------------------------------
+
+    def look_sync(self, hash: bytes) -> tuple[int, int] | None:
+        """Copies of ``hash`` and their bytes in every data directory; None if unreadable."""
+        aa, bb = subdir_names(hash)
+        blocks = size = 0
+        for root in self._roots:
+            try:
+                fd = open_subdir(root, aa, bb)
+            except (FileNotFoundError, NotASubdir):
+                continue
+            except OSError:
+                return None
+            try:
+                for header in _HEADERS:
+                    try:
+                        st = os.stat(block_name(hash, header), dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        blocks += 1
+                        size += st.st_size
+            except OSError:
+                return None
+            finally:
+                os.close(fd)
+        return blocks, size
+
+    def begin(self, hash: bytes) -> None:
+        """A change of ``hash``'s copies is about to start (looks first if it is alone)."""
+        key = bytes(hash)
+        with self._lock:
+            group = self._groups.get(key)
+            if group is not None:
+                group.members += 1
+                return
+            self._groups[key] = _Group(self.look_sync(key))
+            self._busy[_key(key)] += 1
+
+    def end(self, hash: bytes) -> None:
+        """The change started by :meth:`begin` is over (the last one of a group counts)."""
+        key = bytes(hash)
+        sub = _key(key)
+        with self._lock:
+            group = self._groups[key]
+            group.members -= 1
+            if group.members:
+                return
+            del self._groups[key]
+            self._busy[sub] -= 1
+            self._gen[sub] += 1
+            after = self.look_sync(key)
+            if group.before is None or after is None:
+                self._unknown.add(sub)
+                return
+            self._add(sub, after[0] - group.before[0], after[1] - group.before[1])
+
+    def _add(self, sub: int, blocks: int, size: int) -> None:
+        self._blocks[sub] += blocks
+        self._bytes[sub] += size
+        self.total_blocks += blocks
+        self.total_bytes += size
+
+    # -- the rebuild -------------------------------------------------------------------
+
+    def list_aa_sync(
+        self, aa: str, first: int = 0, count: int = 256
+    ) -> tuple[dict[int, tuple[int, int]], set[int]]:
+        """Counts of the ``aa/bb`` with ``first <= bb < first + count`` that hold copies
+        (absent ones hold none), in every data directory; with the subdirectories that
+        could not be read."""
+        found: dict[int, tuple[int, int]] = {}
+        unreadable: set[int] = set()
+        high = int(aa, 16) << 8
+        wanted = range(high + first, high + first + count)
+        for root in self._roots:
+            try:
+                rfd = open_root(root)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                unreadable.update(wanted)
+                continue
+            try:
+                afd = open_child_dir(rfd, aa, f"{root}/{aa}")
+            except (FileNotFoundError, NotASubdir):
+                continue
+            except OSError:
+                unreadable.update(wanted)
+                continue
+            finally:
+                os.close(rfd)
+            try:
+                for bb in sorted(os.listdir(afd)):
+                    if SUBDIR_NAME_RE.match(bb) and (high | int(bb, 16)) in wanted:
+                        sub = high | int(bb, 16)
+                        counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
+                        if counted is None:
+                            unreadable.add(sub)
+                        else:
+                            blocks, size = found.get(sub, (0, 0))
+                            found[sub] = (blocks + counted[0], size + counted[1])
+            except OSError:
+                unreadable.update(wanted)
+            finally:
+                os.close(afd)
+        return found, unreadable
+
+    @staticmethod
+    def _list_subdir(afd: int, aa: str, bb: str, shown: str) -> tuple[int, int] | None:
+        try:
+            bfd = open_child_dir(afd, bb, shown)
+        except (FileNotFoundError, NotASubdir):
+            return 0, 0
+        except OSError:
+            return None
+        prefix = aa + bb
+        blocks = size = 0
+        try:
+            with os.scandir(bfd) as entries:
+                for entry in entries:
+                    m = BLOCK_NAME_RE.match(entry.name)
+                    if m is None or not m.group(1).startswith(prefix):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        blocks += 1
+                        size += st.st_size
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return 0, 0
+            return None
+        finally:
+            os.close(bfd)
+        return blocks, size
+
+    def _snapshot(self, subs: range | list[int]) -> dict[int, int]:
+        """Generations of the subdirectories with no change in flight."""
+        with self._lock:
+            return {s: self._gen[s] for s in subs if not self._busy[s]}
+
+    def _settle(
+        self, gens: dict[int, int], found: dict[int, tuple[int, int]], unreadable: set[int]
+    ) -> list[int]:
+        """Take the listing of each subdirectory nothing changed in; return the others."""
+        retry: list[int] = []
+        with self._lock:
+            for sub, gen in gens.items():
+                if self._gen[sub] != gen or self._busy[sub]:
+                    retry.append(sub)
+                    continue
+                if sub in unreadable:
+                    self._unknown.add(sub)
+                    continue
+                blocks, size = found.get(sub, (0, 0))
+                self._add(sub, blocks - self._blocks[sub], size - self._bytes[sub])
+                self._unknown.discard(sub)
+                if not self._listed[sub]:
+                    self._listed[sub] = 1
+                    self._n_listed += 1
+        return retry
+
+    async def rebuild(self, limiter: trio.CapacityLimiter) -> StoredBlocks:
+        """List every subdirectory (in worker threads, :data:`SUBDIRS_PER_TRIP` at a
+        time) and set the counts from it.
+
+        Safe to cancel between two trips (the figures stay an estimate then).
+        """
+        pending: list[int] = []
+        for high in range(256):
+            aa = f"{high:02x}"
+            for first in range(0, 256, SUBDIRS_PER_TRIP):
+                subs = range((high << 8) + first, (high << 8) + first + SUBDIRS_PER_TRIP)
+                gens = self._snapshot(subs)
+                pending.extend(s for s in subs if s not in gens)
+                found, unreadable = await run_blocking(
+                    self.list_aa_sync, aa, first, SUBDIRS_PER_TRIP, limiter=limiter
+                )
+                pending.extend(self._settle(gens, found, unreadable))
+        while pending:
+            await trio.sleep(RETRY_PAUSE)
+            pending = await self._relist(pending, limiter)
+        self.rebuilds += 1
+        figures = self.figures()
+        if self._unknown:
+            log.warning(
+                "stored blocks: %d subdirectories could not be read; the count is an estimate",
+                len(self._unknown),
+            )
+        log.info("stored blocks counted: %d copies, %d bytes", figures.blocks, figures.bytes)
+        return figures
+
+    async def _relist(self, subs: list[int], limiter: trio.CapacityLimiter) -> list[int]:
+        retry: list[int] = []
+        for sub in subs:
+            gens = self._snapshot([sub])
+            if not gens:
+                retry.append(sub)
+                continue
+            aa, bb = f"{sub >> 8:02x}", f"{sub & 0xFF:02x}"
+            found, unreadable = await run_blocking(self._list_one, aa, bb, limiter=limiter)
+            retry.extend(self._settle(gens, found, unreadable))
+        return retry
+
+    def _list_one(self, aa: str, bb: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
+        sub = (int(aa, 16) << 8) | int(bb, 16)
+        blocks = size = 0
+        for root in self._roots:
+            try:
+                rfd = open_root(root)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return {}, {sub}
+            try:
+                afd = open_child_dir(rfd, aa, f"{root}/{aa}")
+            except (FileNotFoundError, NotASubdir):
+                continue
+            except OSError:
+                return {}, {sub}
+            finally:
+                os.close(rfd)
+            try:
+                counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
+            finally:
+                os.close(afd)
+            if counted is None:
+                return {}, {sub}
+            blocks += counted[0]
+            size += counted[1]
+        return {sub: (blocks, size)}, set()
+
+
+# ---------------------------------------------------------------------------------------
+# The wrapper of the store's methods
+
+
+class _HasTally(Protocol):
+    stored: StoredTally
+
+
+S = TypeVar("S", bound=_HasTally)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+#: Finds the block a call changes from its arguments (after ``self``).
+Which = Callable[[tuple[Any, ...], dict[str, Any]], bytes | None]
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def hash_arg(index: int, name: str = "hash") -> Which:
+    """The block of a call: its argument ``index`` (or keyword ``name``), a hash."""
+    return lambda args, kwargs: _arg(args, kwargs, index, name)
+
+
+def loc_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+    """The block of a call whose first argument (``loc``) is a ``BlockLocation``."""
+    loc = _arg(args, kwargs, 0, "loc")
+    return None if loc is None else loc.hash
+
+
+def path_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+    """The block of a call whose first argument (``path``) is a copy's path, or None."""
+    path = _arg(args, kwargs, 0, "path")
+    if path is None:
+        return None
+    try:
+        name = split_block_path(str(path))[3]
+    except ValueError:
+        return None
+    m = BLOCK_NAME_RE.match(name)
+    return None if m is None else Hash(bytes.fromhex(m.group(1)))
+
+
+def counted(
+    which: Which,
+) -> Callable[[Callable[Concatenate[S, P], R]], Callable[Concatenate[S, P], R]]:
+    """Count the copies a store method makes appear or vanish (``which`` names the block
+    from the positional arguments after ``self``)."""
+
+    def wrap(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+        @functools.wraps(method)
+        def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            hash = which(args, kwargs)
+            if hash is None:
+                return method(self, *args, **kwargs)
+            tally = self.stored
+            tally.begin(hash)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                tally.end(hash)
+
+        return wrapper
+
+    return wrap
+
+
+__all__ = [
+    "StoredBlocks",
+    "StoredTally",
+    "Which",
+    "counted",
+    "hash_arg",
+    "loc_arg",
+    "path_arg",
+]
