@@ -313,3 +313,25 @@ async def test_counts_follow_commits_and_rollbacks(open_node) -> None:
             raise KeyError
         assert bm.rc_len() == len(rows(db_path(bm), "block_rc")) == 1
         assert bm.resync_queue_len() == len(rows(db_path(bm), "resync_queue")) == 1
+
+
+async def test_background_writes_wait_for_another_process_in_trio(open_node) -> None:
+    """An async (background) write retries while another process holds the file,
+    waiting in Trio, and lands once the file is free."""
+    async with open_node() as bm:
+        path = db_path(bm)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        released = trio.Event()
+
+        async def release_soon() -> None:
+            await trio.sleep(0.2)
+            holder.execute("ROLLBACK")
+            holder.close()
+            released.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(release_soon)
+            await bm.add_reference(H, "owner")  # the merge is a background-style write
+        assert released.is_set()
+        assert bm.get_block_rc(H) == 1

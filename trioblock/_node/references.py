@@ -11,6 +11,7 @@ that missed it catch up through anti-entropy (``refsync.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ import trio
 
 from .._core.hashing import Hash
 from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
+from .._storage.database import Transaction
 from .._storage.metadata import MetadataDb
 from ..errors import TransportError, TrioblockError
 from .context import NodeContext, PeerContext, as_hash
@@ -113,17 +115,23 @@ class References:
                 raise TrioblockError(
                     f"{self._ctx.node_id} is not a storage node of {entry[0].hex()}"
                 )
+
+        def merge_chunk(tx: Transaction, chunk: list[RefTuple]) -> int:
+            changed = 0
+            for entry in chunk:
+                delta, did_change = db.refs.merge_in(tx, entry)
+                changed += did_change
+                if delta > 0:
+                    counts.incref(Hash(entry[0]), tx)
+                elif delta < 0:
+                    counts.decref(Hash(entry[0]), tx)
+            return changed
+
         changed = 0
         for start in range(0, len(entries), MERGE_CHUNK):
-            await db.wait_turn()
-            with db.transaction() as tx:
-                for entry in entries[start : start + MERGE_CHUNK]:
-                    delta, did_change = db.refs.merge_in(tx, entry)
-                    changed += did_change
-                    if delta > 0:
-                        counts.incref(Hash(entry[0]), tx)
-                    elif delta < 0:
-                        counts.decref(Hash(entry[0]), tx)
+            changed += await db.write(
+                functools.partial(merge_chunk, chunk=entries[start : start + MERGE_CHUNK])
+            )
         if changed:
             self.generation += 1
             local.notify_resync()
@@ -136,12 +144,15 @@ class References:
         db = self._local.db
         for entry in entries:
             check_tuple(entry)
+
+        def collect_chunk(tx: Transaction, chunk: list[RefTuple]) -> int:
+            return sum(db.refs.collect_in(tx, entry) for entry in chunk)
+
         dropped = 0
         for start in range(0, len(entries), MERGE_CHUNK):
-            await db.wait_turn()
-            with db.transaction() as tx:
-                for entry in entries[start : start + MERGE_CHUNK]:
-                    dropped += db.refs.collect_in(tx, entry)
+            dropped += await db.write(
+                functools.partial(collect_chunk, chunk=entries[start : start + MERGE_CHUNK])
+            )
         if dropped:
             self.generation += 1
         return dropped

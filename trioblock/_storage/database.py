@@ -5,8 +5,9 @@ Rules kept here:
 - **One writer, on the Trio thread.** Every write goes through the *writer* connection,
   in short transactions run on the Trio thread. Nothing else in the process writes, so
   ``BEGIN IMMEDIATE`` never waits (its busy timeout is zero): no SQLite lock wait can
-  stall the event loop. Should another process hold the file, the caller gets a
-  :class:`~trioblock.errors.DatabaseError` at once, never a raw ``sqlite3`` error.
+  stall the event loop. Should another process hold the file, a synchronous caller gets
+  a :class:`~trioblock.errors.DatabaseError` at once, never a raw ``sqlite3`` error;
+  background (async) writers retry, waiting in Trio, for up to ``BUSY_PATIENCE``.
 - **Long reads in threads.** Scans (repair's walk of the rc table, reference digests)
   run on a second, read-only connection in a worker thread. WAL readers never block the
   writer and are never blocked by it.
@@ -45,6 +46,8 @@ DB_NAME = "trioblock.sqlite"
 SCHEMA_VERSION = 2
 READER_BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_EVERY = 500
+#: How long a background write waits for another process that holds the file.
+BUSY_PATIENCE = 10.0
 
 T = TypeVar("T")
 
@@ -103,6 +106,13 @@ def _current_task() -> object | None:
         return trio.lowlevel.current_task()
     except RuntimeError:
         return None
+
+
+def _is_busy(exc: DatabaseError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and (
+        "locked" in str(cause) or "busy" in str(cause)
+    )
 
 
 @contextmanager
@@ -285,10 +295,23 @@ class Database:
         self._check_open()
 
     async def write(self, fn: Callable[[Transaction], T]) -> T:
-        """Run ``fn`` in a transaction of its own once it is this task's turn."""
-        await self.wait_turn()
-        with self.transaction() as tx, sql_errors("write"):
-            return fn(tx)
+        """Run ``fn`` in a transaction of its own once it is this task's turn.
+
+        Should another process hold the file, the write is retried (waiting in Trio,
+        never on the Trio thread) for up to :data:`BUSY_PATIENCE` seconds.
+        """
+        delay = 0.005
+        deadline = trio.current_time() + BUSY_PATIENCE
+        while True:
+            await self.wait_turn()
+            try:
+                with self.transaction() as tx, sql_errors("write"):
+                    return fn(tx)
+            except DatabaseError as exc:
+                if not _is_busy(exc) or trio.current_time() + delay > deadline:
+                    raise
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     # -- reads -------------------------------------------------------------------------------
 
