@@ -43,6 +43,9 @@ class References:
         self._local = ctx if isinstance(ctx, NodeContext) else None
         self._counts = counts
         self._sends = trio.Semaphore(MAX_BACKGROUND_SENDS)
+        #: One caller at a time collects its slots: callers that each held part of what
+        #: they need could otherwise hold every slot between them and wait forever.
+        self._collecting = trio.Lock()
         #: Bumped whenever a merge changed a row (anti-entropy caches digests by it).
         self.generation = 0
 
@@ -63,9 +66,10 @@ class References:
         remote = sum(1 for n in targets if n != ctx.node_id)
         taken = 0
         try:
-            while taken < remote:
-                await self._sends.acquire()
-                taken += 1
+            async with self._collecting:
+                while taken < remote:
+                    await self._sends.acquire()
+                    taken += 1
         except BaseException:
             for _ in range(taken):
                 self._sends.release()
