@@ -39,6 +39,7 @@ from .._net.rpc import RpcNode
 from .._storage.blockfiles import BlockStore
 from .._storage.metadata import MetadataDb
 from .._storage.offload import run_blocking
+from .._storage.reftable import Keep
 from .clock import NodeClock
 from .context import NodeContext
 from .references import References
@@ -218,7 +219,7 @@ class RefSyncWorker(Worker):
             self._report.failed[peer] = f"{type(exc).__name__}: {exc}"
             log.debug("%s: reference sync with %s failed: %r", self.ctx.node_id, peer, exc)
 
-    async def _exchange(self, rpc: RpcNode, peer: str, prefix: bytes, keep: object) -> None:
+    async def _exchange(self, rpc: RpcNode, peer: str, prefix: bytes, keep: Keep) -> None:
         timeout = self.ctx.config.rpc_timeout
         theirs: list[RefTuple] = []
         after = b""
@@ -233,9 +234,8 @@ class RefSyncWorker(Worker):
             self._report.pulled += await self.refs.merge(theirs)
         mine: list[RefTuple] = []
         after = b""
-        shared = self.refs.shared_with(peer)
         while True:
-            page, more = await self.db.refs.page(prefix, after, PAGE, shared)
+            page, more = await self.db.refs.page(prefix, after, PAGE, keep)
             mine.extend(page)
             if not more or not page:
                 break
