@@ -315,7 +315,9 @@ async def test_counts_follow_commits_and_rollbacks(open_node) -> None:
         assert bm.resync_queue_len() == len(rows(db_path(bm), "resync_queue")) == 1
 
 
-async def test_background_writes_wait_for_another_process_in_trio(open_node) -> None:
+async def test_background_writes_wait_for_another_process_in_trio(
+    open_node, autojump_clock
+) -> None:
     """An async (background) write retries while another process holds the file,
     waiting in Trio, and lands once the file is free."""
     async with open_node() as bm:
