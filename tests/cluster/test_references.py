@@ -134,3 +134,49 @@ async def test_sync_between_many_entries_uses_the_digest_tree(
         assert all(n2.get_block_rc(h) == 1 for h in hashes)
         again = await n2.sync_references()
         assert (again.pulled, again.pushed) == (0, 0)
+
+
+async def test_many_concurrent_updates_do_not_deadlock_on_background_slots(
+    tmp_path: Path, autojump_clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More callers at once than there are background-send slots: every one completes.
+
+    Each update needs one slot per remote storage node; callers that each took part of
+    what they need must not hold every slot while waiting for the rest.
+    """
+    import trioblock._node.references as references_module
+
+    monkeypatch.setattr(references_module, "MAX_BACKGROUND_SENDS", 4)
+    async with open_cluster(tmp_path, n=3, rpc_timeout=5.0) as cluster:
+        n0 = cluster.nodes["n0"]
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(16):
+                    nursery.start_soon(n0.add_reference, H, f"owner-{i}")
+        await n0.sync_references()
+        assert counts(cluster) == {"n0": 16, "n1": 16, "n2": 16}
+
+
+async def test_an_unresponsive_peer_costs_one_timeout_per_pass_not_one_per_batch(
+    tmp_path: Path, autojump_clock
+) -> None:
+    """Tombstones shared with a peer that does not answer stay, and cost one rpc_timeout."""
+    async with open_cluster(
+        tmp_path, n=3, gc_delay=60.0, rpc_timeout=5.0, ref_sync_interval=10_000.0
+    ) as cluster:
+        n0 = cluster.nodes["n0"]
+        hashes = [blake2sum(b"%d" % i) for i in range(700)]  # several collection batches
+        for h in hashes:
+            await n0.add_reference(h, "o")
+            await n0.remove_reference(h, "o")
+        await trio.sleep(120)
+        cluster.net.set_delay("n2", 1000.0)  # n2 answers nothing in time
+        started = trio.current_time()
+        report = await n0.sync_references()
+        assert trio.current_time() - started < 3 * 5.0
+        assert report.collected == 0 and set(report.failed) == {"n2"}
+        assert n0.ref_len() == 700
+        cluster.net.set_delay("n2", 0)
+        report = await n0.sync_references()
+        assert report.collected == 700
+        assert [bm.ref_len() for bm in cluster.nodes.values()] == [0, 0, 0]

@@ -213,8 +213,13 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
                         assert path is not None
                         raw = bytearray(path.read_bytes())
                         if raw:
+                            # Bit rot: the bytes change, not the mtime. (Rewriting the
+                            # file would stamp it with the real wall clock, behind the
+                            # node's virtual one, and age the copy past its GC delay.)
+                            mtime_ns = path.stat().st_mtime_ns
                             raw[len(raw) // 2] ^= 0x55
                             path.write_bytes(bytes(raw))
+                            os.utime(path, ns=(mtime_ns, mtime_ns))
                             m.disk = "corrupt"
                 elif op in ("advance", "advance-edge"):
                     await advance(bm, msec)

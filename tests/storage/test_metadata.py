@@ -315,7 +315,9 @@ async def test_counts_follow_commits_and_rollbacks(open_node) -> None:
         assert bm.resync_queue_len() == len(rows(db_path(bm), "resync_queue")) == 1
 
 
-async def test_background_writes_wait_for_another_process_in_trio(open_node) -> None:
+async def test_background_writes_wait_for_another_process_in_trio(
+    open_node, autojump_clock
+) -> None:
     """An async (background) write retries while another process holds the file,
     waiting in Trio, and lands once the file is free."""
     async with open_node() as bm:
@@ -335,3 +337,28 @@ async def test_background_writes_wait_for_another_process_in_trio(open_node) -> 
             await bm.add_reference(H, "owner")  # the merge is a background-style write
         assert released.is_set()
         assert bm.get_block_rc(H) == 1
+
+
+async def test_a_failing_wal_checkpoint_is_logged_not_fatal(
+    open_node, autojump_clock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoint task runs in the node's nursery: a disk error there must not take
+    the node down; it is logged and the next checkpoint tries again."""
+    from trioblock._storage import database
+
+    attempts = 0
+
+    def failing_checkpoint(self: database.Database) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(database.Database, "_checkpoint_sync", failing_checkpoint)
+    async with open_node() as bm:
+        for i in range(2 * database.CHECKPOINT_EVERY + 1):
+            bm.incref(blake2sum(b"%d" % i))
+            await trio.lowlevel.checkpoint()
+        await trio.sleep(1)
+        assert attempts == 2
+        assert bm.incref(H) == 1
+    assert "checkpoint failed" in caplog.text

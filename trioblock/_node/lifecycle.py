@@ -104,16 +104,7 @@ async def open_block_manager(
         new_markers = await run_blocking(store.prepare_dirs_sync, markers, config.node_id)
         if new_markers != markers:
             db.set_setting("data_dir_markers", new_markers)
-        rpc = None
-        if transport is not None:
-            assert config.rpc_secret is not None
-            rpc = RpcNode(
-                config.node_id,
-                transport,
-                config.rpc_secret,
-                timeout=config.rpc_timeout,
-                max_body_size=config.max_block_size + (1 << 20),
-            )
+        rpc = None if transport is None else _rpc_node(config, transport)
         resync = ResyncShared(
             db.get_setting("resync_workers", config.resync_workers),
             db.get_setting("resync_tranquility", config.resync_tranquility),
@@ -223,15 +214,7 @@ async def _open_gateway(
             f"{config.node_id!r} is a storage node of the layout: it needs a metadata_dir and "
             "a data_dir",
         )
-    if config.rpc_secret is None:
-        raise ConfigError("rpc_secret", "a network transport requires a cluster secret")
-    rpc = RpcNode(
-        config.node_id,
-        transport,
-        config.rpc_secret,
-        timeout=config.rpc_timeout,
-        max_body_size=config.max_block_size + (1 << 20),
-    )
+    rpc = _rpc_node(config, transport)
     ctx = PeerContext(config=config, layout=layout, clock=NodeClock(), rpc=rpc)
     writer = Writer(ctx)
     gateway = BlockManager(
@@ -258,6 +241,20 @@ async def _open_gateway(
         with trio.CancelScope(shield=True):
             await rpc.aclose()
         log.info("gateway %s closed", config.node_id)
+
+
+def _rpc_node(config: Config, transport: Transport) -> RpcNode:
+    """The node's RPC client and server over ``transport``."""
+    if config.rpc_secret is None:
+        raise ConfigError("rpc_secret", "a network transport requires a cluster secret")
+    return RpcNode(
+        config.node_id,
+        transport,
+        config.rpc_secret,
+        timeout=config.rpc_timeout,
+        # A block body plus its framing: the largest message a node sends.
+        max_body_size=config.max_block_size + (1 << 20),
+    )
 
 
 async def _sweep(store: BlockStore, node_id: str) -> None:

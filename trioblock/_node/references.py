@@ -11,7 +11,6 @@ that missed it catch up through anti-entropy (``refsync.py``).
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 
@@ -43,8 +42,9 @@ class References:
         self._local = ctx if isinstance(ctx, NodeContext) else None
         self._counts = counts
         self._sends = trio.Semaphore(MAX_BACKGROUND_SENDS)
-        #: Bumped whenever a merge changed a row (anti-entropy caches digests by it).
-        self.generation = 0
+        #: One caller at a time collects its slots: callers that each held part of what
+        #: they need could otherwise hold every slot between them and wait forever.
+        self._collecting = trio.Lock()
 
     # -- the public calls ------------------------------------------------------------------
 
@@ -63,9 +63,10 @@ class References:
         remote = sum(1 for n in targets if n != ctx.node_id)
         taken = 0
         try:
-            while taken < remote:
-                await self._sends.acquire()
-                taken += 1
+            async with self._collecting:
+                while taken < remote:
+                    await self._sends.acquire()
+                    taken += 1
         except BaseException:
             for _ in range(taken):
                 self._sends.release()
@@ -127,13 +128,8 @@ class References:
                     counts.decref(Hash(entry[0]), tx)
             return changed
 
-        changed = 0
-        for start in range(0, len(entries), MERGE_CHUNK):
-            changed += await db.write(
-                functools.partial(merge_chunk, chunk=entries[start : start + MERGE_CHUNK])
-            )
+        changed = await _write_in_chunks(db, merge_chunk, entries)
         if changed:
-            self.generation += 1
             local.notify_resync()
         return changed
 
@@ -148,14 +144,7 @@ class References:
         def collect_chunk(tx: Transaction, chunk: list[RefTuple]) -> int:
             return sum(db.refs.collect_in(tx, entry) for entry in chunk)
 
-        dropped = 0
-        for start in range(0, len(entries), MERGE_CHUNK):
-            dropped += await db.write(
-                functools.partial(collect_chunk, chunk=entries[start : start + MERGE_CHUNK])
-            )
-        if dropped:
-            self.generation += 1
-        return dropped
+        return await _write_in_chunks(db, collect_chunk, entries)
 
     def shared_with(self, peer: str) -> Callable[[bytes], bool]:
         """A filter keeping the hashes whose storage nodes include us and ``peer``."""
@@ -197,6 +186,24 @@ class References:
         if self._local is None:
             raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no references")
         return self._local.db
+
+
+async def _write_in_chunks(
+    db: MetadataDb,
+    write_chunk: Callable[[Transaction, list[RefTuple]], int],
+    entries: list[RefTuple],
+) -> int:
+    """Apply ``write_chunk`` to ``entries`` in transactions of :data:`MERGE_CHUNK`
+    entries (the Trio thread yields between them); the sum of what it returned."""
+    total = 0
+    for start in range(0, len(entries), MERGE_CHUNK):
+        chunk = entries[start : start + MERGE_CHUNK]
+
+        def run(tx: Transaction, chunk: list[RefTuple] = chunk) -> int:
+            return write_chunk(tx, chunk)
+
+        total += await db.write(run)
+    return total
 
 
 __all__ = ["MAX_BACKGROUND_SENDS", "References"]

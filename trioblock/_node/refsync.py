@@ -39,6 +39,7 @@ from .._net.rpc import RpcNode
 from .._storage.blockfiles import BlockStore
 from .._storage.metadata import MetadataDb
 from .._storage.offload import run_blocking
+from .._storage.reftable import Keep
 from .clock import NodeClock
 from .context import NodeContext
 from .references import References
@@ -218,7 +219,7 @@ class RefSyncWorker(Worker):
             self._report.failed[peer] = f"{type(exc).__name__}: {exc}"
             log.debug("%s: reference sync with %s failed: %r", self.ctx.node_id, peer, exc)
 
-    async def _exchange(self, rpc: RpcNode, peer: str, prefix: bytes, keep: object) -> None:
+    async def _exchange(self, rpc: RpcNode, peer: str, prefix: bytes, keep: Keep) -> None:
         timeout = self.ctx.config.rpc_timeout
         theirs: list[RefTuple] = []
         after = b""
@@ -233,9 +234,8 @@ class RefSyncWorker(Worker):
             self._report.pulled += await self.refs.merge(theirs)
         mine: list[RefTuple] = []
         after = b""
-        shared = self.refs.shared_with(peer)
         while True:
-            page, more = await self.db.refs.page(prefix, after, PAGE, shared)
+            page, more = await self.db.refs.page(prefix, after, PAGE, keep)
             mine.extend(page)
             if not more or not page:
                 break
@@ -254,24 +254,29 @@ class RefSyncWorker(Worker):
     async def _collect_tombstones(self) -> None:
         cutoff = self._clock.now_msec() - self.ctx.config.gc_delay_msec
         after: RefTuple | None = None
+        # Peers that failed in this pass (the sync with them, or an earlier batch) are
+        # not asked again until the next pass: each attempt could cost an rpc_timeout,
+        # once per batch. Their tombstones simply stay for now.
+        failed = set(self._report.failed)
         while True:
             batch = await self.db.refs.old_tombstones(cutoff, after, TOMBSTONE_BATCH)
             if not batch:
                 return
             after = batch[-1]
-            self._report.collected += await self._collect_batch(batch)
+            self._report.collected += await self._collect_batch(batch, failed)
             await trio.lowlevel.checkpoint()
 
-    async def _collect_batch(self, batch: list[RefTuple]) -> int:
+    async def _collect_batch(self, batch: list[RefTuple], failed: set[str]) -> int:
+        """Collect one batch; nodes in ``failed`` are skipped, and new failures added."""
         ctx = self.ctx
         by_peer: dict[str, list[RefTuple]] = {}
         others_of: list[list[str]] = []
         for entry in batch:
             others = [n for n in ctx.layout.storage_nodes(entry[0]) if n != ctx.node_id]
             others_of.append(others)
-            for node in others:
-                by_peer.setdefault(node, []).append(entry)
-        failed: set[str] = set()
+            if failed.isdisjoint(others):
+                for node in others:
+                    by_peer.setdefault(node, []).append(entry)
         rpc = self._rpc
         if by_peer and rpc is None:
             return 0  # peers to tell, and no way to reach them

@@ -28,6 +28,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -50,6 +51,8 @@ CHECKPOINT_EVERY = 500
 BUSY_PATIENCE = 10.0
 
 T = TypeVar("T")
+
+log = logging.getLogger("trioblock.storage")
 
 #: trioblock's key/value tables (keys ordered, WITHOUT ROWID) and their counted rows.
 KV_TABLES = ("block_rc", "resync_queue", "resync_errors", "block_ref")
@@ -350,15 +353,23 @@ class Database:
                 self._r.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def run_checkpoints(self) -> None:
-        """Checkpoint the WAL in a worker thread every :data:`CHECKPOINT_EVERY` commits."""
+        """Checkpoint the WAL in a worker thread every :data:`CHECKPOINT_EVERY` commits.
+
+        A failed checkpoint is logged and tried again :data:`CHECKPOINT_EVERY` commits
+        later: it runs in the node's nursery and must not take the node down.
+        """
         while True:
             self._checkpoint_wanted = trio.Event()
             if self._commits >= CHECKPOINT_EVERY:
                 self._checkpoint_wanted.set()
             await self._checkpoint_wanted.wait()
             self._commits = 0
-            with sql_errors("checkpoint"):
-                await run_blocking(self._checkpoint_sync)
+            try:
+                with sql_errors("checkpoint"):
+                    await run_blocking(self._checkpoint_sync)
+            except DatabaseError as exc:
+                # The WAL only grows until the next try; the node keeps working.
+                log.warning("%s (retried after %d more commits)", exc, CHECKPOINT_EVERY)
 
 
 __all__ = ["DB_NAME", "Database", "Transaction", "sql_errors"]

@@ -65,6 +65,13 @@ def _queue_drop(tx: Transaction, key: bytes) -> None:
     tx.count("resync_queue", -cur.rowcount)
 
 
+def _resync_done_many(tx: Transaction, entries: list[tuple[bytes, bytes]]) -> None:
+    for key, hash in entries:
+        cur = tx.execute("DELETE FROM resync_errors WHERE key=?", (bytes(hash),))
+        tx.count("resync_errors", -cur.rowcount)
+        _queue_drop(tx, key)
+
+
 class MetadataDb(Database):
     """Every statement trioblock runs on the rc, queue, error and settings tables."""
 
@@ -279,12 +286,14 @@ class MetadataDb(Database):
         await self.write(run)
 
     async def resync_succeeded(self, key: bytes, hash: bytes) -> None:
-        def run(tx: Transaction) -> None:
-            cur = tx.execute("DELETE FROM resync_errors WHERE key=?", (bytes(hash),))
-            tx.count("resync_errors", -cur.rowcount)
-            _queue_drop(tx, key)
+        """A resync of ``hash`` succeeded: clear its error counter and its queue entry."""
+        await self.resync_succeeded_many([(key, hash)])
 
-        await self.write(run)
+    async def resync_succeeded_many(self, entries: list[tuple[bytes, bytes]]) -> None:
+        """:meth:`resync_succeeded` for many ``(key, hash)`` entries, in one transaction
+        (the resync worker's batch of checks that found nothing to do)."""
+        if entries:
+            await self.write(lambda tx: _resync_done_many(tx, entries))
 
     async def resync_failed(
         self, key: bytes, hash: bytes, now_msec: int, retry_delay_msec: int
@@ -339,21 +348,16 @@ class MetadataDb(Database):
         return await self.scan(run)
 
 
-__all__ = ["DB_NAME", "MetadataDb", "ResyncErrorInfo", "Transaction", "parse_queue_key"]
-
-
-# -- resync: batched no-op results (added for the resync worker's batched checks) --------
-
-
-def _resync_done_many(tx: Transaction, entries: list[tuple[bytes, bytes]]) -> None:
-    for key, hash in entries:
-        cur = tx.execute("DELETE FROM resync_errors WHERE key=?", (bytes(hash),))
-        tx.count("resync_errors", -cur.rowcount)
-        _queue_drop(tx, key)
-
-
 async def resync_succeeded_many(db: MetadataDb, entries: list[tuple[bytes, bytes]]) -> None:
-    """:meth:`MetadataDb.resync_succeeded` for many ``(key, hash)`` entries, in one
-    transaction (the resync worker's batch of checks that found nothing to do)."""
-    if entries:
-        await db.write(lambda tx: _resync_done_many(tx, entries))
+    """:meth:`MetadataDb.resync_succeeded_many` (kept for callers of the function)."""
+    await db.resync_succeeded_many(entries)
+
+
+__all__ = [
+    "DB_NAME",
+    "MetadataDb",
+    "ResyncErrorInfo",
+    "Transaction",
+    "parse_queue_key",
+    "resync_succeeded_many",
+]

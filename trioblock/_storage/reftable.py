@@ -94,9 +94,18 @@ class RefTable:
         return [(split_key(bytes(k))[1], RefState.decode(bytes(v))) for k, v in rows]
 
     def count_alive(self, hash: bytes) -> tuple[int, int]:
-        """(alive rows, all rows) of one block."""
-        rows = self.of_block(hash)
-        return sum(1 for _o, s in rows if s.alive), len(rows)
+        """(alive rows, all rows) of one block, counted by SQLite (no row is loaded)."""
+        lo, hi = prefix_bounds(bytes(hash))
+        sql = (
+            "SELECT COALESCE(SUM(substr(value, 1, 1) = x'00'), 0), COUNT(*) FROM block_ref"
+            " WHERE key >= ?"
+        )
+        params: tuple[bytes, ...] = (lo,)
+        if hi is not None:
+            sql += " AND key < ?"
+            params += (hi,)
+        alive, rows = self._db.read_one(sql, params)
+        return int(alive), int(rows)
 
     def __len__(self) -> int:
         return self._db.count("block_ref")
