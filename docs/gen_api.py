@@ -9,9 +9,10 @@ What it renders, for every name in the ``__all__`` of ``trioblock``, ``trioblock
 - functions and methods with their signature (without ``self``), marked **async** when
   they are coroutines (call them with ``await``), **async context manager** or
   **context manager** when they are used with ``async with`` / ``with``;
-- classes with their docstring, the fields of dataclasses (name, type, default), the
-  values of enums, and their public documented members (properties marked as such);
-  names listed in :data:`INTERNAL` are left out;
+- classes with their docstring (those listed in :data:`CONSTRUCTED`, which applications
+  build themselves, with their constructor's signature), the fields of dataclasses
+  (name, type, default), the values of enums, and their public documented members
+  (properties marked as such); names listed in :data:`INTERNAL` are left out;
 - type aliases (``X | Y`` unions included) with what they stand for.
 """
 
@@ -55,6 +56,10 @@ ALIAS_DOCS = {
 }
 
 #: Public classes' members that are plumbing for trioblock itself, not for users.
+#: Classes that applications construct themselves: their heading shows the constructor's
+#: signature. (Other classes are obtained from a function, as their docstring says.)
+CONSTRUCTED = frozenset({"LocalLayout", "StaticLayout", "TcpTransport", "MemoryNetwork"})
+
 INTERNAL = frozenset(
     {
         "Transaction.count",
@@ -218,7 +223,9 @@ def _empty_factory(factory: Callable[[], Any]) -> bool:
 
 
 def _render_class(name: str, obj: type) -> list[str]:
-    lines = [f"### class `{name}`", "", _doc(obj), ""]
+    sig = _signature(obj.__init__, drop_self=True) if name in CONSTRUCTED else ""
+    sig = sig.removesuffix(" -> None")
+    lines = [f"### class `{name}{sig}`", "", _doc(obj), ""]
     if issubclass(obj, enum.Enum):
         values = ", ".join(f"`{m.name}` (`{m.value!r}`)" for m in obj)
         return [*lines, f"Values: {values}.", ""]

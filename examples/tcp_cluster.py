@@ -6,17 +6,18 @@ installed). It narrates:
 1. three node configs (TOML) written to a temporary directory, with free ports and a
    random cluster secret in a file; three ``python -m trioblock serve --config nX.toml``
    processes started, and their ``ready`` lines awaited;
-2. blocks put through n0 (replication factor 3, write quorum 2) and read back through n1
-   and n2, as an application would, with admin requests on the authenticated transport;
-3. n2 stopped with SIGTERM; puts through n0 still reach the quorum (n0 + n1), reads
-   through n1 still work;
-4. n2 restarted on the same directories: it did not receive the blocks written while it
-   was down, yet it serves them (its read path fetches a verified copy from a peer);
+2. an application opens a *gateway* into the cluster (``trioblock.open_gateway`` over a
+   ``TcpTransport`` listing the nodes, with the nodes' layout and secret): it puts blocks
+   (replication factor 3, write quorum 2), references each under an owner, and reads
+   them back; every node holds a copy;
+3. n2 stopped with SIGTERM; puts and references still reach the quorum (n0 + n1), reads
+   still work;
+4. n2 restarted on the same directories: it missed the blocks and references written
+   while it was down; its anti-entropy pass pulls the references from n0 and n1, and its
+   resync fetches the blocks;
 5. every node stopped with SIGTERM, exit codes checked.
 
-The node processes are always stopped, whatever happens (an error, Ctrl-C). The client
-side uses ``trioblock._cli.client.open_admin_client``, the code behind the ``trioblock``
-commands (``trioblock put`` / ``trioblock get`` do the same from a shell).
+The node processes are always stopped, whatever happens (an error, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
 
-from trioblock import Hash, blake2sum
-from trioblock._cli.client import AdminClient, Target, open_admin_client
+import trioblock
+from trioblock import Hash
 
 log = logging.getLogger("example")
 
@@ -44,9 +45,10 @@ NODES = ("n0", "n1", "n2")
 #: Seconds allowed for a node to print its ready line, and to stop after a signal.
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
-#: Seconds allowed for one admin request, and for the whole run.
-REQUEST_TIMEOUT = 10.0
-RUN_TIMEOUT = 60.0
+#: Seconds allowed for one request to a node, for n2 to catch up, and for the whole run.
+REQUEST_TIMEOUT = 5.0
+CATCH_UP_TIMEOUT = 30.0
+RUN_TIMEOUT = 90.0
 
 
 def free_ports(n: int) -> list[int]:
@@ -177,29 +179,24 @@ def always_stopped(nodes: dict[str, NodeProcess]) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def clients(secret: bytes, ports: dict[str, int]) -> AsyncIterator[dict[str, AdminClient]]:
-    """One authenticated admin session per node (the same handshake peers use)."""
-    async with AsyncExitStack() as stack:
-        out = {}
-        for node, port in ports.items():
-            target = Target(("127.0.0.1", port), secret, node)
-            out[node] = await stack.enter_async_context(
-                open_admin_client(target, REQUEST_TIMEOUT, client_id=f"example-{node}")
-            )
-        yield out
+async def open_app_gateway(
+    secret: bytes, ports: dict[str, int]
+) -> AsyncIterator[trioblock.BlockManager]:
+    """The application's way in: a gateway (it stores nothing) to the storage nodes.
 
-
-async def put(client: AdminClient, data: bytes) -> Hash:
-    reply, _ = await client.call_with_body("put", data, incref=True)
-    h = Hash.from_hex(reply["hash"])
-    assert h == blake2sum(data), "the node named the block with another hash"
-    return h
-
-
-async def get(client: AdminClient, h: Hash) -> bytes:
-    _, body = await client.call_with_body("get", hash=h.hex())
-    assert body is not None and blake2sum(body) == h, "the node returned wrong bytes"
-    return body
+    It needs what the nodes' files hold: the node ids and the layout (replication
+    factor, write quorum), their addresses, and the secret's bytes.
+    """
+    layout = trioblock.StaticLayout(list(NODES), replication_factor=3, write_quorum=2)
+    transport = trioblock.TcpTransport(peers={n: ("127.0.0.1", p) for n, p in ports.items()})
+    async with trioblock.open_gateway(
+        "example-app",
+        layout=layout,
+        transport=transport,
+        rpc_secret=secret,
+        rpc_timeout=REQUEST_TIMEOUT,
+    ) as gateway:
+        yield gateway
 
 
 def expect(done: int, total: int, what: str) -> None:
@@ -227,53 +224,57 @@ async def narrate(root: Path, nodes: dict[str, NodeProcess], ports: dict[str, in
             log.info("%s", line)
         log.info("3 nodes up: replication factor 3, write quorum 2, secret in %s", root / "secret")
 
-        async with clients(secret, ports) as c:
-            blocks = {await put(c["n0"], f"block {i} ".encode() * 4000): i for i in range(4)}
-            log.info("put %d blocks through n0 (each acknowledged by a quorum)", len(blocks))
-            for reader in ("n1", "n2"):
-                ok = sum(
-                    [
-                        await get(c[reader], h) == f"block {i} ".encode() * 4000
-                        for h, i in blocks.items()
-                    ]
-                )
-                expect(ok, len(blocks), f"blocks read back through {reader}")
-                log.info("read %d/%d blocks back through %s", ok, len(blocks), reader)
+        async with open_app_gateway(secret, ports) as gw:
+            first = {}
+            for i in range(4):
+                data = f"block {i} ".encode() * 4000
+                h = await gw.put_block(data)  # returns once 2 of the 3 nodes hold it
+                await gw.add_reference(h, "example/first")  # counted on every storage node
+                first[h] = data
+            log.info(
+                "put and referenced %d blocks through a gateway (each acknowledged by a quorum)",
+                len(first),
+            )
+            ok = sum([await gw.get_block(h) == data for h, data in first.items()])
+            expect(ok, len(first), "blocks read back")
+            log.info("read %d/%d blocks back, verified against their hash", ok, len(first))
+            await wait_held(root, "n2", first)  # the third copy lands in the background
+            for node in NODES:
+                held = sum(held_on_disk(root, node, h) for h in first)
+                log.info("%s holds %d/%d of them on its disk", node, held, len(first))
 
-        code, said = await nodes["n2"].stop()
-        log.info("stopped n2 with SIGTERM: it said %r, exit code %d", " / ".join(said), code)
+            code, said = await nodes["n2"].stop()
+            log.info("stopped n2 with SIGTERM: it said %r, exit code %d", " / ".join(said), code)
 
-        async with clients(secret, {n: ports[n] for n in ("n0", "n1")}) as c:
             missed = {}
             for _ in range(4):
                 data = os.urandom(64 * 1024)
-                missed[await put(c["n0"], data)] = data
+                h = await gw.put_block(data)
+                await gw.add_reference(h, "example/second")
+                missed[h] = data
             log.info(
-                "put %d more blocks through n0 with n2 down: quorum reached (n0 + n1)", len(missed)
-            )
-            ok = sum([await get(c["n1"], h) == data for h, data in missed.items()])
-            expect(ok, len(missed), "blocks read through n1")
-            log.info("read %d/%d of them through n1", ok, len(missed))
-
-        log.info("%s", await nodes["n2"].start(nursery))
-        on_disk = sum(held_on_disk(root, "n2", h) for h in missed)
-        log.info(
-            "restarted n2: it holds %d/%d of the blocks written while it was down "
-            "(they are referenced on n0, where they were put; n2's resync fetches only "
-            "blocks referenced on n2)",
-            on_disk,
-            len(missed),
-        )
-        async with clients(secret, {"n2": ports["n2"]}) as c:
-            ok = sum([await get(c["n2"], h) == data for h, data in missed.items()])
-            expect(ok, len(missed), "missed blocks served by n2")
-            log.info(
-                "n2 served %d/%d of them anyway: its read path fetched verified copies from n0/n1",
-                ok,
+                "put and referenced %d more blocks with n2 down: quorum reached (n0 + n1)",
                 len(missed),
             )
-        on_disk = sum(held_on_disk(root, "n2", h) for h in blocks)
-        log.info("n2 still holds %d/%d of the first blocks on its disk", on_disk, len(blocks))
+            ok = sum([await gw.get_block(h) == data for h, data in missed.items()])
+            expect(ok, len(missed), "blocks read back with n2 down")
+            log.info("read %d/%d of them back", ok, len(missed))
+
+            log.info("%s", await nodes["n2"].start(nursery))
+            on_disk = sum(held_on_disk(root, "n2", h) for h in missed)
+            log.info(
+                "restarted n2: it holds %d/%d of the blocks written while it was down",
+                on_disk,
+                len(missed),
+            )
+            await wait_held(root, "n2", missed)
+            log.info(
+                "n2 caught up by itself: anti-entropy pulled the references it missed and its "
+                "resync fetched the %d blocks from n0/n1",
+                len(missed),
+            )
+            ok = sum([await gw.get_block(h) == data for h, data in missed.items()])
+            expect(ok, len(missed), "blocks read back after the restart")
 
         codes = {}
         for node in NODES:
@@ -282,6 +283,17 @@ async def narrate(root: Path, nodes: dict[str, NodeProcess], ports: dict[str, in
         if any(codes.values()):
             raise RuntimeError(f"a node did not stop cleanly: exit codes {summary}")
         log.info("cluster stopped cleanly: exit codes %s", summary)
+
+
+async def wait_held(root: Path, node: str, blocks: dict[Hash, bytes]) -> None:
+    """Poll ``node``'s data directory until it holds every block (bounded).
+
+    Polling, because the files are written by another process: nothing here can wait
+    for an event.
+    """
+    with trio.fail_after(CATCH_UP_TIMEOUT):
+        while not all(held_on_disk(root, node, h) for h in blocks):  # noqa: ASYNC110
+            await trio.sleep(0.2)
 
 
 async def start_all(nursery: trio.Nursery, nodes: dict[str, NodeProcess]) -> list[str]:

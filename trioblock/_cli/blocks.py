@@ -1,7 +1,8 @@
 """Commands acting on single blocks or the resync queue of a running node.
 
 ``put FILE`` stores a file as one block (streamed to the node as an admin body, so up to
-the node's ``max_block_size``) and takes a reference on it unless ``--no-ref``;
+the node's ``max_block_size``) and, unless ``--no-ref``, takes a reference on it in the
+node's own count (a low-level ``incref`` on that node, not a cluster reference);
 ``get HASH`` writes a block to stdout or ``-o FILE`` and checks its hash again on this
 side; ``retry-now HASH|--all`` clears the back-off of blocks in error; ``purge HASH
 --yes`` forgets an unrecoverable block; ``set-resync`` changes the resync workers.
@@ -46,7 +47,10 @@ def configure_put(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-ref",
         action="store_true",
-        help="do not take a reference (an unreferenced block is garbage-collected)",
+        help=(
+            "take no reference (a block never referenced stays until `trioblock repair` "
+            "collects it; `trioblock ref add` references a block cluster-wide)"
+        ),
     )
     parser.add_argument(
         "--no-compress", action="store_true", help="store plain even if compression is on"

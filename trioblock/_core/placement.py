@@ -46,7 +46,16 @@ def majority(replication_factor: int) -> int:
 
 
 class StaticLayout:
-    """A fixed set of nodes (optionally with zones), placed by rendezvous hashing."""
+    """A fixed set of nodes (optionally with zones), placed by rendezvous hashing.
+
+    ``nodes`` lists the storage nodes' ids, or maps each id to its zone.
+    ``replication_factor`` (1 to the number of nodes) is the number of copies of each
+    block; ``write_quorum`` (1 to ``replication_factor``, default a majority) the durable
+    writes a put or a reference waits for. Every node, and every gateway, of a cluster
+    must be given the same layout: a ``trioblock serve`` node builds it from its
+    ``[peers]`` table, ``replication_factor`` and ``write_quorum``. A bad value raises
+    ``ConfigError`` naming it.
+    """
 
     def __init__(
         self,
