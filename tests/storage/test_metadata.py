@@ -362,3 +362,34 @@ async def test_a_failing_wal_checkpoint_is_logged_not_fatal(
         assert attempts == 2
         assert bm.incref(H) == 1
     assert "checkpoint failed" in caplog.text
+
+
+async def test_a_read_finding_corruption_during_another_tasks_transaction(
+    open_node, disk, autojump_clock
+) -> None:
+    """A corrupt copy found while another task holds a transaction open: the read
+    reports the corruption (not a busy database) and the repair is queued once the
+    transaction closed."""
+    async with open_node() as bm:
+        h = await bm.put_block(b"soon corrupt" * 100)
+        disk.flip_byte(disk.block_file(bm.config.data_dirs[0].path, h))
+        queued_before = bm.resync_queue_len()
+        errors: list[BaseException] = []
+
+        async def holder() -> None:
+            with bm.transaction() as tx:
+                tx.execute("CREATE TABLE IF NOT EXISTS app (k TEXT)")
+                await trio.sleep(5)
+
+        async def reader() -> None:
+            await trio.sleep(1)
+            try:
+                await bm.get_block(h)
+            except trioblock.TrioblockError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holder)
+            nursery.start_soon(reader)
+        assert [type(e) for e in errors] == [trioblock.CorruptBlockError]
+        assert bm.resync_queue_len() == queued_before + 1

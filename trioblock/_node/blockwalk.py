@@ -44,7 +44,7 @@ class OperationsNode(Protocol):
     db_limiter: trio.CapacityLimiter
     resync: ResyncShared
 
-    def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
+    async def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
 
 
 def _take(it: Iterator[WalkEntry], n: int) -> tuple[list[BlockLocation], list[WalkEntry], bool]:

@@ -133,9 +133,12 @@ class NodeContext(PeerContext):
     def notify_resync(self) -> None:
         self.resync.notify()
 
-    def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None:
-        """Queue a resync check of ``hash`` after ``delay_msec`` (foreground DB)."""
-        self.db.put_to_resync_fg(hash, self.clock.now_msec() + delay_msec)
+    async def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None:
+        """Queue a resync check of ``hash`` after ``delay_msec``.
+
+        A background write: it waits for a transaction another task holds open.
+        """
+        await self.db.queue_put(hash, self.clock.now_msec() + delay_msec)
         self.notify_resync()
 
 

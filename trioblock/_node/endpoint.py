@@ -72,7 +72,7 @@ class RpcEndpoint:
             if loc is not None:
                 await ctx.store.quarantine(loc)
             ctx.metrics.corruptions += 1
-            ctx.put_to_resync(hash, 0)
+            await ctx.put_to_resync(hash, 0)
             raise
         if found is None:
             raise MissingBlockError(hash)
@@ -97,7 +97,7 @@ class RpcEndpoint:
             )
             return
         ctx.metrics.corruptions += 1
-        ctx.put_to_resync(hash, 0)
+        await ctx.put_to_resync(hash, 0)
         log.warning(
             "%s: %s found block %s corrupt as served from here: quarantined to %s",
             ctx.node_id,

@@ -56,8 +56,17 @@ async def call_quorum(
 
     if not targets:
         raise QuorumError(f"{what}: no node to send to", quorum=quorum, successes=0, errors={})
-    for node in targets:
-        nursery.start_soon(one, node)
+    for index, node in enumerate(targets):
+        try:
+            nursery.start_soon(one, node)
+        except RuntimeError as exc:  # the node is closing: these sends never start
+            for unsent in targets[index:]:
+                failures[unsent] = exc
+            pending -= len(targets) - index
+            done.set()
+            if pending == 0 and on_all_done is not None:
+                on_all_done()
+            break
     await done.wait()
     if successes < quorum:
         raise QuorumError(

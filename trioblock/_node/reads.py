@@ -71,7 +71,7 @@ class Reader:
             found = await ctx.store.read_verified(hash)
         except CorruptBlockError:
             ctx.metrics.corruptions += 1
-            ctx.put_to_resync(hash, 0)
+            await ctx.put_to_resync(hash, 0)
             raise
         if found is None:
             return None

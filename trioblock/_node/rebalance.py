@@ -167,7 +167,7 @@ class RebalanceWorker(Worker):
         self.counts[outcome] += 1
         if outcome is MoveOutcome.CORRUPT:
             node.metrics.corruptions += 1
-            node.put_to_resync(loc.hash, 0)
+            await node.put_to_resync(loc.hash, 0)
             log.warning(
                 "rebalance: %s is corrupt, not moved%s",
                 loc.path,

@@ -243,7 +243,7 @@ class ScrubWorker(Worker):
                 return  # replaced or deleted meanwhile, or valid after all
         node.metrics.corruptions += 1
         self.persisted.corruptions += 1
-        node.put_to_resync(loc.hash, 0)
+        await node.put_to_resync(loc.hash, 0)
         log.warning("scrub: block %s is corrupt, quarantined and queued", loc.hash.hex())
         await self._save()
 

@@ -52,7 +52,7 @@ class VerifiedChunks:
             self._on_corrupt()
         if self._local is not None and isinstance(node, NodeContext):
             await node.store.quarantine(self._local)
-            node.put_to_resync(self._hash, 0)
+            await node.put_to_resync(self._hash, 0)
 
     async def __anext__(self) -> bytes:
         node = self._node

@@ -217,8 +217,15 @@ class Database:
             if self._w.in_transaction:
                 self._w.execute("ROLLBACK")
             raise
-        with sql_errors("COMMIT"):
-            self._w.execute("COMMIT")
+        try:
+            with sql_errors("COMMIT"):
+                self._w.execute("COMMIT")
+        except DatabaseError:
+            # A failed COMMIT (disk full, I/O error) may leave the transaction open:
+            # end it, or every later BEGIN would fail.
+            if self._w.in_transaction:
+                self._w.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

@@ -216,11 +216,6 @@ class MetadataDb(Database):
             cur = tx.execute("DELETE FROM resync_queue WHERE value=?", (h,))
             tx.count("resync_queue", -cur.rowcount)
 
-    def put_to_resync_fg(self, hash: bytes, when_msec: int) -> None:
-        """Queue a check of ``hash`` (synchronous; raises if another task's tx is open)."""
-        with self.transaction() as tx, sql_errors("queue"):
-            _queue_put(tx, hash, when_msec)
-
     # -- settings --------------------------------------------------------------------------------
 
     def get_setting(self, name: str, default: Any = None) -> Any:
