@@ -180,3 +180,27 @@ async def test_an_unresponsive_peer_costs_one_timeout_per_pass_not_one_per_batch
         report = await n0.sync_references()
         assert report.collected == 700
         assert [bm.ref_len() for bm in cluster.nodes.values()] == [0, 0, 0]
+
+
+async def test_one_block_with_thousands_of_owners_syncs_in_windows(
+    tmp_path: Path, autojump_clock
+) -> None:
+    """Owners of one block all fall under one key prefix: both sides' differences in it
+    (interleaved) are exchanged page by page, and both end with the union."""
+    async with open_cluster(
+        tmp_path, n=2, replication_factor=2, write_quorum=1, rpc_timeout=5.0
+    ) as cluster:
+        n0, n1 = cluster.nodes["n0"], cluster.nodes["n1"]
+        cluster.net.partition(["n0"], ["n1"])
+        for i in range(1200):
+            await n0.add_reference(H, f"{i:05d}-a")
+            await n1.add_reference(H, f"{i:05d}-b")
+        await n1.remove_reference(H, "00007-a")  # a tombstone n0 has not seen
+        cluster.net.heal()
+        report = await n0.sync_references()
+        assert (report.pulled, report.pushed) == (1201, 1199)
+        for bm in (n0, n1):
+            assert bm.get_block_rc(H) == 2399
+            assert len(bm.references(H)) == 2400
+        again = await n0.sync_references()
+        assert (again.pulled, again.pushed) == (0, 0)

@@ -220,34 +220,46 @@ class RefSyncWorker(Worker):
             log.debug("%s: reference sync with %s failed: %r", self.ctx.node_id, peer, exc)
 
     async def _exchange(self, rpc: RpcNode, peer: str, prefix: bytes, keep: Keep) -> None:
+        """Compare the entries under ``prefix`` one key window at a time.
+
+        Both sides list their entries in key order, a page each; the window ends at the
+        smaller of the two pages' last keys (or at the end of the prefix when both are
+        complete). Within it, what the peer has is merged here and what it lacks or
+        holds older is pushed to it. Memory stays at two pages however many entries
+        (owners of one block included) the prefix holds.
+        """
         timeout = self.ctx.config.rpc_timeout
-        theirs: list[RefTuple] = []
-        after = b""
+        cursor = b""
         while True:
             with trio.fail_after(timeout):
-                page, more = await rpc.ref_fetch(peer, prefix, after, PAGE, background=True)
-            theirs.extend(page)
-            if not more or not page:
-                break
-            after = ref_key(page[-1][0], page[-1][1])
-        if theirs:
-            self._report.pulled += await self.refs.merge(theirs)
-        mine: list[RefTuple] = []
-        after = b""
-        while True:
-            page, more = await self.db.refs.page(prefix, after, PAGE, keep)
-            mine.extend(page)
-            if not more or not page:
-                break
-            after = ref_key(page[-1][0], page[-1][1])
-        mine_d, theirs_d = _entry_dict(mine), _entry_dict(theirs)
-        push_keys = set(missing_or_older(mine_d, theirs_d))
-        push = [e for e in mine if ref_key(e[0], e[1]) in push_keys]
-        for start in range(0, len(push), PUSH_CHUNK):
-            chunk = push[start : start + PUSH_CHUNK]
-            with trio.fail_after(timeout):
-                await rpc.ref_update(peer, chunk, background=True)
-            self._report.pushed += len(chunk)
+                theirs, their_more = await rpc.ref_fetch(
+                    peer, prefix, cursor, PAGE, background=True
+                )
+            mine, my_more = await self.db.refs.page(prefix, cursor, PAGE, keep)
+            ends = [
+                ref_key(p[-1][0], p[-1][1])
+                for p, more in ((theirs, their_more), (mine, my_more))
+                if more and p
+            ]
+            window_end = min(ends) if ends else None
+
+            def inside(entry: RefTuple, end: bytes | None = window_end) -> bool:
+                return end is None or ref_key(entry[0], entry[1]) <= end
+
+            theirs = [e for e in theirs if inside(e)]
+            mine = [e for e in mine if inside(e)]
+            if theirs:
+                self._report.pulled += await self.refs.merge(theirs)
+            push_keys = set(missing_or_older(_entry_dict(mine), _entry_dict(theirs)))
+            push = [e for e in mine if ref_key(e[0], e[1]) in push_keys]
+            for start in range(0, len(push), PUSH_CHUNK):
+                chunk = push[start : start + PUSH_CHUNK]
+                with trio.fail_after(timeout):
+                    await rpc.ref_update(peer, chunk, background=True)
+                self._report.pushed += len(chunk)
+            if window_end is None:
+                return
+            cursor = window_end
 
     # -- 2. tombstones -----------------------------------------------------------------------
 
