@@ -33,14 +33,34 @@ log = logging.getLogger("trioblock.node")
 
 
 class ResyncShared:
-    """State the resync workers share: busy set, settings, queue notifications."""
+    """State the resync workers share: busy set, settings, pool size, queue notifications.
+
+    ``n_workers`` is the operator's setting and the pool's floor: that many workers
+    always run. ``active`` is how many run now: the floor, plus the ones the pool added
+    while a backlog of overdue entries built up (up to ``MAX_RESYNC_WORKERS``, see
+    ``_core/resync.py``). Setting ``n_workers`` resets ``active`` to it.
+    """
 
     def __init__(self, workers: int, tranquility: int) -> None:
         self.busy: set[Hash] = set()
-        self.n_workers = workers
+        self._floor = workers
+        #: workers running now (resync-0 … resync-<active-1>); floor <= active <= 8
+        self.active = workers
+        #: trio time when the pool last added a worker (None: never)
+        self.grown_at: float | None = None
         self.tranquility = tranquility
         #: bumped on every queue change; a worker idles until it moves past its token
         self.generation = AsyncValue(0)
+
+    @property
+    def n_workers(self) -> int:
+        """The operator's worker count: the floor of the pool."""
+        return self._floor
+
+    @n_workers.setter
+    def n_workers(self, n: int) -> None:
+        self._floor = n
+        self.active = n
 
     def notify(self) -> None:
         self.generation.value += 1
