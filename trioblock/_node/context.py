@@ -11,7 +11,7 @@ once the node is closing or closed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -32,6 +32,10 @@ from .metrics import Metrics
 log = logging.getLogger("trioblock.node")
 
 
+#: Most queue keys :attr:`ResyncShared.needs_work` holds.
+NEEDS_WORK_MAX = 10_000
+
+
 class ResyncShared:
     """State the resync workers share: busy set, settings, pool size, queue notifications.
 
@@ -49,6 +53,10 @@ class ResyncShared:
         #: trio time when the pool last added a worker (None: never)
         self.grown_at: float | None = None
         self.tranquility = tranquility
+        #: queue keys a batched look found needing real work (not looked at again)
+        self.needs_work: set[bytes] = set()
+        #: the last queue key looked at past those (None: start from the head again)
+        self.scan_cursor: bytes | None = None
         #: bumped on every queue change; a worker idles until it moves past its token
         self.generation = AsyncValue(0)
 
@@ -61,6 +69,13 @@ class ResyncShared:
     def n_workers(self, n: int) -> None:
         self._floor = n
         self.active = n
+
+    def remember_work(self, keys: Iterable[bytes]) -> None:
+        """Remember queue entries that need real work (bounded: forgotten past
+        ``NEEDS_WORK_MAX``, which only costs another look)."""
+        if len(self.needs_work) > NEEDS_WORK_MAX:
+            self.needs_work.clear()
+        self.needs_work.update(keys)
 
     def notify(self) -> None:
         self.generation.value += 1

@@ -11,8 +11,9 @@ is handling (a shared busy set). Checks that find nothing to do — most of them
 queues a check of its block, which then finds it referenced and present — are settled
 together (one worker-thread trip, one transaction) and never throttled; so are checks
 that only have to wait (an unreferenced copy inside its GC delay), rescheduled — or
-merged into a later check already queued for their block. The first
-entry left is handled alone:
+merged into a later check already queued for their block. The entries left are
+remembered (``ResyncShared.needs_work``) so that later looks do not check them again,
+and the first one is handled alone:
 
 - if its time has not come, idles until then or until the queue changes;
 - if the block's error counter says "not yet", moves the entry to the counter's next
@@ -47,7 +48,7 @@ from .._core.resync import (
     throttled,
 )
 from .._core.tranquilizer import Tranquilizer
-from .._storage.metadata import resync_defer_many, resync_succeeded_many
+from .._storage.metadata import queue_after, resync_defer_many, resync_succeeded_many
 from .._storage.offload import run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
 from .context import NodeContext, ResyncShared, describe
@@ -315,13 +316,25 @@ class ResyncWorker(Worker):
         if not due:
             return self._idle(now)
         self._idle_since = None
-        if len(due) > 1:
-            hashes = {hash for _key, hash in due}
+        # Entries an earlier look found needing real work are not looked at again; when
+        # they fill the head, the look goes past them (cheap checks are not kept waiting
+        # behind a backlog of deletions).
+        fresh = [(key, hash) for key, hash in due if key not in shared.needs_work]
+        if len(due) == CHECK_BATCH and len(fresh) < CHECK_BATCH // 2:
+            fresh.extend(self._look_further(due[-1][0], now))
+        elif len(due) < CHECK_BATCH:
+            shared.scan_cursor = None
+        if len(fresh) > 1:
+            hashes = {hash for _key, hash in fresh}
             shared.busy.update(hashes)
             try:
-                due = await self._settle_batch(due, now)
+                rest = await self._settle_batch(fresh, now)
             finally:
                 shared.busy.difference_update(hashes)
+            if len(rest) < len(fresh):
+                kept = {key for key, _hash in rest}
+                due = [(k, h) for k, h in due if k in kept or k in shared.needs_work]
+            shared.remember_work(key for key, _hash in rest)
             if not due:
                 # Only checks settled in the batch: nothing worth throttling, go on at once.
                 return WorkerState.BUSY
@@ -333,6 +346,22 @@ class ResyncWorker(Worker):
             return await self._handle(key, hash, now)
         finally:
             shared.busy.discard(hash)
+            shared.needs_work.discard(key)
+
+    def _look_further(self, after: bytes, now: int) -> list[tuple[bytes, Hash]]:
+        """Due entries past ``after`` (and past where the last look stopped) that are
+        neither busy nor known to need work, up to ``CHECK_BATCH``."""
+        shared, node = self.shared, self.node
+        cursor = shared.scan_cursor
+        start = cursor if cursor is not None and cursor > after else after
+        found: list[tuple[bytes, Hash]] = []
+        for key, hash in queue_after(node.db, start, CHECK_BATCH):
+            if parse_queue_key(key)[0] > now:
+                break
+            shared.scan_cursor = key
+            if hash not in shared.busy and key not in shared.needs_work:
+                found.append((key, hash))
+        return found
 
     def _idle(self, now: int) -> StepResult:
         """Nothing due: wait for work, or leave the pool when idle long enough above its

@@ -391,3 +391,12 @@ async def resync_defer_many(db: MetadataDb, entries: list[tuple[bytes, bytes, in
     if not entries:
         return 0
     return await db.write(lambda tx: _resync_defer_many(tx, entries))
+
+
+def queue_after(db: MetadataDb, key: bytes, limit: int) -> list[tuple[bytes, Hash]]:
+    """Up to ``limit`` queue entries (key, hash) after ``key``, earliest first (the resync
+    workers look past entries already known to need work)."""
+    rows = db.read_all(
+        "SELECT key, value FROM resync_queue WHERE key > ? ORDER BY key LIMIT ?", (key, limit)
+    )
+    return [(bytes(k), Hash(v)) for k, v in rows]
