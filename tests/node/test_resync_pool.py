@@ -102,7 +102,7 @@ async def test_workers_shrink_back_to_the_operators_count_when_idle(
         seen: list[int] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_workers, n0, seen)
-            while n0.metrics.deletes < len(hashes):
+            while n0.metrics.deletes < len(hashes):  # noqa: ASYNC110 (public API)
                 await trio.sleep(0.1)
             drained = trio.current_time()
             nursery.cancel_scope.cancel()

@@ -34,6 +34,7 @@ import os
 import stat
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -140,6 +141,10 @@ def _openat2_broken() -> bool:
     return True
 
 
+#: Seconds between two checks of a root's descriptor after a miss.
+REFRESH_EVERY = 1.0
+
+
 class DataRoots:
     """Descriptors of data directory roots, each opened once (by path: the root is
     trusted) and kept open while this object lives; thread-safe.
@@ -151,6 +156,8 @@ class DataRoots:
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
+        #: root -> monotonic time of its last check (a miss checks at most once a second)
+        self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._fds)
 
@@ -165,9 +172,14 @@ class DataRoots:
                 fd = self._fds[root] = open_root(root)
             return fd
 
-    def refresh(self, root: str) -> bool:
+    def refresh(self, root: str, *, force: bool = False) -> bool:
         """After an ``ENOENT``: whether ``root``'s descriptor was of a removed directory
-        and was replaced (so the operation is worth trying again)."""
+        and was replaced (so the operation is worth trying again). Looks at most once a
+        second per root (a miss is the common case: a block not stored yet)."""
+        now = time.monotonic()
+        if not force and now - self._checked.get(root, -REFRESH_EVERY) < REFRESH_EVERY:
+            return False
+        self._checked[root] = now
         with self._lock:
             fd = self._fds.get(root)
             if fd is None:
@@ -294,6 +306,8 @@ def subdir(root: str, aa: str, bb: str, roots: DataRoots | None = None) -> Itera
 def make_subdir(root: str, aa: str, bb: str, *, fsync: bool, roots: DataRoots | None = None) -> int:
     """A descriptor of ``root/aa/bb``, created if missing (new entries made durable)."""
     rfd = open_root(root) if roots is None else roots.fd(root)
+    if roots is not None and os.fstat(rfd).st_nlink == 0 and roots.refresh(root, force=True):
+        rfd = roots.fd(root)  # the root was removed and made again meanwhile
     try:
         created_a = _mkdir_at(rfd, aa)
         afd = open_child_dir(rfd, aa, f"{root}/{aa}")
