@@ -106,11 +106,9 @@ def _how(flags: int) -> tuple[object, int]:
     return found[1], found[2]
 
 
-def _openat2(dir_fd: int, rel: str, flags: int) -> int | None:
-    """``openat2(dir_fd, rel, flags)`` refusing links anywhere; None when unavailable.
-
-    ``OSError`` as ``os.open`` raises it (``ELOOP`` for a link on the way).
-    """
+def _openat2_raw(dir_fd: int, rel: str, flags: int) -> int | None:
+    """``openat2(dir_fd, rel, flags)`` refusing links anywhere: the descriptor, or
+    ``-errno`` (no exception: a miss is common), or None when unavailable."""
     global _syscall
     fn = _syscall
     if fn is None:
@@ -125,7 +123,16 @@ def _openat2(dir_fd: int, rel: str, flags: int) -> int | None:
         _syscall = None
         log.debug("openat2 unavailable (%s): walking paths one level at a time", err)
         return None
-    raise OSError(err, os.strerror(err), rel)
+    return -err
+
+
+def _openat2(dir_fd: int, rel: str, flags: int) -> int | None:
+    """:func:`_openat2_raw` raising ``OSError`` as ``os.open`` does (``ELOOP`` for a
+    link on the way)."""
+    fd = _openat2_raw(dir_fd, rel, flags)
+    if fd is None or fd >= 0:
+        return fd
+    raise OSError(-fd, os.strerror(-fd), rel)
 
 
 def _openat2_broken() -> bool:
@@ -212,14 +219,20 @@ def open_below(roots: DataRoots, root: str, rel: str, flags: int) -> int | None:
     ``FileNotFoundError``/``OSError`` as ``os.open``; ``ELOOP`` for a link on the way,
     ``ENOTDIR`` for a file where a directory should be.
     """
+    fd = open_below_raw(roots, root, rel, flags)
+    if fd is None or fd >= 0:
+        return fd
+    raise OSError(-fd, os.strerror(-fd), f"{root}/{rel}")
+
+
+def open_below_raw(roots: DataRoots, root: str, rel: str, flags: int) -> int | None:
+    """:func:`open_below` returning ``-errno`` instead of raising."""
     if _syscall is None:
         return None
-    try:
-        return _openat2(roots.fd(root), rel, flags)
-    except FileNotFoundError:
-        if roots.refresh(root):
-            return _openat2(roots.fd(root), rel, flags)
-        raise
+    fd = _openat2_raw(roots.fd(root), rel, flags)
+    if fd == -errno.ENOENT and roots.refresh(root):
+        fd = _openat2_raw(roots.fd(root), rel, flags)
+    return fd
 
 
 def describe_mode(mode: int) -> str:
@@ -368,15 +381,14 @@ def open_file_below(
     or a link); :class:`NotABlockFile` unless it is a regular file.
     """
     shown = f"{root}/{aa}/{bb}/{name}"
-    try:
-        fd = open_below(roots, root, f"{aa}/{bb}/{name}", _FILE_FLAGS)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO, errno.ENODEV, errno.EISDIR):
-            fd = None  # the walk tells which part is wrong
-        elif exc.errno == errno.ENOENT:
-            raise FileNotFoundError(errno.ENOENT, "no such file", shown) from None
-        else:
-            raise
+    fd = open_below_raw(roots, root, f"{aa}/{bb}/{name}", _FILE_FLAGS)
+    if fd is not None and fd < 0:
+        err = -fd
+        if err == errno.ENOENT:
+            raise FileNotFoundError(errno.ENOENT, "no such file", shown)
+        if err not in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO, errno.ENODEV, errno.EISDIR):
+            raise OSError(err, os.strerror(err), shown)
+        fd = None  # the walk tells which part is wrong
     else:
         if fd is not None:
             try:
@@ -400,15 +412,14 @@ def open_file_below(
 def lstat_below(roots: DataRoots, root: str, aa: str, bb: str, name: str) -> os.stat_result | None:
     """``lstat`` of ``root/aa/bb/name`` reached without following links; None when
     absent or when ``aa``/``bb`` is missing or not a directory."""
-    try:
-        fd = open_below(roots, root, f"{aa}/{bb}/{name}", _PATH_FLAGS)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            # ELOOP: a link at aa or bb (a link as the name itself is returned, O_PATH)
-            return None if exc.errno != errno.ELOOP else _lstat_walk(root, aa, bb, name)
-        raise
-    if fd is None:
+    fd = open_below_raw(roots, root, f"{aa}/{bb}/{name}", _PATH_FLAGS)
+    if fd is None or fd == -errno.ELOOP:
+        # ELOOP: a link at aa or bb (a link as the name itself is returned, O_PATH)
         return _lstat_walk(root, aa, bb, name)
+    if fd < 0:
+        if fd in (-errno.ENOENT, -errno.ENOTDIR):
+            return None
+        raise OSError(-fd, os.strerror(-fd), f"{root}/{aa}/{bb}/{name}")
     try:
         return os.fstat(fd)
     finally:
