@@ -771,6 +771,7 @@ async def _soak_session(root: str, seconds: float, config: dict[str, Any]) -> di
     soak_config = {**config, "rpc_timeout": 1.0, "gc_delay": 1.0}
     samples: list[tuple[float, int]] = []
     overdue_samples: list[int] = []
+    worker_samples: list[int] = []
     counts = {"puts": 0, "drops": 0}
     async with open_cluster(
         root, 3, replication_factor=REPLICATION_FACTOR, write_quorum=WRITE_QUORUM,
@@ -804,6 +805,12 @@ async def _soak_session(root: str, seconds: float, config: dict[str, Any]) -> di
                     overdue += sum(1 for e in node.list_resync_queue(OVERDUE_SCAN) if e.when < now)
                 samples.append((time.perf_counter() - started, total))
                 overdue_samples.append(overdue)
+                worker_samples.append(
+                    max(
+                        sum(1 for w in node.workers() if w.name.startswith("resync"))
+                        for node in cluster.nodes.values()
+                    )
+                )
                 await trio.sleep(1.0)
 
         meter = StallMeter()
@@ -825,6 +832,7 @@ async def _soak_session(root: str, seconds: float, config: dict[str, Any]) -> di
         "queue_second_half_min_max": (min(half), max(half)) if half else None,
         "queue_end": samples[-1][1],
         "overdue_samples": overdue_samples,
+        "resync_workers_samples": worker_samples,
         "max_stall_ms": meter.worst * 1000,
         "node_config": soak_config,
     }
@@ -856,7 +864,9 @@ def run_extras(root: str, names: list[str], mode: Mode, soak: float, config: dic
             f"{r['puts_per_s']:.0f} puts+refs/s, {r['drops_per_s']:.0f} drops/s, "
             f"{r['deletes_per_s']:.0f} deletes/s; resync queue (all nodes, each second): "
             f"{trace}; max {r['queue_max']}, end {r['queue_end']}; overdue by > 1 s "
-            f"(at most {OVERDUE_SCAN} counted per node): {late}; Trio thread's longest "
+            f"(at most {OVERDUE_SCAN} counted per node): {late}; resync workers (most on "
+            f"one node): {' '.join(str(w) for w in r['resync_workers_samples'])}; "
+            f"Trio thread's longest "
             f"stall {r['max_stall_ms']:.1f} ms"
         )
     return out
@@ -904,7 +914,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     length.add_argument("--full", action="store_true", help="5 repetitions, longer phases")
     p.add_argument("--dir", help="parent of the temp directories (default: /var/tmp or /tmp)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--sizes", default="4k,64k,1m", help="block sizes (default 4k,64k,1m)")
+    p.add_argument(
+        "--sizes",
+        default="4k,64k,1m",
+        help="block sizes (default 4k,64k,1m; 'none': only the extra rows)",
+    )
     p.add_argument("--concurrency", default="1,16", help="tasks/threads (default 1,16)")
     p.add_argument("--data", default="random,text", help="block contents (default random,text)")
     p.add_argument("--repetitions", type=int, help="override the mode's repetitions")
@@ -957,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_per_task=base.min_per_task,
     )
     _SYNC = not args.no_sync
-    sizes = [parse_size(s) for s in _csv(args.sizes)]
+    sizes = [] if args.sizes == "none" else [parse_size(s) for s in _csv(args.sizes)]
     concurrencies = [int(c) for c in _csv(args.concurrency)]
     kinds = _csv(args.data)
     config = {**BASE_CONFIG, **config_overrides(args.config)}

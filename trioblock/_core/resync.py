@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .config import MAX_RESYNC_WORKERS
 from .refcount import RcEntry
 
 
@@ -74,3 +75,46 @@ def decide_resync(
 def offload_allowed(known_storage_nodes: int, write_quorum: int) -> bool:
     """Deleting after offload needs at least a write quorum of known storage nodes."""
     return known_storage_nodes >= write_quorum
+
+
+# -- how many resync workers, and whether they throttle ----------------------------------------
+#
+# The operator's worker count (``set_resync_workers``) is a floor: that many workers always
+# run. While due entries wait longer than ``GROW_OVERDUE_MSEC`` behind the running workers,
+# the pool adds one more (at most one per ``GROW_INTERVAL_MSEC``) up to
+# ``MAX_RESYNC_WORKERS``; a worker above the floor leaves once it has found nothing due for
+# ``SHRINK_IDLE_MSEC`` (the highest-numbered one first, so the numbers stay 0..n-1).
+#
+# Tranquility trades background I/O for latency: after each step a worker sleeps
+# ``tranquility × the mean step time``. An entry overdue by more than
+# ``CATCH_UP_OVERDUE_MSEC`` means the node is falling behind for good, and then the step is
+# not followed by a sleep until the backlog is back under that bound.
+
+#: A due entry waiting this long (msec) for a worker means the running ones are behind.
+GROW_OVERDUE_MSEC = 1_000
+#: At most one worker is added per this long (msec).
+GROW_INTERVAL_MSEC = 500
+#: A worker above the floor leaves after finding nothing due for this long (msec).
+SHRINK_IDLE_MSEC = 10_000
+#: Past this lateness (msec), a step is not throttled by tranquility.
+CATCH_UP_OVERDUE_MSEC = 30_000
+
+
+def should_grow(*, active: int, overdue_msec: int, since_grown_msec: int | None) -> bool:
+    """Whether the pool adds a worker: another entry waits ``overdue_msec`` past its time
+    while ``active`` workers run, the last one added ``since_grown_msec`` ago (None:
+    never)."""
+    if active >= MAX_RESYNC_WORKERS or overdue_msec < GROW_OVERDUE_MSEC:
+        return False
+    return since_grown_msec is None or since_grown_msec >= GROW_INTERVAL_MSEC
+
+
+def should_shrink(*, index: int, active: int, floor: int, idle_msec: int) -> bool:
+    """Whether worker ``index`` (of ``active``; ``floor`` always run) leaves after
+    finding nothing due for ``idle_msec``: only the highest-numbered one above the floor."""
+    return index == active - 1 and index >= floor and idle_msec >= SHRINK_IDLE_MSEC
+
+
+def throttled(overdue_msec: int) -> bool:
+    """Whether a step on an entry ``overdue_msec`` late is followed by tranquility's sleep."""
+    return overdue_msec <= CATCH_UP_OVERDUE_MSEC

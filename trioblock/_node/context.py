@@ -11,7 +11,7 @@ once the node is closing or closed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -32,15 +32,50 @@ from .metrics import Metrics
 log = logging.getLogger("trioblock.node")
 
 
+#: Most queue keys :attr:`ResyncShared.needs_work` holds.
+NEEDS_WORK_MAX = 10_000
+
+
 class ResyncShared:
-    """State the resync workers share: busy set, settings, queue notifications."""
+    """State the resync workers share: busy set, settings, pool size, queue notifications.
+
+    ``n_workers`` is the operator's setting and the pool's floor: that many workers
+    always run. ``active`` is how many run now: the floor, plus the ones the pool added
+    while a backlog of overdue entries built up (up to ``MAX_RESYNC_WORKERS``, see
+    ``_core/resync.py``). Setting ``n_workers`` resets ``active`` to it.
+    """
 
     def __init__(self, workers: int, tranquility: int) -> None:
         self.busy: set[Hash] = set()
-        self.n_workers = workers
+        self._floor = workers
+        #: workers running now (resync-0 … resync-<active-1>); floor <= active <= 8
+        self.active = workers
+        #: trio time when the pool last added a worker (None: never)
+        self.grown_at: float | None = None
         self.tranquility = tranquility
+        #: queue keys a batched look found needing real work (not looked at again)
+        self.needs_work: set[bytes] = set()
+        #: the last queue key looked at past those (None: start from the head again)
+        self.scan_cursor: bytes | None = None
         #: bumped on every queue change; a worker idles until it moves past its token
         self.generation = AsyncValue(0)
+
+    @property
+    def n_workers(self) -> int:
+        """The operator's worker count: the floor of the pool."""
+        return self._floor
+
+    @n_workers.setter
+    def n_workers(self, n: int) -> None:
+        self._floor = n
+        self.active = n
+
+    def remember_work(self, keys: Iterable[bytes]) -> None:
+        """Remember queue entries that need real work (bounded: forgotten past
+        ``NEEDS_WORK_MAX``, which only costs another look)."""
+        if len(self.needs_work) > NEEDS_WORK_MAX:
+            self.needs_work.clear()
+        self.needs_work.update(keys)
 
     def notify(self) -> None:
         self.generation.value += 1

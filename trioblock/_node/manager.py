@@ -320,7 +320,7 @@ class BlockManager:
 
     @property
     def resync_workers(self) -> int:
-        """How many resync workers run (see :meth:`set_resync_workers`)."""
+        """The resync workers always running (see :meth:`set_resync_workers`)."""
         return self._local().ctx.resync.n_workers
 
     @property
@@ -329,9 +329,11 @@ class BlockManager:
         return self._local().ctx.resync.tranquility
 
     def set_resync_workers(self, n: int) -> int:
-        """Run ``n`` (1..8) resync workers from now on; persisted across restarts.
+        """Run at least ``n`` (1..8) resync workers from now on; persisted across restarts.
 
-        Returns ``n``.
+        ``n`` is the pool's floor: while checks wait more than a second past their
+        time, the node adds workers (up to 8) and lets them go after ten seconds with
+        nothing due. Returns ``n``.
         """
         parts = self._local()
         ctx = parts.ctx

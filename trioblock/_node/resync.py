@@ -1,10 +1,19 @@
 """The resync workers: 1..8 tasks draining the ``resync_queue`` together.
 
+How many: the operator's count (``set_resync_workers``, default 1) always runs; while
+due entries wait more than a second behind the running workers, the pool adds workers
+(one per half second, up to 8), and a worker above that floor leaves after ten seconds
+with nothing due. Tranquility throttles each step, except on an entry more than 30 s
+late: a node that far behind catches up first. (The rules: ``_core/resync.py``.)
+
 Each unit looks at up to ``CHECK_BATCH`` due queue entries that no other resync worker
 is handling (a shared busy set). Checks that find nothing to do — most of them: a put
 queues a check of its block, which then finds it referenced and present — are settled
-together (one worker-thread trip, one transaction) and never throttled. The first
-entry left is handled alone:
+together (one worker-thread trip, one transaction) and never throttled; so are checks
+that only have to wait (an unreferenced copy inside its GC delay), rescheduled — or
+merged into a later check already queued for their block. The entries left are
+remembered (``ResyncShared.needs_work``) so that later looks do not check them again,
+and the first one is handled alone:
 
 - if its time has not come, idles until then or until the queue changes;
 - if the block's error counter says "not yet", moves the entry to the counter's next
@@ -26,11 +35,20 @@ from typing import Protocol
 
 import trio
 
+from .._core.config import MAX_RESYNC_WORKERS
 from .._core.hashing import Hash
 from .._core.refcount import RcEntry, parse_queue_key
-from .._core.resync import ResyncAction, decide_resync, offload_allowed
+from .._core.resync import (
+    SHRINK_IDLE_MSEC,
+    ResyncAction,
+    decide_resync,
+    offload_allowed,
+    should_grow,
+    should_shrink,
+    throttled,
+)
 from .._core.tranquilizer import Tranquilizer
-from .._storage.metadata import resync_succeeded_many
+from .._storage.metadata import queue_after, resync_defer_many, resync_succeeded_many
 from .._storage.offload import run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
 from .context import NodeContext, ResyncShared, describe
@@ -260,21 +278,26 @@ class ResyncTarget(Protocol):
 
 
 class ResyncWorker(Worker):
-    def __init__(self, index: int, ctx: NodeContext, target: ResyncTarget) -> None:
+    def __init__(
+        self, index: int, ctx: NodeContext, target: ResyncTarget, pool: ResyncPool
+    ) -> None:
         super().__init__()
         self.index = index
         self.name = f"resync-{index}"
         self.node = ctx
         self.target = target
+        self.pool = pool
         self.shared: ResyncShared = ctx.resync
         self.tranquilizer = Tranquilizer()
         self._token = 0
         self._wake_at: float | None = None
+        #: node msec since when this worker has found nothing due (None: it has work)
+        self._idle_since: int | None = None
 
     async def work(self) -> StepResult:
-        if self.index >= self.shared.n_workers:
-            return WorkerState.DONE
         shared, node = self.shared, self.node
+        if self.index >= shared.active:
+            return WorkerState.DONE
         self._token = shared.generation.value
         self._wake_at = None
         now = node.clock.now_msec()
@@ -291,35 +314,104 @@ class ResyncWorker(Worker):
             if len(due) == CHECK_BATCH:
                 break
         if not due:
-            return WorkerState.IDLE
-        if len(due) > 1:
-            hashes = {hash for _key, hash in due}
+            return self._idle(now)
+        self._idle_since = None
+        # Entries an earlier look found needing real work are not looked at again; when
+        # they fill the head, the look goes past them (cheap checks are not kept waiting
+        # behind a backlog of deletions).
+        fresh = [(key, hash) for key, hash in due if key not in shared.needs_work]
+        if len(due) == CHECK_BATCH and len(fresh) < CHECK_BATCH // 2:
+            fresh.extend(self._look_further(due[-1][0], now))
+        elif len(due) < CHECK_BATCH:
+            shared.scan_cursor = None
+        if len(fresh) > 1:
+            hashes = {hash for _key, hash in fresh}
             shared.busy.update(hashes)
             try:
-                due = await self._settle_noops(due, now)
+                rest = await self._settle_batch(fresh, now)
             finally:
                 shared.busy.difference_update(hashes)
+            if len(rest) < len(fresh):
+                kept = {key for key, _hash in rest}
+                due = [(k, h) for k, h in due if k in kept or k in shared.needs_work]
+            shared.remember_work(key for key, _hash in rest)
             if not due:
-                # Only no-op checks: nothing worth throttling, go on at once.
+                # Only checks settled in the batch: nothing worth throttling, go on at once.
                 return WorkerState.BUSY
         key, hash = due[0]
+        if len(due) > 1:
+            self._maybe_grow(now - parse_queue_key(due[1][0])[0])
         shared.busy.add(hash)
         try:
             return await self._handle(key, hash, now)
         finally:
             shared.busy.discard(hash)
+            shared.needs_work.discard(key)
 
-    async def _settle_noops(
+    def _look_further(self, after: bytes, now: int) -> list[tuple[bytes, Hash]]:
+        """Due entries past ``after`` (and past where the last look stopped) that are
+        neither busy nor known to need work, up to ``CHECK_BATCH``."""
+        shared, node = self.shared, self.node
+        cursor = shared.scan_cursor
+        start = cursor if cursor is not None and cursor > after else after
+        found: list[tuple[bytes, Hash]] = []
+        for key, hash in queue_after(node.db, start, CHECK_BATCH):
+            if parse_queue_key(key)[0] > now:
+                break
+            shared.scan_cursor = key
+            if hash not in shared.busy and key not in shared.needs_work:
+                found.append((key, hash))
+        return found
+
+    def _idle(self, now: int) -> StepResult:
+        """Nothing due: wait for work, or leave the pool when idle long enough above its
+        floor (the next one down may then leave too: every worker is notified)."""
+        shared = self.shared
+        if self._idle_since is None:
+            self._idle_since = now
+        if should_shrink(
+            index=self.index,
+            active=shared.active,
+            floor=shared.n_workers,
+            idle_msec=now - self._idle_since,
+        ):
+            shared.active -= 1
+            log.debug("%s: resync pool shrinks to %d worker(s)", self.node.node_id, shared.active)
+            shared.notify()
+            return WorkerState.DONE
+        leave_at_msec = self._idle_since + SHRINK_IDLE_MSEC
+        if self.index >= shared.n_workers and leave_at_msec > now:
+            # Look again when it may leave. Past that time a worker that could not leave
+            # (not the highest-numbered) waits for a notification: the one above it
+            # leaving notifies every worker.
+            leave_at = self.node.clock.trio_time_of(leave_at_msec)
+            self._wake_at = leave_at if self._wake_at is None else min(self._wake_at, leave_at)
+        return WorkerState.IDLE
+
+    def _maybe_grow(self, overdue_msec: int) -> None:
+        """Another entry needing work waits ``overdue_msec`` past its time while this
+        worker takes one: add a worker when the rules say so."""
+        shared = self.shared
+        now = trio.current_time()
+        since = None if shared.grown_at is None else int((now - shared.grown_at) * 1000)
+        if should_grow(active=shared.active, overdue_msec=overdue_msec, since_grown_msec=since):
+            shared.grown_at = now
+            self.pool.grow()
+
+    async def _settle_batch(
         self, due: list[tuple[bytes, Hash]], now: int
     ) -> list[tuple[bytes, Hash]]:
-        """Drop the due entries whose check finds nothing to do; return the others.
+        """Settle the due entries whose check needs no work; return the others.
 
-        Most checks are no-ops (a put's check finds its block referenced and present).
-        They are decided together: one worker-thread trip looks every copy up, the
-        counts are read before and after it (an entry whose count moved meanwhile, or
-        with an error counter, is left to the full path), and one transaction drops
-        the settled entries. Nothing is destroyed here, and any later change of a
-        block's count queues a check of its own.
+        Most checks are no-ops (a put's check finds its block referenced and present);
+        others only wait (an unreferenced copy still inside its GC delay). They are
+        decided together: one worker-thread trip looks every copy up, the counts are
+        read before and after it (an entry whose count moved meanwhile, or with an error
+        counter, is left to the full path), and one transaction drops the no-ops,
+        another reschedules the waits — or drops a wait when its block already has a
+        later check queued (the deletion check a decref queued, say). Nothing is
+        destroyed here, and any later change of a block's count queues a check of its
+        own.
         """
         node = self.node
         hashes = list(dict.fromkeys(hash for _key, hash in due))
@@ -330,6 +422,7 @@ class ResyncWorker(Worker):
         )
         locs = dict(zip(hashes, found, strict=True))
         settled: list[tuple[bytes, bytes]] = []
+        waits: list[tuple[bytes, bytes, int]] = []
         rest: list[tuple[bytes, Hash]] = []
         for key, hash in due:
             rc = node.db.get_rc(hash)
@@ -347,11 +440,16 @@ class ResyncWorker(Worker):
             )
             if decision.action is ResyncAction.NOTHING:
                 settled.append((key, hash))
+            elif decision.action is ResyncAction.DEFER and decision.retry_at is not None:
+                waits.append((key, hash, decision.retry_at))
             else:
                 rest.append((key, hash))
         if settled:
             await resync_succeeded_many(node.db, settled)
-            node.metrics.resyncs += len(settled)
+        if waits:
+            await resync_defer_many(node.db, waits)
+            node.notify_resync()
+        node.metrics.resyncs += len(settled) + len(waits)
         return rest
 
     async def _handle(self, key: bytes, hash: Hash, now: int) -> StepResult:
@@ -380,7 +478,8 @@ class ResyncWorker(Worker):
             )
         else:
             if retry_at is not None:
-                await node.db.queue_move(key, hash, retry_at)
+                # Merged into a later check of the block when one is queued already.
+                await resync_defer_many(node.db, [(key, hash, retry_at)])
             else:
                 await node.db.resync_succeeded(key, hash)
         finally:
@@ -390,6 +489,10 @@ class ResyncWorker(Worker):
             node.metrics.resyncs += 1
             node.metrics.resync_duration.observe(elapsed)
             self.tranquilizer.record(elapsed)
+        if not throttled(now - parse_queue_key(key)[0]):
+            # Far behind: catch up first (tranquility trades I/O for latency, not for
+            # a backlog that only grows).
+            return WorkerState.BUSY
         return Throttled(self.tranquilizer.delay(self.shared.tranquility))
 
     async def wait_for_work(self) -> None:
@@ -409,7 +512,12 @@ class ResyncWorker(Worker):
 
 
 class ResyncPool:
-    """The running resync workers: as many as ``ctx.resync.n_workers`` says."""
+    """The running resync workers: ``ctx.resync.active`` of them (see ``ResyncShared``).
+
+    The operator's count (``n_workers``) always runs; :meth:`grow` adds one more, up to
+    ``MAX_RESYNC_WORKERS``, when a worker finds the queue falling behind, and a worker
+    above the floor leaves after a while with nothing due.
+    """
 
     def __init__(self, ctx: NodeContext, workers: WorkerRegistry, target: ResyncTarget) -> None:
         self._ctx = ctx
@@ -417,12 +525,22 @@ class ResyncPool:
         self._target = target
 
     def ensure_running(self) -> None:
-        """Start workers up to the configured count (extra ones stop themselves)."""
+        """Start workers up to the current count (extra ones stop themselves)."""
         nursery = self._ctx.require_open()
         running = {w.index for w in self._workers if isinstance(w, ResyncWorker)}
-        for index in range(self._ctx.resync.n_workers):
+        for index in range(self._ctx.resync.active):
             if index not in running:
-                self._workers.add(nursery, ResyncWorker(index, self._ctx, self._target))
+                self._workers.add(nursery, ResyncWorker(index, self._ctx, self._target, self))
+
+    def grow(self) -> None:
+        """Run one more worker (none past ``MAX_RESYNC_WORKERS``, none once closing)."""
+        shared = self._ctx.resync
+        if shared.active >= MAX_RESYNC_WORKERS or self._ctx.stopping.is_set():
+            return
+        shared.active += 1
+        log.info("%s: resync behind its queue: %d worker(s) now", self._ctx.node_id, shared.active)
+        self.ensure_running()
+        shared.notify()
 
 
 __all__ = [

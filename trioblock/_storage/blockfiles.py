@@ -49,6 +49,7 @@ from .locks import KeyedLock
 from .lookup import find_copy, read_first_copy
 from .markers import prepare_dirs
 from .nofollow import (
+    DataRoots,
     NotABlockFile,
     regular_at,
 )
@@ -107,6 +108,8 @@ class BlockStore:
         self.locks = KeyedLock()
         self._live = LiveTemps()
         self.stored = StoredTally(layout)  # counts copies: see ``stored`` and ``@counted``
+        #: each data directory's root, opened once (closed with the store)
+        self._roots = DataRoots()
         self._order = (
             (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
             if compression
@@ -135,7 +138,7 @@ class BlockStore:
 
     def find_sync(self, hash: Hash) -> BlockLocation | None:
         """The first copy of ``hash`` in lookup order (regular files only), or None."""
-        return find_copy(self.layout.candidate_roots(hash), hash, self._order)
+        return find_copy(self.layout.candidate_roots(hash), hash, self._order, self._roots)
 
     async def find(self, hash: Hash) -> BlockLocation | None:
         return await run_blocking(self.find_sync, hash, limiter=self.limiter)
@@ -152,7 +155,11 @@ class BlockStore:
         ``location`` attribute) without being read.
         """
         return read_first_copy(
-            self.layout.candidate_roots(hash), hash, self._order, self.max_block_size
+            self.layout.candidate_roots(hash),
+            hash,
+            self._order,
+            self.max_block_size,
+            self._roots,
         )
 
     def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
@@ -174,7 +181,7 @@ class BlockStore:
     def verify_file_sync(self, loc: BlockLocation) -> bool:
         """Whether the file at ``loc`` is a valid copy (False when it is gone or over
         the size limit); ``NotABlockFile`` (an ``OSError``) when it is not a file."""
-        return verify_location(loc, self.max_block_size)
+        return verify_location(loc, self.max_block_size, self._roots)
 
     def verify_files_sync(self, locs: list[BlockLocation]) -> list[bool | OSError]:
         """:meth:`verify_file_sync` for a batch (one thread trip); OSErrors are returned."""
@@ -203,7 +210,7 @@ class BlockStore:
         ``FileNotFoundError`` when the copy is gone, ``NotABlockFile`` when it is not a
         regular file; the chunks stop with ``CorruptBlockError`` past the size limit.
         """
-        fd, _st = await run_blocking(open_location, loc, limiter=self.limiter)
+        fd, _st = await run_blocking(open_location, loc, self._roots, limiter=self.limiter)
         try:
             yield FileChunks(fd, self.limiter, loc.hash, self.size_limit(loc.header))
         finally:
@@ -221,7 +228,15 @@ class BlockStore:
         """
         if self.layout.is_read_only(Path(root)):
             raise ValueError(f"{root} is a read-only data directory")
-        return place_copy(str(root), hash, block, mtime_ns, fsync=self.fsync, live=self._live)
+        return place_copy(
+            str(root),
+            hash,
+            block,
+            mtime_ns,
+            fsync=self.fsync,
+            live=self._live,
+            roots=self._roots,
+        )
 
     @counted(hash_arg(0))
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
@@ -241,7 +256,7 @@ class BlockStore:
             existing = None
         if existing is not None and not supersedes(block.header, existing.header):
             if mtime_ns > existing.mtime_ns:
-                with regular_at(existing.path_str) as found:
+                with regular_at(existing.path_str, self._roots) as found:
                     if found is not None:
                         refresh_mtime(*found, mtime_ns)
             return WriteOutcome.KEPT
@@ -261,7 +276,7 @@ class BlockStore:
         if self.in_read_only_dir(path):
             return False
         try:
-            return unlink_copy(path, fsync=self.fsync)
+            return unlink_copy(path, fsync=self.fsync, roots=self._roots)
         except OSError as exc:
             log.warning("could not remove superseded copy %s: %s", path, exc)
             return False
@@ -314,7 +329,7 @@ class BlockStore:
                 return None
         except NotABlockFile:
             return None
-        target = quarantine_copy(loc.path_str, fsync=self.fsync)
+        target = quarantine_copy(loc.path_str, fsync=self.fsync, roots=self._roots)
         if target is None:
             return None
         log.warning("block %s is corrupt: moved to %s", loc.hash.hex(), target)
@@ -340,12 +355,12 @@ class BlockStore:
         """
         if self.in_read_only_dir(loc.path_str):
             return None
-        trash = detach(loc.path_str)
+        trash = detach(loc.path_str, self._roots)
         return None if trash is None else Path(trash)
 
     def discard_sync(self, trash: Path) -> None:
         """Unlink a detached copy (fsyncing its directory); nothing if it is gone."""
-        unlink_copy(str(trash), fsync=self.fsync)
+        unlink_copy(str(trash), fsync=self.fsync, roots=self._roots)
 
     async def discard(self, trash: Path) -> None:
         await run_blocking(self.discard_sync, trash, limiter=self.limiter)

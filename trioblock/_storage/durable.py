@@ -31,7 +31,7 @@ import stat
 
 from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
-from .nofollow import describe_mode, lstat_at, make_subdir, open_subdir, rename_at
+from .nofollow import DataRoots, describe_mode, lstat_at, make_subdir, open_subdir, rename_at
 from .paths import block_name, quarantine_name, subdir_names, temp_suffix
 
 log = logging.getLogger("trioblock.storage")
@@ -135,18 +135,26 @@ def write_new_file(
 
 
 def place_copy(
-    root: str, hash: Hash, block: DataBlock, mtime_ns: int, *, fsync: bool, live: LiveTemps
+    root: str,
+    hash: Hash,
+    block: DataBlock,
+    mtime_ns: int,
+    *,
+    fsync: bool,
+    live: LiveTemps,
+    roots: DataRoots | None = None,
 ) -> Placed:
     """Durably store ``block`` in ``root``'s ``aa/bb`` unless an equal or better copy
     is there (then its mtime is refreshed); a plain copy there is superseded by a
     compressed one. The caller holds the block's lock and has verified ``block``.
+    With ``roots``, ``aa/bb`` is reached from the root's kept descriptor.
     """
     aa, bb = subdir_names(hash)
     shown = f"{root}/{aa}/{bb}"
     try:
-        dir_fd = open_subdir(root, aa, bb)
+        dir_fd = open_subdir(root, aa, bb, roots)
     except FileNotFoundError:
-        dir_fd = make_subdir(root, aa, bb, fsync=fsync)
+        dir_fd = make_subdir(root, aa, bb, fsync=fsync, roots=roots)
     try:
         name = block_name(hash, block.header)
         set_aside(dir_fd, name, f"{shown}/{name}")

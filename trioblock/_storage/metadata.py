@@ -348,11 +348,56 @@ async def resync_succeeded_many(db: MetadataDb, entries: list[tuple[bytes, bytes
     await db.resync_succeeded_many(entries)
 
 
+# -- resync: batched deferrals (added for the resync worker's batched checks) -------------
+
+
+def _resync_defer_many(tx: Transaction, entries: list[tuple[bytes, bytes, int]]) -> int:
+    merged = 0
+    for key, hash, when in entries:
+        new_key = queue_key(when, hash)
+        later = tx.execute(
+            "SELECT 1 FROM resync_queue WHERE value=? AND key>=? AND key<>? LIMIT 1",
+            (bytes(hash), new_key, key),
+        ).fetchone()
+        if later is None:
+            _queue_put(tx, hash, when)
+            if new_key != key:
+                _queue_drop(tx, key)
+        else:
+            _queue_drop(tx, key)
+            merged += 1
+    return merged
+
+
+async def resync_defer_many(db: MetadataDb, entries: list[tuple[bytes, bytes, int]]) -> int:
+    """Reschedule many ``(key, hash, when_msec)`` queue entries in one transaction.
+
+    An entry whose block already has another entry at or after ``when_msec`` is dropped
+    instead (that later check covers it: a check looks at the facts of its time);
+    returns how many were merged that way. Each new entry is written before the old one
+    is removed, as for :meth:`MetadataDb.queue_move`.
+    """
+    if not entries:
+        return 0
+    return await db.write(lambda tx: _resync_defer_many(tx, entries))
+
+
+def queue_after(db: MetadataDb, key: bytes, limit: int) -> list[tuple[bytes, Hash]]:
+    """Up to ``limit`` queue entries (key, hash) after ``key``, earliest first (the resync
+    workers look past entries already known to need work)."""
+    rows = db.read_all(
+        "SELECT key, value FROM resync_queue WHERE key > ? ORDER BY key LIMIT ?", (key, limit)
+    )
+    return [(bytes(k), Hash(v)) for k, v in rows]
+
+
 __all__ = [
     "DB_NAME",
     "MetadataDb",
     "ResyncErrorInfo",
     "Transaction",
     "parse_queue_key",
+    "queue_after",
+    "resync_defer_many",
     "resync_succeeded_many",
 ]

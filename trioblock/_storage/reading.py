@@ -19,7 +19,15 @@ import trio
 from .._core.block import BlockDecoder, BlockHeader, DataBlock, decode_block, max_encoded_size
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
-from .nofollow import READ_CHUNK, NotASubdir, open_file, read_bounded, subdir
+from .nofollow import (
+    READ_CHUNK,
+    DataRoots,
+    NotASubdir,
+    open_file,
+    open_file_below,
+    read_bounded,
+    subdir,
+)
 from .offload import run_blocking
 from .paths import BlockLocation, split_block_path
 
@@ -34,7 +42,9 @@ def size_limit(header: BlockHeader, max_block_size: int) -> int:
     return max_encoded_size(max_block_size)
 
 
-def open_location(loc: BlockLocation) -> tuple[int, os.stat_result]:
+def open_location(
+    loc: BlockLocation, data_roots: DataRoots | None = None
+) -> tuple[int, os.stat_result]:
     """Open the copy at ``loc`` without following links: ``(fd, fstat)``.
 
     ``FileNotFoundError`` when it is gone (or ``loc`` cannot name a copy),
@@ -44,6 +54,8 @@ def open_location(loc: BlockLocation) -> tuple[int, os.stat_result]:
         root, aa, bb, name = split_block_path(loc.path_str)
     except ValueError:
         raise FileNotFoundError(errno.ENOENT, "not a block path", loc.path_str) from None
+    if data_roots is not None:
+        return open_file_below(data_roots, root, aa, bb, name)
     try:
         with subdir(root, aa, bb) as dir_fd:
             return open_file(dir_fd, name, loc.path_str)
@@ -76,10 +88,12 @@ def verify_open_copy(fd: int, size: int, loc: BlockLocation, max_block_size: int
     return True
 
 
-def verify_location(loc: BlockLocation, max_block_size: int) -> bool:
+def verify_location(
+    loc: BlockLocation, max_block_size: int, data_roots: DataRoots | None = None
+) -> bool:
     """Whether the file at ``loc`` is a valid copy (False when it is gone)."""
     try:
-        fd, st = open_location(loc)
+        fd, st = open_location(loc, data_roots)
     except FileNotFoundError:
         return False
     try:

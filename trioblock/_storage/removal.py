@@ -9,6 +9,7 @@ Rules kept here:
 - Deletion is two steps: :func:`detach` renames the copy to a temp name (it vanishes
   from lookups atomically) and :func:`unlink_copy` removes it later.
 - With ``fsync``, the directory is fsynced after each change.
+- With ``roots`` (the store's kept root descriptors), ``aa/bb`` is reached in one call.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import errno
 import logging
 import os
 
-from .nofollow import regular_at, rename_at
+from .nofollow import DataRoots, regular_at, rename_at
 from .paths import quarantine_name, temp_suffix
 
 log = logging.getLogger("trioblock.storage")
 
 
-def quarantine_copy(path: str, *, fsync: bool) -> str | None:
+def quarantine_copy(path: str, *, fsync: bool, roots: DataRoots | None = None) -> str | None:
     """Rename the copy at ``path`` to its quarantine name; that path, or None when it is
     gone, not a regular file, or cannot be renamed (logged)."""
-    with regular_at(path) as found:
+    with regular_at(path, roots) as found:
         if found is None:
             return None
         dir_fd, name = found
@@ -45,9 +46,9 @@ def quarantine_copy(path: str, *, fsync: bool) -> str | None:
     return path[: -len(name)] + target
 
 
-def detach(path: str) -> str | None:
+def detach(path: str, roots: DataRoots | None = None) -> str | None:
     """Rename the copy at ``path`` to a temp name (no fsync); that path, or None."""
-    with regular_at(path) as found:
+    with regular_at(path, roots) as found:
         if found is None:
             return None
         dir_fd, name = found
@@ -59,9 +60,9 @@ def detach(path: str) -> str | None:
     return path[: -len(name)] + trash
 
 
-def unlink_copy(path: str, *, fsync: bool) -> bool:
+def unlink_copy(path: str, *, fsync: bool, roots: DataRoots | None = None) -> bool:
     """Remove the regular file at ``path``; False when it is gone or not a file."""
-    with regular_at(path) as found:
+    with regular_at(path, roots) as found:
         if found is None:
             return False
         dir_fd, name = found
