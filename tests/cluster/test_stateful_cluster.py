@@ -19,7 +19,7 @@ from trioblock.testing import check_converged, open_cluster, run_operations
 from trioblock.testing.strategies import cluster_operations
 
 NODES = ["n0", "n1", "n2"]
-EXAMPLES = int(os.environ.get("TRIOBLOCK_STATEFUL_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("TRIOBLOCK_STATEFUL_EXAMPLES", "75"))
 
 
 def run_in_cluster(operations: list, **overrides: object) -> None:

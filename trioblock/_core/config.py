@@ -145,7 +145,8 @@ class Config:
     - ``gc_delay = 600.0``: seconds between a refcount reaching zero and the block's
       deletion; 0 is allowed (deleted at the first check, 10 s later).
     - ``resync_retry_delay = 60.0``: base of the resync back-off (doubles up to 64 ×).
-    - ``resync_workers = 1``: 1..8; the value persisted at run time wins once set.
+    - ``resync_workers = 1``: 1..8, the resync workers that always run (more, up to 8,
+      join while due work waits); the value persisted at run time wins once set.
     - ``resync_tranquility = 2``: the resync sleeps this × its mean step time between steps.
     - ``scrub_interval = 25 days``: seconds between automatic scrubs, plus a random jitter
       of up to 10 days (use ``disable_scrub`` to turn them off, not 0).

@@ -155,7 +155,10 @@ class ResyncExecutor:
                 # Gone meanwhile (or quarantined while offloading): only the row is left.
                 await ctx.db.clear_deleted_rc(hash, now)
                 return None
-            # From here to the rename nothing awaits: an incref cannot slip in between.
+            # Wait until no other task holds a transaction open; from here to the rename
+            # nothing awaits: an incref cannot slip in between, and the recount's
+            # write cannot find the database busy.
+            await ctx.db.wait_turn()
             rc = self._recount(hash, ctx.db.get_rc(hash))
             recheck = decide_resync(
                 exists=True,
