@@ -361,6 +361,12 @@ def open_file(dir_fd: int, name: str, shown: str) -> tuple[int, os.stat_result]:
         if exc.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):
             raise NotABlockFile(shown, "special file") from None
         raise
+    return fd, _regular_or_close(fd, shown)
+
+
+def _regular_or_close(fd: int, shown: str) -> os.stat_result:
+    """The ``fstat`` of an opened block file; closed and :class:`NotABlockFile` unless
+    it is a regular file."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -368,7 +374,7 @@ def open_file(dir_fd: int, name: str, shown: str) -> tuple[int, os.stat_result]:
     except BaseException:
         os.close(fd)
         raise
-    return fd, st
+    return st
 
 
 def open_file_below(
@@ -391,14 +397,7 @@ def open_file_below(
         fd = None  # the walk tells which part is wrong
     else:
         if fd is not None:
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise NotABlockFile(shown, describe_mode(st.st_mode))
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd, st
+            return fd, _regular_or_close(fd, shown)
     try:
         dir_fd = open_subdir(root, aa, bb, None)
     except NotASubdir:
