@@ -39,7 +39,8 @@ from .reads import Reader
 from .refcounts import RefCounts
 from .references import References
 from .refsync import RefSyncWorker
-from .resync import ResyncExecutor, ResyncPool
+from .resync import ResyncPool
+from .resync_exec import ResyncExecutor
 from .workers import WorkerRegistry
 from .writes import Writer
 

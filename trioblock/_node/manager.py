@@ -7,7 +7,7 @@ the work to the collaborator that does that one job —
 - ``reads.Reader``: local reads, hedged peer reads, read repair, streaming;
 - ``refcounts.RefCounts``: reference counts, transactions, the resync queue as seen by
   users and operators, purge;
-- ``resync.ResyncExecutor`` / ``ResyncWorker``: what the resync workers do;
+- ``resync.ResyncWorker`` / ``resync_exec.ResyncExecutor``: what the resync workers do;
 - ``endpoint.RpcEndpoint``: the answers to peers (and to operators, through the admin
   handler given to ``open_block_manager``);
 - ``operations.Operations``: scrub, repair, rebalance.
