@@ -20,6 +20,7 @@ would). :func:`check_converged` then asserts the invariants:
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -322,7 +323,11 @@ async def run_operations(
                 model.skipped += 1
                 continue
             raw[len(raw) // 2] ^= 0x55
+            # Keep the modification time: it is the node's record of when the copy was
+            # written (on its clock, virtual under a MockClock), which the GC reads.
+            mtime_ns = path.stat().st_mtime_ns
             path.write_bytes(bytes(raw))
+            os.utime(path, ns=(mtime_ns, mtime_ns))
             model.corrupted.add((victim, op.node))
         elif isinstance(op, Advance):
             await trio.sleep(op.seconds)
