@@ -11,16 +11,18 @@ Rules kept here:
 - A broken TLS stream is reported with its TLS cause: a peer that refused our
   certificate (with TLS 1.3 that shows only on the first read after the handshake) is
   named as such, not as a bare broken connection.
-- A message and the body it announces go out with few ``send_all`` calls
-  (:meth:`Channel.send_with_body`): frames are gathered into writes of about one chunk.
-  Nothing relies on how frames are grouped into writes.
+- A message and the body it announces go out without copying the body: over a TCP
+  socket, the frames' headers and the body's chunks are handed to ``sendmsg`` together
+  (one system call when the socket takes it all); over other streams (TLS, in-memory
+  test streams), small frames are joined into one write and each large chunk is written
+  as it is. Nothing relies on how frames are grouped into writes.
 - A channel does not time out by itself; callers put deadlines around what they do.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import trio
 
@@ -28,12 +30,15 @@ from ..errors import ProtocolError, TransportError
 from .codec import DEFAULT_MAX_BODY_SIZE, MAX_CHUNK_SIZE, Event, FrameCodec, NeedData
 from .messages import Message
 
-__all__ = ["RECEIVE_SIZE", "WRITE_SIZE", "Channel", "describe_broken", "iter_body_chunks"]
+__all__ = ["JOIN_LIMIT", "RECEIVE_SIZE", "Channel", "describe_broken", "iter_body_chunks"]
 
 #: Bytes asked of the stream per ``receive_some`` call.
 RECEIVE_SIZE = 256 * 1024
-#: Frames are gathered into one ``send_all`` until they reach this many bytes.
-WRITE_SIZE = MAX_CHUNK_SIZE
+#: Over a stream without vectored writes, buffers up to this size are joined into one
+#: write (copying them costs less than a write of their own); larger ones go alone.
+JOIN_LIMIT = 64 * 1024
+#: Most buffers handed to one ``sendmsg`` call (well under any system's IOV_MAX).
+MAX_IOVEC = 256
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -75,6 +80,9 @@ class Channel:
         self.stream = stream
         self.codec = FrameCodec(max_body_size=max_body_size)
         self.peer = peer
+        # Set by a send, cleared by the next read: the peer has not answered yet, so a
+        # read attempted at once would only find the socket empty.
+        self._sent_since_read = False
 
     def _broken(self, exc: BaseException) -> TransportError:
         return TransportError(f"connection to {self.peer} broke: {describe_broken(exc)}")
@@ -84,6 +92,34 @@ class Channel:
             await self.stream.send_all(data)
         except _STREAM_ERRORS as exc:
             raise self._broken(exc) from exc
+        self._sent_since_read = True
+
+    async def _send_buffers(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Write ``buffers`` in order, copying none of the large ones."""
+        try:
+            if isinstance(self.stream, trio.SocketStream):
+                await _sendmsg_all(self.stream.socket, buffers)
+                self._sent_since_read = True
+                return
+            pending: list[bytes | bytearray | memoryview] = []
+            size = 0
+            for buffer in buffers:
+                if len(buffer) > JOIN_LIMIT:
+                    if pending:
+                        await self.stream.send_all(b"".join(pending))
+                        pending, size = [], 0
+                    await self.stream.send_all(buffer)
+                    continue
+                if size + len(buffer) > JOIN_LIMIT and pending:
+                    await self.stream.send_all(b"".join(pending))
+                    pending, size = [], 0
+                pending.append(buffer)
+                size += len(buffer)
+            if pending:
+                await self.stream.send_all(pending[0] if len(pending) == 1 else b"".join(pending))
+        except _STREAM_ERRORS as exc:
+            raise self._broken(exc) from exc
+        self._sent_since_read = True
 
     async def send_message(self, message: Message) -> None:
         """Send one message frame."""
@@ -97,17 +133,12 @@ class Channel:
         """Send ``message`` and the body it announces, in as few writes as is simple."""
         await self._send_frames([self.codec.send_message(message)], payload)
 
-    async def _send_frames(self, pending: list[bytes], payload: bytes) -> None:
-        size = sum(len(frame) for frame in pending)
+    async def _send_frames(self, first: list[bytes], payload: bytes) -> None:
+        buffers: list[bytes | bytearray | memoryview] = list(first)
         for chunk in iter_body_chunks(payload):
-            if size + len(chunk) > WRITE_SIZE and pending:
-                await self._send(b"".join(pending))
-                pending, size = [], 0
-            frame = self.codec.send_body_chunk(chunk)
-            pending.append(frame)
-            size += len(frame)
-        pending.append(self.codec.send_body_end())
-        await self._send(b"".join(pending) if len(pending) > 1 else pending[0])
+            buffers.extend(self.codec.body_chunk_parts(chunk))
+        buffers.append(self.codec.send_body_end())
+        await self._send_buffers(buffers)
 
     async def receive_event(self) -> Event:
         """The next event from the peer; ``ConnectionClosed`` once it has closed cleanly."""
@@ -123,6 +154,12 @@ class Channel:
             if not isinstance(event, NeedData):
                 return event
             try:
+                if self._sent_since_read and isinstance(self.stream, trio.SocketStream):
+                    # Waiting for an answer: wait until it arrives rather than try a
+                    # read that would find nothing first (a system call and an exception
+                    # for every exchange).
+                    await trio.lowlevel.wait_readable(self.stream.socket)
+                self._sent_since_read = False
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except _STREAM_ERRORS as exc:
                 raise self._broken(exc) from exc
@@ -131,3 +168,19 @@ class Channel:
     async def aclose(self) -> None:
         """Close the stream at once (cancellation-safe)."""
         await trio.aclose_forcefully(self.stream)
+
+
+async def _sendmsg_all(
+    sock: trio.socket.SocketType, buffers: Sequence[bytes | bytearray | memoryview]
+) -> None:
+    """``sendmsg`` until every byte of ``buffers`` is written (a vectored ``send_all``)."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        sent = await sock.sendmsg(views[:MAX_IOVEC])
+        while sent:
+            if sent >= views[0].nbytes:
+                sent -= views[0].nbytes
+                del views[0]
+            else:
+                views[0] = views[0][sent:]
+                sent = 0

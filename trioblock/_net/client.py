@@ -55,6 +55,10 @@ __all__ = ["RpcClient"]
 
 R = TypeVar("R", bound=Message)
 
+#: Blocks up to this size are sent whole before the reply is awaited; larger ones are
+#: streamed while listening for an early reply (a peer refusing the block at once).
+SEQUENTIAL_PUT_MAX = 64 * 1024
+
 
 class RpcClient:
     """Requests to other nodes, over the connections of ``pool``."""
@@ -161,8 +165,8 @@ class RpcClient:
     ) -> None:
         """Send ``block`` to ``peer`` to store under ``hash``; return once it acknowledged.
 
-        The body is streamed while the reply is awaited, so a peer that rejects the block
-        early (``CorruptBlockError``, …) is heard without sending the rest.
+        A large body is streamed while the reply is awaited, so a peer that rejects the
+        block early (``CorruptBlockError``, …) is heard without sending the rest.
         """
 
         async def op(conn: Connection) -> None:
@@ -179,14 +183,22 @@ class RpcClient:
                 except TransportError as exc:
                     send_error = exc
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
+            if len(block.payload) <= SEQUENTIAL_PUT_MAX:
+                # The socket takes a small body at once: no early reply to listen for.
+                await send()
                 try:
                     reply = await conn.receive()
                 except TrioblockError as exc:
                     receive_error = exc
-                # An early reply (or a failure) ends the exchange: stop sending the body.
-                nursery.cancel_scope.cancel()
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send)
+                    try:
+                        reply = await conn.receive()
+                    except TrioblockError as exc:
+                        receive_error = exc
+                    # An early reply (or a failure) ends the exchange: stop sending the body.
+                    nursery.cancel_scope.cancel()
             if reply is None:
                 assert receive_error is not None
                 if send_error is not None and isinstance(receive_error, TransportError):

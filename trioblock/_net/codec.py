@@ -26,6 +26,12 @@ Rules kept here:
 - Decoding is linear in the bytes received, however they are split: input is appended to
   one ``bytearray`` read through an offset, and consumed bytes are dropped only once they
   make up at least half of the buffer, so each byte is copied a bounded number of times.
+  A frame of at least :data:`ASSEMBLE_MIN` bytes that is not yet complete is not grown
+  in that buffer: the pieces received for it are kept as they come and joined once, so
+  a large body chunk is copied once between the socket and its event, however it was
+  split.
+- Sending copies nothing large: :meth:`FrameCodec.body_chunk_parts` gives a chunk's
+  header and its data as separate buffers, for a vectored write.
 - CBOR tags are refused outright (no dates, bignums, regexps or shared references from a
   peer), duplicate map keys and non-string map keys are refused, nesting is bounded.
 """
@@ -45,6 +51,7 @@ from ..errors import ProtocolError
 from .messages import Message, has_body, message_from_map, message_to_map
 
 __all__ = [
+    "ASSEMBLE_MIN",
     "DEFAULT_MAX_BODY_SIZE",
     "MAX_AUTHENTICATED_MESSAGE_SIZE",
     "MAX_CHUNK_SIZE",
@@ -72,6 +79,10 @@ MAX_CHUNK_SIZE: Final = 1024 * 1024
 DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024 * 1024 + 1024 * 1024
 #: Deepest CBOR nesting accepted in a message.
 MAX_CBOR_DEPTH: Final = 40
+
+#: Frames at least this large are assembled from the received pieces (one join) rather
+#: than grown in the decoder's buffer.
+ASSEMBLE_MIN: Final = 64 * 1024
 
 _HEADER: Final = struct.Struct(">IB")
 
@@ -204,6 +215,11 @@ class FrameCodec:
         self.max_chunk_size = max_chunk_size
         self._buf = bytearray()
         self._offset = 0
+        # A large frame being assembled: its kind, the pieces of its payload received so
+        # far, and how many bytes of it are still missing (0 when none is).
+        self._parts: list[bytes | memoryview] = []
+        self._part_kind = 0
+        self._missing = 0
         self._eof = False
         self._failed: ProtocolError | None = None
         self._truncated = False
@@ -242,6 +258,19 @@ class FrameCodec:
         if not data:
             self._eof = True
             return
+        if self._missing:
+            take = min(len(data), self._missing)
+            if take == len(data) and isinstance(data, bytes):
+                self._parts.append(data)
+            elif isinstance(data, bytes):
+                # A view keeps the (immutable) received bytes without copying them.
+                self._parts.append(memoryview(data)[:take])
+            else:
+                self._parts.append(bytes(data[:take]))
+            self._missing -= take
+            if take == len(data):
+                return
+            data = memoryview(data)[take:]
         self._buf += data
 
     def _fail(self, reason: str) -> NoReturn:
@@ -252,6 +281,14 @@ class FrameCodec:
         """The next complete event, or :data:`NEED_DATA`."""
         if self._failed is not None:
             raise ProtocolError(f"connection already failed: {self._failed}")
+        if self._parts:
+            if self._missing:
+                if self._eof:
+                    self._truncated = True
+                    self._fail("connection closed in the middle of a frame")
+                return NEED_DATA
+            parts, self._parts = self._parts, []
+            return self._event(self._part_kind, b"".join(parts))
         available = len(self._buf) - self._offset
         if available < _HEADER.size:
             if self._eof:
@@ -262,13 +299,24 @@ class FrameCodec:
             return NEED_DATA
         length, kind = _HEADER.unpack_from(self._buf, self._offset)
         self._check_header(length, kind)
-        end = self._offset + _HEADER.size + length
+        start = self._offset + _HEADER.size
+        end = start + length
         if len(self._buf) < end:
             if self._eof:
                 self._truncated = True
                 self._fail("connection closed in the middle of a frame")
+            if length >= ASSEMBLE_MIN:
+                # Take what has arrived of the payload out of the buffer; the rest is
+                # collected by receive_data as it comes.
+                with memoryview(self._buf) as view:
+                    self._parts = [bytes(view[start:])]
+                self._part_kind = kind
+                self._missing = end - len(self._buf)
+                self._buf.clear()
+                self._offset = 0
             return NEED_DATA
-        payload = bytes(self._buf[self._offset + _HEADER.size : end])
+        with memoryview(self._buf) as view:
+            payload = bytes(view[start:end])
         self._offset = end
         if self._offset >= len(self._buf):
             self._buf.clear()
@@ -340,11 +388,19 @@ class FrameCodec:
 
     def send_body_chunk(self, data: bytes | bytearray | memoryview) -> bytes:
         """The frame carrying the next piece of the current body (at most ``max_chunk_size``)."""
+        header, data = self.body_chunk_parts(data)
+        return header + data
+
+    def body_chunk_parts(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[bytes, bytes | bytearray | memoryview]:
+        """The frame carrying the next piece of the current body, as its five header
+        bytes and ``data`` itself (not copied): for a vectored write."""
         if not self._sending_body:
             raise RuntimeError("no body is being sent")
         if len(data) > self.max_chunk_size:
             raise ValueError(f"body chunk of {len(data)} bytes exceeds {self.max_chunk_size}")
-        return _frame(FrameKind.BODY_CHUNK, data)
+        return _HEADER.pack(len(data), FrameKind.BODY_CHUNK), data
 
     def send_body_end(self) -> bytes:
         """The frame ending the current body."""
