@@ -11,11 +11,15 @@ Rules kept here:
 - A broken TLS stream is reported with its TLS cause: a peer that refused our
   certificate (with TLS 1.3 that shows only on the first read after the handshake) is
   named as such, not as a bare broken connection.
-- A message and the body it announces go out without copying the body: over a TCP
+- A message and the body it announces go out in one write when they are small (joined,
+  at most :data:`JOIN_LIMIT` bytes), and otherwise without copying the body: over a TCP
   socket, the frames' headers and the body's chunks are handed to ``sendmsg`` together
   (one system call when the socket takes it all); over other streams (TLS, in-memory
   test streams), small frames are joined into one write and each large chunk is written
   as it is. Nothing relies on how frames are grouped into writes.
+- While an answer is awaited (something was sent since the last read), a TCP channel
+  waits for the socket to become readable before reading, instead of trying a read that
+  would find nothing.
 - A channel does not time out by itself; callers put deadlines around what they do.
 """
 
@@ -97,6 +101,11 @@ class Channel:
     async def _send_buffers(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
         """Write ``buffers`` in order, copying none of the large ones."""
         try:
+            total = sum(len(buffer) for buffer in buffers)
+            if total <= JOIN_LIMIT:
+                await self.stream.send_all(b"".join(buffers))
+                self._sent_since_read = True
+                return
             if isinstance(self.stream, trio.SocketStream):
                 await _sendmsg_all(self.stream.socket, buffers)
                 self._sent_since_read = True
