@@ -238,7 +238,8 @@ async def narrate(root: Path, nodes: dict[str, NodeProcess], ports: dict[str, in
             ok = sum([await gw.get_block(h) == data for h, data in first.items()])
             expect(ok, len(first), "blocks read back")
             log.info("read %d/%d blocks back, verified against their hash", ok, len(first))
-            await wait_held(root, "n2", first)  # the third copy lands in the background
+            for node in NODES:  # the third copy of each block lands in the background
+                await wait_held(root, node, first)
             for node in NODES:
                 held = sum(held_on_disk(root, node, h) for h in first)
                 log.info("%s holds %d/%d of them on its disk", node, held, len(first))
