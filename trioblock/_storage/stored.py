@@ -29,8 +29,9 @@ Rules kept here:
   ``lstat`` calls of one look (the "before" look of a group and its "after" look).
 
 The store's methods run in worker threads, except ``detach_now`` on the Trio thread;
-:meth:`StoredTally.rebuild` does its listing in worker threads, a few subdirectories
-per trip.
+:meth:`StoredTally.rebuild` does its listing in worker threads, a few thousand directory
+entries per trip (the generations are read and the listings taken in the same trip, so
+the rebuild costs the Trio thread next to nothing).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ N_SUBDIRS = 1 << 16
 _HEADERS = (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
 #: Pause between two rounds of re-listing subdirectories busy with changes.
 RETRY_PAUSE = 0.05
-#: ``bb`` subdirectories listed per worker-thread trip of the rebuild (one sixteenth of
-#: an ``aa``: about 2,400 files per trip at 10 million blocks).
-SUBDIRS_PER_TRIP = 16
+#: Directory entries looked at per worker-thread trip of the rebuild (whole ``bb``
+#: subdirectories are listed until a trip has seen this many; absent ``aa`` and ``bb``
+#: directories cost next to nothing, so an empty store is counted in one trip).
+FILES_PER_TRIP = 4096
 
 
 @dataclass(frozen=True)
@@ -187,62 +189,85 @@ class StoredTally:
 
     # -- the rebuild -------------------------------------------------------------------
 
-    def list_aa_sync(
-        self, aa: str, first: int = 0, count: int = 256
-    ) -> tuple[dict[int, tuple[int, int]], set[int]]:
-        """Counts of the ``aa/bb`` with ``first <= bb < first + count`` that hold copies
-        (absent ones hold none), in every data directory; with the subdirectories that
-        could not be read."""
-        found: dict[int, tuple[int, int]] = {}
-        unreadable: set[int] = set()
-        high = int(aa, 16) << 8
-        wanted = range(high + first, high + first + count)
-        for root in self._roots:
-            try:
-                rfd = open_root(root)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                unreadable.update(wanted)
-                continue
-            try:
-                afd = open_child_dir(rfd, aa, f"{root}/{aa}")
-            except (FileNotFoundError, NotASubdir):
-                continue
-            except OSError:
-                unreadable.update(wanted)
-                continue
-            finally:
-                os.close(rfd)
-            try:
-                for bb in sorted(os.listdir(afd)):
-                    if SUBDIR_NAME_RE.match(bb) and (high | int(bb, 16)) in wanted:
+    def list_range_sync(
+        self, lo: int, hi: int, budget: int
+    ) -> tuple[int, dict[int, tuple[int, int]], set[int], int]:
+        """List the subdirectories ``lo <= sub < hi`` (all of one ``aa``) in every data
+        directory, in order, stopping after the one where ``budget`` entries have been
+        seen: ``(end, found, unreadable, seen)`` where ``end`` is the first subdirectory
+        not listed, ``found`` the counts of those holding copies (absent or empty ones
+        hold none) and ``unreadable`` those that could not be read."""
+        aa = f"{lo >> 8:02x}"
+        high = (lo >> 8) << 8
+        everything = set(range(lo, hi))
+        opened: list[tuple[str, int, set[int]]] = []
+        try:
+            for root in self._roots:
+                try:
+                    rfd = open_root(root)
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    return hi, {}, everything, 0
+                try:
+                    afd = open_child_dir(rfd, aa, f"{root}/{aa}")
+                except (FileNotFoundError, NotASubdir):
+                    continue
+                except OSError:
+                    return hi, {}, everything, 0
+                finally:
+                    os.close(rfd)
+                opened.append((root, afd, set()))
+                try:
+                    names = os.listdir(afd)
+                except OSError:
+                    return hi, {}, everything, 0
+                present = opened[-1][2]
+                for bb in names:
+                    if SUBDIR_NAME_RE.match(bb):
                         sub = high | int(bb, 16)
-                        counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
-                        if counted is None:
-                            unreadable.add(sub)
-                        else:
-                            blocks, size = found.get(sub, (0, 0))
-                            found[sub] = (blocks + counted[0], size + counted[1])
-            except OSError:
-                unreadable.update(wanted)
-            finally:
+                        if lo <= sub < hi:
+                            present.add(sub)
+            found: dict[int, tuple[int, int]] = {}
+            unreadable: set[int] = set()
+            seen = 0
+            for sub in sorted(set().union(*(present for _r, _fd, present in opened))):
+                blocks = size = 0
+                bb = f"{sub & 0xFF:02x}"
+                for root, afd, present in opened:
+                    if sub not in present:
+                        continue
+                    counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
+                    if counted is None:
+                        unreadable.add(sub)
+                        continue
+                    blocks += counted[0]
+                    size += counted[1]
+                    seen += counted[2]
+                if blocks:
+                    found[sub] = (blocks, size)
+                if seen >= budget:
+                    return sub + 1, found, unreadable, seen
+            return hi, found, unreadable, seen
+        finally:
+            for _root, afd, _present in opened:
                 os.close(afd)
-        return found, unreadable
 
     @staticmethod
-    def _list_subdir(afd: int, aa: str, bb: str, shown: str) -> tuple[int, int] | None:
+    def _list_subdir(afd: int, aa: str, bb: str, shown: str) -> tuple[int, int, int] | None:
+        """``(copies, bytes, entries)`` of one ``aa/bb``; None when it cannot be read."""
         try:
             bfd = open_child_dir(afd, bb, shown)
         except (FileNotFoundError, NotASubdir):
-            return 0, 0
+            return 0, 0, 0
         except OSError:
             return None
         prefix = aa + bb
-        blocks = size = 0
+        blocks = size = entries = 0
         try:
-            with os.scandir(bfd) as entries:
-                for entry in entries:
+            with os.scandir(bfd) as listing:
+                for entry in listing:
+                    entries += 1
                     m = BLOCK_NAME_RE.match(entry.name)
                     if m is None or not m.group(1).startswith(prefix):
                         continue
@@ -255,58 +280,111 @@ class StoredTally:
                         size += st.st_size
         except OSError as exc:
             if exc.errno == errno.ENOENT:
-                return 0, 0
+                return 0, 0, entries
             return None
         finally:
             os.close(bfd)
-        return blocks, size
+        return blocks, size, entries
 
-    def _snapshot(self, subs: range | list[int]) -> dict[int, int]:
-        """Generations of the subdirectories with no change in flight."""
+    def _list_and_settle(self, lo: int, hi: int, budget: int) -> tuple[int, list[int], int]:
+        """Snapshot the generations of ``lo <= sub < hi`` (one ``aa``), list them (up to
+        ``budget`` entries) and take each listing nothing changed meanwhile:
+        ``(end, subdirectories to list again, entries seen)``."""
         with self._lock:
-            return {s: self._gen[s] for s in subs if not self._busy[s]}
+            gens = self._gen[lo:hi]
+            busy = self._busy[lo:hi]
+        end, found, unreadable, seen = self.list_range_sync(lo, hi, budget)
+        return end, self._settle(lo, end, gens, busy, found, unreadable), seen
 
     def _settle(
-        self, gens: dict[int, int], found: dict[int, tuple[int, int]], unreadable: set[int]
+        self,
+        lo: int,
+        hi: int,
+        gens: list[int],
+        busy: list[int],
+        found: dict[int, tuple[int, int]],
+        unreadable: set[int],
     ) -> list[int]:
-        """Take the listing of each subdirectory nothing changed in; return the others."""
+        """Take the listing of each subdirectory ``lo <= sub < hi`` that no change
+        started or ended in since ``gens``/``busy`` were read; return the others."""
+        n = hi - lo
         retry: list[int] = []
         with self._lock:
-            for sub, gen in gens.items():
-                if self._gen[sub] != gen or self._busy[sub]:
-                    retry.append(sub)
-                    continue
-                if sub in unreadable:
-                    self._unknown.add(sub)
-                    continue
+            if any(busy[:n]) or any(self._busy[lo:hi]) or self._gen[lo:hi] != gens[:n]:
+                take = []
+                for i in range(n):
+                    if busy[i] or self._busy[lo + i] or self._gen[lo + i] != gens[i]:
+                        retry.append(lo + i)
+                    else:
+                        take.append(lo + i)
+            else:
+                take = list(range(lo, hi))  # the common case: nothing changed
+            wanted = set(take)
+            for sub in unreadable & wanted:
+                self._unknown.add(sub)
+                wanted.discard(sub)
+            if self._unknown:
+                self._unknown.difference_update(wanted)
+            if any(self._blocks[lo:hi]) or any(self._bytes[lo:hi]):
+                changed = wanted
+            else:
+                changed = wanted.intersection(found)
+            for sub in changed:
                 blocks, size = found.get(sub, (0, 0))
                 self._add(sub, blocks - self._blocks[sub], size - self._bytes[sub])
-                self._unknown.discard(sub)
+            for sub in wanted:
                 if not self._listed[sub]:
                     self._listed[sub] = 1
                     self._n_listed += 1
         return retry
 
+    def rebuild_trip_sync(self, start: int, budget: int) -> tuple[int, list[int]]:
+        """One worker-thread trip of the rebuild: list subdirectories from ``start`` on
+        until ``budget`` entries have been seen (absent ``aa`` and ``bb`` cost one failed
+        open, or nothing): ``(next start, subdirectories to list again)``."""
+        retry: list[int] = []
+        seen = 0
+        sub = start
+        while sub < N_SUBDIRS and seen < budget:
+            sub, again, n = self._list_and_settle(sub, ((sub >> 8) + 1) << 8, budget - seen)
+            retry.extend(again)
+            seen += n
+        return sub, retry
+
+    def relist_trip_sync(self, subs: list[int], budget: int) -> tuple[list[int], list[int]]:
+        """List ``subs`` again one by one until ``budget`` entries have been seen:
+        ``(those left for another trip, those to list again)``."""
+        retry: list[int] = []
+        seen = 0
+        for i, sub in enumerate(subs):
+            if seen >= budget:
+                return subs[i:], retry
+            _end, again, n = self._list_and_settle(sub, sub + 1, 1 << 62)
+            retry.extend(again)
+            seen += n
+        return [], retry
+
     async def rebuild(self, limiter: trio.CapacityLimiter) -> StoredBlocks:
-        """List every subdirectory (in worker threads, :data:`SUBDIRS_PER_TRIP` at a
-        time) and set the counts from it.
+        """List every subdirectory (in worker threads, about :data:`FILES_PER_TRIP`
+        entries per trip) and set the counts from it.
 
         Safe to cancel between two trips (the figures stay an estimate then).
         """
         pending: list[int] = []
-        for high in range(256):
-            aa = f"{high:02x}"
-            for first in range(0, 256, SUBDIRS_PER_TRIP):
-                subs = range((high << 8) + first, (high << 8) + first + SUBDIRS_PER_TRIP)
-                gens = self._snapshot(subs)
-                pending.extend(s for s in subs if s not in gens)
-                found, unreadable = await run_blocking(
-                    self.list_aa_sync, aa, first, SUBDIRS_PER_TRIP, limiter=limiter
-                )
-                pending.extend(self._settle(gens, found, unreadable))
+        start = 0
+        while start < N_SUBDIRS:
+            start, retry = await run_blocking(
+                self.rebuild_trip_sync, start, FILES_PER_TRIP, limiter=limiter
+            )
+            pending.extend(retry)
         while pending:
             await trio.sleep(RETRY_PAUSE)
-            pending = await self._relist(pending, limiter)
+            left, pending = pending, []
+            while left:
+                left, retry = await run_blocking(
+                    self.relist_trip_sync, left, FILES_PER_TRIP, limiter=limiter
+                )
+                pending.extend(retry)
         self.rebuilds += 1
         figures = self.figures()
         if self._unknown:
@@ -316,46 +394,6 @@ class StoredTally:
             )
         log.info("stored blocks counted: %d copies, %d bytes", figures.blocks, figures.bytes)
         return figures
-
-    async def _relist(self, subs: list[int], limiter: trio.CapacityLimiter) -> list[int]:
-        retry: list[int] = []
-        for sub in subs:
-            gens = self._snapshot([sub])
-            if not gens:
-                retry.append(sub)
-                continue
-            aa, bb = f"{sub >> 8:02x}", f"{sub & 0xFF:02x}"
-            found, unreadable = await run_blocking(self._list_one, aa, bb, limiter=limiter)
-            retry.extend(self._settle(gens, found, unreadable))
-        return retry
-
-    def _list_one(self, aa: str, bb: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
-        sub = (int(aa, 16) << 8) | int(bb, 16)
-        blocks = size = 0
-        for root in self._roots:
-            try:
-                rfd = open_root(root)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return {}, {sub}
-            try:
-                afd = open_child_dir(rfd, aa, f"{root}/{aa}")
-            except (FileNotFoundError, NotASubdir):
-                continue
-            except OSError:
-                return {}, {sub}
-            finally:
-                os.close(rfd)
-            try:
-                counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
-            finally:
-                os.close(afd)
-            if counted is None:
-                return {}, {sub}
-            blocks += counted[0]
-            size += counted[1]
-        return {sub: (blocks, size)}, set()
 
 
 # ---------------------------------------------------------------------------------------
