@@ -51,7 +51,7 @@ import trio
 from .._core.block import BlockHeader
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
-from .nofollow import NotASubdir, open_child_dir, open_root, open_subdir
+from .nofollow import DataRoots, NotASubdir, lstat_at, open_child_dir, open_root, open_subdir
 from .offload import run_blocking
 from .paths import BLOCK_NAME_RE, SUBDIR_NAME_RE, block_name, split_block_path, subdir_names
 
@@ -91,18 +91,49 @@ def _key(hash: bytes) -> int:
 class _Group:
     """Overlapping changes of one block: the counts before the first began."""
 
-    __slots__ = ("before", "members")
+    __slots__ = ("before", "joined", "members")
 
     def __init__(self, before: tuple[int, int] | None) -> None:
         self.members = 1
+        self.joined = False  # another change joined the first one
         self.before = before
+
+
+class SeenDir:
+    """What a "before" look saw of a block in one data directory: the descriptor of its
+    ``aa/bb`` (None when that is absent or not a directory: ``missing`` tells which) and
+    the ``lstat`` of each name (``.zst`` first, then plain; None when absent)."""
+
+    __slots__ = ("fd", "missing", "root", "stats")
+
+    def __init__(
+        self,
+        root: str,
+        fd: int | None,
+        stats: tuple[os.stat_result | None, ...],
+        *,
+        missing: bool = False,
+    ) -> None:
+        self.root = root
+        self.fd = fd
+        self.stats = stats
+        self.missing = missing
+
+
+def close_seen(seen: list[SeenDir]) -> None:
+    """Close the descriptors a look handed over (:meth:`StoredTally.begin_seen`)."""
+    for d in seen:
+        if d.fd is not None:
+            os.close(d.fd)
+            d.fd = None
 
 
 class StoredTally:
     """Per-subdirectory counts of block copies and bytes (see the module rules)."""
 
-    def __init__(self, layout: DataLayout) -> None:
+    def __init__(self, layout: DataLayout, roots: DataRoots | None = None) -> None:
         self._roots = [str(d) for d in layout.dirs]
+        self._data_roots = roots
         self._lock = threading.Lock()
         self._blocks = [0] * N_SUBDIRS
         self._bytes = [0] * N_SUBDIRS
@@ -128,43 +159,73 @@ class StoredTally:
 
     def look_sync(self, hash: bytes) -> tuple[int, int] | None:
         """Copies of ``hash`` and their bytes in every data directory; None if unreadable."""
+        counts, _seen = self._look(hash, keep=False)
+        return counts
+
+    def _look(self, hash: bytes, *, keep: bool) -> tuple[tuple[int, int] | None, list[SeenDir]]:
+        """The counts, and with ``keep`` what was seen in each data directory (its
+        ``aa/bb`` descriptor left open); nothing kept when a directory was unreadable."""
         aa, bb = subdir_names(hash)
+        names = [block_name(hash, header) for header in _HEADERS]
         blocks = size = 0
+        seen: list[SeenDir] = []
         for root in self._roots:
             try:
-                fd = open_subdir(root, aa, bb)
-            except (FileNotFoundError, NotASubdir):
+                fd = open_subdir(root, aa, bb, self._data_roots)
+            except (FileNotFoundError, NotASubdir) as exc:
+                if keep:
+                    missing = isinstance(exc, FileNotFoundError)
+                    seen.append(SeenDir(root, None, (None, None), missing=missing))
                 continue
             except OSError:
-                return None
+                close_seen(seen)
+                return None, []
             try:
-                for header in _HEADERS:
-                    try:
-                        st = os.stat(block_name(hash, header), dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        blocks += 1
-                        size += st.st_size
+                stats = tuple(lstat_at(fd, name) for name in names)
             except OSError:
-                return None
-            finally:
                 os.close(fd)
-        return blocks, size
+                close_seen(seen)
+                return None, []
+            for st in stats:
+                if st is not None and stat.S_ISREG(st.st_mode):
+                    blocks += 1
+                    size += st.st_size
+            if keep:
+                seen.append(SeenDir(root, fd, stats))
+            else:
+                os.close(fd)
+        return (blocks, size), seen
 
     def begin(self, hash: bytes) -> None:
         """A change of ``hash``'s copies is about to start (looks first if it is alone)."""
-        key = bytes(hash)
+        self._begin(bytes(hash), keep=False)
+
+    def begin_seen(self, hash: bytes) -> list[SeenDir] | None:
+        """:meth:`begin`, returning what the "before" look saw in each data directory
+        when this change is the first of its group (None when it joins one, or when a
+        directory could not be read). The caller closes the descriptors
+        (:func:`close_seen`) and may tell :meth:`end` what its change did."""
+        return self._begin(bytes(hash), keep=True)
+
+    def _begin(self, key: bytes, *, keep: bool) -> list[SeenDir] | None:
         with self._lock:
             group = self._groups.get(key)
             if group is not None:
                 group.members += 1
-                return
-            self._groups[key] = _Group(self.look_sync(key))
+                group.joined = True
+                return None
+            counts, seen = self._look(key, keep=keep)
+            self._groups[key] = _Group(counts)
             self._busy[_key(key)] += 1
+            return seen if counts is not None and keep else None
 
-    def end(self, hash: bytes) -> None:
-        """The change started by :meth:`begin` is over (the last one of a group counts)."""
+    def end(self, hash: bytes, effect: tuple[int, int] | None = None) -> None:
+        """The change started by :meth:`begin` is over (the last one of a group counts).
+
+        ``effect``: the copies and bytes the change added (negative: removed), as the
+        change itself observed them; taken instead of an "after" look when no other
+        change of the block overlapped it (otherwise, or without it, the look decides).
+        """
         key = bytes(hash)
         sub = _key(key)
         with self._lock:
@@ -175,8 +236,14 @@ class StoredTally:
             del self._groups[key]
             self._busy[sub] -= 1
             self._gen[sub] += 1
+            if group.before is None:
+                self._unknown.add(sub)
+                return
+            if effect is not None and not group.joined:
+                self._add(sub, effect[0], effect[1])
+                return
             after = self.look_sync(key)
-            if group.before is None or after is None:
+            if after is None:
                 self._unknown.add(sub)
                 return
             self._add(sub, after[0] - group.before[0], after[1] - group.before[1])
@@ -466,9 +533,11 @@ def counted(
 
 
 __all__ = [
+    "SeenDir",
     "StoredBlocks",
     "StoredTally",
     "Which",
+    "close_seen",
     "counted",
     "hash_arg",
     "loc_arg",
