@@ -200,3 +200,65 @@ async def test_a_crowded_store_is_listed_in_bounded_trips(
     assert figures.blocks == 12
     assert len(trips) >= 4  # 12 files, 3 per trip
     assert trips == sorted(trips)
+
+
+def test_every_kind_of_write_keeps_the_count_exact(tmp_path: Path) -> None:
+    """New blocks (in new and in existing subdirectories), re-puts, a compressed copy
+    replacing a plain one, and something that is not a file under a block's name."""
+    store = make_store(tmp_path)
+    (h1, d1), (h2, d2), (h3, d3), (h4, d4) = blocks_in_aa(0x21, 4)
+
+    def check() -> None:
+        figures = store.stored.figures()
+        assert (figures.blocks, figures.bytes) == on_disk(tmp_path)
+
+    write(store, h1, d1)  # a new aa/bb
+    check()
+    write(store, h1, d1)  # kept
+    check()
+    store.write_sync(h2, encode_block(d2, None), NOW_MSEC)  # plain
+    check()
+    write(store, h2, d2)  # compressed replaces plain
+    check()
+    assert on_disk(tmp_path)[0] == 2
+    fifo = block_path(tmp_path, h3, encode_block(d3, 1).header)
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    write(store, h3, d3)  # the FIFO is set aside, the copy written
+    check()
+    assert fifo.is_file()
+    (tmp_path / f"{h4[0]:02x}" / f"{h4[1]:02x}").mkdir(parents=True, exist_ok=True)
+    write(store, h4, d4)  # an existing, empty aa/bb
+    check()
+    assert store.stored.figures().blocks == 4
+
+
+async def test_a_write_superseding_a_copy_in_another_directory_counts_once(
+    tmp_path: Path,
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    layout = DataLayout.initial([DataDir(a)]).update(
+        [DataDir(a, capacity=100), DataDir(b, capacity=300)]
+    )  # ``a`` stays a secondary of the partitions moved to ``b``
+    store = BlockStore(
+        layout,
+        compression=True,
+        fsync=False,
+        limiter=trio.CapacityLimiter(2),
+        max_block_size=1 << 20,
+    )
+    found = [(h, d) for h, d in blocks_in_aa(0x33, 40) if len(layout.candidate_roots(h)) > 1]
+    h, data = found[0]
+    secondary = Path(layout.candidate_roots(h)[1])
+    plain = encode_block(data, None)
+    path = block_path(secondary, h, plain.header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(plain.payload)
+    assert await store.stored.rebuild(store.limiter) == StoredBlocks(1, len(plain.payload), True)
+    write(store, h, data)  # the compressed copy goes to the primary, the plain one goes
+    assert not path.exists()
+    on_a, on_b = on_disk(a), on_disk(b)
+    assert on_a[0] + on_b[0] == 1
+    assert store.stored.figures() == StoredBlocks(on_a[0] + on_b[0], on_a[1] + on_b[1], True)

@@ -210,12 +210,10 @@ def place_in(
     added: tuple[int, int] | None = (1, len(block.payload))
     replaced = False
     if block.header is BlockHeader.COMPRESSED and plain is not None and stat.S_ISREG(plain.st_mode):
-        try:
+        added = None  # rare here (a caller seeing a copy takes another path): look again
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(block_name(hash, BlockHeader.PLAIN), dir_fd=dir_fd)
             replaced = True
-            added = (0, len(block.payload) - plain.st_size)
-        except FileNotFoundError:
-            added = None  # removed meanwhile by someone else
     if fsync:
         os.fsync(dir_fd)
     return (Placed.REPLACED if replaced else Placed.WRITTEN), added
