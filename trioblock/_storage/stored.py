@@ -11,11 +11,16 @@ Rules kept here:
   file's. Temp files, quarantined ``.corrupted`` files and anything else do not count.
   A block held in two directories (a rebalance in progress) counts twice.
 - Every method of the block store that can make a copy appear or vanish is wrapped with
-  :func:`counted` (write, place, quarantine, detach, remove). The wrapper looks at the
-  block's copies (``lstat``, never following a link) before the change and after it and
-  adds the difference. Changes of one block that overlap (nested calls, or two threads)
-  form one group: the first takes the "before" look, the last the "after" one, so no
-  change is counted twice or missed, whatever the order in which they finish.
+  :func:`counted` (place, quarantine, detach, remove) or calls :meth:`StoredTally.begin`
+  and :meth:`StoredTally.end` itself (write). The block's copies are looked at (``lstat``,
+  never following a link) before the change and after it and the difference is added.
+  Changes of one block that overlap (nested calls, or two threads) form one group: the
+  first takes the "before" look, the last the "after" one, so no change is counted twice
+  or missed, whatever the order in which they finish.
+- A change alone in its group may instead tell :meth:`StoredTally.end` what it did, as
+  it observed it on the "before" look it was handed (:meth:`StoredTally.begin_seen`: the
+  ``aa/bb`` descriptor and both names' ``lstat``); a write of a new block does, so it
+  looks once, not twice. When another change joined the group, the look decides.
 - The figures start at zero when the node opens and follow those changes; the background
   :meth:`StoredTally.rebuild` (run once at start, after the stale temp sweep) then lists
   each subdirectory and replaces its count with what it found. A listing only counts
@@ -36,7 +41,6 @@ the rebuild costs the Trio thread next to nothing).
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os
@@ -51,9 +55,10 @@ import trio
 from .._core.block import BlockHeader
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
-from .nofollow import DataRoots, NotASubdir, lstat_at, open_child_dir, open_root, open_subdir
+from .nofollow import DataRoots, NotASubdir, lstat_at, open_subdir
 from .offload import run_blocking
-from .paths import BLOCK_NAME_RE, SUBDIR_NAME_RE, block_name, split_block_path, subdir_names
+from .paths import BLOCK_NAME_RE, block_name, split_block_path, subdir_names
+from .subdirlist import list_subdirs
 
 log = logging.getLogger("trioblock.storage")
 
@@ -259,99 +264,8 @@ class StoredTally:
     def list_range_sync(
         self, lo: int, hi: int, budget: int
     ) -> tuple[int, dict[int, tuple[int, int]], set[int], int]:
-        """List the subdirectories ``lo <= sub < hi`` (all of one ``aa``) in every data
-        directory, in order, stopping after the one where ``budget`` entries have been
-        seen: ``(end, found, unreadable, seen)`` where ``end`` is the first subdirectory
-        not listed, ``found`` the counts of those holding copies (absent or empty ones
-        hold none) and ``unreadable`` those that could not be read."""
-        aa = f"{lo >> 8:02x}"
-        high = (lo >> 8) << 8
-        everything = set(range(lo, hi))
-        opened: list[tuple[str, int, set[int]]] = []
-        try:
-            for root in self._roots:
-                try:
-                    rfd = open_root(root)
-                except FileNotFoundError:
-                    continue
-                except OSError:
-                    return hi, {}, everything, 0
-                try:
-                    afd = open_child_dir(rfd, aa, f"{root}/{aa}")
-                except (FileNotFoundError, NotASubdir):
-                    continue
-                except OSError:
-                    return hi, {}, everything, 0
-                finally:
-                    os.close(rfd)
-                opened.append((root, afd, set()))
-                try:
-                    names = os.listdir(afd)
-                except OSError:
-                    return hi, {}, everything, 0
-                present = opened[-1][2]
-                for bb in names:
-                    if SUBDIR_NAME_RE.match(bb):
-                        sub = high | int(bb, 16)
-                        if lo <= sub < hi:
-                            present.add(sub)
-            found: dict[int, tuple[int, int]] = {}
-            unreadable: set[int] = set()
-            seen = 0
-            for sub in sorted(set().union(*(present for _r, _fd, present in opened))):
-                blocks = size = 0
-                bb = f"{sub & 0xFF:02x}"
-                for root, afd, present in opened:
-                    if sub not in present:
-                        continue
-                    counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
-                    if counted is None:
-                        unreadable.add(sub)
-                        continue
-                    blocks += counted[0]
-                    size += counted[1]
-                    seen += counted[2]
-                if blocks:
-                    found[sub] = (blocks, size)
-                if seen >= budget:
-                    return sub + 1, found, unreadable, seen
-            return hi, found, unreadable, seen
-        finally:
-            for _root, afd, _present in opened:
-                os.close(afd)
-
-    @staticmethod
-    def _list_subdir(afd: int, aa: str, bb: str, shown: str) -> tuple[int, int, int] | None:
-        """``(copies, bytes, entries)`` of one ``aa/bb``; None when it cannot be read."""
-        try:
-            bfd = open_child_dir(afd, bb, shown)
-        except (FileNotFoundError, NotASubdir):
-            return 0, 0, 0
-        except OSError:
-            return None
-        prefix = aa + bb
-        blocks = size = entries = 0
-        try:
-            with os.scandir(bfd) as listing:
-                for entry in listing:
-                    entries += 1
-                    m = BLOCK_NAME_RE.match(entry.name)
-                    if m is None or not m.group(1).startswith(prefix):
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        blocks += 1
-                        size += st.st_size
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return 0, 0, entries
-            return None
-        finally:
-            os.close(bfd)
-        return blocks, size, entries
+        """:func:`~.subdirlist.list_subdirs` of every data directory."""
+        return list_subdirs(self._roots, lo, hi, budget)
 
     def _list_and_settle(self, lo: int, hi: int, budget: int) -> tuple[int, list[int], int]:
         """Snapshot the generations of ``lo <= sub < hi`` (one ``aa``), list them (up to
