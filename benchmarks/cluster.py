@@ -165,6 +165,14 @@ async def _drained(cluster: Cluster) -> None:
         await trio.sleep(0.0005)
 
 
+async def _started(cluster: Cluster) -> None:
+    """Wait until every node has finished its start-up work in the background (the
+    stale temp sweep, then the stored-blocks count): it must not run inside a timed
+    phase. The library offers no event for it, so this polls ``stored().exact``."""
+    while not all(bm.stored().exact for bm in cluster.nodes.values()):  # noqa: ASYNC110
+        await trio.sleep(0.01)
+
+
 def _rpc_counters(cluster: Cluster) -> dict[str, int]:
     out = {"connections_opened": 0, "connections_reused": 0, "requests": 0, "hedged_reads": 0}
     for bm in cluster.nodes.values():
@@ -247,6 +255,7 @@ async def _put_session(
         transport="tcp",
         **config,
     ) as cluster:
+        await _started(cluster)
         bm = cluster.nodes["n0"]
         # Untimed: connections, handshakes, worker threads.
         await _put_all(bm, warm, conc)
@@ -368,6 +377,7 @@ async def _get_session(
     async with open_cluster(
         root, GET_NODES, replication_factor=REPLICATION_FACTOR, transport="tcp", **config
     ) as cluster:
+        await _started(cluster)
         blocks = remote_blocks(n, size, kind, seed, cluster.layout)
         hashes = [trioblock.Hash(block_hash(b)) for b in blocks]
 
@@ -717,6 +727,7 @@ async def _refs_session(root: str, n: int, reps: int, config: dict[str, Any]) ->
         root, 3, replication_factor=REPLICATION_FACTOR, write_quorum=WRITE_QUORUM,
         transport="tcp", **config,
     ) as cluster:  # fmt: skip
+        await _started(cluster)
         bm = cluster.nodes["n0"]
         await _put_all(bm, make_blocks(conc, 4 * KiB, "random", seed=77), conc)
         put_walls: list[float] = []
@@ -777,6 +788,7 @@ async def _soak_session(root: str, seconds: float, config: dict[str, Any]) -> di
         root, 3, replication_factor=REPLICATION_FACTOR, write_quorum=WRITE_QUORUM,
         transport="tcp", **soak_config,
     ) as cluster:  # fmt: skip
+        await _started(cluster)
         bm = cluster.nodes["n0"]
         started = time.perf_counter()
 

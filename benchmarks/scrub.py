@@ -309,6 +309,8 @@ async def _components(config: trioblock.Config) -> dict[str, float]:
 
     root = Path(data_dir(config))
     async with trioblock.open_block_manager(config) as bm:
+        while not bm.stored().exact:  # noqa: ASYNC110 (start-up work done first)
+            await trio.sleep(0.01)
         store = BlockStore(
             bm.data_layout,
             compression=config.compression_level is not None,

@@ -291,3 +291,40 @@ async def test_missing_marker_is_a_config_error(open_node, data_dir: Path) -> No
         async with open_node():
             pass
     assert info.value.field == "data_dir"
+
+
+def test_a_temp_name_already_taken_is_drawn_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temp names come from a seeded generator: one taken (by another process) is
+    refused by O_EXCL and another is drawn; the other writer's file is left alone."""
+    from trioblock._storage import durable
+
+    store = make_store(tmp_path)
+    final = block_file(tmp_path, H)
+    final.parent.mkdir(parents=True)
+    taken = final.with_name(final.name + ".tmp00000000")
+    taken.write_bytes(b"another writer's")
+    suffixes = iter([".tmp00000000", ".tmp00000001"])
+    monkeypatch.setattr(durable, "temp_suffix", lambda: next(suffixes))
+    assert store.write_sync(H, encode_block(DATA, 1), NOW_MSEC) is WriteOutcome.WRITTEN
+    assert taken.read_bytes() == b"another writer's"
+    assert final.is_file()
+    assert temp_files_under(tmp_path) == [taken]
+
+
+def test_a_forked_child_draws_other_temp_names_than_its_parent() -> None:
+    from trioblock._storage.paths import temp_suffix
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.write(write, "".join(temp_suffix() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    parent = "".join(temp_suffix() for _ in range(4))
+    assert len(child) == len(parent) == 4 * len(".tmp00000000")
+    assert child != parent

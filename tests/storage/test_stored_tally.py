@@ -76,15 +76,15 @@ async def test_a_write_finishing_inside_a_listing_is_not_lost(tmp_path: Path) ->
     existing, racing = blocks_in_aa(7, 2)
     write(store, *existing)
     tally = store.stored
-    listing = tally.list_aa_sync
+    listing = tally.list_range_sync
 
-    def list_then_write(aa: str, first: int = 0, count: int = 256) -> object:
-        result = listing(aa, first, count)
-        if (aa, first) == ("07", 0):  # the write lands after the listing, before it is taken
+    def list_then_write(lo: int, hi: int, budget: int) -> object:
+        result = listing(lo, hi, budget)
+        if lo == 0x0700:  # the write lands after the listing of "07", before it is taken
             write(store, *racing)
         return result
 
-    tally.list_aa_sync = list_then_write  # type: ignore[method-assign]
+    tally.list_range_sync = list_then_write  # type: ignore[method-assign]
     figures = await tally.rebuild(store.limiter)
     assert on_disk(tmp_path)[0] == 2
     assert figures == StoredBlocks(*on_disk(tmp_path), exact=True)
@@ -95,22 +95,22 @@ async def test_a_change_in_flight_when_a_listing_starts_is_not_doubled(tmp_path:
     (h, data), (h2, d2) = blocks_in_aa(9, 2)
     write(store, h2, d2)
     tally = store.stored
-    listing = tally.list_aa_sync
+    listing = tally.list_range_sync
     # A write that has begun (its file already in place) when the listing of its
     # directory starts and ends after it: the listing sees the file, the write adds it.
     payload = encode_block(data, 1).payload
 
-    def list_inside_a_write(aa: str, first: int = 0, count: int = 256) -> object:
-        if (aa, first) == ("08", 0):  # the write begins and puts its file in place...
+    def list_inside_a_write(lo: int, hi: int, budget: int) -> object:
+        if lo == 0x0800:  # the write begins and puts its file in place...
             tally.begin(h)
             path = block_path(tmp_path, h, encode_block(data, 1).header)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(payload)
-        if (aa, first) == ("0a", 0):  # ... and ends once "09" has been listed
+        if lo == 0x0A00:  # ... and ends once "09" has been listed
             tally.end(h)
-        return listing(aa, first, count)
+        return listing(lo, hi, budget)
 
-    tally.list_aa_sync = list_inside_a_write  # type: ignore[method-assign]
+    tally.list_range_sync = list_inside_a_write  # type: ignore[method-assign]
     figures = await tally.rebuild(store.limiter)
     assert on_disk(tmp_path)[0] == 2
     assert figures == StoredBlocks(*on_disk(tmp_path), exact=True)
@@ -149,3 +149,116 @@ async def test_an_unreadable_directory_leaves_an_estimate(
     monkeypatch.setattr(os, "listdir", refusing)
     figures = await store.stored.rebuild(store.limiter)
     assert not figures.exact
+
+
+async def test_an_empty_store_is_counted_in_one_trip(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    trips = []
+    trip = store.stored.rebuild_trip_sync
+
+    def counting(start: int, budget: int) -> tuple[int, list[int]]:
+        trips.append(start)
+        return trip(start, budget)
+
+    store.stored.rebuild_trip_sync = counting  # type: ignore[method-assign]
+    assert await store.stored.rebuild(store.limiter) == StoredBlocks(0, 0, exact=True)
+    assert trips == [0]
+
+
+async def test_a_crowded_store_is_listed_in_bounded_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trips stop inside an ``aa`` once they have seen their share of files, and the
+    next one goes on from there; copies in two data directories all count."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    store = BlockStore(
+        DataLayout.initial([DataDir(a, capacity=100), DataDir(b, capacity=100)]),
+        compression=True,
+        fsync=False,
+        limiter=trio.CapacityLimiter(2),
+        max_block_size=1 << 20,
+    )
+    crowded = blocks_in_aa(0x42, 12)
+    for i, (h, data) in enumerate(crowded):
+        block = encode_block(data, 1)
+        path = block_path(a if i % 2 else b, h, block.header)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(block.payload)
+    (a / "42" / "not-a-bb").mkdir()
+    monkeypatch.setattr("trioblock._storage.stored.FILES_PER_TRIP", 3)
+    trips = []
+    trip = store.stored.rebuild_trip_sync
+
+    def counting(start: int, budget: int) -> tuple[int, list[int]]:
+        trips.append(start)
+        return trip(start, budget)
+
+    store.stored.rebuild_trip_sync = counting  # type: ignore[method-assign]
+    figures = await store.stored.rebuild(store.limiter)
+    on_a, on_b = on_disk(a), on_disk(b)
+    assert figures == StoredBlocks(on_a[0] + on_b[0], on_a[1] + on_b[1], exact=True)
+    assert figures.blocks == 12
+    assert len(trips) >= 4  # 12 files, 3 per trip
+    assert trips == sorted(trips)
+
+
+def test_every_kind_of_write_keeps_the_count_exact(tmp_path: Path) -> None:
+    """New blocks (in new and in existing subdirectories), re-puts, a compressed copy
+    replacing a plain one, and something that is not a file under a block's name."""
+    store = make_store(tmp_path)
+    (h1, d1), (h2, d2), (h3, d3), (h4, d4) = blocks_in_aa(0x21, 4)
+
+    def check() -> None:
+        figures = store.stored.figures()
+        assert (figures.blocks, figures.bytes) == on_disk(tmp_path)
+
+    write(store, h1, d1)  # a new aa/bb
+    check()
+    write(store, h1, d1)  # kept
+    check()
+    store.write_sync(h2, encode_block(d2, None), NOW_MSEC)  # plain
+    check()
+    write(store, h2, d2)  # compressed replaces plain
+    check()
+    assert on_disk(tmp_path)[0] == 2
+    fifo = block_path(tmp_path, h3, encode_block(d3, 1).header)
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    write(store, h3, d3)  # the FIFO is set aside, the copy written
+    check()
+    assert fifo.is_file()
+    (tmp_path / f"{h4[0]:02x}" / f"{h4[1]:02x}").mkdir(parents=True, exist_ok=True)
+    write(store, h4, d4)  # an existing, empty aa/bb
+    check()
+    assert store.stored.figures().blocks == 4
+
+
+async def test_a_write_superseding_a_copy_in_another_directory_counts_once(
+    tmp_path: Path,
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    layout = DataLayout.initial([DataDir(a)]).update(
+        [DataDir(a, capacity=100), DataDir(b, capacity=300)]
+    )  # ``a`` stays a secondary of the partitions moved to ``b``
+    store = BlockStore(
+        layout,
+        compression=True,
+        fsync=False,
+        limiter=trio.CapacityLimiter(2),
+        max_block_size=1 << 20,
+    )
+    found = [(h, d) for h, d in blocks_in_aa(0x33, 40) if len(layout.candidate_roots(h)) > 1]
+    h, data = found[0]
+    secondary = Path(layout.candidate_roots(h)[1])
+    plain = encode_block(data, None)
+    path = block_path(secondary, h, plain.header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(plain.payload)
+    assert await store.stored.rebuild(store.limiter) == StoredBlocks(1, len(plain.payload), True)
+    write(store, h, data)  # the compressed copy goes to the primary, the plain one goes
+    assert not path.exists()
+    on_a, on_b = on_disk(a), on_disk(b)
+    assert on_a[0] + on_b[0] == 1
+    assert store.stored.figures() == StoredBlocks(on_a[0] + on_b[0], on_a[1] + on_b[1], True)

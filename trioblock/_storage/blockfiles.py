@@ -44,24 +44,22 @@ from .._core.block import BlockHeader, DataBlock, decode_block
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
-from .durable import LiveTemps, Placed, place_copy, refresh_mtime, supersedes
+from .durable import LiveTemps, Placed, place_copy, place_in, refresh_mtime, supersedes
 from .locks import KeyedLock
-from .lookup import find_copy, read_first_copy
+from .lookup import find_copy, is_regular, read_first_copy
 from .markers import prepare_dirs
-from .nofollow import (
-    DataRoots,
-    NotABlockFile,
-    regular_at,
-)
+from .nofollow import DataRoots, NotABlockFile, make_subdir_created, regular_at
 from .offload import run_blocking
 from .paths import (
     BLOCK_NAME_RE,
     MARKER_NAME,
     TMP_SUFFIX_RE,
     BlockLocation,
+    block_name,
     block_path,
     block_subdir,
     split_block_path,
+    subdir_names,
     temp_name,
 )
 from .reading import (
@@ -72,7 +70,7 @@ from .reading import (
     verify_location,
 )
 from .removal import detach, quarantine_copy, unlink_copy
-from .stored import StoredTally, counted, hash_arg, loc_arg, path_arg
+from .stored import SeenDir, StoredTally, close_seen, counted, hash_arg, loc_arg, path_arg
 from .sweep import sweep_entries
 from .walk import iter_block_files, walk_data_dir
 
@@ -86,6 +84,13 @@ class WriteOutcome(enum.Enum):
     WRITTEN = "written"
     KEPT = "kept"
     REPLACED = "replaced"
+
+
+_OUTCOMES = {
+    Placed.KEPT: WriteOutcome.KEPT,
+    Placed.WRITTEN: WriteOutcome.WRITTEN,
+    Placed.REPLACED: WriteOutcome.REPLACED,
+}
 
 
 class BlockStore:
@@ -107,9 +112,11 @@ class BlockStore:
         self.max_block_size = max_block_size
         self.locks = KeyedLock()
         self._live = LiveTemps()
-        self.stored = StoredTally(layout)  # counts copies: see ``stored`` and ``@counted``
         #: each data directory's root, opened once (closed with the store)
         self._roots = DataRoots()
+        #: counts copies: see ``stored`` and ``@counted``
+        self.stored = StoredTally(layout, self._roots)
+        self._read_only_roots = frozenset(str(d) for d in layout.read_only_dirs)
         self._order = (
             (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
             if compression
@@ -226,7 +233,13 @@ class BlockStore:
         The one durable write (see ``durable``), used by puts and rebalance moves. The
         caller holds the block's lock and has verified ``block``.
         """
-        if self.layout.is_read_only(Path(root)):
+        return self.place_copy_sync(root, hash, block, mtime_ns)
+
+    def place_copy_sync(
+        self, root: Path | str, hash: Hash, block: DataBlock, mtime_ns: int
+    ) -> Placed:
+        """:meth:`place_sync` for a caller that counts the change itself."""
+        if str(root) in self._read_only_roots:
             raise ValueError(f"{root} is a read-only data directory")
         return place_copy(
             str(root),
@@ -238,14 +251,77 @@ class BlockStore:
             roots=self._roots,
         )
 
-    @counted(hash_arg(0))
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
         """Durably store ``block`` unless an equal or better copy exists (see module rules).
 
         A copy in a read-only directory does not count: its mtime cannot be refreshed,
         so the block is written to its primary directory as if it were absent.
         The caller holds the block's lock and has verified ``block``.
+
+        Counted like the ``@counted`` methods; a new block (the common case) is written
+        on what the tally's "before" look saw (its ``aa/bb`` descriptor and the
+        ``lstat`` of both names), without looking again.
         """
+        seen = self.stored.begin_seen(hash)
+        effect: tuple[int, int] | None = None
+        try:
+            if seen is not None:
+                done = self._write_new(hash, block, written_at_msec * 1_000_000, seen)
+                if done is not None:
+                    outcome, effect = done
+                    return outcome
+            return self._write_sync(hash, block, written_at_msec)
+        finally:
+            if seen is not None:
+                close_seen(seen)
+            self.stored.end(hash, effect)
+
+    def _write_new(
+        self, hash: Hash, block: DataBlock, mtime_ns: int, seen: list[SeenDir]
+    ) -> tuple[WriteOutcome, tuple[int, int] | None] | None:
+        """Write ``block`` when no usable copy was seen (None, nothing done, otherwise)."""
+        by_root = {d.root: d for d in seen}
+        for root in self.layout.candidate_roots(hash):
+            where = by_root[root]
+            for header in self._order:
+                st = where.stats[0 if header is BlockHeader.COMPRESSED else 1]
+                if st is None:
+                    continue
+                aa, bb = subdir_names(hash)
+                if is_regular(st.st_mode, f"{root}/{aa}/{bb}/{block_name(hash, header)}"):
+                    if root not in self._read_only_roots:
+                        return None  # a copy to keep, verify or replace
+                    break  # a read-only copy counts for nothing
+        primary = self.layout.candidate_roots(hash)[0]
+        where = by_root[primary]
+        if where.fd is None and not where.missing:  # not a directory: place_copy says so
+            return self._outcome(self.place_copy_sync(primary, hash, block, mtime_ns)), None
+        aa, bb = subdir_names(hash)
+        stats: tuple[os.stat_result | None, ...] | None = where.stats
+        if where.fd is None:
+            # ``aa/bb`` was absent: made now (empty when made by this call).
+            where.fd, created = make_subdir_created(
+                primary, aa, bb, fsync=self.fsync, roots=self._roots
+            )
+            if not created:
+                stats = None  # made meanwhile by another write: look again
+        placed, effect = place_in(
+            where.fd,
+            f"{primary}/{aa}/{bb}",
+            hash,
+            block,
+            mtime_ns,
+            fsync=self.fsync,
+            live=self._live,
+            seen=stats,
+        )
+        return self._outcome(placed), effect
+
+    @staticmethod
+    def _outcome(placed: Placed) -> WriteOutcome:
+        return _OUTCOMES[placed]
+
+    def _write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
         mtime_ns = written_at_msec * 1_000_000
         existing = self.find_sync(hash)
         if existing is not None and self.in_read_only_dir(existing.path_str):

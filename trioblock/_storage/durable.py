@@ -36,6 +36,10 @@ from .paths import block_name, quarantine_name, subdir_names, temp_suffix
 
 log = logging.getLogger("trioblock.storage")
 
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+#: Temp names drawn before giving up when each is taken (by another writer).
+TEMP_NAME_TRIES = 4
+
 
 class Placed(enum.Enum):
     WRITTEN = "written"  # a new copy, nothing was there
@@ -113,25 +117,32 @@ def write_new_file(
     The file is fsynced (with ``fsync``) but not its directory: the caller does that
     once it has finished changing the directory.
     """
-    tmp = name + temp_suffix()
-    live.add(tmp)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    for attempt in range(TEMP_NAME_TRIES):
+        tmp = name + temp_suffix()
+        live.add(tmp)
         try:
             try:
-                _write_all(fd, payload)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-                if fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            rename_at(dir_fd, tmp, name)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
-    finally:
-        live.discard(tmp)
+                fd = os.open(tmp, _CREATE_FLAGS, 0o644, dir_fd=dir_fd)
+            except FileExistsError:
+                if attempt + 1 == TEMP_NAME_TRIES:
+                    raise
+                continue  # another writer's temp name (a different process): draw again
+            try:
+                try:
+                    _write_all(fd, payload)
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                    if fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                rename_at(dir_fd, tmp, name)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            return
+        finally:
+            live.discard(tmp)
 
 
 def place_copy(
@@ -150,42 +161,69 @@ def place_copy(
     With ``roots``, ``aa/bb`` is reached from the root's kept descriptor.
     """
     aa, bb = subdir_names(hash)
-    shown = f"{root}/{aa}/{bb}"
     try:
         dir_fd = open_subdir(root, aa, bb, roots)
     except FileNotFoundError:
         dir_fd = make_subdir(root, aa, bb, fsync=fsync, roots=roots)
     try:
-        name = block_name(hash, block.header)
-        set_aside(dir_fd, name, f"{shown}/{name}")
-        for header in (BlockHeader.COMPRESSED, BlockHeader.PLAIN):
-            other = block_name(hash, header)
-            st = lstat_at(dir_fd, other)
-            if st is None or not stat.S_ISREG(st.st_mode):
-                continue
-            if not supersedes(block.header, header):
-                refresh_mtime(dir_fd, other, mtime_ns)
-                return Placed.KEPT
-        write_new_file(dir_fd, name, block.payload, mtime_ns, fsync=fsync, live=live)
-        replaced = False
-        if block.header is BlockHeader.COMPRESSED:
-            plain = block_name(hash, BlockHeader.PLAIN)
-            st = lstat_at(dir_fd, plain)
-            if st is not None and stat.S_ISREG(st.st_mode):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(plain, dir_fd=dir_fd)
-                    replaced = True
-        if fsync:
-            os.fsync(dir_fd)
-        return Placed.REPLACED if replaced else Placed.WRITTEN
+        shown = f"{root}/{aa}/{bb}"
+        return place_in(dir_fd, shown, hash, block, mtime_ns, fsync=fsync, live=live)[0]
     finally:
         os.close(dir_fd)
+
+
+def place_in(
+    dir_fd: int,
+    shown: str,
+    hash: Hash,
+    block: DataBlock,
+    mtime_ns: int,
+    *,
+    fsync: bool,
+    live: LiveTemps,
+    seen: tuple[os.stat_result | None, ...] | None = None,
+) -> tuple[Placed, tuple[int, int] | None]:
+    """:func:`place_copy` into the open ``aa/bb`` directory ``dir_fd`` (left open).
+
+    ``seen``: the ``lstat`` of the ``.zst`` and plain names, just taken by the caller
+    (None: looked at here). Returns what was done, with the copies and bytes it added
+    when it went exactly as those ``lstat`` said (None when something else changed
+    meanwhile).
+    """
+    name = block_name(hash, block.header)
+    if seen is None:
+        seen = (
+            lstat_at(dir_fd, block_name(hash, BlockHeader.COMPRESSED)),
+            lstat_at(dir_fd, block_name(hash, BlockHeader.PLAIN)),
+        )
+    zst, plain = seen
+    mine = zst if block.header is BlockHeader.COMPRESSED else plain
+    if mine is not None and not stat.S_ISREG(mine.st_mode):
+        set_aside(dir_fd, name, f"{shown}/{name}")
+    for header, st in ((BlockHeader.COMPRESSED, zst), (BlockHeader.PLAIN, plain)):
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        if not supersedes(block.header, header):
+            refresh_mtime(dir_fd, block_name(hash, header), mtime_ns)
+            return Placed.KEPT, (0, 0)
+    write_new_file(dir_fd, name, block.payload, mtime_ns, fsync=fsync, live=live)
+    added: tuple[int, int] | None = (1, len(block.payload))
+    replaced = False
+    if block.header is BlockHeader.COMPRESSED and plain is not None and stat.S_ISREG(plain.st_mode):
+        added = None  # rare here (a caller seeing a copy takes another path): look again
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(block_name(hash, BlockHeader.PLAIN), dir_fd=dir_fd)
+            replaced = True
+    if fsync:
+        os.fsync(dir_fd)
+    return (Placed.REPLACED if replaced else Placed.WRITTEN), added
 
 
 __all__ = [
     "LiveTemps",
     "Placed",
     "place_copy",
+    "place_in",
     "refresh_mtime",
     "set_aside",
     "supersedes",

@@ -318,6 +318,43 @@ def subdir(root: str, aa: str, bb: str, roots: DataRoots | None = None) -> Itera
 
 def make_subdir(root: str, aa: str, bb: str, *, fsync: bool, roots: DataRoots | None = None) -> int:
     """A descriptor of ``root/aa/bb``, created if missing (new entries made durable)."""
+    return make_subdir_created(root, aa, bb, fsync=fsync, roots=roots)[0]
+
+
+def make_subdir_created(
+    root: str, aa: str, bb: str, *, fsync: bool, roots: DataRoots | None = None
+) -> tuple[int, bool]:
+    """:func:`make_subdir`, and whether ``bb`` was created by this call (then empty but
+    for what another thread or process put there since)."""
+    afd = None
+    if roots is not None:
+        # Most ``aa`` exist: one openat2 instead of a failing mkdir and an open.
+        try:
+            afd = open_below(roots, root, aa, _DIR_FLAGS)
+        except FileNotFoundError:
+            afd = None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise NotASubdir(f"{root}/{aa}") from None
+            raise
+    if afd is None:
+        afd = _make_aa(root, aa, fsync=fsync, roots=roots)
+    try:
+        created_b = _mkdir_at(afd, bb)
+        bfd = open_child_dir(afd, bb, f"{root}/{aa}/{bb}")
+        if created_b and fsync:
+            try:
+                os.fsync(afd)
+            except BaseException:
+                os.close(bfd)
+                raise
+    finally:
+        os.close(afd)
+    return bfd, created_b
+
+
+def _make_aa(root: str, aa: str, *, fsync: bool, roots: DataRoots | None) -> int:
+    """A descriptor of ``root/aa``, created if missing (and fsynced into the root)."""
     rfd = open_root(root) if roots is None else roots.fd(root)
     if roots is not None and os.fstat(rfd).st_nlink == 0 and roots.refresh(root, force=True):
         rfd = roots.fd(root)  # the root was removed and made again meanwhile
@@ -325,18 +362,15 @@ def make_subdir(root: str, aa: str, bb: str, *, fsync: bool, roots: DataRoots | 
         created_a = _mkdir_at(rfd, aa)
         afd = open_child_dir(rfd, aa, f"{root}/{aa}")
         if created_a and fsync:
-            os.fsync(rfd)
+            try:
+                os.fsync(rfd)
+            except BaseException:
+                os.close(afd)
+                raise
     finally:
         if roots is None:
             os.close(rfd)
-    try:
-        created_b = _mkdir_at(afd, bb)
-        bfd = open_child_dir(afd, bb, f"{root}/{aa}/{bb}")
-        if created_b and fsync:
-            os.fsync(afd)
-    finally:
-        os.close(afd)
-    return bfd
+    return afd
 
 
 def _mkdir_at(parent_fd: int, name: str) -> bool:
@@ -517,6 +551,7 @@ __all__ = [
     "fsync_dir",
     "lstat_at",
     "make_subdir",
+    "make_subdir_created",
     "open_child_dir",
     "open_file",
     "open_root",

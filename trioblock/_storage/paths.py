@@ -16,6 +16,8 @@ reading a 4 KiB block) and turned into ``Path`` only when asked for.
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import secrets
 from pathlib import Path
@@ -52,8 +54,28 @@ def block_path(root: Path, hash: bytes, header: BlockHeader) -> Path:
     return block_subdir(root, hash) / block_name(hash, header)
 
 
+class _TempNames:
+    """8 random hex digits per temp name without a system call each: a generator seeded
+    from the OS once per process (and again in a forked child, which would otherwise
+    draw its parent's names). A name taken all the same is refused by ``O_EXCL``."""
+
+    def __init__(self) -> None:
+        self._rng = random.Random(secrets.randbits(64))
+
+    def reseed(self) -> None:
+        self._rng.seed(secrets.randbits(64))
+
+    def draw(self) -> str:
+        return f"{self._rng.getrandbits(32):08x}"
+
+
+_TEMP_NAMES = _TempNames()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_TEMP_NAMES.reseed)
+
+
 def temp_suffix() -> str:
-    return f".tmp{secrets.token_hex(4)}"
+    return f".tmp{_TEMP_NAMES.draw()}"
 
 
 def temp_name(final: Path) -> Path:

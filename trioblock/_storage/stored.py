@@ -11,11 +11,16 @@ Rules kept here:
   file's. Temp files, quarantined ``.corrupted`` files and anything else do not count.
   A block held in two directories (a rebalance in progress) counts twice.
 - Every method of the block store that can make a copy appear or vanish is wrapped with
-  :func:`counted` (write, place, quarantine, detach, remove). The wrapper looks at the
-  block's copies (``lstat``, never following a link) before the change and after it and
-  adds the difference. Changes of one block that overlap (nested calls, or two threads)
-  form one group: the first takes the "before" look, the last the "after" one, so no
-  change is counted twice or missed, whatever the order in which they finish.
+  :func:`counted` (place, quarantine, detach, remove) or calls :meth:`StoredTally.begin`
+  and :meth:`StoredTally.end` itself (write). The block's copies are looked at (``lstat``,
+  never following a link) before the change and after it and the difference is added.
+  Changes of one block that overlap (nested calls, or two threads) form one group: the
+  first takes the "before" look, the last the "after" one, so no change is counted twice
+  or missed, whatever the order in which they finish.
+- A change alone in its group may instead tell :meth:`StoredTally.end` what it did, as
+  it observed it on the "before" look it was handed (:meth:`StoredTally.begin_seen`: the
+  ``aa/bb`` descriptor and both names' ``lstat``); a write of a new block does, so it
+  looks once, not twice. When another change joined the group, the look decides.
 - The figures start at zero when the node opens and follow those changes; the background
   :meth:`StoredTally.rebuild` (run once at start, after the stale temp sweep) then lists
   each subdirectory and replaces its count with what it found. A listing only counts
@@ -29,13 +34,13 @@ Rules kept here:
   ``lstat`` calls of one look (the "before" look of a group and its "after" look).
 
 The store's methods run in worker threads, except ``detach_now`` on the Trio thread;
-:meth:`StoredTally.rebuild` does its listing in worker threads, a few subdirectories
-per trip.
+:meth:`StoredTally.rebuild` does its listing in worker threads, a few thousand directory
+entries per trip (the generations are read and the listings taken in the same trip, so
+the rebuild costs the Trio thread next to nothing).
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os
@@ -50,9 +55,10 @@ import trio
 from .._core.block import BlockHeader
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
-from .nofollow import NotASubdir, open_child_dir, open_root, open_subdir
+from .nofollow import DataRoots, NotASubdir, lstat_at, open_subdir
 from .offload import run_blocking
-from .paths import BLOCK_NAME_RE, SUBDIR_NAME_RE, block_name, split_block_path, subdir_names
+from .paths import BLOCK_NAME_RE, block_name, split_block_path, subdir_names
+from .subdirlist import list_subdirs
 
 log = logging.getLogger("trioblock.storage")
 
@@ -60,9 +66,10 @@ N_SUBDIRS = 1 << 16
 _HEADERS = (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
 #: Pause between two rounds of re-listing subdirectories busy with changes.
 RETRY_PAUSE = 0.05
-#: ``bb`` subdirectories listed per worker-thread trip of the rebuild (one sixteenth of
-#: an ``aa``: about 2,400 files per trip at 10 million blocks).
-SUBDIRS_PER_TRIP = 16
+#: Directory entries looked at per worker-thread trip of the rebuild (whole ``bb``
+#: subdirectories are listed until a trip has seen this many; absent ``aa`` and ``bb``
+#: directories cost next to nothing, so an empty store is counted in one trip).
+FILES_PER_TRIP = 4096
 
 
 @dataclass(frozen=True)
@@ -89,18 +96,49 @@ def _key(hash: bytes) -> int:
 class _Group:
     """Overlapping changes of one block: the counts before the first began."""
 
-    __slots__ = ("before", "members")
+    __slots__ = ("before", "joined", "members")
 
     def __init__(self, before: tuple[int, int] | None) -> None:
         self.members = 1
+        self.joined = False  # another change joined the first one
         self.before = before
+
+
+class SeenDir:
+    """What a "before" look saw of a block in one data directory: the descriptor of its
+    ``aa/bb`` (None when that is absent or not a directory: ``missing`` tells which) and
+    the ``lstat`` of each name (``.zst`` first, then plain; None when absent)."""
+
+    __slots__ = ("fd", "missing", "root", "stats")
+
+    def __init__(
+        self,
+        root: str,
+        fd: int | None,
+        stats: tuple[os.stat_result | None, ...],
+        *,
+        missing: bool = False,
+    ) -> None:
+        self.root = root
+        self.fd = fd
+        self.stats = stats
+        self.missing = missing
+
+
+def close_seen(seen: list[SeenDir]) -> None:
+    """Close the descriptors a look handed over (:meth:`StoredTally.begin_seen`)."""
+    for d in seen:
+        if d.fd is not None:
+            os.close(d.fd)
+            d.fd = None
 
 
 class StoredTally:
     """Per-subdirectory counts of block copies and bytes (see the module rules)."""
 
-    def __init__(self, layout: DataLayout) -> None:
+    def __init__(self, layout: DataLayout, roots: DataRoots | None = None) -> None:
         self._roots = [str(d) for d in layout.dirs]
+        self._data_roots = roots
         self._lock = threading.Lock()
         self._blocks = [0] * N_SUBDIRS
         self._bytes = [0] * N_SUBDIRS
@@ -126,43 +164,73 @@ class StoredTally:
 
     def look_sync(self, hash: bytes) -> tuple[int, int] | None:
         """Copies of ``hash`` and their bytes in every data directory; None if unreadable."""
+        counts, _seen = self._look(hash, keep=False)
+        return counts
+
+    def _look(self, hash: bytes, *, keep: bool) -> tuple[tuple[int, int] | None, list[SeenDir]]:
+        """The counts, and with ``keep`` what was seen in each data directory (its
+        ``aa/bb`` descriptor left open); nothing kept when a directory was unreadable."""
         aa, bb = subdir_names(hash)
+        names = [block_name(hash, header) for header in _HEADERS]
         blocks = size = 0
+        seen: list[SeenDir] = []
         for root in self._roots:
             try:
-                fd = open_subdir(root, aa, bb)
-            except (FileNotFoundError, NotASubdir):
+                fd = open_subdir(root, aa, bb, self._data_roots)
+            except (FileNotFoundError, NotASubdir) as exc:
+                if keep:
+                    missing = isinstance(exc, FileNotFoundError)
+                    seen.append(SeenDir(root, None, (None, None), missing=missing))
                 continue
             except OSError:
-                return None
+                close_seen(seen)
+                return None, []
             try:
-                for header in _HEADERS:
-                    try:
-                        st = os.stat(block_name(hash, header), dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        blocks += 1
-                        size += st.st_size
+                stats = tuple(lstat_at(fd, name) for name in names)
             except OSError:
-                return None
-            finally:
                 os.close(fd)
-        return blocks, size
+                close_seen(seen)
+                return None, []
+            for st in stats:
+                if st is not None and stat.S_ISREG(st.st_mode):
+                    blocks += 1
+                    size += st.st_size
+            if keep:
+                seen.append(SeenDir(root, fd, stats))
+            else:
+                os.close(fd)
+        return (blocks, size), seen
 
     def begin(self, hash: bytes) -> None:
         """A change of ``hash``'s copies is about to start (looks first if it is alone)."""
-        key = bytes(hash)
+        self._begin(bytes(hash), keep=False)
+
+    def begin_seen(self, hash: bytes) -> list[SeenDir] | None:
+        """:meth:`begin`, returning what the "before" look saw in each data directory
+        when this change is the first of its group (None when it joins one, or when a
+        directory could not be read). The caller closes the descriptors
+        (:func:`close_seen`) and may tell :meth:`end` what its change did."""
+        return self._begin(bytes(hash), keep=True)
+
+    def _begin(self, key: bytes, *, keep: bool) -> list[SeenDir] | None:
         with self._lock:
             group = self._groups.get(key)
             if group is not None:
                 group.members += 1
-                return
-            self._groups[key] = _Group(self.look_sync(key))
+                group.joined = True
+                return None
+            counts, seen = self._look(key, keep=keep)
+            self._groups[key] = _Group(counts)
             self._busy[_key(key)] += 1
+            return seen if counts is not None and keep else None
 
-    def end(self, hash: bytes) -> None:
-        """The change started by :meth:`begin` is over (the last one of a group counts)."""
+    def end(self, hash: bytes, effect: tuple[int, int] | None = None) -> None:
+        """The change started by :meth:`begin` is over (the last one of a group counts).
+
+        ``effect``: the copies and bytes the change added (negative: removed), as the
+        change itself observed them; taken instead of an "after" look when no other
+        change of the block overlapped it (otherwise, or without it, the look decides).
+        """
         key = bytes(hash)
         sub = _key(key)
         with self._lock:
@@ -173,8 +241,14 @@ class StoredTally:
             del self._groups[key]
             self._busy[sub] -= 1
             self._gen[sub] += 1
+            if group.before is None:
+                self._unknown.add(sub)
+                return
+            if effect is not None and not group.joined:
+                self._add(sub, effect[0], effect[1])
+                return
             after = self.look_sync(key)
-            if group.before is None or after is None:
+            if after is None:
                 self._unknown.add(sub)
                 return
             self._add(sub, after[0] - group.before[0], after[1] - group.before[1])
@@ -187,126 +261,111 @@ class StoredTally:
 
     # -- the rebuild -------------------------------------------------------------------
 
-    def list_aa_sync(
-        self, aa: str, first: int = 0, count: int = 256
-    ) -> tuple[dict[int, tuple[int, int]], set[int]]:
-        """Counts of the ``aa/bb`` with ``first <= bb < first + count`` that hold copies
-        (absent ones hold none), in every data directory; with the subdirectories that
-        could not be read."""
-        found: dict[int, tuple[int, int]] = {}
-        unreadable: set[int] = set()
-        high = int(aa, 16) << 8
-        wanted = range(high + first, high + first + count)
-        for root in self._roots:
-            try:
-                rfd = open_root(root)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                unreadable.update(wanted)
-                continue
-            try:
-                afd = open_child_dir(rfd, aa, f"{root}/{aa}")
-            except (FileNotFoundError, NotASubdir):
-                continue
-            except OSError:
-                unreadable.update(wanted)
-                continue
-            finally:
-                os.close(rfd)
-            try:
-                for bb in sorted(os.listdir(afd)):
-                    if SUBDIR_NAME_RE.match(bb) and (high | int(bb, 16)) in wanted:
-                        sub = high | int(bb, 16)
-                        counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
-                        if counted is None:
-                            unreadable.add(sub)
-                        else:
-                            blocks, size = found.get(sub, (0, 0))
-                            found[sub] = (blocks + counted[0], size + counted[1])
-            except OSError:
-                unreadable.update(wanted)
-            finally:
-                os.close(afd)
-        return found, unreadable
+    def list_range_sync(
+        self, lo: int, hi: int, budget: int
+    ) -> tuple[int, dict[int, tuple[int, int]], set[int], int]:
+        """:func:`~.subdirlist.list_subdirs` of every data directory."""
+        return list_subdirs(self._roots, lo, hi, budget)
 
-    @staticmethod
-    def _list_subdir(afd: int, aa: str, bb: str, shown: str) -> tuple[int, int] | None:
-        try:
-            bfd = open_child_dir(afd, bb, shown)
-        except (FileNotFoundError, NotASubdir):
-            return 0, 0
-        except OSError:
-            return None
-        prefix = aa + bb
-        blocks = size = 0
-        try:
-            with os.scandir(bfd) as entries:
-                for entry in entries:
-                    m = BLOCK_NAME_RE.match(entry.name)
-                    if m is None or not m.group(1).startswith(prefix):
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        blocks += 1
-                        size += st.st_size
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return 0, 0
-            return None
-        finally:
-            os.close(bfd)
-        return blocks, size
-
-    def _snapshot(self, subs: range | list[int]) -> dict[int, int]:
-        """Generations of the subdirectories with no change in flight."""
+    def _list_and_settle(self, lo: int, hi: int, budget: int) -> tuple[int, list[int], int]:
+        """Snapshot the generations of ``lo <= sub < hi`` (one ``aa``), list them (up to
+        ``budget`` entries) and take each listing nothing changed meanwhile:
+        ``(end, subdirectories to list again, entries seen)``."""
         with self._lock:
-            return {s: self._gen[s] for s in subs if not self._busy[s]}
+            gens = self._gen[lo:hi]
+            busy = self._busy[lo:hi]
+        end, found, unreadable, seen = self.list_range_sync(lo, hi, budget)
+        return end, self._settle(lo, end, gens, busy, found, unreadable), seen
 
     def _settle(
-        self, gens: dict[int, int], found: dict[int, tuple[int, int]], unreadable: set[int]
+        self,
+        lo: int,
+        hi: int,
+        gens: list[int],
+        busy: list[int],
+        found: dict[int, tuple[int, int]],
+        unreadable: set[int],
     ) -> list[int]:
-        """Take the listing of each subdirectory nothing changed in; return the others."""
+        """Take the listing of each subdirectory ``lo <= sub < hi`` that no change
+        started or ended in since ``gens``/``busy`` were read; return the others."""
+        n = hi - lo
         retry: list[int] = []
         with self._lock:
-            for sub, gen in gens.items():
-                if self._gen[sub] != gen or self._busy[sub]:
-                    retry.append(sub)
-                    continue
-                if sub in unreadable:
-                    self._unknown.add(sub)
-                    continue
+            if any(busy[:n]) or any(self._busy[lo:hi]) or self._gen[lo:hi] != gens[:n]:
+                take = []
+                for i in range(n):
+                    if busy[i] or self._busy[lo + i] or self._gen[lo + i] != gens[i]:
+                        retry.append(lo + i)
+                    else:
+                        take.append(lo + i)
+            else:
+                take = list(range(lo, hi))  # the common case: nothing changed
+            wanted = set(take)
+            for sub in unreadable & wanted:
+                self._unknown.add(sub)
+                wanted.discard(sub)
+            if self._unknown:
+                self._unknown.difference_update(wanted)
+            if any(self._blocks[lo:hi]) or any(self._bytes[lo:hi]):
+                changed = wanted
+            else:
+                changed = wanted.intersection(found)
+            for sub in changed:
                 blocks, size = found.get(sub, (0, 0))
                 self._add(sub, blocks - self._blocks[sub], size - self._bytes[sub])
-                self._unknown.discard(sub)
+            for sub in wanted:
                 if not self._listed[sub]:
                     self._listed[sub] = 1
                     self._n_listed += 1
         return retry
 
+    def rebuild_trip_sync(self, start: int, budget: int) -> tuple[int, list[int]]:
+        """One worker-thread trip of the rebuild: list subdirectories from ``start`` on
+        until ``budget`` entries have been seen (absent ``aa`` and ``bb`` cost one failed
+        open, or nothing): ``(next start, subdirectories to list again)``."""
+        retry: list[int] = []
+        seen = 0
+        sub = start
+        while sub < N_SUBDIRS and seen < budget:
+            sub, again, n = self._list_and_settle(sub, ((sub >> 8) + 1) << 8, budget - seen)
+            retry.extend(again)
+            seen += n
+        return sub, retry
+
+    def relist_trip_sync(self, subs: list[int], budget: int) -> tuple[list[int], list[int]]:
+        """List ``subs`` again one by one until ``budget`` entries have been seen:
+        ``(those left for another trip, those to list again)``."""
+        retry: list[int] = []
+        seen = 0
+        for i, sub in enumerate(subs):
+            if seen >= budget:
+                return subs[i:], retry
+            _end, again, n = self._list_and_settle(sub, sub + 1, 1 << 62)
+            retry.extend(again)
+            seen += n
+        return [], retry
+
     async def rebuild(self, limiter: trio.CapacityLimiter) -> StoredBlocks:
-        """List every subdirectory (in worker threads, :data:`SUBDIRS_PER_TRIP` at a
-        time) and set the counts from it.
+        """List every subdirectory (in worker threads, about :data:`FILES_PER_TRIP`
+        entries per trip) and set the counts from it.
 
         Safe to cancel between two trips (the figures stay an estimate then).
         """
         pending: list[int] = []
-        for high in range(256):
-            aa = f"{high:02x}"
-            for first in range(0, 256, SUBDIRS_PER_TRIP):
-                subs = range((high << 8) + first, (high << 8) + first + SUBDIRS_PER_TRIP)
-                gens = self._snapshot(subs)
-                pending.extend(s for s in subs if s not in gens)
-                found, unreadable = await run_blocking(
-                    self.list_aa_sync, aa, first, SUBDIRS_PER_TRIP, limiter=limiter
-                )
-                pending.extend(self._settle(gens, found, unreadable))
+        start = 0
+        while start < N_SUBDIRS:
+            start, retry = await run_blocking(
+                self.rebuild_trip_sync, start, FILES_PER_TRIP, limiter=limiter
+            )
+            pending.extend(retry)
         while pending:
             await trio.sleep(RETRY_PAUSE)
-            pending = await self._relist(pending, limiter)
+            left, pending = pending, []
+            while left:
+                left, retry = await run_blocking(
+                    self.relist_trip_sync, left, FILES_PER_TRIP, limiter=limiter
+                )
+                pending.extend(retry)
         self.rebuilds += 1
         figures = self.figures()
         if self._unknown:
@@ -316,46 +375,6 @@ class StoredTally:
             )
         log.info("stored blocks counted: %d copies, %d bytes", figures.blocks, figures.bytes)
         return figures
-
-    async def _relist(self, subs: list[int], limiter: trio.CapacityLimiter) -> list[int]:
-        retry: list[int] = []
-        for sub in subs:
-            gens = self._snapshot([sub])
-            if not gens:
-                retry.append(sub)
-                continue
-            aa, bb = f"{sub >> 8:02x}", f"{sub & 0xFF:02x}"
-            found, unreadable = await run_blocking(self._list_one, aa, bb, limiter=limiter)
-            retry.extend(self._settle(gens, found, unreadable))
-        return retry
-
-    def _list_one(self, aa: str, bb: str) -> tuple[dict[int, tuple[int, int]], set[int]]:
-        sub = (int(aa, 16) << 8) | int(bb, 16)
-        blocks = size = 0
-        for root in self._roots:
-            try:
-                rfd = open_root(root)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return {}, {sub}
-            try:
-                afd = open_child_dir(rfd, aa, f"{root}/{aa}")
-            except (FileNotFoundError, NotASubdir):
-                continue
-            except OSError:
-                return {}, {sub}
-            finally:
-                os.close(rfd)
-            try:
-                counted = self._list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
-            finally:
-                os.close(afd)
-            if counted is None:
-                return {}, {sub}
-            blocks += counted[0]
-            size += counted[1]
-        return {sub: (blocks, size)}, set()
 
 
 # ---------------------------------------------------------------------------------------
@@ -428,9 +447,11 @@ def counted(
 
 
 __all__ = [
+    "SeenDir",
     "StoredBlocks",
     "StoredTally",
     "Which",
+    "close_seen",
     "counted",
     "hash_arg",
     "loc_arg",
