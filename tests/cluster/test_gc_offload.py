@@ -55,12 +55,12 @@ async def test_stopping_a_node_while_it_asks_peers_before_deleting_is_clean(
 ) -> None:
     """A peer's query that fails *because* the node is going down (its connection breaks
     under the cancellation) must not turn the node's shutdown into a failure."""
-    real_need_block = RpcNode.need_block
+    real_need_blocks = RpcNode.need_blocks
     asking = trio.Event()
 
-    async def need_block(self: RpcNode, peer: str, *args: Any, **kwargs: Any) -> bool:
+    async def need_blocks(self: RpcNode, peer: str, *args: Any, **kwargs: Any) -> list[bool]:
         if peer != "n1":
-            return await real_need_block(self, peer, *args, **kwargs)
+            return await real_need_blocks(self, peer, *args, **kwargs)
         asking.set()
         try:
             await trio.sleep_forever()
@@ -68,7 +68,7 @@ async def test_stopping_a_node_while_it_asks_peers_before_deleting_is_clean(
             raise TransportError("connection to n1 broke") from None
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(RpcNode, "need_block", need_block)
+    monkeypatch.setattr(RpcNode, "need_blocks", need_blocks)
     async with open_cluster(tmp_path, n=3, gc_delay=1.0) as cluster:
         n0 = cluster.nodes["n0"]
         h = await n0.put_block(b"unreferenced soon" * 100)

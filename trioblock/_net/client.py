@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -30,6 +30,7 @@ from .body import BodyReader
 from .codec import Event
 from .errormap import AdminRequestFailed, remote_error
 from .messages import (
+    MAX_NEED_BLOCKS,
     Admin,
     AdminReply,
     CorruptReport,
@@ -38,6 +39,8 @@ from .messages import (
     Message,
     NeedBlockQuery,
     NeedBlockReply,
+    NeedBlocksQuery,
+    NeedBlocksReply,
     Ok,
     PutBlock,
     RefCollect,
@@ -51,7 +54,7 @@ from .messages import (
 )
 from .pool import Connection, ConnectionPool
 
-__all__ = ["RpcClient"]
+__all__ = ["BATCH_RETRY_AFTER", "RpcClient"]
 
 R = TypeVar("R", bound=Message)
 
@@ -59,12 +62,22 @@ R = TypeVar("R", bound=Message)
 #: streamed while listening for an early reply (a peer refusing the block at once).
 SEQUENTIAL_PUT_MAX = 64 * 1024
 
+#: Seconds before a batch request is tried again on a peer that did not know it (the
+#: peer may have been upgraded meanwhile); until then its per-block form is used.
+BATCH_RETRY_AFTER: Final = 600.0
+
+
+class _BatchUnsupported(Exception):
+    """The peer answered a batch request with a ``protocol`` error: it does not know it."""
+
 
 class RpcClient:
     """Requests to other nodes, over the connections of ``pool``."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        #: peer → when (Trio time) it was found not to know ``NeedBlocksQuery``
+        self._no_batch: dict[str, float] = {}
 
     @property
     def timeout(self) -> float:
@@ -90,7 +103,8 @@ class RpcClient:
                 conn.done = True
                 return event
             if isinstance(event, Error):
-                conn.done = True
+                # A server closes the connection after a protocol error: do not pool it.
+                conn.done = event.kind != "protocol"
                 raise remote_error(peer, event, hash)
             raise _unexpected(peer, request, event)
 
@@ -234,6 +248,86 @@ class RpcClient:
             hash=hash,
         )
         return reply.needed
+
+    async def need_blocks(
+        self,
+        peer: str,
+        hashes: Iterable[Hash],
+        *,
+        background: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> list[bool]:
+        """Ask ``peer`` whether it needs each block of ``hashes``; one answer per hash.
+
+        Sent as ``NeedBlocksQuery`` messages of up to ``MAX_NEED_BLOCKS`` hashes each,
+        one after the other, each under ``timeout`` (or the default). A peer that does
+        not know that message (it answers with a ``protocol`` error) is asked one
+        ``NeedBlockQuery`` per block instead, and is not sent the batch form again for
+        :data:`BATCH_RETRY_AFTER` seconds. A reply of the wrong length is a
+        ``ProtocolError``; any failure raises (no partial answer).
+        """
+        hashes = list(hashes)
+        answers: list[bool] = []
+        for start in range(0, len(hashes), MAX_NEED_BLOCKS):
+            chunk = hashes[start : start + MAX_NEED_BLOCKS]
+            answers.extend(
+                await self._need_blocks_chunk(peer, chunk, background=background, timeout=timeout)
+            )
+        return answers
+
+    async def _need_blocks_chunk(
+        self,
+        peer: str,
+        hashes: list[Hash],
+        *,
+        background: bool,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> list[bool]:
+        learned = self._no_batch.get(peer)
+        if learned is not None and trio.current_time() < learned + BATCH_RETRY_AFTER:
+            return await self._need_blocks_one_by_one(peer, hashes, background, timeout)
+        request = checked(NeedBlocksQuery(hashes))
+
+        async def op(conn: Connection) -> NeedBlocksReply:
+            await conn.channel.send_message(request)
+            event = await conn.receive()
+            if isinstance(event, NeedBlocksReply):
+                conn.done = True
+                return event
+            if isinstance(event, Error):
+                if event.kind == "protocol":
+                    # Our request passed the receiver's own checks before it left: a
+                    # protocol complaint means the peer does not know the message.
+                    # (It closes the connection after saying so.)
+                    raise _BatchUnsupported(event.message)
+                conn.done = True
+                raise remote_error(peer, event)
+            raise _unexpected(peer, request, event)
+
+        try:
+            reply = await self.pool.call(peer, background, timeout, op)
+        except _BatchUnsupported:
+            self._no_batch[peer] = trio.current_time()
+            return await self._need_blocks_one_by_one(peer, hashes, background, timeout)
+        self._no_batch.pop(peer, None)
+        if len(reply.needed) != len(hashes):
+            raise ProtocolError(
+                f"{peer} answered NeedBlocksQuery of {len(hashes)} blocks with "
+                f"{len(reply.needed)} answers"
+            )
+        return reply.needed
+
+    async def _need_blocks_one_by_one(
+        self,
+        peer: str,
+        hashes: list[Hash],
+        background: bool,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> list[bool]:
+        return [
+            await self.need_block(peer, hash, background=background, timeout=timeout)
+            for hash in hashes
+        ]
 
     async def report_corrupt(
         self,

@@ -41,6 +41,14 @@ class RpcHandler(Protocol):
         """Whether this node needs (is missing and should hold) ``hash``."""
         ...
 
+    async def rpc_need_blocks(self, hashes: list[Hash]) -> list[bool]:
+        """:meth:`rpc_need_block` for each of ``hashes``, in order (a peer's batch query).
+
+        Optional: for a handler without it, the server asks :meth:`rpc_need_block` once
+        per hash.
+        """
+        ...
+
     async def rpc_corrupt_report(self, peer: str, hash: Hash) -> None:
         """``peer`` found the copy of ``hash`` served from here corrupt: check ours."""
         ...

@@ -23,6 +23,8 @@ Rules kept here:
   1..4096 of them, :class:`RefDigests` asks for the digest of up to 256 partitions of
   the hash space (a partition is a hash prefix of 0..4 bytes), :class:`RefFetch` pages
   through one partition.
+- :class:`NeedBlocksQuery` asks about 1..256 blocks at once; its reply holds one boolean
+  per hash, in order.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .fields import (
     MAX_OPAQUE_DEPTH,
     MAX_TIMESTAMP,
     RefTuple,
+    check_bool,
     check_bytes,
     check_int,
     get,
@@ -54,6 +57,7 @@ from .fields import (
 __all__ = [
     "ERROR_KINDS",
     "MAX_ERROR_MESSAGE_LEN",
+    "MAX_NEED_BLOCKS",
     "MAX_OPAQUE_DEPTH",
     "MAX_PREFIX_LEN",
     "MAX_REF_ENTRIES",
@@ -71,6 +75,8 @@ __all__ = [
     "Message",
     "NeedBlockQuery",
     "NeedBlockReply",
+    "NeedBlocksQuery",
+    "NeedBlocksReply",
     "Ok",
     "PutBlock",
     "RefCollect",
@@ -97,6 +103,8 @@ MAX_NODE_ID_LEN: Final = 255
 MAX_ERROR_MESSAGE_LEN: Final = 4096
 #: Most ref entries in one message (``RefUpdate``, ``RefCollect``, ``RefEntries``).
 MAX_REF_ENTRIES: Final = 4096
+#: Most hashes asked in one ``NeedBlocksQuery`` (and answers in its reply).
+MAX_NEED_BLOCKS: Final = 256
 #: Most partitions asked in one ``RefDigests``.
 MAX_REF_PREFIXES: Final = 256
 #: Longest partition prefix, in bytes.
@@ -284,6 +292,51 @@ class NeedBlockReply(_Wire):
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> NeedBlockReply:
         return cls(read_bool(m, "needed", "NeedBlockReply"))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class NeedBlocksQuery(_Wire):
+    """Ask whether the peer needs each of several blocks: ``{hashes: [hash, …]}``
+    (1..256 hashes of 32 bytes). Answered by :class:`NeedBlocksReply`.
+
+    The batch form of :class:`NeedBlockQuery` (a deleting node asks each other storage
+    node once for a batch of blocks). A peer that does not know it answers with an
+    ``Error`` of kind ``protocol``; the asking node then falls back to one
+    :class:`NeedBlockQuery` per block.
+    """
+
+    hashes: list[Hash]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"hashes": [_b(h) for h in self.hashes]}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> NeedBlocksQuery:
+        items = read_list(m, "hashes", "NeedBlocksQuery", 1, MAX_NEED_BLOCKS)
+        return cls(
+            [
+                Hash(check_bytes(h, f"NeedBlocksQuery.hashes[{i}]", HASH_LEN, HASH_LEN))
+                for i, h in enumerate(items)
+            ]
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class NeedBlocksReply(_Wire):
+    """Answer to :class:`NeedBlocksQuery`: ``{needed: [bool, …]}``, one per hash asked,
+    in the same order (0..256; the asking side checks the length)."""
+
+    needed: list[bool]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"needed": list(self.needed)}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> NeedBlocksReply:
+        items = read_list(m, "needed", "NeedBlocksReply", 0, MAX_NEED_BLOCKS)
+        return cls([check_bool(v, f"NeedBlocksReply.needed[{i}]") for i, v in enumerate(items)])
 
 
 @_message
@@ -518,6 +571,8 @@ Message: TypeAlias = (
     | PutBlock
     | NeedBlockQuery
     | NeedBlockReply
+    | NeedBlocksQuery
+    | NeedBlocksReply
     | CorruptReport
     | Ok
     | Error

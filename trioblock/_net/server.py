@@ -54,6 +54,8 @@ from .messages import (
     Message,
     NeedBlockQuery,
     NeedBlockReply,
+    NeedBlocksQuery,
+    NeedBlocksReply,
     Ok,
     PutBlock,
     RefCollect,
@@ -83,6 +85,18 @@ SimpleRoute = Callable[[RpcHandler, str, Any], Awaitable[Message]]
 
 async def _need_block(handler: RpcHandler, peer: str, request: NeedBlockQuery) -> Message:
     return NeedBlockReply(bool(await handler.rpc_need_block(request.hash)))
+
+
+async def _need_blocks(handler: RpcHandler, peer: str, request: NeedBlocksQuery) -> Message:
+    batch = getattr(handler, "rpc_need_blocks", None)
+    if batch is None:
+        # A handler written before the batch form: ask it block by block.
+        needed = [bool(await handler.rpc_need_block(h)) for h in request.hashes]
+    else:
+        needed = [bool(v) for v in await batch(request.hashes)]
+    if len(needed) != len(request.hashes):
+        raise ValueError(f"{len(needed)} answers returned for {len(request.hashes)} blocks")
+    return NeedBlocksReply(needed)
 
 
 async def _corrupt_report(handler: RpcHandler, peer: str, request: CorruptReport) -> Message:
@@ -118,6 +132,7 @@ async def _ref_collect(handler: RpcHandler, peer: str, request: RefCollect) -> M
 #: Requests answered by one reply message and no body: request type → route.
 SIMPLE_ROUTES: Final[dict[type[Any], SimpleRoute]] = {
     NeedBlockQuery: _need_block,
+    NeedBlocksQuery: _need_blocks,
     CorruptReport: _corrupt_report,
     RefUpdate: _ref_update,
     RefDigests: _ref_digests,

@@ -9,7 +9,9 @@
 - ``PutBlock``: the body is received within the byte budget (a bounded wait: two large
   receives must not hold half the budget each and wait for each other forever), verified
   against its hash, and only then written durably;
-- ``NeedBlockQuery``: referenced here and no local copy?
+- ``NeedBlockQuery``: referenced here and no local copy? ``NeedBlocksQuery`` asks the
+  same of many blocks: the counts are read first, and only the referenced blocks are
+  looked up on disk (under their locks, in one worker-thread trip);
 - ``Admin``: handed to the operator handler installed with ``open_block_manager(...,
   admin_handler=...)``; refused when there is none.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
@@ -144,6 +147,31 @@ class RpcEndpoint:
             loc = await ctx.store.find(hash)
             rc = ctx.db.get_rc(hash)
         return rc.is_nonzero and loc is None
+
+    async def rpc_need_blocks(self, hashes: list[Hash]) -> list[bool]:
+        """A peer's ``NeedBlocksQuery``: :meth:`rpc_need_block` for each hash, in order.
+
+        An unreferenced block is not needed whatever the disk holds; the referenced ones
+        are looked up together, under their locks (taken in hash order), and their
+        counts read again after the lookups.
+        """
+        ctx = self._ctx
+        referenced = sorted({h for h in hashes if ctx.db.get_rc(h).is_nonzero})
+        missing: set[Hash] = set()
+        if referenced:
+            store = ctx.store
+            async with AsyncExitStack() as stack:
+                for h in referenced:
+                    await stack.enter_async_context(store.locks.hold(h))
+                found = await run_blocking(
+                    lambda: [store.find_sync(h) for h in referenced], limiter=store.limiter
+                )
+                missing = {
+                    h
+                    for h, loc in zip(referenced, found, strict=True)
+                    if loc is None and ctx.db.get_rc(h).is_nonzero
+                }
+        return [h in missing for h in hashes]
 
     async def rpc_admin(self, request: dict[str, Any], body: bytes | None = None) -> AdminResult:
         """An operator request: answered by the installed admin handler."""

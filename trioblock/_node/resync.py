@@ -11,9 +11,13 @@ is handling (a shared busy set). Checks that find nothing to do — most of them
 queues a check of its block, which then finds it referenced and present — are settled
 together (one worker-thread trip, one transaction) and never throttled; so are checks
 that only have to wait (an unreferenced copy inside its GC delay), rescheduled — or
-merged into a later check already queued for their block. The entries left are
-remembered (``ResyncShared.needs_work``) so that later looks do not check them again,
-and the first one is handled alone:
+merged into a later check already queued for their block. Deletions found in the
+batch (an unreferenced copy past its GC delay, or a row whose copy is gone) are done
+together as one step (``ResyncExecutor.delete_batch``: each other storage node asked
+once for the whole batch, one worker-thread trip for the lookups and one for the
+unlinks, one transaction for the rows), throttled by tranquility after it in proportion
+to its time. The entries left are remembered (``ResyncShared.needs_work``) so that
+later looks do not check them again, and the first one is handled alone:
 
 - if its time has not come, idles until then or until the queue changes;
 - if the block's error counter says "not yet", moves the entry to the counter's next
@@ -78,6 +82,14 @@ class ResyncTarget(Protocol):
         """Bring one block in order; return a time (msec) to look again, or None."""
         ...
 
+    async def delete_batch(self, entries: list[tuple[bytes, Hash]]) -> object:
+        """Offload and delete the blocks of due entries, and settle every entry."""
+        ...
+
+
+#: Decisions settled by a batch of deletions rather than one entry at a time.
+_BATCHED_DELETIONS = frozenset({ResyncAction.OFFLOAD_AND_DELETE, ResyncAction.CLEAR_RC})
+
 
 class ResyncWorker(Worker):
     def __init__(
@@ -130,7 +142,11 @@ class ResyncWorker(Worker):
             hashes = {hash for _key, hash in fresh}
             shared.busy.update(hashes)
             try:
-                rest = await self._settle_batch(fresh, now)
+                rest, deletions = await self._settle_batch(fresh, now)
+                if deletions:
+                    shared.remember_work(key for key, _hash in rest)
+                    shared.busy.difference_update(hashes - {h for _k, h in deletions})
+                    return await self._delete_batch(deletions, due, now)
             finally:
                 shared.busy.difference_update(hashes)
             if len(rest) < len(fresh):
@@ -202,8 +218,10 @@ class ResyncWorker(Worker):
 
     async def _settle_batch(
         self, due: list[tuple[bytes, Hash]], now: int
-    ) -> list[tuple[bytes, Hash]]:
-        """Settle the due entries whose check needs no work; return the others.
+    ) -> tuple[list[tuple[bytes, Hash]], list[tuple[bytes, Hash]]]:
+        """Settle the due entries whose check needs no work; return the others: those
+        needing the full path, and the deletions (offload-and-delete, or clear a row
+        whose copy is gone) for :meth:`_delete_batch`.
 
         Most checks are no-ops (a put's check finds its block referenced and present);
         others only wait (an unreferenced copy still inside its GC delay). They are
@@ -226,6 +244,7 @@ class ResyncWorker(Worker):
         settled: list[tuple[bytes, bytes]] = []
         waits: list[tuple[bytes, bytes, int]] = []
         rest: list[tuple[bytes, Hash]] = []
+        deletions: list[tuple[bytes, Hash]] = []
         for key, hash in due:
             rc = node.db.get_rc(hash)
             loc = locs[hash]
@@ -244,6 +263,8 @@ class ResyncWorker(Worker):
                 settled.append((key, hash))
             elif decision.action is ResyncAction.DEFER and decision.retry_at is not None:
                 waits.append((key, hash, decision.retry_at))
+            elif decision.action in _BATCHED_DELETIONS:
+                deletions.append((key, hash))
             else:
                 rest.append((key, hash))
         if settled:
@@ -252,7 +273,32 @@ class ResyncWorker(Worker):
             await resync_defer_many(node.db, waits)
             node.notify_resync()
         node.metrics.resyncs += len(settled) + len(waits)
-        return rest
+        return rest, deletions
+
+    async def _delete_batch(
+        self,
+        deletions: list[tuple[bytes, Hash]],
+        due: list[tuple[bytes, Hash]],
+        now: int,
+    ) -> StepResult:
+        """Run a batch of deletions (``ResyncExecutor.delete_batch``: every other
+        storage node asked once, one thread trip for the lookups, one for the unlinks,
+        one transaction for the rows), then throttle in proportion to its time."""
+        node = self.node
+        if len(due) == CHECK_BATCH:
+            # The look was full: the entries behind it wait too.
+            self._maybe_grow(now - parse_queue_key(due[-1][0])[0])
+        started = trio.current_time()
+        try:
+            await self.target.delete_batch(deletions)
+        finally:
+            elapsed = trio.current_time() - started
+            node.metrics.resyncs += len(deletions)
+            node.metrics.resync_duration.observe(elapsed)
+            self.tranquilizer.record(elapsed)
+        if not throttled(now - parse_queue_key(deletions[0][0])[0]):
+            return WorkerState.BUSY
+        return Throttled(self.tranquilizer.delay(self.shared.tranquility))
 
     async def _handle(self, key: bytes, hash: Hash, now: int) -> StepResult:
         node = self.node

@@ -1,51 +1,88 @@
-"""What a resync does with one block: the ``ResyncExecutor``.
+"""What a resync does with blocks: the ``ResyncExecutor``.
 
 The decision is ``_core/resync.py``'s (a pure function of: copy here?, reference count,
 time, storage node?, when the copy was last written); the executor performs it:
 
 - **fetch**: a referenced block this storage node lacks is read from the peers (hedged,
   verified) and written here;
-- **offload and delete** (GC): the other storage nodes are asked whether they need the
-  block (``NeedBlockQuery``) and sent it if they do; then, under the block's lock and
-  with no await between the last check and the rename, the count is re-derived from
-  ``block_ref`` (live references the count lacks are restored, and the block kept), the
-  decision re-checked, and the file renamed away and unlinked;
+- **offload and delete** (GC), for one block or a batch of them (:meth:`delete_batch`):
+  the other storage nodes are asked once per batch whether they need the blocks
+  (``NeedBlocksQuery``, or ``NeedBlockQuery`` per block for an older peer) and sent the
+  few they need (``gcoffload.py``); then, under the locks of the blocks (taken in hash
+  order), one worker-thread trip looks every copy up, and — after ``db.wait_turn()``,
+  with no await from there to the last rename — each block's count is re-derived from
+  ``block_ref`` (live references the count lacks are restored, and the block kept),
+  its decision re-checked, and its file renamed away. The renamed files are unlinked in
+  one worker-thread trip, and one transaction drops the deleted blocks' count rows with
+  their queue entries (and writes the batch's other outcomes). From the first rename
+  to that commit nothing is cancelled (a shielded, bounded step): a cancelled batch
+  leaves each block deleted with its rows dropped, or kept with its rows;
 - **clear**: a Deletable row with no copy left is dropped.
 
-A storage node that cannot be asked or does not receive the block stops the deletion
-with one :class:`DeletionDeferred` naming each node and its cause (logged once per
-block; the resync retries with back-off).
+A storage node that cannot be asked or does not receive a block defers that block's
+deletion with a :class:`DeletionDeferred` naming each node and its cause (logged once
+per block; the resync retries with back-off); the other blocks of a batch go on. A batch
+logs one info line (how many deleted, offloaded, deferred); single blocks at debug.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
 from .._core.hashing import Hash
 from .._core.refcount import RcEntry
-from .._core.resync import ResyncAction, decide_resync, offload_allowed
-from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
+from .._core.resync import ResyncAction, decide_resync
+from .._storage.metadata import ResyncBatchEnd, resync_end_batch
+from .._storage.offload import run_blocking
+from .._storage.paths import BlockLocation
+from ..errors import MissingBlockError
 from .context import NodeContext, describe
+from .gcoffload import DeletionDeferred, Offloader
 from .reads import Reader
 from .writes import Writer
 
 log = logging.getLogger("trioblock.resync")
 
 
-class DeletionDeferred(TrioblockError):
-    """An unreferenced block is kept for now (a storage node could not be asked or
-    could not receive it); the resync retries with back-off."""
+@dataclass(slots=True)
+class _Removal:
+    """Outcome of the locked step of a deletion, per block."""
+
+    #: files renamed away and unlinked
+    deleted: list[Hash] = field(default_factory=list)
+    #: no copy found under the lock (gone meanwhile, or quarantined): only rows left
+    gone: list[Hash] = field(default_factory=list)
+    #: kept: referenced again (None) or written again recently (when to look again)
+    kept: dict[Hash, int | None] = field(default_factory=dict)
+    #: the step failed for these blocks (nothing destroyed, or the file only renamed)
+    failed: dict[Hash, Exception] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What :meth:`ResyncExecutor.delete_batch` did, counted per entry."""
+
+    deleted: int = 0
+    cleared: int = 0
+    kept: int = 0
+    offloaded: int = 0
+    deferred: int = 0
+    failed: int = 0
 
 
 class ResyncExecutor:
-    """What a resync does with one block (decided by ``_core/resync.py``)."""
+    """What a resync does with one block, or with a batch of deletions."""
 
     def __init__(self, ctx: NodeContext, reader: Reader, writer: Writer) -> None:
         self._ctx = ctx
         self._reader = reader
-        self._writer = writer
+        self._offloader = Offloader(ctx, writer)
         #: blocks whose deferred deletion was logged (logged once per block)
         self._deferral_logged: set[Hash] = set()
 
@@ -77,15 +114,7 @@ class ResyncExecutor:
         if action is ResyncAction.FETCH:
             await self._fetch_missing(hash)
             return None
-        try:
-            retry_at = await self._offload_and_delete(hash)
-        except DeletionDeferred as exc:
-            if hash not in self._deferral_logged:
-                self._deferral_logged.add(hash)
-                log.warning("%s: %s (retrying with back-off)", ctx.node_id, exc)
-            raise
-        self._deferral_logged.discard(hash)
-        return retry_at
+        return await self._offload_and_delete(hash)
 
     async def _fetch_missing(self, hash: Hash) -> None:
         ctx = self._ctx
@@ -98,48 +127,206 @@ class ResyncExecutor:
         ctx.metrics.resync_received += 1
 
     async def _offload_and_delete(self, hash: Hash) -> int | None:
+        """Offload and delete one block (a batch of one, rows cleared on their own)."""
         ctx = self._ctx
-        storage = ctx.layout.storage_nodes(hash)
-        if not offload_allowed(len(storage), ctx.layout.write_quorum):
-            raise DeletionDeferred(
-                f"not deleting {hash.hex()}: {len(storage)} storage nodes known, "
-                f"write quorum is {ctx.layout.write_quorum}"
+        offload = await self._offloader.offload([hash])
+        deferred = offload.deferred.get(hash)
+        if deferred is not None:
+            self._log_deferral(hash, deferred)
+            raise deferred
+        self._deferral_logged.discard(hash)
+
+        async def clear(removal: _Removal, now: int) -> None:
+            await ctx.db.clear_deleted_rc_many(removal.deleted + removal.gone, now)
+
+        removal = await self._remove([hash], clear)
+        if hash in removal.failed:
+            raise removal.failed[hash]
+        if hash in removal.deleted:
+            log.info("%s: deleted unreferenced block %s", ctx.node_id, hash.short())
+        return removal.kept.get(hash)
+
+    async def delete_batch(self, entries: list[tuple[bytes, Hash]]) -> BatchOutcome:
+        """Offload and delete the blocks of due queue entries whose decision was
+        offload-and-delete (or clear), and settle every entry in one transaction: a
+        deleted or gone block's count row and entry are dropped, a kept one's entry
+        dropped or rescheduled, a deferred or failed one's error counter bumped and its
+        entry requeued at the back-off time. Entries of one block share its outcome.
+        """
+        ctx = self._ctx
+        hashes = list(dict.fromkeys(hash for _key, hash in entries))
+        outcome = BatchOutcome()
+        try:
+            offload = await self._offloader.offload(hashes)
+        except Exception as exc:  # no way to ask anyone: every entry fails
+            await self._end(entries, _Removal(failed=dict.fromkeys(hashes, exc)), outcome)
+            log.warning("%s: %d deletion(s) failed: %s", ctx.node_id, len(hashes), describe(exc))
+            return outcome
+        for hash, deferral in offload.deferred.items():
+            self._log_deferral(hash, deferral)
+        go = [h for h in hashes if h not in offload.deferred]
+        self._deferral_logged.difference_update(go)
+        ended = False
+
+        async def end(removal: _Removal, _now: int) -> None:
+            nonlocal ended
+            ended = True
+            removal.failed.update(offload.deferred)
+            await self._end(entries, removal, outcome)
+
+        try:
+            removal = await self._remove(go, end)
+        except Exception as exc:
+            if ended:
+                raise
+            # Failed before anything was renamed (the lookups, say): every entry fails.
+            removal = _Removal(failed={**dict.fromkeys(go, exc), **offload.deferred})
+            await self._end(entries, removal, outcome)
+        outcome.offloaded = sum(1 for h in offload.sent if h in removal.deleted)
+        outcome.deferred = sum(1 for _k, h in entries if h in offload.deferred)
+        outcome.failed -= outcome.deferred
+        log.info(
+            "%s: resync batch of %d: %d deleted (%d offloaded first), %d rows cleared, "
+            "%d kept, %d deferred, %d failed",
+            ctx.node_id,
+            len(entries),
+            outcome.deleted,
+            outcome.offloaded,
+            outcome.cleared,
+            outcome.kept,
+            outcome.deferred,
+            outcome.failed,
+        )
+        return outcome
+
+    async def _end(
+        self, entries: list[tuple[bytes, Hash]], removal: _Removal, outcome: BatchOutcome
+    ) -> None:
+        """Write the outcome of a batch's entries in one transaction, and count it."""
+        ctx = self._ctx
+        end = ResyncBatchEnd()
+        for key, hash in entries:
+            if hash in removal.deleted or hash in removal.gone:
+                end.cleared.append((key, hash))
+            elif hash in removal.failed:
+                end.failed.append((key, hash))
+            elif removal.kept.get(hash) is not None:
+                retry_at = removal.kept[hash]
+                assert retry_at is not None
+                end.defer.append((key, hash, retry_at))
+            else:
+                end.done.append((key, hash))
+        now = ctx.clock.now_msec()
+        counters = await resync_end_batch(ctx.db, end, now, ctx.resync_retry_delay_msec)
+        if end.defer:
+            ctx.notify_resync()
+        outcome.deleted = sum(1 for _k, h in entries if h in removal.deleted)
+        outcome.cleared = len(end.cleared) - outcome.deleted
+        outcome.kept = len(end.done) + len(end.defer)
+        outcome.failed = len(end.failed)
+        ctx.metrics.resync_errors += len(end.failed)
+        for _key, hash in entries:
+            exc = removal.failed.get(hash)
+            if exc is None:
+                continue
+            counter = counters[bytes(hash)]
+            log.debug(
+                "%s: resync of %s failed (%d in a row, next try in %.0fs): %s",
+                ctx.node_id,
+                hash.short(),
+                counter.errors,
+                counter.delay_msec(ctx.resync_retry_delay_msec) / 1000,
+                describe(exc),
             )
-        others = [n for n in storage if n != ctx.node_id]
-        if others:
-            await self._offload(hash, others)
-        async with ctx.store.locks.hold(hash):
-            loc = await ctx.store.find(hash)
+            if not isinstance(exc, DeletionDeferred):
+                log.warning("%s: deletion of %s failed: %s", ctx.node_id, hash.short(), exc)
+
+    async def _remove(
+        self, hashes: list[Hash], end: Callable[[_Removal, int], Awaitable[None]]
+    ) -> _Removal:
+        """The locked step of deleting ``hashes`` (see the module), then ``end``.
+
+        ``end(removal, now)`` writes the rows; it runs, like the unlinks before it,
+        still under the locks and shielded from cancellation once anything was renamed.
+        """
+        ctx = self._ctx
+        store = ctx.store
+        removal = _Removal()
+        async with AsyncExitStack() as stack:
+            for hash in sorted(hashes):
+                await stack.enter_async_context(store.locks.hold(hash))
+            found: list[BlockLocation | None] = []
+            if hashes:
+                found = await run_blocking(
+                    lambda: [store.find_sync(h) for h in hashes], limiter=store.limiter
+                )
             now = ctx.clock.now_msec()
-            if loc is None:
-                # Gone meanwhile (or quarantined while offloading): only the row is left.
-                await ctx.db.clear_deleted_rc(hash, now)
-                return None
-            # Wait until no other task holds a transaction open; from here to the rename
-            # nothing awaits: an incref cannot slip in between, and the recount's
+            # Wait until no other task holds a transaction open; from here to the last
+            # rename nothing awaits: an incref cannot slip in between, and a recount's
             # write cannot find the database busy.
             await ctx.db.wait_turn()
-            rc = self._recount(hash, ctx.db.get_rc(hash))
-            recheck = decide_resync(
-                exists=True,
-                rc=rc,
-                now_msec=now,
-                is_storage_node=ctx.is_storage_node(hash),
-                written_at_msec=loc.written_at_msec,
-                gc_delay_msec=ctx.config.gc_delay_msec,
-            )
-            if recheck.action is ResyncAction.DEFER:
-                return recheck.retry_at
-            if recheck.action is not ResyncAction.OFFLOAD_AND_DELETE:
-                return None
-            trash = ctx.store.detach_now(loc)
-            if trash is None:
-                return None
-            await ctx.store.discard(trash)
-        ctx.metrics.deletes += 1
-        await ctx.db.clear_deleted_rc(hash, now)
-        log.info("%s: deleted unreferenced block %s", ctx.node_id, hash.short())
-        return None
+            trash: dict[Hash, Path] = {}
+            for hash, loc in zip(hashes, found, strict=True):
+                try:
+                    detached = self._detach_if_deletable(hash, loc, now, removal)
+                except Exception as exc:  # that block only (a database error, say)
+                    removal.failed[hash] = exc
+                    continue
+                if detached is not None:
+                    trash[hash] = detached
+            with trio.CancelScope(shield=bool(trash)):
+                if trash:
+                    errors = await run_blocking(
+                        lambda: _discard_all(store.discard_sync, list(trash.values())),
+                        limiter=store.limiter,
+                    )
+                    for (hash, _path), error in zip(trash.items(), errors, strict=True):
+                        if error is None:
+                            removal.deleted.append(hash)
+                        else:
+                            # Renamed away, not unlinked (the temp-file sweep will):
+                            # its row stays until a later check finds no copy.
+                            removal.failed[hash] = error
+                await end(removal, now)
+        ctx.metrics.deletes += len(removal.deleted)
+        for hash in removal.deleted:
+            log.debug("%s: deleted unreferenced block %s", ctx.node_id, hash.short())
+        return removal
+
+    def _detach_if_deletable(
+        self, hash: Hash, loc: BlockLocation | None, now: int, removal: _Removal
+    ) -> Path | None:
+        """Re-check one block under its lock and rename its file away if it is still to
+        be deleted (synchronous: the caller awaits nothing around it)."""
+        ctx = self._ctx
+        if loc is None:
+            # Gone meanwhile (or quarantined while offloading): only the row is left.
+            removal.gone.append(hash)
+            return None
+        rc = self._recount(hash, ctx.db.get_rc(hash))
+        recheck = decide_resync(
+            exists=True,
+            rc=rc,
+            now_msec=now,
+            is_storage_node=ctx.is_storage_node(hash),
+            written_at_msec=loc.written_at_msec,
+            gc_delay_msec=ctx.config.gc_delay_msec,
+        )
+        if recheck.action is ResyncAction.DEFER:
+            removal.kept[hash] = recheck.retry_at
+            return None
+        if recheck.action is not ResyncAction.OFFLOAD_AND_DELETE:
+            removal.kept[hash] = None
+            return None
+        trash = ctx.store.detach_now(loc)
+        if trash is None:
+            removal.kept[hash] = None
+        return trash
+
+    def _log_deferral(self, hash: Hash, exc: DeletionDeferred) -> None:
+        if hash not in self._deferral_logged:
+            self._deferral_logged.add(hash)
+            log.warning("%s: %s (retrying with back-off)", self._ctx.node_id, exc)
 
     def _recount(self, hash: Hash, rc: RcEntry) -> RcEntry:
         """The count re-derived from ``block_ref`` before a deletion (as Garage 1.2
@@ -157,79 +344,18 @@ class ResyncExecutor:
         )
         return ctx.db.raise_rc_to(hash, alive)
 
-    async def _offload(self, hash: Hash, others: list[str]) -> None:
-        """Send the block to the storage nodes that still need it.
 
-        ``DeletionDeferred`` (one error naming each node and its cause) when a node
-        cannot be asked or does not receive it. Holds no lock: a corrupt copy found
-        here is quarantined by the store (under the block's lock) and counted.
-        """
-        ctx = self._ctx
-        rpc = ctx.rpc
-        if rpc is None:
-            raise TransportError("no transport configured to reach the other storage nodes")
-        needs: dict[str, bool] = {}
-        failures: dict[str, BaseException] = {}
-
-        async def ask(node: str) -> None:
-            try:
-                with trio.fail_after(ctx.config.need_block_query_timeout):
-                    needs[node] = await rpc.need_block(node, hash, background=True)
-            except Exception as exc:  # that node's failure: reported below, in one error
-                failures[node] = exc
-
-        async with trio.open_nursery() as nursery:
-            for node in others:
-                nursery.start_soon(ask, node)
-        if failures:
-            raise DeletionDeferred(
-                f"not deleting {hash.hex()} yet: cannot ask "
-                + "; ".join(f"{n} ({_cause(e)})" for n, e in sorted(failures.items()))
-                + " whether it is needed"
-            )
-        needing = [n for n, needed in needs.items() if needed]
-        if not needing:
-            return
+def _discard_all(discard: Callable[[Path], None], paths: list[Path]) -> list[OSError | None]:
+    """Unlink detached copies (one worker-thread trip); each one's error, or None."""
+    errors: list[OSError | None] = []
+    for path in paths:
         try:
-            found = await ctx.store.read_verified(hash)
-        except CorruptBlockError:
-            ctx.metrics.corruptions += 1
-            log.warning(
-                "%s: unreferenced block %s is corrupt: quarantined, not offloaded",
-                ctx.node_id,
-                hash.short(),
-            )
-            return
-        if found is None:
-            return
-        _plaintext, block, _loc = found
-
-        async def send(node: str) -> None:
-            try:
-                await self._writer.send_one(node, hash, block, True)
-            except Exception as exc:  # reported below, in one error
-                failures[node] = exc
-
-        # One bytes object goes to every node: counted once in the budget.
-        async with ctx.budget.hold(len(block)), trio.open_nursery() as nursery:
-            for node in needing:
-                nursery.start_soon(send, node)
-        sent = [n for n in needing if n not in failures]
-        ctx.metrics.resync_sent += len(sent)
-        if failures:
-            raise DeletionDeferred(
-                f"not deleting {hash.hex()} yet: could not send it to "
-                + "; ".join(f"{n} ({_cause(e)})" for n, e in sorted(failures.items()))
-            )
-        log.info(
-            "%s: offloaded %s to %s before deleting", ctx.node_id, hash.short(), ", ".join(needing)
-        )
+            discard(path)
+        except OSError as exc:
+            errors.append(exc)
+        else:
+            errors.append(None)
+    return errors
 
 
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "no answer in time"
-    return describe(exc)
-
-
-__all__ = ["DeletionDeferred", "ResyncExecutor"]
+__all__ = ["BatchOutcome", "DeletionDeferred", "ResyncExecutor"]

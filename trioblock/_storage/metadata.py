@@ -26,7 +26,8 @@ Rules kept here (connections and transactions: see ``database.py``):
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,31 @@ def _resync_done_many(tx: Transaction, entries: list[tuple[bytes, bytes]]) -> No
         cur = tx.execute("DELETE FROM resync_errors WHERE key=?", (bytes(hash),))
         tx.count("resync_errors", -cur.rowcount)
         _queue_drop(tx, key)
+
+
+def _resync_failed(
+    tx: Transaction, key: bytes, hash: bytes, now_msec: int, retry_delay_msec: int
+) -> ErrorCounter:
+    row = tx.execute("SELECT value FROM resync_errors WHERE key=?", (bytes(hash),)).fetchone()
+    counter = ErrorCounter.decode(row[0]).bump(now_msec) if row else ErrorCounter.first(now_msec)
+    tx.execute(
+        "INSERT OR REPLACE INTO resync_errors VALUES (?, ?)", (bytes(hash), counter.encode())
+    )
+    tx.count("resync_errors", 0 if row else 1)
+    when = max(counter.next_try(retry_delay_msec), now_msec + 1)
+    _queue_put(tx, hash, when)
+    if queue_key(when, hash) != key:
+        _queue_drop(tx, key)
+    return counter
+
+
+def _clear_deleted_rc(tx: Transaction, hash: bytes, now_msec: int) -> bool:
+    cur = tx.execute(
+        "DELETE FROM block_rc WHERE key=? AND length(value)=16 AND value < ?",
+        (bytes(hash), RcEntry.deletable(now_msec).encode()),
+    )
+    tx.count("block_rc", -cur.rowcount)
+    return cur.rowcount > 0
 
 
 class MetadataDb(Database):
@@ -295,39 +321,19 @@ class MetadataDb(Database):
     ) -> ErrorCounter:
         """Count a failure and requeue at the back-off time, in one transaction."""
 
-        def run(tx: Transaction) -> ErrorCounter:
-            row = tx.execute(
-                "SELECT value FROM resync_errors WHERE key=?", (bytes(hash),)
-            ).fetchone()
-            counter = (
-                ErrorCounter.decode(row[0]).bump(now_msec) if row else ErrorCounter.first(now_msec)
-            )
-            tx.execute(
-                "INSERT OR REPLACE INTO resync_errors VALUES (?, ?)",
-                (bytes(hash), counter.encode()),
-            )
-            tx.count("resync_errors", 0 if row else 1)
-            when = max(counter.next_try(retry_delay_msec), now_msec + 1)
-            _queue_put(tx, hash, when)
-            if queue_key(when, hash) != key:
-                _queue_drop(tx, key)
-            return counter
-
-        return await self.write(run)
+        return await self.write(
+            lambda tx: _resync_failed(tx, key, hash, now_msec, retry_delay_msec)
+        )
 
     async def clear_deleted_rc(self, hash: bytes, now_msec: int) -> bool:
         """Drop a Deletable row whose time has passed (never a Present one)."""
-        limit = RcEntry.deletable(now_msec).encode()
+        return await self.write(lambda tx: _clear_deleted_rc(tx, hash, now_msec))
 
-        def run(tx: Transaction) -> bool:
-            cur = tx.execute(
-                "DELETE FROM block_rc WHERE key=? AND length(value)=16 AND value < ?",
-                (bytes(hash), limit),
-            )
-            tx.count("block_rc", -cur.rowcount)
-            return cur.rowcount > 0
-
-        return await self.write(run)
+    async def clear_deleted_rc_many(self, hashes: Sequence[bytes], now_msec: int) -> int:
+        """:meth:`clear_deleted_rc` for many blocks, in one transaction; how many went."""
+        if not hashes:
+            return 0
+        return await self.write(lambda tx: sum(_clear_deleted_rc(tx, h, now_msec) for h in hashes))
 
     async def rc_hashes(self, after: bytes, limit: int, *, referenced: bool = False) -> list[Hash]:
         """Up to ``limit`` hashes of the rc table after ``after`` (only counts > 0 if
@@ -382,6 +388,47 @@ async def resync_defer_many(db: MetadataDb, entries: list[tuple[bytes, bytes, in
     return await db.write(lambda tx: _resync_defer_many(tx, entries))
 
 
+@dataclass(slots=True)
+class ResyncBatchEnd:
+    """What one transaction writes at the end of a resync worker's batch of deletions.
+
+    ``cleared``: entries whose copy is gone (deleted by the batch, or found gone): their
+    Deletable count row is dropped (never a Present one) with the entry and its error
+    counter. ``done``: entries settled without touching the count (the block was kept:
+    referenced again). ``defer``: ``(key, hash, when_msec)`` entries to look at again
+    (merged into a later check of the block when one is queued). ``failed``: entries
+    whose resync failed: error counter bumped, requeued at the back-off time.
+    """
+
+    cleared: list[tuple[bytes, bytes]] = field(default_factory=list)
+    done: list[tuple[bytes, bytes]] = field(default_factory=list)
+    defer: list[tuple[bytes, bytes, int]] = field(default_factory=list)
+    failed: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+async def resync_end_batch(
+    db: MetadataDb, end: ResyncBatchEnd, now_msec: int, retry_delay_msec: int
+) -> dict[bytes, ErrorCounter]:
+    """Write ``end`` in one transaction; return the error counter of each failed block.
+
+    Each new queue entry is written before the old one is removed (as everywhere).
+    """
+
+    def run(tx: Transaction) -> dict[bytes, ErrorCounter]:
+        for _key, hash in end.cleared:
+            _clear_deleted_rc(tx, hash, now_msec)
+        _resync_done_many(tx, end.cleared + end.done)
+        _resync_defer_many(tx, end.defer)
+        return {
+            bytes(hash): _resync_failed(tx, key, hash, now_msec, retry_delay_msec)
+            for key, hash in end.failed
+        }
+
+    if not (end.cleared or end.done or end.defer or end.failed):
+        return {}
+    return await db.write(run)
+
+
 def queue_after(db: MetadataDb, key: bytes, limit: int) -> list[tuple[bytes, Hash]]:
     """Up to ``limit`` queue entries (key, hash) after ``key``, earliest first (the resync
     workers look past entries already known to need work)."""
@@ -394,10 +441,12 @@ def queue_after(db: MetadataDb, key: bytes, limit: int) -> list[tuple[bytes, Has
 __all__ = [
     "DB_NAME",
     "MetadataDb",
+    "ResyncBatchEnd",
     "ResyncErrorInfo",
     "Transaction",
     "parse_queue_key",
     "queue_after",
+    "resync_end_batch",
     "resync_defer_many",
     "resync_succeeded_many",
 ]
