@@ -8,6 +8,14 @@ for every storage node of the hash (just this one on the embedded default) write
 write, while the remaining sends finish in the node's nursery; the budget is given back
 when the last send has finished. A block in flight is counted once, however many peers
 it goes to.
+
+On a storage node with a built-in placement (whose answers are pure functions of the
+hash, safe to compute in a worker thread), the local write happens in the same worker
+trip as the hashing when this node is one of the block's storage nodes and nobody holds
+or waits for the block's lock: the thread claims the lock itself
+(``BlockStore.try_write_sync``). One trip instead of two: at 4 KiB each trip's wait for
+a worker and for the interpreter lock is a large part of a put's latency. When the
+block is busy, the write takes the lock on the Trio thread as before.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import trio
 
 from .._core.block import DataBlock, hash_and_encode, max_encoded_size
 from .._core.hashing import Hash
-from .._storage.blockfiles import WriteOutcome
+from .._core.placement import LocalLayout, StaticLayout
+from .._storage.blockfiles import BlockStore, WriteOutcome
 from .._storage.offload import run_blocking
 from ..errors import QuorumError, TransportError, TrioblockError
 from .context import NodeContext, PeerContext, as_hash
@@ -67,7 +76,26 @@ class Writer:
         bound = len(data) if level is None else max_encoded_size(len(data))
         taken = await ctx.budget.acquire(bound)
         try:
-            hash, block = await run_blocking(hash_and_encode, data, level, limiter=ctx.cpu_limiter)
+            local = self._local
+            written: WriteOutcome | None = None
+            if local is not None and isinstance(ctx.layout, StaticLayout | LocalLayout):
+                started = trio.current_time()
+                hash, block, written = await run_blocking(
+                    _encode_and_write,
+                    local.store,
+                    data,
+                    level,
+                    _WriteHere(ctx.node_id, ctx.layout, expected),
+                    ctx.clock.now_msec(),
+                    trio.lowlevel.current_trio_token(),
+                    limiter=local.store.limiter,
+                )
+                if written is not None:
+                    self._written(written, len(block), trio.current_time() - started)
+            else:
+                hash, block = await run_blocking(
+                    hash_and_encode, data, level, limiter=ctx.cpu_limiter
+                )
             if expected is not None and hash != expected:
                 raise ValueError(f"data hashes to {hash.hex()}, not {expected.hex()}")
             if taken > len(block):
@@ -75,11 +103,17 @@ class Writer:
                 taken = len(block)
             # From here the budget belongs to the put: it releases it when all is sent.
             held, taken = taken, 0
-            await self.put_encoded(hash, block, budget_held=held)
+            await self.put_encoded(hash, block, budget_held=held, written_here=written is not None)
             return hash
         finally:
             if taken:
                 ctx.budget.release(taken)
+
+    def _written(self, outcome: WriteOutcome, size: int, seconds: float) -> None:
+        ctx = self._ctx
+        ctx.metrics.write_duration.observe(seconds)
+        if outcome is not WriteOutcome.KEPT:
+            ctx.metrics.bytes_written += size
 
     async def write_local(
         self, hash: Hash, block: DataBlock, *, verify: bool = False
@@ -97,16 +131,17 @@ class Writer:
             outcome = await ctx.store.write_verified_block(hash, block, ctx.clock.now_msec())
         else:
             outcome = await ctx.store.write_block(hash, block, ctx.clock.now_msec())
-        ctx.metrics.write_duration.observe(trio.current_time() - started)
-        if outcome is not WriteOutcome.KEPT:
-            ctx.metrics.bytes_written += len(block)
+        self._written(outcome, len(block), trio.current_time() - started)
         return outcome
 
-    async def put_encoded(self, hash: Hash, block: DataBlock, *, budget_held: int = 0) -> None:
+    async def put_encoded(
+        self, hash: Hash, block: DataBlock, *, budget_held: int = 0, written_here: bool = False
+    ) -> None:
         """Store an encoded, verified block on its storage nodes (quorum).
 
         ``budget_held``: bytes of the byte budget the caller took for this block; they
         are released once every copy is sent (or at once, on a failure before that).
+        ``written_here``: the caller already wrote it durably on this node.
         """
         ctx = self._ctx
         release = budget_held
@@ -115,21 +150,26 @@ class Writer:
             ctx.metrics.puts += 1
             targets = ctx.layout.storage_nodes(hash)
             if targets == [ctx.node_id]:
-                await self.write_local(hash, block)
+                if not written_here:
+                    await self.write_local(hash, block)
                 return
             if not release:
                 release = await ctx.budget.acquire(len(block))
             held, release = release, 0
-            await self._replicate(hash, block, targets, ctx.layout.write_quorum, held)
+            await self._replicate(hash, block, targets, ctx.layout.write_quorum, held, written_here)
         finally:
             if release:
                 ctx.budget.release(release)
 
-    async def send_one(self, node: str, hash: Hash, block: DataBlock, background: bool) -> None:
-        """Store ``block`` on ``node`` (this node: a local write), within ``rpc_timeout``."""
+    async def send_one(
+        self, node: str, hash: Hash, block: DataBlock, background: bool, written: bool = False
+    ) -> None:
+        """Store ``block`` on ``node`` (this node: a local write, unless ``written``
+        already), within ``rpc_timeout``."""
         ctx = self._ctx
         if node == ctx.node_id:
-            await self.write_local(hash, block)
+            if not written:
+                await self.write_local(hash, block)
             return
         if ctx.rpc is None:
             raise TransportError(f"no transport configured to reach node {node}")
@@ -137,7 +177,13 @@ class Writer:
             await ctx.rpc.put_block(node, hash, block, background=background)
 
     async def _replicate(
-        self, hash: Hash, block: DataBlock, targets: list[str], quorum: int, held: int
+        self,
+        hash: Hash,
+        block: DataBlock,
+        targets: list[str],
+        quorum: int,
+        held: int,
+        written_here: bool,
     ) -> None:
         """Send to every target at once; return at quorum, let the rest finish in the node.
 
@@ -157,10 +203,44 @@ class Writer:
             nursery,
             targets,
             quorum,
-            lambda node: self.send_one(node, hash, block, background=False),
+            lambda node: self.send_one(node, hash, block, False, written_here),
             what=f"block {hash.hex()}",
             on_all_done=lambda: ctx.budget.release(held),
         )
+
+
+class _WriteHere:
+    """In a worker thread: whether a freshly hashed block is to be written on this node
+    (one of its storage nodes, and the hash the caller expected if it gave one).
+
+    Only for the built-in placements, whose answers are pure functions of the hash.
+    """
+
+    def __init__(self, node_id: str, layout: StaticLayout | LocalLayout, expected: Hash | None):
+        self._node_id = node_id
+        self._layout = layout
+        self._expected = expected
+
+    def __call__(self, hash: Hash) -> bool:
+        if self._expected is not None and hash != self._expected:
+            return False
+        return self._node_id in self._layout.storage_nodes(hash)
+
+
+def _encode_and_write(
+    store: BlockStore,
+    data: bytes,
+    level: int | None,
+    write_here: _WriteHere,
+    written_at_msec: int,
+    token: trio.lowlevel.TrioToken,
+) -> tuple[Hash, DataBlock, WriteOutcome | None]:
+    """Hash and encode ``data``; write it here too when it belongs here and its lock is
+    free (None for the outcome when it was not written). Runs in a worker thread."""
+    hash, block = hash_and_encode(data, level)
+    if not write_here(hash):
+        return hash, block, None
+    return hash, block, store.try_write_sync(hash, block, written_at_msec, token)
 
 
 __all__ = ["Writer"]

@@ -357,6 +357,23 @@ class BlockStore:
             log.warning("could not remove superseded copy %s: %s", path, exc)
             return False
 
+    def try_write_sync(
+        self,
+        hash: Hash,
+        block: DataBlock,
+        written_at_msec: int,
+        token: trio.lowlevel.TrioToken,
+    ) -> WriteOutcome | None:
+        """:meth:`write_sync` from a worker thread that does not hold the block's lock:
+        done under a claim of the lock (see ``locks``) when nobody holds or waits for
+        it; None, nothing done, otherwise (the caller then takes the lock)."""
+        if not self.locks.try_claim(hash):
+            return None
+        try:
+            return self.write_sync(hash, block, written_at_msec)
+        finally:
+            self.locks.release_claim(hash, token)
+
     async def write_block_locked(
         self, hash: Hash, block: DataBlock, written_at_msec: int
     ) -> WriteOutcome:
