@@ -359,6 +359,7 @@ def environment(data_root: str) -> dict[str, Any]:
         "zstandard": zstandard.__version__,
         "dir": data_root,
         "filesystem": filesystem_of(data_root),
+        "switch_interval": sys.getswitchinterval(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

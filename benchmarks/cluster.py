@@ -956,6 +956,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "'none' for neither (default refs,soak)",
     )
     p.add_argument("--soak-seconds", type=float, help="length of the soak (default 30, --quick 12)")
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="SECONDS",
+        help="sys.setswitchinterval for the run (an application's setting, not trioblock's; "
+        "default: Python's 0.005)",
+    )
     p.add_argument("--no-sync", action="store_true", help="skip os.sync() between runs")
     p.add_argument("--keep", action="store_true", help="keep the temp root directory")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -993,10 +1000,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Per row: reps x 3 copies of the puts, plus the plain loop's and the get cluster's.
     need = (mode.repetitions * 4 + 4) * mode.max_bytes
     root = bench_root(args.dir, need_bytes=need)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     env = environment(root)
     print(
         f"trioblock {trioblock.__version__}, Python {env['python']}, trio {env['trio']}, "
-        f"zstandard {env['zstandard']}, {env['cpus']} CPUs, {env['filesystem']}",
+        f"zstandard {env['zstandard']}, {env['cpus']} CPUs, {env['filesystem']}, "
+        f"switch interval {env['switch_interval']:g} s",
         file=sys.stderr,
     )
     print(

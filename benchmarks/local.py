@@ -296,6 +296,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="FIELD=VALUE",
         help="override a trioblock.Config field (e.g. disk_threads=16); repeatable",
     )
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="SECONDS",
+        help="sys.setswitchinterval for the run (an application's setting, not trioblock's; "
+        "default: Python's 0.005)",
+    )
     p.add_argument("--no-sync", action="store_true", help="skip os.sync() between runs")
     p.add_argument("--keep", action="store_true", help="keep the temp root directory")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -336,10 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = config_overrides(args.config)
 
     root = bench_root(args.dir, need_bytes=4 * mode.max_bytes)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     env = environment(root)
     print(
         f"trioblock {trioblock.__version__}, Python {env['python']}, trio {env['trio']}, "
-        f"zstandard {env['zstandard']}, {env['cpus']} CPUs, {env['filesystem']}",
+        f"zstandard {env['zstandard']}, {env['cpus']} CPUs, {env['filesystem']}, "
+        f"switch interval {env['switch_interval']:g} s",
         file=sys.stderr,
     )
     print(

@@ -69,7 +69,7 @@ class RpcEndpoint:
         ctx = self._ctx
         started = trio.current_time()
         try:
-            found = await run_blocking(ctx.store.read_raw_sync, hash, limiter=ctx.cpu_limiter)
+            found = await ctx.store.read_raw(hash)
         except CorruptBlockError as exc:  # over its size limit: never read, never sent
             loc: BlockLocation | None = getattr(exc, "location", None)
             if loc is not None:

@@ -44,6 +44,7 @@ from .._core.block import BlockHeader, DataBlock, decode_block
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
+from .batching import TripBatcher
 from .durable import LiveTemps, Placed, place_copy, place_in, refresh_mtime, supersedes
 from .locks import KeyedLock
 from .lookup import find_copy, is_regular, read_first_copy
@@ -122,6 +123,12 @@ class BlockStore:
             if compression
             else (BlockHeader.PLAIN, BlockHeader.COMPRESSED)
         )
+        # Concurrent reads share worker-thread trips (see ``batching``).
+        trips = max(1, int(min(limiter.total_tokens, 64)))
+        self._verified_reads = TripBatcher(
+            self.read_verified_sync, limiter=limiter, max_trips=trips
+        )
+        self._raw_reads = TripBatcher(self.read_raw_sync, limiter=limiter, max_trips=trips)
 
     def size_limit(self, header: BlockHeader) -> int:
         """The most bytes read from one copy in ``header``'s encoding."""
@@ -200,10 +207,16 @@ class BlockStore:
                 results.append(exc)
         return results
 
+    async def read_raw(self, hash: Hash) -> tuple[DataBlock, BlockLocation] | None:
+        """:meth:`read_raw_sync` in a worker thread (concurrent reads share trips)."""
+        return await self._raw_reads.call(hash)
+
     async def read_verified(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
-        """Verified plaintext of the local copy; quarantines it and raises if corrupt."""
+        """Verified plaintext of the local copy; quarantines it and raises if corrupt.
+
+        Concurrent reads share worker-thread trips (see ``batching``)."""
         try:
-            return await run_blocking(self.read_verified_sync, hash, limiter=self.limiter)
+            return await self._verified_reads.call(hash)
         except CorruptBlockError as exc:
             loc: BlockLocation | None = getattr(exc, "location", None)
             if loc is not None:

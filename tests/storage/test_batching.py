@@ -1,0 +1,200 @@
+"""Concurrent blocking calls sharing worker-thread trips (``TripBatcher``).
+
+Real threads and the real clock: under a MockClock the work runs inline and no trip is
+ever shared.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+import trio
+import trio.testing
+
+from trioblock._storage.batching import TripBatcher
+
+
+class Gate:
+    """A blocking function whose first call waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.open = threading.Event()
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+
+    def __call__(self, arg: int) -> int:
+        with self.lock:
+            self.calls.append(arg)
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            if arg == 0:
+                self.entered.set()
+                self.open.wait(10)
+            if arg < 0:
+                raise ValueError(f"bad argument {arg}")
+            return arg * 10
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+async def test_calls_queued_behind_a_busy_trip_share_the_next_one() -> None:
+    gate = Gate()
+    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(4), max_trips=1)
+    results: dict[int, int] = {}
+
+    async def call(arg: int) -> None:
+        results[arg] = await batcher.call(arg)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, 0)
+        await trio.to_thread.run_sync(gate.entered.wait, 10)
+        for arg in range(1, 11):
+            nursery.start_soon(call, arg)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.open.set()
+    assert results == {arg: arg * 10 for arg in range(11)}
+    assert batcher.trips_run == 2  # the first call alone, then the ten queued together
+    assert sorted(gate.calls) == list(range(11))
+
+
+async def test_an_exception_reaches_only_its_own_call() -> None:
+    gate = Gate()
+    gate.open.set()
+    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(4), max_trips=1)
+    outcomes: dict[int, object] = {}
+
+    async def call(arg: int) -> None:
+        try:
+            outcomes[arg] = await batcher.call(arg)
+        except ValueError as exc:
+            outcomes[arg] = exc
+
+    async with trio.open_nursery() as nursery:
+        for arg in (3, -1, 4, -2, 5):
+            nursery.start_soon(call, arg)
+    assert outcomes[3] == 30 and outcomes[4] == 40 and outcomes[5] == 50
+    assert isinstance(outcomes[-1], ValueError) and "-1" in str(outcomes[-1])
+    assert isinstance(outcomes[-2], ValueError) and "-2" in str(outcomes[-2])
+
+
+async def test_a_cancelled_waiting_call_is_withdrawn_and_the_others_are_answered() -> None:
+    gate = Gate()
+    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(4), max_trips=1)
+    results: dict[int, int] = {}
+    scopes = {arg: trio.CancelScope() for arg in range(4)}
+
+    async def call(arg: int) -> None:
+        with scopes[arg]:
+            results[arg] = await batcher.call(arg)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, 0)
+        await trio.to_thread.run_sync(gate.entered.wait, 10)
+        for arg in (1, 2, 3):  # queued in this order
+            nursery.start_soon(call, arg)
+            await trio.testing.wait_all_tasks_blocked()
+        scopes[2].cancel()  # queued, not taken by any trip yet
+        await trio.testing.wait_all_tasks_blocked()
+        gate.open.set()
+    assert results == {0: 0, 1: 10, 3: 30}
+    assert 2 not in gate.calls  # withdrawn: never run
+
+
+async def test_a_leader_cancelled_before_its_trip_hands_its_calls_on() -> None:
+    """A leader that took queued calls is cancelled while waiting for a thread (the
+    limiter is taken): the calls it took go to the next leader, none is lost."""
+    gate = Gate()
+    limiter = trio.CapacityLimiter(1)
+    batcher = TripBatcher(gate, limiter=limiter, max_trips=1)
+    results: dict[int, int] = {}
+    scopes = {arg: trio.CancelScope() for arg in range(4)}
+    holding = trio.Event()
+    release = trio.Event()
+
+    async def call(arg: int) -> None:
+        with scopes[arg]:
+            results[arg] = await batcher.call(arg)
+
+    async def hold_the_thread() -> None:
+        async with limiter:
+            holding.set()
+            await release.wait()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, 0)  # leads a trip, held in the thread by the gate
+            await trio.to_thread.run_sync(gate.entered.wait, 10)
+            for arg in (1, 2, 3):  # queued behind it, in this order
+                nursery.start_soon(call, arg)
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(hold_the_thread)  # next in line for the limiter
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open.set()
+            # Call 0's trip ends; call 1 now leads a trip of 1, 2 and 3, which waits for
+            # the limiter this task holds.
+            await holding.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert results == {0: 0}
+            scopes[1].cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+    assert results == {0: 0, 2: 20, 3: 30}
+    assert sorted(gate.calls) == [0, 2, 3]
+
+
+async def test_cheap_calls_run_in_few_trips_at_once() -> None:
+    gate = Gate()
+    gate.open.set()
+    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(8), max_trips=8, cheap_trips=1)
+
+    async def caller(first: int) -> None:
+        for arg in range(first, first + 50):
+            assert await batcher.call(arg) == arg * 10
+
+    # Warm-up: the calls are seen to be cheap.
+    async with trio.open_nursery() as nursery:
+        for task in range(16):
+            nursery.start_soon(caller, 1 + task * 1000)
+    assert batcher.call_seconds < 250e-6
+    gate.most_running = 0
+    async with trio.open_nursery() as nursery:
+        for task in range(16):
+            nursery.start_soon(caller, 100_000 + task * 1000)
+    assert gate.most_running == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_random_cancellations_never_lose_or_mix_up_an_answer(seed: int) -> None:
+    rng = random.Random(seed)
+    gate = Gate()
+    gate.open.set()
+    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(3), max_trips=2, max_batch=4)
+    answered: dict[int, int] = {}
+    cancelled: set[int] = set()
+
+    async def call(arg: int, scope: trio.CancelScope) -> None:
+        with scope:
+            answered[arg] = await batcher.call(arg)
+        if scope.cancelled_caught:
+            cancelled.add(arg)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            scopes = []
+            for arg in range(1, 201):
+                scope = trio.CancelScope()
+                scopes.append(scope)
+                nursery.start_soon(call, arg, scope)
+                if rng.random() < 0.3:
+                    await trio.lowlevel.checkpoint()
+                if rng.random() < 0.2:
+                    rng.choice(scopes).cancel()
+    assert all(answered[arg] == arg * 10 for arg in answered)
+    assert set(answered) | cancelled == set(range(1, 201))

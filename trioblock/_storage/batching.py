@@ -1,0 +1,164 @@
+"""Concurrent calls of one blocking function, run together in worker-thread trips.
+
+A worker-thread trip has a fixed cost on top of its work: the hand-off to a thread, the
+thread's wait for the interpreter lock, the wake-up of the Trio thread with the result.
+For a 4 KiB read (about 20 µs of work) that cost is most of the call. A
+:class:`TripBatcher` lets calls that arrive while trips are under way share the next
+trip:
+
+- Each call queues its argument. A limited number of trips run at once (each also
+  takes a token of the store's limiter); a call that finds one free leads a trip, which
+  takes up to ``max_batch`` queued arguments (its own among them, in arrival order),
+  runs the function on each in one worker-thread call and hands every caller its own
+  result or exception. Other calls wait for their result.
+- How many trips may run at once follows what a call costs in the thread (a moving
+  average): up to ``max_trips`` while calls take :data:`CHEAP_CALL` or more (large
+  blocks: their reads gain from running side by side), only ``cheap_trips`` while they
+  are cheaper (small blocks: the hand-offs would cost more than the work, so calls
+  queue and share trips).
+- A leader whose own call is answered leaves; if calls are still queued it hands its
+  trip over to the first of them, which leads the next trip. So no queued call is left
+  without a leader, and a leader never works for others after its own answer.
+- Each argument's outcome is its own: one call's exception never reaches another.
+- Cancellation: a waiting call that is cancelled withdraws its argument if no trip took
+  it yet (a trip that took it finishes, and its result is dropped); a leader cancelled
+  during its trip still hands out the trip's results first (a trip, once started, runs
+  to completion), then leaves as above; one cancelled before its trip started puts the
+  arguments it took back in front of the queue for the next leader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final, Generic, TypeVar
+
+import outcome
+import trio
+
+from .offload import run_blocking
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+__all__ = ["CHEAP_CALL", "TripBatcher"]
+
+#: Seconds of thread time under which a call counts as cheap (see the module docstring).
+CHEAP_CALL: Final = 250e-6
+#: Weight of the newest trip in the moving average of a call's cost.
+_SMOOTHING: Final = 0.2
+
+
+class _Call(Generic[A, R]):
+    __slots__ = ("arg", "promoted", "result", "taken", "wake")
+
+    def __init__(self, arg: A) -> None:
+        self.arg = arg
+        self.result: outcome.Outcome[R] | None = None
+        self.taken = False
+        self.promoted = False
+        self.wake = trio.Event()
+
+
+def _run_all(fn: Callable[[A], R], args: list[A]) -> tuple[list[outcome.Outcome[R]], float]:
+    """Every argument's outcome, and the thread time per call."""
+    started = time.perf_counter()
+    results: list[outcome.Outcome[R]] = [outcome.capture(fn, arg) for arg in args]
+    return results, (time.perf_counter() - started) / len(args)
+
+
+class TripBatcher(Generic[A, R]):
+    """Runs ``fn(arg)`` for concurrent :meth:`call`\\ s, several per worker-thread trip."""
+
+    def __init__(
+        self,
+        fn: Callable[[A], R],
+        *,
+        limiter: trio.CapacityLimiter,
+        max_trips: int,
+        cheap_trips: int = 2,
+        max_batch: int = 32,
+    ) -> None:
+        if not cheap_trips >= 1 or max_trips < 1 or max_batch < 1:
+            raise ValueError("max_trips, cheap_trips and max_batch must be at least 1")
+        self._fn = fn
+        self._limiter = limiter
+        self._max_trips = max_trips
+        self._cheap_trips = min(cheap_trips, max_trips)
+        self._max_batch = max_batch
+        #: moving average of a call's thread time (starts "expensive": no batching
+        #: until calls are seen to be cheap)
+        self.call_seconds = CHEAP_CALL
+        self._queue: list[_Call[A, R]] = []
+        self._trips = 0
+        #: trips run so far (for tests and metrics)
+        self.trips_run = 0
+
+    async def call(self, arg: A) -> R:
+        """``fn(arg)`` in a worker thread, possibly in one trip with other calls."""
+        call: _Call[A, R] = _Call(arg)
+        self._queue.append(call)
+        leading = False
+        try:
+            if self._trips < self._trip_limit():
+                self._trips += 1
+                leading = True
+            else:
+                await self._wait(call)
+                leading = call.promoted
+            while call.result is None:
+                if not self._queue:
+                    # Our argument is in another leader's trip: wait for it.
+                    await self._wait(call)
+                    continue
+                await self._trip()
+        finally:
+            if call.result is None and not call.taken:
+                self._queue.remove(call)
+            if leading or call.promoted:
+                self._hand_over()
+        return call.result.unwrap()
+
+    def _trip_limit(self) -> int:
+        return self._cheap_trips if self.call_seconds < CHEAP_CALL else self._max_trips
+
+    async def _wait(self, call: _Call[A, R]) -> None:
+        call.wake = trio.Event()
+        await call.wake.wait()
+
+    async def _trip(self) -> None:
+        batch = self._queue[: self._max_batch]
+        del self._queue[: len(batch)]
+        for call in batch:
+            call.taken = True
+        try:
+            results, seconds = await run_blocking(
+                _run_all, self._fn, [call.arg for call in batch], limiter=self._limiter
+            )
+        except BaseException:
+            # Every argument's outcome is captured in the thread, and a trip once started
+            # runs to completion: an exception here means it never started (the leader
+            # was cancelled while waiting for a thread). The arguments go back in front.
+            for call in batch:
+                call.taken = False
+            self._queue[:0] = batch
+            raise
+        self.trips_run += 1
+        self.call_seconds += _SMOOTHING * (seconds - self.call_seconds)
+        for call, result in zip(batch, results, strict=True):
+            call.result = result
+            call.wake.set()
+
+    def _hand_over(self) -> None:
+        """Give this trip slot to the first queued call (it leads next), or free it.
+
+        While the trip limit is lower than the trips running (calls turned cheap), the
+        slot is freed: waiting calls are led by the trips that remain.
+        """
+        if self._trips <= self._trip_limit():
+            for call in self._queue:
+                if not call.promoted:
+                    call.promoted = True
+                    call.wake.set()
+                    return
+        self._trips -= 1
