@@ -46,11 +46,11 @@ class Gate:
 
 async def test_calls_queued_behind_a_busy_trip_share_the_next_one() -> None:
     gate = Gate()
-    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(4), max_trips=1)
+    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1)
     results: dict[int, int] = {}
 
     async def call(arg: int) -> None:
-        results[arg] = await batcher.call(arg)
+        results[arg] = await batcher.call(gate, arg)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call, 0)
@@ -67,12 +67,12 @@ async def test_calls_queued_behind_a_busy_trip_share_the_next_one() -> None:
 async def test_an_exception_reaches_only_its_own_call() -> None:
     gate = Gate()
     gate.open.set()
-    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(4), max_trips=1)
+    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1)
     outcomes: dict[int, object] = {}
 
     async def call(arg: int) -> None:
         try:
-            outcomes[arg] = await batcher.call(arg)
+            outcomes[arg] = await batcher.call(gate, arg)
         except ValueError as exc:
             outcomes[arg] = exc
 
@@ -86,13 +86,13 @@ async def test_an_exception_reaches_only_its_own_call() -> None:
 
 async def test_a_cancelled_waiting_call_is_withdrawn_and_the_others_are_answered() -> None:
     gate = Gate()
-    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(4), max_trips=1)
+    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1)
     results: dict[int, int] = {}
     scopes = {arg: trio.CancelScope() for arg in range(4)}
 
     async def call(arg: int) -> None:
         with scopes[arg]:
-            results[arg] = await batcher.call(arg)
+            results[arg] = await batcher.call(gate, arg)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call, 0)
@@ -112,7 +112,7 @@ async def test_a_leader_cancelled_before_its_trip_hands_its_calls_on() -> None:
     limiter is taken): the calls it took go to the next leader, none is lost."""
     gate = Gate()
     limiter = trio.CapacityLimiter(1)
-    batcher = TripBatcher(gate, limiter=limiter, max_trips=1)
+    batcher = TripBatcher(limiter=limiter, max_trips=1)
     results: dict[int, int] = {}
     scopes = {arg: trio.CancelScope() for arg in range(4)}
     holding = trio.Event()
@@ -120,7 +120,7 @@ async def test_a_leader_cancelled_before_its_trip_hands_its_calls_on() -> None:
 
     async def call(arg: int) -> None:
         with scopes[arg]:
-            results[arg] = await batcher.call(arg)
+            results[arg] = await batcher.call(gate, arg)
 
     async def hold_the_thread() -> None:
         async with limiter:
@@ -152,11 +152,11 @@ async def test_a_leader_cancelled_before_its_trip_hands_its_calls_on() -> None:
 async def test_cheap_calls_run_in_few_trips_at_once() -> None:
     gate = Gate()
     gate.open.set()
-    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(8), max_trips=8, cheap_trips=1)
+    batcher = TripBatcher(limiter=trio.CapacityLimiter(8), max_trips=8, cheap_trips=1)
 
     async def caller(first: int) -> None:
         for arg in range(first, first + 50):
-            assert await batcher.call(arg) == arg * 10
+            assert await batcher.call(gate, arg) == arg * 10
 
     # Warm-up: the calls are seen to be cheap.
     async with trio.open_nursery() as nursery:
@@ -175,13 +175,13 @@ async def test_random_cancellations_never_lose_or_mix_up_an_answer(seed: int) ->
     rng = random.Random(seed)
     gate = Gate()
     gate.open.set()
-    batcher = TripBatcher(gate, limiter=trio.CapacityLimiter(3), max_trips=2, max_batch=4)
+    batcher = TripBatcher(limiter=trio.CapacityLimiter(3), max_trips=2, max_batch=4)
     answered: dict[int, int] = {}
     cancelled: set[int] = set()
 
     async def call(arg: int, scope: trio.CancelScope) -> None:
         with scope:
-            answered[arg] = await batcher.call(arg)
+            answered[arg] = await batcher.call(gate, arg)
         if scope.cancelled_caught:
             cancelled.add(arg)
 

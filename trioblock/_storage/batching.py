@@ -6,7 +6,7 @@ For a 4 KiB read (about 20 µs of work) that cost is most of the call. A
 :class:`TripBatcher` lets calls that arrive while trips are under way share the next
 trip:
 
-- Each call queues its argument. A limited number of trips run at once (each also
+- Each call queues its function and argument. A limited number of trips run at once (each also
   takes a token of the store's limiter); a call that finds one free leads a trip, which
   takes up to ``max_batch`` queued arguments (its own among them, in arrival order),
   runs the function on each in one worker-thread call and hands every caller its own
@@ -50,9 +50,10 @@ _SMOOTHING: Final = 0.2
 
 
 class _Call(Generic[A, R]):
-    __slots__ = ("arg", "promoted", "result", "taken", "wake")
+    __slots__ = ("arg", "fn", "promoted", "result", "taken", "wake")
 
-    def __init__(self, arg: A) -> None:
+    def __init__(self, fn: Callable[[A], R], arg: A) -> None:
+        self.fn = fn
         self.arg = arg
         self.result: outcome.Outcome[R] | None = None
         self.taken = False
@@ -60,19 +61,24 @@ class _Call(Generic[A, R]):
         self.wake = trio.Event()
 
 
-def _run_all(fn: Callable[[A], R], args: list[A]) -> tuple[list[outcome.Outcome[R]], float]:
-    """Every argument's outcome, and the thread time per call."""
+def _run_all(
+    calls: list[tuple[Callable[[A], R], A]],
+) -> tuple[list[outcome.Outcome[R]], float]:
+    """Every call's outcome, and the thread time per call."""
     started = time.perf_counter()
-    results: list[outcome.Outcome[R]] = [outcome.capture(fn, arg) for arg in args]
-    return results, (time.perf_counter() - started) / len(args)
+    results: list[outcome.Outcome[R]] = [outcome.capture(fn, arg) for fn, arg in calls]
+    return results, (time.perf_counter() - started) / len(calls)
 
 
 class TripBatcher(Generic[A, R]):
-    """Runs ``fn(arg)`` for concurrent :meth:`call`\\ s, several per worker-thread trip."""
+    """Runs ``fn(arg)`` for concurrent :meth:`call`\\ s, several per worker-thread trip.
+
+    It keeps no reference to the functions it ran (an object whose methods it runs is
+    not kept alive by it).
+    """
 
     def __init__(
         self,
-        fn: Callable[[A], R],
         *,
         limiter: trio.CapacityLimiter,
         max_trips: int,
@@ -81,7 +87,6 @@ class TripBatcher(Generic[A, R]):
     ) -> None:
         if not cheap_trips >= 1 or max_trips < 1 or max_batch < 1:
             raise ValueError("max_trips, cheap_trips and max_batch must be at least 1")
-        self._fn = fn
         self._limiter = limiter
         self._max_trips = max_trips
         self._cheap_trips = min(cheap_trips, max_trips)
@@ -94,9 +99,9 @@ class TripBatcher(Generic[A, R]):
         #: trips run so far (for tests and metrics)
         self.trips_run = 0
 
-    async def call(self, arg: A) -> R:
+    async def call(self, fn: Callable[[A], R], arg: A) -> R:
         """``fn(arg)`` in a worker thread, possibly in one trip with other calls."""
-        call: _Call[A, R] = _Call(arg)
+        call: _Call[A, R] = _Call(fn, arg)
         self._queue.append(call)
         leading = False
         try:
@@ -133,7 +138,7 @@ class TripBatcher(Generic[A, R]):
             call.taken = True
         try:
             results, seconds = await run_blocking(
-                _run_all, self._fn, [call.arg for call in batch], limiter=self._limiter
+                _run_all, [(call.fn, call.arg) for call in batch], limiter=self._limiter
             )
         except BaseException:
             # Every argument's outcome is captured in the thread, and a trip once started

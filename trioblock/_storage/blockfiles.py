@@ -37,6 +37,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -124,11 +125,9 @@ class BlockStore:
             else (BlockHeader.PLAIN, BlockHeader.COMPRESSED)
         )
         # Concurrent reads share worker-thread trips (see ``batching``).
-        trips = max(1, int(min(limiter.total_tokens, 64)))
-        self._verified_reads = TripBatcher(
-            self.read_verified_sync, limiter=limiter, max_trips=trips
+        self._reads: TripBatcher[Hash, Any] = TripBatcher(
+            limiter=limiter, max_trips=max(1, int(min(limiter.total_tokens, 64)))
         )
-        self._raw_reads = TripBatcher(self.read_raw_sync, limiter=limiter, max_trips=trips)
 
     def size_limit(self, header: BlockHeader) -> int:
         """The most bytes read from one copy in ``header``'s encoding."""
@@ -209,14 +208,18 @@ class BlockStore:
 
     async def read_raw(self, hash: Hash) -> tuple[DataBlock, BlockLocation] | None:
         """:meth:`read_raw_sync` in a worker thread (concurrent reads share trips)."""
-        return await self._raw_reads.call(hash)
+        found: tuple[DataBlock, BlockLocation] | None
+        found = await self._reads.call(self.read_raw_sync, hash)
+        return found
 
     async def read_verified(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
         """Verified plaintext of the local copy; quarantines it and raises if corrupt.
 
         Concurrent reads share worker-thread trips (see ``batching``)."""
         try:
-            return await self._verified_reads.call(hash)
+            found: tuple[bytes, DataBlock, BlockLocation] | None
+            found = await self._reads.call(self.read_verified_sync, hash)
+            return found
         except CorruptBlockError as exc:
             loc: BlockLocation | None = getattr(exc, "location", None)
             if loc is not None:
