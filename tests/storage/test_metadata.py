@@ -172,6 +172,26 @@ async def test_failed_resync_counts_and_requeues_in_one_step(tmp_path: Path) -> 
         db.close()
 
 
+def test_the_queue_head_can_be_read_up_to_a_time(tmp_path: Path) -> None:
+    """The resync workers read only due entries, and the time of the next one."""
+    db = MetadataDb(tmp_path)
+    try:
+        hashes = [bytes([i]) * 32 for i in range(1, 5)]
+        for h, when in zip(hashes, (1_000, 2_000, 2_000, 3_000), strict=True):
+            db.incref(h, now_msec=0, resync_at=when)
+        assert db.queue_head(10, due_by_msec=999) == []
+        assert [h for _k, h in db.queue_head(10, due_by_msec=1_000)] == [hashes[0]]
+        due = [h for _k, h in db.queue_head(10, due_by_msec=2_999)]
+        assert due == [hashes[0], *sorted(hashes[1:3])]
+        assert len(db.queue_head(2, due_by_msec=5_000)) == 2
+        assert db.queue_next_after(0) == 1_000
+        assert db.queue_next_after(1_000) == 2_000
+        assert db.queue_next_after(2_000) == 3_000
+        assert db.queue_next_after(3_000) is None
+    finally:
+        db.close()
+
+
 async def test_clear_deleted_rc_never_drops_a_present_row(tmp_path: Path) -> None:
     db = MetadataDb(tmp_path)
     try:

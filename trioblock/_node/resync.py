@@ -116,18 +116,18 @@ class ResyncWorker(Worker):
         self._wake_at = None
         now = node.clock.now_msec()
         due: list[tuple[bytes, Hash]] = []
-        for key, hash in node.db.queue_head(len(shared.busy) + CHECK_BATCH):
+        # Only due entries are read: most wake-ups (a reference added, a put) find the
+        # new entry due later, and need just the time of the first one.
+        for key, hash in node.db.queue_head(len(shared.busy) + CHECK_BATCH, due_by_msec=now):
             if hash in shared.busy:
                 continue
-            when, _ = parse_queue_key(key)
-            if when > now:
-                if not due:
-                    self._wake_at = node.clock.trio_time_of(when)
-                break
             due.append((key, hash))
             if len(due) == CHECK_BATCH:
                 break
         if not due:
+            when = node.db.queue_next_after(now)
+            if when is not None:
+                self._wake_at = node.clock.trio_time_of(when)
             return self._idle(now)
         self._idle_since = None
         # Entries an earlier look found needing real work are not looked at again; when

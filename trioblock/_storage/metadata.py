@@ -53,6 +53,12 @@ class ResyncErrorInfo:
     next_try: int
 
 
+def _key_bound(when_msec: int) -> bytes:
+    """The smallest queue key due at ``when_msec``: keys of entries due earlier sort
+    below it, all others at or above it."""
+    return queue_key(when_msec, b"")
+
+
 def _queue_put(tx: Transaction, hash: bytes, when_msec: int) -> None:
     cur = tx.execute(
         "INSERT OR IGNORE INTO resync_queue VALUES (?, ?)",
@@ -262,10 +268,27 @@ class MetadataDb(Database):
 
     # -- the resync queue (asynchronous: background workers) ---------------------------------
 
-    def queue_head(self, limit: int) -> list[tuple[bytes, Hash]]:
-        """The first ``limit`` queue entries (key, hash), earliest first."""
-        rows = self.read_all("SELECT key, value FROM resync_queue ORDER BY key LIMIT ?", (limit,))
+    def queue_head(self, limit: int, due_by_msec: int | None = None) -> list[tuple[bytes, Hash]]:
+        """The first ``limit`` queue entries (key, hash), earliest first; with
+        ``due_by_msec``, only entries due by then."""
+        if due_by_msec is None:
+            rows = self.read_all(
+                "SELECT key, value FROM resync_queue ORDER BY key LIMIT ?", (limit,)
+            )
+        else:
+            rows = self.read_all(
+                "SELECT key, value FROM resync_queue WHERE key < ? ORDER BY key LIMIT ?",
+                (_key_bound(due_by_msec + 1), limit),
+            )
         return [(bytes(k), Hash(v)) for k, v in rows]
+
+    def queue_next_after(self, msec: int) -> int | None:
+        """When the first entry due after ``msec`` is due (None when there is none)."""
+        row = self.read_one(
+            "SELECT key FROM resync_queue WHERE key >= ? ORDER BY key LIMIT 1",
+            (_key_bound(msec + 1),),
+        )
+        return None if row is None else parse_queue_key(bytes(row[0]))[0]
 
     async def queue_put(self, hash: bytes, when_msec: int) -> None:
         await self.write(lambda tx: _queue_put(tx, hash, when_msec))
