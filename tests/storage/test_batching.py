@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 import trio
@@ -46,7 +47,8 @@ class Gate:
 
 async def test_calls_queued_behind_a_busy_trip_share_the_next_one() -> None:
     gate = Gate()
-    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1)
+    # Every call counts as cheap here: this test is about sharing, not about the cost.
+    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1, cheap_call=60.0)
     results: dict[int, int] = {}
 
     async def call(arg: int) -> None:
@@ -170,6 +172,22 @@ async def test_cheap_calls_run_in_few_trips_at_once() -> None:
     assert gate.most_running == 1
 
 
+async def test_expensive_calls_each_get_a_trip_of_their_own() -> None:
+    gate = Gate()
+    gate.open.set()
+    # Every call counts as expensive: no sharing, up to max_trips side by side.
+    batcher = TripBatcher(limiter=trio.CapacityLimiter(8), max_trips=4, cheap_call=0.0)
+
+    async def caller(first: int) -> None:
+        for arg in range(first, first + 10):
+            assert await batcher.call(gate, arg) == arg * 10
+
+    async with trio.open_nursery() as nursery:
+        for task in range(8):
+            nursery.start_soon(caller, 1 + task * 100)
+    assert batcher.trips_run == 80
+
+
 @pytest.mark.parametrize("seed", range(5))
 async def test_random_cancellations_never_lose_or_mix_up_an_answer(seed: int) -> None:
     rng = random.Random(seed)
@@ -198,3 +216,103 @@ async def test_random_cancellations_never_lose_or_mix_up_an_answer(seed: int) ->
                     rng.choice(scopes).cancel()
     assert all(answered[arg] == arg * 10 for arg in answered)
     assert set(answered) | cancelled == set(range(1, 201))
+
+
+@pytest.mark.parametrize("cheap_call", [0.0, 60.0])
+async def test_many_callers_never_stall(cheap_call: float) -> None:
+    """A leader's own call can wait in the queue behind others' while it serves them:
+    it must never be handed a second trip slot (a slot lost that way stalled every
+    later call once all slots were lost)."""
+    gate = Gate()
+    gate.open.set()
+    batcher = TripBatcher(
+        limiter=trio.CapacityLimiter(8), max_trips=2, max_batch=3, cheap_call=cheap_call
+    )
+
+    async def caller(first: int) -> None:
+        for arg in range(first, first + 100):
+            assert await batcher.call(gate, arg) == arg * 10
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for task in range(16):
+                nursery.start_soon(caller, 1 + task * 1000)
+        # Every slot came back.
+        assert batcher.leaders == 0
+        assert await batcher.call(gate, 7) == 70
+        assert batcher.leaders == 0
+
+
+async def test_callers_never_stall_while_the_cost_keeps_changing() -> None:
+    """Calls that turn cheap and expensive by turns (the trip limit rises and falls
+    while calls wait): every call is answered and every slot comes back."""
+
+    def sometimes_slow(arg: int) -> int:
+        if arg % 23 == 0:
+            time.sleep(0.01)
+        return arg * 10
+
+    batcher = TripBatcher(
+        limiter=trio.CapacityLimiter(8),
+        max_trips=4,
+        cheap_trips=1,
+        max_batch=3,
+        cheap_call=0.001,
+    )
+
+    async def caller(first: int) -> None:
+        for arg in range(first, first + 60):
+            assert await batcher.call(sometimes_slow, arg) == arg * 10
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for task in range(16):
+                nursery.start_soon(caller, 1 + task * 1000)
+    assert batcher.leaders == 0
+
+
+async def test_a_leader_whose_call_waits_behind_others_is_never_given_a_second_slot() -> None:
+    """Regression: when the trip limit rose while calls waited, a call arriving then led
+    trips for the calls ahead of it while its own waited in the queue; a leader leaving
+    meanwhile handed it a second slot, which was never given back (once every slot was
+    lost that way, all later calls waited forever)."""
+    release = {arg: threading.Event() for arg in range(4)}
+    started = {arg: threading.Event() for arg in range(4)}
+
+    def held(arg: int) -> int:
+        started[arg].set()
+        release[arg].wait(10)
+        return arg * 10
+
+    batcher = TripBatcher(
+        limiter=trio.CapacityLimiter(8), max_trips=2, cheap_trips=1, max_batch=1, cheap_call=1.0
+    )
+    batcher.call_seconds = 0.0  # cheap: one trip at a time
+    results: dict[int, int] = {}
+    answered = {arg: trio.Event() for arg in range(4)}
+
+    async def call(arg: int) -> None:
+        results[arg] = await batcher.call(held, arg)
+        answered[arg].set()
+
+    async def wait_started(arg: int) -> None:
+        await trio.to_thread.run_sync(started[arg].wait, 10)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, 0)  # leads; its trip is held
+            await wait_started(0)
+            for arg in (1, 2):  # wait behind it
+                nursery.start_soon(call, arg)
+                await trio.testing.wait_all_tasks_blocked()
+            batcher.call_seconds = 5.0  # expensive now: two trips at once
+            nursery.start_soon(call, 3)  # leads at once, taking call 1 first
+            await wait_started(1)
+            release[0].set()  # call 0 answered: its slot goes to call 2
+            await wait_started(2)
+            release[2].set()  # call 2 answered while call 3 waits in the queue
+            await answered[2].wait()
+            release[1].set()
+            release[3].set()
+    assert results == {0: 0, 1: 10, 2: 20, 3: 30}
+    assert batcher.leaders == 0

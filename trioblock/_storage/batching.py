@@ -12,10 +12,11 @@ trip:
   runs the function on each in one worker-thread call and hands every caller its own
   result or exception. Other calls wait for their result.
 - How many trips may run at once follows what a call costs in the thread (a moving
-  average): up to ``max_trips`` while calls take :data:`CHEAP_CALL` or more (large
+  average): up to ``max_trips`` while calls take ``cheap_call`` (default
+  :data:`CHEAP_CALL`) or more (large
   blocks: their reads gain from running side by side), only ``cheap_trips`` while they
   are cheaper (small blocks: the hand-offs would cost more than the work, so calls
-  queue and share trips).
+  queue and share trips). Expensive calls are not batched: each has a trip of its own.
 - A leader whose own call is answered leaves; if calls are still queued it hands its
   trip over to the first of them, which leads the next trip. So no queued call is left
   without a leader, and a leader never works for others after its own answer.
@@ -50,14 +51,15 @@ _SMOOTHING: Final = 0.2
 
 
 class _Call(Generic[A, R]):
-    __slots__ = ("arg", "fn", "promoted", "result", "taken", "wake")
+    __slots__ = ("arg", "fn", "leads", "result", "taken", "wake")
 
     def __init__(self, fn: Callable[[A], R], arg: A) -> None:
         self.fn = fn
         self.arg = arg
         self.result: outcome.Outcome[R] | None = None
         self.taken = False
-        self.promoted = False
+        #: holds a trip slot: leads trips until its own call is answered
+        self.leads = False
         self.wake = trio.Event()
 
 
@@ -84,6 +86,7 @@ class TripBatcher(Generic[A, R]):
         max_trips: int,
         cheap_trips: int = 2,
         max_batch: int = 32,
+        cheap_call: float = CHEAP_CALL,
     ) -> None:
         if not cheap_trips >= 1 or max_trips < 1 or max_batch < 1:
             raise ValueError("max_trips, cheap_trips and max_batch must be at least 1")
@@ -91,26 +94,32 @@ class TripBatcher(Generic[A, R]):
         self._max_trips = max_trips
         self._cheap_trips = min(cheap_trips, max_trips)
         self._max_batch = max_batch
+        self._cheap_call = cheap_call
         #: moving average of a call's thread time (starts "expensive": no batching
         #: until calls are seen to be cheap)
-        self.call_seconds = CHEAP_CALL
+        self.call_seconds = cheap_call
         self._queue: list[_Call[A, R]] = []
         self._trips = 0
         #: trips run so far (for tests and metrics)
         self.trips_run = 0
 
+    @property
+    def leaders(self) -> int:
+        """Calls holding a trip slot now (0 when no call is under way)."""
+        return self._trips
+
     async def call(self, fn: Callable[[A], R], arg: A) -> R:
         """``fn(arg)`` in a worker thread, possibly in one trip with other calls."""
         call: _Call[A, R] = _Call(fn, arg)
         self._queue.append(call)
-        leading = False
         try:
             if self._trips < self._trip_limit():
                 self._trips += 1
-                leading = True
+                # Holds a slot from now on: never to be handed another one while its own
+                # call waits in the queue behind others' (a second slot would be lost).
+                call.leads = True
             else:
                 await self._wait(call)
-                leading = call.promoted
             while call.result is None:
                 if not self._queue:
                     # Our argument is in another leader's trip: wait for it.
@@ -120,19 +129,25 @@ class TripBatcher(Generic[A, R]):
         finally:
             if call.result is None and not call.taken:
                 self._queue.remove(call)
-            if leading or call.promoted:
+            if call.leads:
                 self._hand_over()
         return call.result.unwrap()
 
     def _trip_limit(self) -> int:
-        return self._cheap_trips if self.call_seconds < CHEAP_CALL else self._max_trips
+        return self._cheap_trips if self._cheap() else self._max_trips
+
+    def _cheap(self) -> bool:
+        return self.call_seconds < self._cheap_call
 
     async def _wait(self, call: _Call[A, R]) -> None:
         call.wake = trio.Event()
         await call.wake.wait()
 
     async def _trip(self) -> None:
-        batch = self._queue[: self._max_batch]
+        # Expensive calls are not batched: one trip each keeps them side by side in as
+        # many threads as there are trips, instead of one after the other in one.
+        size = self._max_batch if self._cheap() else 1
+        batch = self._queue[:size]
         del self._queue[: len(batch)]
         for call in batch:
             call.taken = True
@@ -162,8 +177,8 @@ class TripBatcher(Generic[A, R]):
         """
         if self._trips <= self._trip_limit():
             for call in self._queue:
-                if not call.promoted:
-                    call.promoted = True
+                if not call.leads:
+                    call.leads = True
                     call.wake.set()
                     return
         self._trips -= 1
