@@ -17,6 +17,21 @@ import trio.testing
 from trioblock._storage.batching import TripBatcher
 
 
+def cheap_batcher(
+    *, max_trips: int, limiter: trio.CapacityLimiter | None = None, **options: int
+) -> TripBatcher[int, int]:
+    """A batcher whose calls always count as cheap: these tests are about sharing trips,
+    not about the cost policy."""
+    batcher: TripBatcher[int, int] = TripBatcher(
+        limiter=limiter or trio.CapacityLimiter(8),
+        max_trips=max_trips,
+        cheap_call=60.0,
+        **options,
+    )
+    batcher.call_seconds = 0.0
+    return batcher
+
+
 class Gate:
     """A blocking function whose first call waits until the test opens the gate."""
 
@@ -47,8 +62,7 @@ class Gate:
 
 async def test_calls_queued_behind_a_busy_trip_share_the_next_one() -> None:
     gate = Gate()
-    # Every call counts as cheap here: this test is about sharing, not about the cost.
-    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1, cheap_call=60.0)
+    batcher = cheap_batcher(max_trips=1)
     results: dict[int, int] = {}
 
     async def call(arg: int) -> None:
@@ -69,7 +83,7 @@ async def test_calls_queued_behind_a_busy_trip_share_the_next_one() -> None:
 async def test_an_exception_reaches_only_its_own_call() -> None:
     gate = Gate()
     gate.open.set()
-    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1)
+    batcher = cheap_batcher(max_trips=1)
     outcomes: dict[int, object] = {}
 
     async def call(arg: int) -> None:
@@ -88,7 +102,7 @@ async def test_an_exception_reaches_only_its_own_call() -> None:
 
 async def test_a_cancelled_waiting_call_is_withdrawn_and_the_others_are_answered() -> None:
     gate = Gate()
-    batcher = TripBatcher(limiter=trio.CapacityLimiter(4), max_trips=1)
+    batcher = cheap_batcher(max_trips=1)
     results: dict[int, int] = {}
     scopes = {arg: trio.CancelScope() for arg in range(4)}
 
@@ -114,7 +128,7 @@ async def test_a_leader_cancelled_before_its_trip_hands_its_calls_on() -> None:
     limiter is taken): the calls it took go to the next leader, none is lost."""
     gate = Gate()
     limiter = trio.CapacityLimiter(1)
-    batcher = TripBatcher(limiter=limiter, max_trips=1)
+    batcher = cheap_batcher(max_trips=1, limiter=limiter)
     results: dict[int, int] = {}
     scopes = {arg: trio.CancelScope() for arg in range(4)}
     holding = trio.Event()
@@ -284,10 +298,7 @@ async def test_a_leader_whose_call_waits_behind_others_is_never_given_a_second_s
         release[arg].wait(10)
         return arg * 10
 
-    batcher = TripBatcher(
-        limiter=trio.CapacityLimiter(8), max_trips=2, cheap_trips=1, max_batch=1, cheap_call=1.0
-    )
-    batcher.call_seconds = 0.0  # cheap: one trip at a time
+    batcher = cheap_batcher(max_trips=2, cheap_trips=1, max_batch=1)
     results: dict[int, int] = {}
     answered = {arg: trio.Event() for arg in range(4)}
 
@@ -305,7 +316,7 @@ async def test_a_leader_whose_call_waits_behind_others_is_never_given_a_second_s
             for arg in (1, 2):  # wait behind it
                 nursery.start_soon(call, arg)
                 await trio.testing.wait_all_tasks_blocked()
-            batcher.call_seconds = 5.0  # expensive now: two trips at once
+            batcher.cheap_trips = 2  # the limit rises while calls 1 and 2 wait
             nursery.start_soon(call, 3)  # leads at once, taking call 1 first
             await wait_started(1)
             release[0].set()  # call 0 answered: its slot goes to call 2

@@ -16,7 +16,8 @@ trip:
   :data:`CHEAP_CALL`) or more (large
   blocks: their reads gain from running side by side), only ``cheap_trips`` while they
   are cheaper (small blocks: the hand-offs would cost more than the work, so calls
-  queue and share trips). Expensive calls are not batched: each has a trip of its own.
+  queue and share trips). A trip takes about :data:`TRIP_WORK` of calls (by the same
+  average, at most ``max_batch``): expensive calls get a trip each.
 - A leader whose own call is answered leaves; if calls are still queued it hands its
   trip over to the first of them, which leads the next trip. So no queued call is left
   without a leader, and a leader never works for others after its own answer.
@@ -46,6 +47,8 @@ __all__ = ["CHEAP_CALL", "TripBatcher"]
 
 #: Seconds of thread time under which a call counts as cheap (see the module docstring).
 CHEAP_CALL: Final = 250e-6
+#: Seconds of work a trip is given (calls per trip: this over a call's average cost).
+TRIP_WORK: Final = 1e-3
 #: Weight of the newest trip in the moving average of a call's cost.
 _SMOOTHING: Final = 0.2
 
@@ -66,10 +69,11 @@ class _Call(Generic[A, R]):
 def _run_all(
     calls: list[tuple[Callable[[A], R], A]],
 ) -> tuple[list[outcome.Outcome[R]], float]:
-    """Every call's outcome, and the thread time per call."""
-    started = time.perf_counter()
+    """Every call's outcome, and the thread's CPU time per call (not wall time: the
+    waits for the interpreter lock would make every call look expensive under load)."""
+    started = time.thread_time()
     results: list[outcome.Outcome[R]] = [outcome.capture(fn, arg) for fn, arg in calls]
-    return results, (time.perf_counter() - started) / len(calls)
+    return results, (time.thread_time() - started) / len(calls)
 
 
 class TripBatcher(Generic[A, R]):
@@ -88,11 +92,12 @@ class TripBatcher(Generic[A, R]):
         max_batch: int = 32,
         cheap_call: float = CHEAP_CALL,
     ) -> None:
-        if not cheap_trips >= 1 or max_trips < 1 or max_batch < 1:
+        if cheap_trips < 1 or max_trips < 1 or max_batch < 1:
             raise ValueError("max_trips, cheap_trips and max_batch must be at least 1")
         self._limiter = limiter
         self._max_trips = max_trips
-        self._cheap_trips = min(cheap_trips, max_trips)
+        #: trips at once while calls are cheap (may be changed at any time)
+        self.cheap_trips = min(cheap_trips, max_trips)
         self._max_batch = max_batch
         self._cheap_call = cheap_call
         #: moving average of a call's thread time (starts "expensive": no batching
@@ -110,6 +115,14 @@ class TripBatcher(Generic[A, R]):
 
     async def call(self, fn: Callable[[A], R], arg: A) -> R:
         """``fn(arg)`` in a worker thread, possibly in one trip with other calls."""
+        if not self._cheap():
+            # Expensive calls gain nothing from sharing: a trip of their own, at once.
+            results: list[outcome.Outcome[R]]
+            results, seconds = await run_blocking(_run_all, [(fn, arg)], limiter=self._limiter)
+            self._observe(seconds)
+            self.trips_run += 1
+            value: R = results[0].unwrap()
+            return value
         call: _Call[A, R] = _Call(fn, arg)
         self._queue.append(call)
         try:
@@ -134,7 +147,10 @@ class TripBatcher(Generic[A, R]):
         return call.result.unwrap()
 
     def _trip_limit(self) -> int:
-        return self._cheap_trips if self._cheap() else self._max_trips
+        return self.cheap_trips if self._cheap() else self._max_trips
+
+    def _observe(self, seconds: float) -> None:
+        self.call_seconds += _SMOOTHING * (seconds - self.call_seconds)
 
     def _cheap(self) -> bool:
         return self.call_seconds < self._cheap_call
@@ -144,10 +160,12 @@ class TripBatcher(Generic[A, R]):
         await call.wake.wait()
 
     async def _trip(self) -> None:
-        # Expensive calls are not batched: one trip each keeps them side by side in as
-        # many threads as there are trips, instead of one after the other in one.
-        size = self._max_batch if self._cheap() else 1
-        batch = self._queue[:size]
+        # About TRIP_WORK of work per trip: cheap calls share one, expensive ones get one
+        # each (side by side in as many threads as there are trips, not one after the
+        # other in one).
+        per_call = self.call_seconds
+        size = self._max_batch if per_call <= 0 else int(TRIP_WORK / per_call)
+        batch = self._queue[: max(1, min(self._max_batch, size))]
         del self._queue[: len(batch)]
         for call in batch:
             call.taken = True
@@ -164,7 +182,7 @@ class TripBatcher(Generic[A, R]):
             self._queue[:0] = batch
             raise
         self.trips_run += 1
-        self.call_seconds += _SMOOTHING * (seconds - self.call_seconds)
+        self._observe(seconds)
         for call, result in zip(batch, results, strict=True):
             call.result = result
             call.wake.set()
