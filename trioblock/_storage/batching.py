@@ -6,18 +6,18 @@ For a 4 KiB read (about 20 µs of work) that cost is most of the call. A
 :class:`TripBatcher` lets calls that arrive while trips are under way share the next
 trip:
 
-- Each call queues its function and argument. A limited number of trips run at once (each also
-  takes a token of the store's limiter); a call that finds one free leads a trip, which
-  takes up to ``max_batch`` queued arguments (its own among them, in arrival order),
-  runs the function on each in one worker-thread call and hands every caller its own
-  result or exception. Other calls wait for their result.
-- How many trips may run at once follows what a call costs in the thread (a moving
-  average): up to ``max_trips`` while calls take ``cheap_call`` (default
-  :data:`CHEAP_CALL`) or more (large
-  blocks: their reads gain from running side by side), only ``cheap_trips`` while they
-  are cheaper (small blocks: the hand-offs would cost more than the work, so calls
-  queue and share trips). A trip takes about :data:`TRIP_WORK` of calls (by the same
-  average, at most ``max_batch``): expensive calls get a trip each.
+- What a call costs is followed as a moving average of the thread's CPU time per call
+  (CPU time, not wall time: under load the waits for the interpreter lock would make
+  every call look expensive). A call costing ``cheap_call`` (default
+  :data:`CHEAP_CALL`) or more goes straight to a trip of its own: large blocks gain
+  nothing from sharing, and their reads run side by side in up to the limiter's
+  threads.
+- Cheaper calls queue. At most ``cheap_trips`` trips run at once (each also takes a
+  token of the store's limiter); a call that finds one free leads a trip, which takes
+  the queued calls (its own among them, in arrival order) up to about
+  :data:`TRIP_WORK` of work by the same average and at most ``max_batch``, runs each
+  in one worker-thread call and hands every caller its own result or exception. Other
+  calls wait for their result.
 - A leader whose own call is answered leaves; if calls are still queued it hands its
   trip over to the first of them, which leads the next trip. So no queued call is left
   without a leader, and a leader never works for others after its own answer.
