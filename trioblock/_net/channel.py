@@ -101,34 +101,30 @@ class Channel:
     async def _send_buffers(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
         """Write ``buffers`` in order, copying none of the large ones."""
         try:
-            total = sum(len(buffer) for buffer in buffers)
-            if total <= JOIN_LIMIT:
-                await self.stream.send_all(b"".join(buffers))
-                self._sent_since_read = True
-                return
-            if isinstance(self.stream, trio.SocketStream):
-                await _sendmsg_all(self.stream.socket, buffers)
-                self._sent_since_read = True
-                return
-            pending: list[bytes | bytearray | memoryview] = []
-            size = 0
-            for buffer in buffers:
-                if len(buffer) > JOIN_LIMIT:
-                    if pending:
-                        await self.stream.send_all(b"".join(pending))
-                        pending, size = [], 0
-                    await self.stream.send_all(buffer)
-                    continue
-                if size + len(buffer) > JOIN_LIMIT and pending:
-                    await self.stream.send_all(b"".join(pending))
-                    pending, size = [], 0
-                pending.append(buffer)
-                size += len(buffer)
-            if pending:
-                await self.stream.send_all(pending[0] if len(pending) == 1 else b"".join(pending))
+            await self._write_buffers(buffers)
         except _STREAM_ERRORS as exc:
             raise self._broken(exc) from exc
         self._sent_since_read = True
+
+    async def _write_buffers(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
+        if sum(len(buffer) for buffer in buffers) <= JOIN_LIMIT:
+            await self.stream.send_all(b"".join(buffers))
+        elif isinstance(self.stream, trio.SocketStream):
+            await _sendmsg_all(self.stream.socket, buffers)
+        else:
+            pending: list[bytes | bytearray | memoryview] = []
+            size = 0
+            for buffer in buffers:
+                if pending and size + len(buffer) > JOIN_LIMIT:
+                    await self.stream.send_all(b"".join(pending))
+                    pending, size = [], 0
+                if len(buffer) > JOIN_LIMIT:
+                    await self.stream.send_all(buffer)
+                    continue
+                pending.append(buffer)
+                size += len(buffer)
+            if pending:
+                await self.stream.send_all(b"".join(pending))
 
     async def send_message(self, message: Message) -> None:
         """Send one message frame."""

@@ -21,6 +21,7 @@ block is busy, the write takes the lock on the Trio thread as before.
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -79,8 +80,7 @@ class Writer:
             local = self._local
             written: WriteOutcome | None = None
             if local is not None and isinstance(ctx.layout, StaticLayout | LocalLayout):
-                started = trio.current_time()
-                hash, block, written = await run_blocking(
+                hash, block, written, seconds = await run_blocking(
                     _encode_and_write,
                     local.store,
                     data,
@@ -91,7 +91,7 @@ class Writer:
                     limiter=local.store.limiter,
                 )
                 if written is not None:
-                    self._written(written, len(block), trio.current_time() - started)
+                    self._written(written, len(block), seconds)
             else:
                 hash, block = await run_blocking(
                     hash_and_encode, data, level, limiter=ctx.cpu_limiter
@@ -234,13 +234,16 @@ def _encode_and_write(
     write_here: _WriteHere,
     written_at_msec: int,
     token: trio.lowlevel.TrioToken,
-) -> tuple[Hash, DataBlock, WriteOutcome | None]:
+) -> tuple[Hash, DataBlock, WriteOutcome | None, float]:
     """Hash and encode ``data``; write it here too when it belongs here and its lock is
-    free (None for the outcome when it was not written). Runs in a worker thread."""
+    free (None for the outcome when it was not written), and how long the write took.
+    Runs in a worker thread."""
     hash, block = hash_and_encode(data, level)
     if not write_here(hash):
-        return hash, block, None
-    return hash, block, store.try_write_sync(hash, block, written_at_msec, token)
+        return hash, block, None, 0.0
+    started = time.perf_counter()
+    outcome = store.try_write_sync(hash, block, written_at_msec, token)
+    return hash, block, outcome, time.perf_counter() - started
 
 
 __all__ = ["Writer"]
