@@ -340,17 +340,9 @@ def make_subdir_created(
     if afd is None:
         afd = _make_aa(root, aa, fsync=fsync, roots=roots)
     try:
-        created_b = _mkdir_at(afd, bb)
-        bfd = open_child_dir(afd, bb, f"{root}/{aa}/{bb}")
-        if created_b and fsync:
-            try:
-                os.fsync(afd)
-            except BaseException:
-                os.close(bfd)
-                raise
+        return _make_child(afd, bb, f"{root}/{aa}/{bb}", fsync=fsync)
     finally:
         os.close(afd)
-    return bfd, created_b
 
 
 def _make_aa(root: str, aa: str, *, fsync: bool, roots: DataRoots | None) -> int:
@@ -359,18 +351,24 @@ def _make_aa(root: str, aa: str, *, fsync: bool, roots: DataRoots | None) -> int
     if roots is not None and os.fstat(rfd).st_nlink == 0 and roots.refresh(root, force=True):
         rfd = roots.fd(root)  # the root was removed and made again meanwhile
     try:
-        created_a = _mkdir_at(rfd, aa)
-        afd = open_child_dir(rfd, aa, f"{root}/{aa}")
-        if created_a and fsync:
-            try:
-                os.fsync(rfd)
-            except BaseException:
-                os.close(afd)
-                raise
+        return _make_child(rfd, aa, f"{root}/{aa}", fsync=fsync)[0]
     finally:
         if roots is None:
             os.close(rfd)
-    return afd
+
+
+def _make_child(parent: int, name: str, shown: str, *, fsync: bool) -> tuple[int, bool]:
+    """A descriptor of directory ``name`` under ``parent``, made if missing (the parent
+    fsynced then, with ``fsync``), and whether this call made it."""
+    created = _mkdir_at(parent, name)
+    fd = open_child_dir(parent, name, shown)
+    if created and fsync:
+        try:
+            os.fsync(parent)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd, created
 
 
 def _mkdir_at(parent_fd: int, name: str) -> bool:
