@@ -66,19 +66,18 @@ def test_large_chunks_round_trip_through_arbitrary_splits(
     ]
 
 
-def test_body_chunk_parts_does_not_copy_the_data() -> None:
-    sender = FrameCodec()
-    sender.send_message(PutBlock(H, BlockHeader.PLAIN))
-    data = pattern(ASSEMBLE_MIN * 2, 1)
-    header, same = sender.body_chunk_parts(data)
-    assert same is data
-    assert header + data == FrameCodec.send_body_chunk(_sending(), data)
-
-
 def _sending() -> FrameCodec:
+    """A codec that has announced a body (so it may send chunks)."""
     codec = FrameCodec()
     codec.send_message(PutBlock(H, BlockHeader.PLAIN))
     return codec
+
+
+def test_body_chunk_parts_does_not_copy_the_data() -> None:
+    data = pattern(ASSEMBLE_MIN * 2, 1)
+    header, same = _sending().body_chunk_parts(data)
+    assert same is data
+    assert header + data == _sending().send_body_chunk(data)
 
 
 def test_a_large_frame_is_not_changed_by_later_changes_to_a_fed_bytearray() -> None:
