@@ -145,7 +145,7 @@ def test_rc_and_queue_entry_commit_together_or_not_at_all(
         def broken_queue_put(*args: object) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
-        monkeypatch.setattr(metadata, "_queue_put", broken_queue_put)
+        monkeypatch.setattr(metadata, "queue_put", broken_queue_put)
         with pytest.raises(DatabaseError, match="disk I/O error"):
             db.incref(H, now_msec=0, resync_at=1)
         monkeypatch.undo()

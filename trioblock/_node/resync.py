@@ -51,8 +51,8 @@ from .._core.resync import (
     throttled,
 )
 from .._core.tranquilizer import Tranquilizer
-from .._storage.metadata import queue_after, resync_defer_many, resync_succeeded_many
 from .._storage.offload import run_blocking
+from .._storage.queuerows import queue_after, resync_defer_many, resync_succeeded_many
 from .context import NodeContext, ResyncShared, describe
 from .resync_exec import DeletionDeferred
 from .workers import (

@@ -38,9 +38,9 @@ import trio
 from .._core.hashing import Hash
 from .._core.refcount import RcEntry
 from .._core.resync import ResyncAction, decide_resync
-from .._storage.metadata import ResyncBatchEnd, resync_end_batch
 from .._storage.offload import run_blocking
 from .._storage.paths import BlockLocation
+from .._storage.queuerows import ResyncBatchEnd, resync_end_batch
 from ..errors import MissingBlockError
 from .context import NodeContext, describe
 from .gcoffload import DeletionDeferred, Offloader

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,14 @@ import cbor2
 from .._core.hashing import Hash
 from .._core.refcount import ErrorCounter, RcEntry, parse_queue_key, queue_key
 from .database import DB_NAME, Database, Transaction, sql_errors
+from .queuerows import (
+    clear_deleted_rc,
+    key_bound,
+    queue_drop,
+    queue_put,
+    resync_done_many,
+    resync_failed,
+)
 from .reftable import RefTable
 
 
@@ -51,57 +59,6 @@ class ResyncErrorInfo:
     error_count: int
     last_try: int
     next_try: int
-
-
-def _key_bound(when_msec: int) -> bytes:
-    """The smallest queue key due at ``when_msec``: keys of entries due earlier sort
-    below it, all others at or above it."""
-    return queue_key(when_msec, b"")
-
-
-def _queue_put(tx: Transaction, hash: bytes, when_msec: int) -> None:
-    cur = tx.execute(
-        "INSERT OR IGNORE INTO resync_queue VALUES (?, ?)",
-        (queue_key(when_msec, hash), bytes(hash)),
-    )
-    tx.count("resync_queue", cur.rowcount)
-
-
-def _queue_drop(tx: Transaction, key: bytes) -> None:
-    cur = tx.execute("DELETE FROM resync_queue WHERE key=?", (key,))
-    tx.count("resync_queue", -cur.rowcount)
-
-
-def _resync_done_many(tx: Transaction, entries: list[tuple[bytes, bytes]]) -> None:
-    for key, hash in entries:
-        cur = tx.execute("DELETE FROM resync_errors WHERE key=?", (bytes(hash),))
-        tx.count("resync_errors", -cur.rowcount)
-        _queue_drop(tx, key)
-
-
-def _resync_failed(
-    tx: Transaction, key: bytes, hash: bytes, now_msec: int, retry_delay_msec: int
-) -> ErrorCounter:
-    row = tx.execute("SELECT value FROM resync_errors WHERE key=?", (bytes(hash),)).fetchone()
-    counter = ErrorCounter.decode(row[0]).bump(now_msec) if row else ErrorCounter.first(now_msec)
-    tx.execute(
-        "INSERT OR REPLACE INTO resync_errors VALUES (?, ?)", (bytes(hash), counter.encode())
-    )
-    tx.count("resync_errors", 0 if row else 1)
-    when = max(counter.next_try(retry_delay_msec), now_msec + 1)
-    _queue_put(tx, hash, when)
-    if queue_key(when, hash) != key:
-        _queue_drop(tx, key)
-    return counter
-
-
-def _clear_deleted_rc(tx: Transaction, hash: bytes, now_msec: int) -> bool:
-    cur = tx.execute(
-        "DELETE FROM block_rc WHERE key=? AND length(value)=16 AND value < ?",
-        (bytes(hash), RcEntry.deletable(now_msec).encode()),
-    )
-    tx.count("block_rc", -cur.rowcount)
-    return cur.rowcount > 0
 
 
 class MetadataDb(Database):
@@ -142,7 +99,7 @@ class MetadataDb(Database):
             self.set_rc(t, hash, old, new)
             queued = not old.is_nonzero
             if queued:
-                _queue_put(t, hash, resync_at)
+                queue_put(t, hash, resync_at)
         return new, queued
 
     def decref(
@@ -163,7 +120,7 @@ class MetadataDb(Database):
             self.set_rc(t, hash, old, new)
             queued = not new.is_nonzero
             if queued:
-                _queue_put(t, hash, now_msec + resync_delay_msec)
+                queue_put(t, hash, now_msec + resync_delay_msec)
         return new, queued
 
     def raise_rc_to(self, hash: bytes, count: int) -> RcEntry:
@@ -227,7 +184,7 @@ class MetadataDb(Database):
         """
         with self.transaction() as tx, sql_errors("retry_now"):
             had_error = self._clear_backoff(tx, hash)
-            _queue_put(tx, hash, now_msec)
+            queue_put(tx, hash, now_msec)
         return had_error
 
     def retry_all_now(self, now_msec: int) -> int:
@@ -235,7 +192,7 @@ class MetadataDb(Database):
             hashes = [r[0] for r in tx.execute("SELECT key FROM resync_errors").fetchall()]
             for h in hashes:
                 self._clear_backoff(tx, h)
-                _queue_put(tx, h, now_msec)
+                queue_put(tx, h, now_msec)
         return len(hashes)
 
     def purge(self, hash: bytes) -> None:
@@ -278,7 +235,7 @@ class MetadataDb(Database):
         else:
             rows = self.read_all(
                 "SELECT key, value FROM resync_queue WHERE key < ? ORDER BY key LIMIT ?",
-                (_key_bound(due_by_msec + 1), limit),
+                (key_bound(due_by_msec + 1), limit),
             )
         return [(bytes(k), Hash(v)) for k, v in rows]
 
@@ -286,17 +243,17 @@ class MetadataDb(Database):
         """When the first entry due after ``msec`` is due (None when there is none)."""
         row = self.read_one(
             "SELECT key FROM resync_queue WHERE key >= ? ORDER BY key LIMIT 1",
-            (_key_bound(msec + 1),),
+            (key_bound(msec + 1),),
         )
         return None if row is None else parse_queue_key(bytes(row[0]))[0]
 
     async def queue_put(self, hash: bytes, when_msec: int) -> None:
-        await self.write(lambda tx: _queue_put(tx, hash, when_msec))
+        await self.write(lambda tx: queue_put(tx, hash, when_msec))
 
     async def queue_put_many(self, hashes: list[bytes], when_msec: int) -> None:
         def run(tx: Transaction) -> None:
             for h in hashes:
-                _queue_put(tx, h, when_msec)
+                queue_put(tx, h, when_msec)
 
         await self.write(run)
 
@@ -313,7 +270,7 @@ class MetadataDb(Database):
                     "SELECT 1 FROM resync_errors WHERE key=?", (bytes(h),)
                 ).fetchone()
                 if queued is None and erred is None:
-                    _queue_put(tx, h, when_msec)
+                    queue_put(tx, h, when_msec)
                     added += 1
             return added
 
@@ -323,9 +280,9 @@ class MetadataDb(Database):
         """Reschedule an entry: write the new one, then drop the old (one transaction)."""
 
         def run(tx: Transaction) -> None:
-            _queue_put(tx, hash, when_msec)
+            queue_put(tx, hash, when_msec)
             if queue_key(when_msec, hash) != old_key:
-                _queue_drop(tx, old_key)
+                queue_drop(tx, old_key)
 
         await self.write(run)
 
@@ -337,26 +294,24 @@ class MetadataDb(Database):
         """:meth:`resync_succeeded` for many ``(key, hash)`` entries, in one transaction
         (the resync worker's batch of checks that found nothing to do)."""
         if entries:
-            await self.write(lambda tx: _resync_done_many(tx, entries))
+            await self.write(lambda tx: resync_done_many(tx, entries))
 
     async def resync_failed(
         self, key: bytes, hash: bytes, now_msec: int, retry_delay_msec: int
     ) -> ErrorCounter:
         """Count a failure and requeue at the back-off time, in one transaction."""
 
-        return await self.write(
-            lambda tx: _resync_failed(tx, key, hash, now_msec, retry_delay_msec)
-        )
+        return await self.write(lambda tx: resync_failed(tx, key, hash, now_msec, retry_delay_msec))
 
     async def clear_deleted_rc(self, hash: bytes, now_msec: int) -> bool:
         """Drop a Deletable row whose time has passed (never a Present one)."""
-        return await self.write(lambda tx: _clear_deleted_rc(tx, hash, now_msec))
+        return await self.write(lambda tx: clear_deleted_rc(tx, hash, now_msec))
 
     async def clear_deleted_rc_many(self, hashes: Sequence[bytes], now_msec: int) -> int:
         """:meth:`clear_deleted_rc` for many blocks, in one transaction; how many went."""
         if not hashes:
             return 0
-        return await self.write(lambda tx: sum(_clear_deleted_rc(tx, h, now_msec) for h in hashes))
+        return await self.write(lambda tx: sum(clear_deleted_rc(tx, h, now_msec) for h in hashes))
 
     async def rc_hashes(self, after: bytes, limit: int, *, referenced: bool = False) -> list[Hash]:
         """Up to ``limit`` hashes of the rc table after ``after`` (only counts > 0 if
@@ -372,104 +327,10 @@ class MetadataDb(Database):
         return await self.scan(run)
 
 
-async def resync_succeeded_many(db: MetadataDb, entries: list[tuple[bytes, bytes]]) -> None:
-    """:meth:`MetadataDb.resync_succeeded_many` (kept for callers of the function)."""
-    await db.resync_succeeded_many(entries)
-
-
-# -- resync: batched deferrals (added for the resync worker's batched checks) -------------
-
-
-def _resync_defer_many(tx: Transaction, entries: list[tuple[bytes, bytes, int]]) -> int:
-    merged = 0
-    for key, hash, when in entries:
-        new_key = queue_key(when, hash)
-        later = tx.execute(
-            "SELECT 1 FROM resync_queue WHERE value=? AND key>=? AND key<>? LIMIT 1",
-            (bytes(hash), new_key, key),
-        ).fetchone()
-        if later is None:
-            _queue_put(tx, hash, when)
-            if new_key != key:
-                _queue_drop(tx, key)
-        else:
-            _queue_drop(tx, key)
-            merged += 1
-    return merged
-
-
-async def resync_defer_many(db: MetadataDb, entries: list[tuple[bytes, bytes, int]]) -> int:
-    """Reschedule many ``(key, hash, when_msec)`` queue entries in one transaction.
-
-    An entry whose block already has another entry at or after ``when_msec`` is dropped
-    instead (that later check covers it: a check looks at the facts of its time);
-    returns how many were merged that way. Each new entry is written before the old one
-    is removed, as for :meth:`MetadataDb.queue_move`.
-    """
-    if not entries:
-        return 0
-    return await db.write(lambda tx: _resync_defer_many(tx, entries))
-
-
-@dataclass(slots=True)
-class ResyncBatchEnd:
-    """What one transaction writes at the end of a resync worker's batch of deletions.
-
-    ``cleared``: entries whose copy is gone (deleted by the batch, or found gone): their
-    Deletable count row is dropped (never a Present one) with the entry and its error
-    counter. ``done``: entries settled without touching the count (the block was kept:
-    referenced again). ``defer``: ``(key, hash, when_msec)`` entries to look at again
-    (merged into a later check of the block when one is queued). ``failed``: entries
-    whose resync failed: error counter bumped, requeued at the back-off time.
-    """
-
-    cleared: list[tuple[bytes, bytes]] = field(default_factory=list)
-    done: list[tuple[bytes, bytes]] = field(default_factory=list)
-    defer: list[tuple[bytes, bytes, int]] = field(default_factory=list)
-    failed: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-async def resync_end_batch(
-    db: MetadataDb, end: ResyncBatchEnd, now_msec: int, retry_delay_msec: int
-) -> dict[bytes, ErrorCounter]:
-    """Write ``end`` in one transaction; return the error counter of each failed block.
-
-    Each new queue entry is written before the old one is removed (as everywhere).
-    """
-
-    def run(tx: Transaction) -> dict[bytes, ErrorCounter]:
-        for _key, hash in end.cleared:
-            _clear_deleted_rc(tx, hash, now_msec)
-        _resync_done_many(tx, end.cleared + end.done)
-        _resync_defer_many(tx, end.defer)
-        return {
-            bytes(hash): _resync_failed(tx, key, hash, now_msec, retry_delay_msec)
-            for key, hash in end.failed
-        }
-
-    if not (end.cleared or end.done or end.defer or end.failed):
-        return {}
-    return await db.write(run)
-
-
-def queue_after(db: MetadataDb, key: bytes, limit: int) -> list[tuple[bytes, Hash]]:
-    """Up to ``limit`` queue entries (key, hash) after ``key``, earliest first (the resync
-    workers look past entries already known to need work)."""
-    rows = db.read_all(
-        "SELECT key, value FROM resync_queue WHERE key > ? ORDER BY key LIMIT ?", (key, limit)
-    )
-    return [(bytes(k), Hash(v)) for k, v in rows]
-
-
 __all__ = [
     "DB_NAME",
     "MetadataDb",
-    "ResyncBatchEnd",
     "ResyncErrorInfo",
     "Transaction",
     "parse_queue_key",
-    "queue_after",
-    "resync_end_batch",
-    "resync_defer_many",
-    "resync_succeeded_many",
 ]
