@@ -24,6 +24,10 @@ from ._core.config import DataDir as DataDir
 from ._core.datalayout import DataLayout as DataLayout
 from ._core.hashing import Hash as Hash
 from ._core.hashing import blake2sum as blake2sum
+from ._core.layouthistory import VersionRecord as VersionRecord
+from ._core.layoutversion import LayoutVersion as LayoutVersion
+from ._core.layoutversion import NodeRole as NodeRole
+from ._core.placement import JoinCluster as JoinCluster
 from ._core.placement import Layout as Layout
 from ._core.placement import LocalLayout as LocalLayout
 from ._core.placement import StaticLayout as StaticLayout
@@ -38,6 +42,8 @@ from ._node.lifecycle import open_block_manager as open_block_manager
 from ._node.lifecycle import open_gateway as open_gateway
 from ._node.manager import AdminHandler as AdminHandler
 from ._node.manager import BlockManager as BlockManager
+from ._node.membership import LayoutStatus as LayoutStatus
+from ._node.membership import NodeLayoutState as NodeLayoutState
 from ._node.metrics import Duration as Duration
 from ._node.metrics import Metrics as Metrics
 from ._node.operations import OperationState as OperationState
@@ -59,10 +65,12 @@ from .errors import ConfigError as ConfigError
 from .errors import CorruptBlockError as CorruptBlockError
 from .errors import DatabaseError as DatabaseError
 from .errors import GatewayError as GatewayError
+from .errors import LayoutError as LayoutError
 from .errors import MissingBlockError as MissingBlockError
 from .errors import NodeClosedError as NodeClosedError
 from .errors import ProtocolError as ProtocolError
 from .errors import QuorumError as QuorumError
+from .errors import StaleLayoutError as StaleLayoutError
 from .errors import TransactionBusyError as TransactionBusyError
 from .errors import TransportError as TransportError
 from .errors import TrioblockError as TrioblockError
@@ -73,6 +81,14 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
     __version__ = "0+unknown"
 
 __all__ = [
+    "VersionRecord",
+    "StaleLayoutError",
+    "NodeRole",
+    "NodeLayoutState",
+    "LayoutVersion",
+    "LayoutStatus",
+    "LayoutError",
+    "JoinCluster",
     "AdminHandler",
     "AuthenticationError",
     "BlockError",

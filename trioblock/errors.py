@@ -11,6 +11,7 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     │   └── AuthenticationError    a peer failed the shared-secret handshake
     ├── TransportError             a peer could not be reached or the connection broke
     ├── ConfigError                the configuration is invalid (names the field)
+    │   └── LayoutError            a layout change is invalid, or the layout is fixed
     ├── NodeClosedError            the node was used after its context was left
     ├── GatewayError               a gateway was asked for something only storage nodes have
     └── DatabaseError              the node's metadata database failed (busy, closed, corrupt)
@@ -31,10 +32,12 @@ __all__ = [
     "CorruptBlockError",
     "DatabaseError",
     "GatewayError",
+    "LayoutError",
     "MissingBlockError",
     "NodeClosedError",
     "ProtocolError",
     "QuorumError",
+    "StaleLayoutError",
     "TransactionBusyError",
     "TransportError",
     "TrioblockError",
@@ -117,6 +120,21 @@ class ConfigError(TrioblockError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"invalid configuration: {field}: {message}")
+
+
+class LayoutError(ConfigError):
+    """A layout change was refused (``apply_layout``): it names the problem, and
+    nothing was stored. Also raised by ``apply_layout`` on a node whose layout is fixed
+    (an embedded single node, or a user's own :class:`~trioblock.Layout`)."""
+
+    def __init__(self, message: str, field: str = "layout") -> None:
+        super().__init__(field, message)
+
+
+class StaleLayoutError(TrioblockError):
+    """A peer refused a request because the layouts of the two nodes differ (one of them
+    has not learned the newest version yet). The sender exchanges layouts with that
+    peer; a retry then goes to the right nodes."""
 
 
 class NodeClosedError(TrioblockError):

@@ -159,3 +159,46 @@ class LocalLayout:
 
     def read_nodes(self, hash: bytes) -> list[str]:
         return [self._node]
+
+
+class JoinCluster:
+    """The ``layout`` of a node or gateway joining a running cluster.
+
+    It knows no version yet: it learns the cluster's layout history from ``seeds`` (node
+    ids its transport can reach; by default every peer a ``TcpTransport`` was given) and
+    stores nothing until a version gives it a role. Until then it is a layout with no
+    storage nodes.
+
+    Example::
+
+        transport = trioblock.TcpTransport(listen=("0.0.0.0", 3904),
+                                           peers={"n0": ("10.0.0.1", 3901)})
+        async with trioblock.open_block_manager(
+            config, layout=trioblock.JoinCluster(), transport=transport
+        ) as bm:
+            ...  # bm.layout is the cluster's current version once learned
+    """
+
+    def __init__(self, seeds: Iterable[str] = ()) -> None:
+        self.seeds: tuple[str, ...] = tuple(seeds)
+
+    @property
+    def replication_factor(self) -> int:
+        return 1
+
+    @property
+    def write_quorum(self) -> int:
+        return 1
+
+    @property
+    def nodes(self) -> Sequence[str]:
+        return ()
+
+    def storage_nodes(self, hash: bytes) -> list[str]:
+        return []
+
+    def read_nodes(self, hash: bytes) -> list[str]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"JoinCluster(seeds={list(self.seeds)})"

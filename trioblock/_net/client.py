@@ -36,6 +36,8 @@ from .messages import (
     CorruptReport,
     Error,
     GetBlock,
+    LayoutExchange,
+    LayoutExchangeReply,
     Message,
     NeedBlockQuery,
     NeedBlockReply,
@@ -344,6 +346,42 @@ class RpcClient:
         await self._request(
             peer, CorruptReport(hash), Ok, background=background, timeout=timeout, hash=hash
         )
+
+    # -- the cluster layout ------------------------------------------------------------
+
+    async def layout_exchange(
+        self,
+        peer: str,
+        digest: bytes,
+        history: bytes | None = None,
+        *,
+        background: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> tuple[bytes, bytes | None]:
+        """Compare layout histories with ``peer`` (``LayoutExchange``), sending ours
+        when ``history`` is given; return the peer's digest after it merged, and its
+        encoded history when that differs from ``digest``."""
+        request = checked(LayoutExchange(digest, with_body=history is not None))
+
+        async def op(conn: Connection) -> tuple[bytes, bytes | None]:
+            channel = conn.channel
+            if history is None:
+                await channel.send_message(request)
+            else:
+                await channel.send_with_body(request, history)
+            event = await conn.receive()
+            if isinstance(event, Error):
+                conn.done = event.kind != "protocol"
+                raise remote_error(peer, event)
+            if not isinstance(event, LayoutExchangeReply):
+                raise _unexpected(peer, request, event)
+            body = None
+            if event.with_body:
+                body = await BodyReader(channel, self.timeout).read_all()
+            conn.done = True
+            return event.digest, body
+
+        return await self.pool.call(peer, background, timeout, op)
 
     # -- operator requests -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ kind          raised by the handler                  raised at the client
 ``corrupt``   ``CorruptBlockError``                  ``CorruptBlockError`` (block requests)
 ``auth``      ``AuthenticationError``                ``AuthenticationError``
 ``protocol``  ``ProtocolError``                      ``ProtocolError``
+``layout``    ``StaleLayoutError``                   ``StaleLayoutError``
 ``refused``   any other ``TrioblockError``           :class:`RequestFailed`
 ``internal``  any other exception (a bug, logged)    :class:`RequestFailed`
 ============  =====================================  =====================================
@@ -31,6 +32,7 @@ from ..errors import (
     CorruptBlockError,
     MissingBlockError,
     ProtocolError,
+    StaleLayoutError,
     TransportError,
     TrioblockError,
 )
@@ -53,6 +55,7 @@ KINDS: Final[tuple[tuple[str, type[TrioblockError]], ...]] = (
     ("corrupt", CorruptBlockError),
     ("auth", AuthenticationError),
     ("protocol", ProtocolError),
+    ("layout", StaleLayoutError),
 )
 #: Kind of any other ``TrioblockError`` raised by a handler: the request was refused.
 REFUSED: Final = "refused"

@@ -78,3 +78,11 @@ class RpcHandler(Protocol):
     async def rpc_ref_collect(self, peer: str, entries: list[RefTuple]) -> None:
         """Drop the tombstones ``entries`` (every storage node holds them)."""
         ...
+
+    async def rpc_layout_exchange(
+        self, peer: str, digest: bytes, history: bytes | None
+    ) -> tuple[bytes, bytes | None]:
+        """Merge ``peer``'s layout history (when sent); return our digest after the merge
+        and our encoded history when it differs from ``digest``. A history that does not
+        decode or check raises ``ProtocolError``."""
+        ...

@@ -25,6 +25,9 @@ Rules kept here:
   through one partition.
 - :class:`NeedBlocksQuery` asks about 1..256 blocks at once; its reply holds one boolean
   per hash, in order.
+- :class:`LayoutExchange` compares two nodes' layout histories by digest; a history
+  travels as the message's body (its own CBOR encoding, checked by the layout code), so
+  it is bounded by the body limit, not the message-frame limit.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ __all__ = [
     "Error",
     "GetBlock",
     "Hello",
+    "LayoutExchange",
+    "LayoutExchangeReply",
     "Message",
     "NeedBlockQuery",
     "NeedBlockReply",
@@ -114,7 +119,7 @@ MAX_RESUME_KEY_LEN: Final = 160
 
 #: Error kinds a node sends; a peer may send others, which callers treat as generic failures.
 ERROR_KINDS: Final = frozenset(
-    {"missing", "corrupt", "refused", "internal", "protocol", "busy", "auth"}
+    {"missing", "corrupt", "refused", "internal", "protocol", "busy", "auth", "layout"}
 )
 
 
@@ -442,6 +447,59 @@ class AdminReply(_Wire):
         return cls(read_opaque(m, "reply", "AdminReply"), _body_flag(m, "AdminReply"))
 
 
+# -- cluster layout ----------------------------------------------------------------------
+
+#: Length of a layout history's digest.
+LAYOUT_DIGEST_LEN: Final = 32
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class LayoutExchange(_Wire):
+    """Compare layout histories: ``{digest, body?}`` → :class:`LayoutExchangeReply`.
+
+    ``digest`` is the sender's history digest; with ``with_body`` its encoded history
+    follows (the receiver merges it). The receiver answers with the digest of its
+    history after the merge, and that history as a body when the digests differ.
+    """
+
+    digest: bytes
+    with_body: bool = False
+
+    def announces_body(self) -> bool:
+        return self.with_body
+
+    def to_map(self) -> dict[str, Any]:
+        return {"digest": self.digest, **({"body": True} if self.with_body else {})}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> LayoutExchange:
+        digest = read_bytes(m, "digest", "LayoutExchange", LAYOUT_DIGEST_LEN, LAYOUT_DIGEST_LEN)
+        return cls(digest, _body_flag(m, "LayoutExchange"))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class LayoutExchangeReply(_Wire):
+    """Answer to :class:`LayoutExchange`: ``{digest, body?}``, as the request's."""
+
+    digest: bytes
+    with_body: bool = False
+
+    def announces_body(self) -> bool:
+        return self.with_body
+
+    def to_map(self) -> dict[str, Any]:
+        return {"digest": self.digest, **({"body": True} if self.with_body else {})}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> LayoutExchangeReply:
+        digest = read_bytes(
+            m, "digest", "LayoutExchangeReply", LAYOUT_DIGEST_LEN, LAYOUT_DIGEST_LEN
+        )
+        return cls(digest, _body_flag(m, "LayoutExchangeReply"))
+
+
 # -- cluster references ------------------------------------------------------------------
 
 
@@ -568,6 +626,8 @@ Message: TypeAlias = (
     Hello
     | Auth
     | GetBlock
+    | LayoutExchange
+    | LayoutExchangeReply
     | PutBlock
     | NeedBlockQuery
     | NeedBlockReply

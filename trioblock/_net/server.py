@@ -51,6 +51,8 @@ from .messages import (
     CorruptReport,
     Error,
     GetBlock,
+    LayoutExchange,
+    LayoutExchangeReply,
     Message,
     NeedBlockQuery,
     NeedBlockReply,
@@ -228,6 +230,8 @@ class RpcServer:
                     return
             elif isinstance(request, Admin):
                 await self._answer_admin(handler, channel, request)
+            elif isinstance(request, LayoutExchange):
+                await self._answer_layout(handler, channel, peer, request)
             else:
                 raise ProtocolError(f"{peer} sent {type(request).__name__}, which is not a request")
 
@@ -277,6 +281,26 @@ class RpcServer:
 
         reply = await self._invoke(channel, "admin", call)
         await self._send_admin_reply(channel, reply)
+
+    async def _answer_layout(
+        self, handler: RpcHandler, channel: Channel, peer: str, request: LayoutExchange
+    ) -> None:
+        """Serve one ``LayoutExchange``: read the peer's history (if sent), let the
+        handler merge it, reply with our digest and, if it differs, our history."""
+        history = None
+        if request.with_body:
+            history = await BodyReader(channel, self.timeout).read_all()
+        result = await self._invoke(
+            channel, "layout_exchange", handler.rpc_layout_exchange, peer, request.digest, history
+        )
+        if isinstance(result, Error):
+            await channel.send_message(result)
+            return
+        digest, ours = result
+        if ours is None:
+            await channel.send_message(LayoutExchangeReply(digest))
+        else:
+            await channel.send_with_body(LayoutExchangeReply(digest, with_body=True), ours)
 
     async def _send_admin_reply(self, channel: Channel, reply: object) -> None:
         if isinstance(reply, Error):

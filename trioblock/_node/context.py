@@ -11,7 +11,7 @@ once the node is closing or closed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -105,6 +105,13 @@ class PeerContext:
         self.cpu_limiter = trio.CapacityLimiter(self.config.disk_threads)
         self.budget = ByteBudget(self.config.ram_buffer_max)
         self.hedge = HedgePolicy(ceiling=self.config.rpc_timeout)
+        #: the live layout versions, oldest first (the last is ``layout``)
+        self.live_layouts: tuple[Layout, ...] = (self.layout,)
+
+    def set_layouts(self, live: Sequence[Layout]) -> None:
+        """Make ``live`` (oldest first) the live layouts; the last is the current one."""
+        self.live_layouts = tuple(live)
+        self.layout = self.live_layouts[-1]
 
     @property
     def node_id(self) -> str:
@@ -140,10 +147,34 @@ class PeerContext:
     # -- placement --------------------------------------------------------------------------
 
     def is_storage_node(self, hash: bytes) -> bool:
+        """Whether the current layout version gives this node a copy of ``hash``."""
         return self.node_id in self.layout.storage_nodes(hash)
 
+    def stores_in_live(self, node_id: str, hash: bytes) -> bool:
+        """Whether any live layout version gives ``node_id`` a copy of ``hash``."""
+        return any(node_id in v.storage_nodes(hash) for v in self.live_layouts)
+
     def peers_for_read(self, hash: bytes) -> list[str]:
-        return [n for n in self.layout.read_nodes(hash) if n != self.node_id]
+        """The other nodes to ask for ``hash``: the current version's first, then those
+        of older live versions (newest first), each once."""
+        order = list(self.layout.read_nodes(hash))
+        for older in reversed(self.live_layouts[:-1]):
+            order.extend(older.storage_nodes(hash))
+        return [n for n in dict.fromkeys(order) if n != self.node_id]
+
+    def write_sets(self, hash: bytes) -> list[tuple[list[str], int]]:
+        """For a reference update: each live version's storage nodes of ``hash`` with
+        its write quorum (every one of them must reach its quorum)."""
+        sets: list[tuple[list[str], int]] = []
+        for v in self.live_layouts:
+            entry = (v.storage_nodes(hash), v.write_quorum)
+            if entry not in sets:
+                sets.append(entry)
+        return sets
+
+    def live_nodes(self) -> list[str]:
+        """Every node of a live layout version, sorted."""
+        return sorted({n for v in self.live_layouts for n in v.nodes})
 
 
 @dataclass(eq=False, kw_only=True)

@@ -33,6 +33,7 @@ from .._storage.offload import run_blocking
 from .._storage.paths import BlockLocation
 from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
 from .context import NodeContext
+from .membership import Membership
 from .reads import Reader
 from .references import References
 from .writes import Writer
@@ -57,8 +58,10 @@ class RpcEndpoint:
         writer: Writer,
         references: References,
         admin: AdminCallback | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self._ctx = ctx
+        self._membership = membership
         self._reader = reader
         self._writer = writer
         self._references = references
@@ -178,6 +181,14 @@ class RpcEndpoint:
         if self._admin is None:
             raise AdminUnavailableError(f"node {self._ctx.node_id} takes no operator requests")
         return await self._admin(request, body)
+
+    async def rpc_layout_exchange(
+        self, peer: str, digest: bytes, history: bytes | None
+    ) -> tuple[bytes, bytes | None]:
+        """A peer's ``LayoutExchange``: merge its history, answer with ours."""
+        if self._membership is None:
+            raise TrioblockError(f"{self._ctx.node_id} keeps no layout history")
+        return await self._membership.serve_exchange(peer, digest, history)
 
     # -- cluster references (``references.py``; ``peer`` is the authenticated sender) -------
 

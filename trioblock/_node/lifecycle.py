@@ -22,7 +22,7 @@ import trio
 
 from .._core.config import Config
 from .._core.datalayout import DataLayout
-from .._core.placement import Layout, LocalLayout
+from .._core.placement import JoinCluster, Layout, LocalLayout, StaticLayout
 from .._net.rpc import RpcNode
 from .._net.transport import Transport
 from .._storage.blockfiles import BlockStore
@@ -33,6 +33,7 @@ from .clock import NodeClock
 from .context import NodeContext, PeerContext, ResyncShared
 from .endpoint import RpcEndpoint
 from .manager import AdminHandler, BlockManager, StorageParts
+from .membership import HISTORY_KEY, Membership, initial_history
 from .nurseries import service_nursery
 from .operations import Operations
 from .reads import Reader
@@ -82,10 +83,10 @@ async def open_block_manager(
         return
     if layout is None:
         layout = LocalLayout(config.node_id)
-    elif config.node_id not in layout.nodes:
-        raise ConfigError("node_id", f"{config.node_id!r} is not a node of the layout {layout!r}")
     if transport is not None and config.rpc_secret is None:
         raise ConfigError("rpc_secret", "a network transport requires a cluster secret")
+    if isinstance(layout, JoinCluster) and transport is None:
+        raise ConfigError("layout", "a node joining a cluster needs a transport")
     if len(layout.nodes) > 1 and transport is None:
         log.warning("%s: layout has peers but no transport: peers are unreachable", config.node_id)
 
@@ -93,6 +94,14 @@ async def open_block_manager(
     db = await run_blocking(MetadataDb, config.metadata_path)
     ctx: NodeContext | None = None
     try:
+        history = initial_history(layout, db.get_setting(HISTORY_KEY), config.node_id)
+        fixed_or_first = history is None or (
+            history.version == 1 and isinstance(layout, StaticLayout)
+        )
+        if fixed_or_first and config.node_id not in layout.nodes:
+            raise ConfigError(
+                "node_id", f"{config.node_id!r} is not a node of the layout {layout!r}"
+            )
         data_layout = await run_blocking(_load_data_layout, db, config)
         store = BlockStore(
             data_layout,
@@ -113,14 +122,15 @@ async def open_block_manager(
         ctx = NodeContext(
             config=config, layout=layout, db=db, store=store, clock=clock, rpc=rpc, resync=resync
         )
+        membership = Membership(ctx, history, db=db, seeds=_seeds(layout, transport))
         workers = WorkerRegistry(ctx.stopping, clock.now_msec)
         writer = Writer(ctx)
         reader = Reader(ctx, writer)
         resync_pool = ResyncPool(ctx, workers, ResyncExecutor(ctx, reader, writer))
         operations = Operations(ctx, workers)
         counts = RefCounts(ctx)
-        references = References(ctx, counts)
-        ref_sync = RefSyncWorker(ctx, references)
+        references = References(ctx, counts, on_stale=membership.exchange)
+        ref_sync = RefSyncWorker(ctx, references, counts=counts, membership=membership)
         storage = StorageParts(
             ctx=ctx,
             workers=workers,
@@ -129,9 +139,16 @@ async def open_block_manager(
             operations=operations,
             ref_sync=ref_sync,
         )
-        bm = BlockManager(ctx, writer=writer, reader=reader, references=references, storage=storage)
+        bm = BlockManager(
+            ctx,
+            writer=writer,
+            reader=reader,
+            references=references,
+            storage=storage,
+            membership=membership,
+        )
         admin = None if admin_handler is None else functools.partial(admin_handler, bm)
-        endpoint = RpcEndpoint(ctx, reader, writer, references, admin)
+        endpoint = RpcEndpoint(ctx, reader, writer, references, admin, membership)
         async with service_nursery(f"node {config.node_id}") as nursery:
             ctx.nursery = nursery
             # Stale temp files of an earlier crash are swept in the background: the
@@ -140,6 +157,7 @@ async def open_block_manager(
             nursery.start_soon(db.run_checkpoints)
             if rpc is not None:
                 await nursery.start(rpc.serve, endpoint)
+                nursery.start_soon(membership.run_gossip)
             resync_pool.ensure_running()
             operations.start_scrub_worker(nursery)
             workers.add(nursery, ref_sync)
@@ -217,17 +235,22 @@ async def _open_gateway(
         )
     rpc = _rpc_node(config, transport)
     ctx = PeerContext(config=config, layout=layout, clock=NodeClock(), rpc=rpc)
+    membership = Membership(
+        ctx, initial_history(layout, None, config.node_id), seeds=_seeds(layout, transport)
+    )
     writer = Writer(ctx)
     gateway = BlockManager(
         ctx,
         writer=writer,
         reader=Reader(ctx, writer),
-        references=References(ctx, None),
+        references=References(ctx, None, on_stale=membership.exchange),
         storage=None,
+        membership=membership,
     )
     try:
         async with service_nursery(f"gateway {config.node_id}") as nursery:
             ctx.nursery = nursery
+            nursery.start_soon(membership.run_gossip)
             log.info("gateway %s open: %d storage nodes", config.node_id, len(layout.nodes))
             try:
                 yield gateway
@@ -242,6 +265,18 @@ async def _open_gateway(
         with trio.CancelScope(shield=True):
             await rpc.aclose()
         log.info("gateway %s closed", config.node_id)
+
+
+def _seeds(layout: Layout, transport: Transport | None) -> tuple[str, ...]:
+    """Whom a node asks for the cluster's layout besides the layout's own nodes: the
+    seeds of a ``JoinCluster``, else (for one) every peer a ``TcpTransport`` knows."""
+    if isinstance(layout, JoinCluster):
+        if layout.seeds:
+            return layout.seeds
+        peers = getattr(transport, "peers", None)
+        if callable(peers):
+            return tuple(sorted(peers()))
+    return ()
 
 
 def _rpc_node(config: Config, transport: Transport) -> RpcNode:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,8 @@ from trio_util import move_on_when
 from .._core.config import Config
 from .._core.datalayout import DataLayout
 from .._core.hashing import Hash
+from .._core.layouthistory import VersionRecord
+from .._core.layoutversion import NodeRole
 from .._core.placement import Layout
 from .._core.refcount import RcEntry
 from .._core.refs import Reference
@@ -43,6 +45,7 @@ from .._storage.stored import StoredBlocks
 from ..errors import GatewayError, NodeClosedError
 from .context import NodeContext, PeerContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
+from .membership import LayoutStatus, Membership
 from .metrics import Metrics
 from .operations import OperationName, Operations, OperationStatus
 from .reads import Reader
@@ -90,13 +93,14 @@ class BlockManager:
         reader: Reader,
         references: References,
         storage: StorageParts | None,
+        membership: Membership,
     ) -> None:
         """Built by :func:`open_block_manager`; not meant to be called directly."""
         self._ctx = ctx
         self.config: Config = ctx.config
         self.node_id: str = ctx.node_id
-        self.layout: Layout = ctx.layout
         self.metrics: Metrics = ctx.metrics
+        self._membership = membership
         self._opened_monotonic = time.monotonic()
         self._writer = writer
         self._reader = reader
@@ -111,6 +115,64 @@ class BlockManager:
 
     def __repr__(self) -> str:
         return f"<BlockManager {self.node_id}{' (closed)' if self._ctx.closed else ''}>"
+
+    # -- the cluster layout -------------------------------------------------------------------
+
+    @property
+    def layout(self) -> Layout:
+        """The current cluster layout: a :class:`~trioblock.LayoutVersion` on a node with a
+        layout history (opened with a ``StaticLayout`` or ``JoinCluster``), else the fixed
+        layout it was opened with. Read it again after a change: it is replaced, never
+        mutated."""
+        return self._ctx.layout
+
+    async def apply_layout(
+        self,
+        changes: Mapping[str, NodeRole | None],
+        *,
+        replication_factor: int | None = None,
+        write_quorum: int | None = None,
+    ) -> int:
+        """Make the next layout version from the current one and return its number
+        (async).
+
+        ``changes`` maps node ids to their new :class:`~trioblock.NodeRole` (added or
+        changed) or ``None`` (removed). The version is stored durably here, then sent to
+        every node this one knows of; the others learn it from any peer too. Blocks and
+        references then move to their new storage nodes in the background: watch
+        :meth:`layout_status`. ``LayoutError`` (nothing stored) for an invalid change: an
+        unknown node removed, a capacity of 0 or less, fewer storage nodes than the
+        replication factor, a quorum out of range, or a fixed layout.
+
+        Example::
+
+            v = await bm.apply_layout(
+                {"n3": trioblock.NodeRole(zone="dc2", capacity=2 * 2**40), "n1": None}
+            )
+        """
+        self._open()
+        return await self._membership.apply(changes, replication_factor, write_quorum)
+
+    def layout_status(self) -> LayoutStatus:
+        """Where the layout change stands, as this node knows it: the current version,
+        the live ones, and each node's synced version, drained flag and what it has left
+        to move (from its last report)."""
+        self._open()
+        return self._membership.status()
+
+    def layout_history(self) -> list[VersionRecord]:
+        """Every layout version this node has seen, oldest first: when it was applied,
+        when it was retired (None while live), and whether another version with the same
+        number superseded it."""
+        self._open()
+        return self._membership.records()
+
+    async def sync_layout(self) -> int:
+        """Exchange layout histories with every known node now (async); the current
+        version number afterwards."""
+        self._open()
+        await self._membership.spread_digests()
+        return self._membership.status().version
 
     def _open(self) -> PeerContext:
         self._ctx.require_open()

@@ -26,30 +26,47 @@ async def call_quorum(
     *,
     what: str,
     on_all_done: Callable[[], None] | None = None,
+    groups: list[tuple[list[str], int]] | None = None,
 ) -> int:
     """Run ``call(node)`` for every target in ``nursery``; return successes at quorum.
 
     Raises :class:`QuorumError` (with each failed node's cause) as soon as fewer than
     ``quorum`` can still succeed. ``on_all_done`` runs once every call has finished,
     whatever the caller is doing by then.
+
+    With ``groups`` (node sets, each with its own quorum: the storage nodes of every
+    live layout version), ``targets`` and ``quorum`` are ignored: each node of any group
+    is called once, and the call returns once every group reached its quorum (the
+    successes counted in the first group), or fails as soon as one group cannot.
     """
+    if groups is None:
+        groups = [(targets, quorum)]
+    targets = list(dict.fromkeys(n for nodes, _q in groups for n in nodes))
+    quorum = groups[0][1]
     done = trio.Event()
-    successes = 0
+    succeeded: set[str] = set()
     pending = len(targets)
     failures: dict[str, BaseException] = {}
 
+    def settled() -> bool:
+        reached = all(len(succeeded.intersection(nodes)) >= q for nodes, q in groups)
+        hopeless = any(
+            len(nodes) - sum(1 for n in nodes if n in failures) < q for nodes, q in groups
+        )
+        return reached or hopeless
+
     async def one(node: str) -> None:
-        nonlocal successes, pending
+        nonlocal pending
         try:
             await call(node)
         except Exception as exc:  # recorded per node in the QuorumError
             failures[node] = exc
             log.debug("%s to %s failed: %r", what, node, exc)
         else:
-            successes += 1
+            succeeded.add(node)
         finally:
             pending -= 1
-            if successes >= quorum or successes + pending < quorum:
+            if settled() or pending == 0:
                 done.set()
             if pending == 0 and on_all_done is not None:
                 on_all_done()
@@ -68,9 +85,11 @@ async def call_quorum(
                 on_all_done()
             break
     await done.wait()
-    if successes < quorum:
+    successes = len(succeeded.intersection(groups[0][0]))
+    if not all(len(succeeded.intersection(nodes)) >= q for nodes, q in groups):
         raise QuorumError(
-            f"{what} could not be written to a quorum",
+            f"{what} could not be written to a quorum"
+            + ("" if len(groups) == 1 else " in every live layout version"),
             quorum=quorum,
             successes=successes,
             errors=dict(failures),

@@ -70,6 +70,16 @@ class RefCounts:
             ctx.notify_resync()
         return entry.count
 
+    def decref_handed_off(self, hash: Hash, tx: Transaction) -> int:
+        """Drop a reference this node handed off to the block's new storage nodes: at
+        zero the block is deletable at once (they hold the reference, so they ask for
+        the block before this node deletes its copy)."""
+        ctx = self._ctx
+        entry, _queued = ctx.db.decref(
+            hash, now_msec=ctx.clock.now_msec(), gc_delay_msec=0, resync_delay_msec=1, tx=tx
+        )
+        return entry.count
+
     def rc_entry(self, hash: Hash) -> RcEntry:
         return self._ctx.db.get_rc(hash)
 

@@ -12,7 +12,7 @@ that missed it catch up through anti-entropy (``refsync.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -20,7 +20,7 @@ from .._core.hashing import Hash
 from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
 from .._storage.database import Transaction
 from .._storage.metadata import MetadataDb
-from ..errors import TransportError, TrioblockError
+from ..errors import StaleLayoutError, TransportError, TrioblockError
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum
 from .refcounts import RefCounts
@@ -36,8 +36,15 @@ MERGE_CHUNK = 256
 class References:
     """Reference updates of one node: sending, merging, listing."""
 
-    def __init__(self, ctx: PeerContext, counts: RefCounts | None) -> None:
+    def __init__(
+        self,
+        ctx: PeerContext,
+        counts: RefCounts | None,
+        on_stale: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._ctx = ctx
+        #: called with a peer that answered StaleLayoutError (the layouts are exchanged)
+        self._on_stale = on_stale
         #: this node's storage and counts (None on a gateway, which stores nothing)
         self._local = ctx if isinstance(ctx, NodeContext) else None
         self._counts = counts
@@ -56,7 +63,8 @@ class References:
         entry: RefTuple = (bytes(h), owner_bytes(owner), deleted, self._ctx.clock.now_msec())
         self._ctx.require_open()
         ctx = self._ctx
-        targets = ctx.layout.storage_nodes(h)
+        groups = ctx.write_sets(h)
+        targets = list(dict.fromkeys(n for nodes, _q in groups for n in nodes))
         verb = "remove" if deleted else "add"
         # Take a slot for every remote send before starting any: the sends that go on
         # after the quorum are bounded, and a caller waits here when they pile up.
@@ -77,6 +85,7 @@ class References:
             ctx.layout.write_quorum,
             lambda node: self._send(node, entry),
             what=f"{verb} reference {entry[1]!r} to {h.short()}",
+            groups=groups,
         )
 
     async def _send(self, node: str, entry: RefTuple) -> None:
@@ -87,8 +96,16 @@ class References:
         try:
             if ctx.rpc is None:
                 raise TransportError(f"no transport configured to reach node {node}")
-            with trio.fail_after(ctx.config.rpc_timeout):
-                await ctx.rpc.ref_update(node, [entry], background=False)
+            try:
+                with trio.fail_after(ctx.config.rpc_timeout):
+                    await ctx.rpc.ref_update(node, [entry], background=False)
+            except StaleLayoutError:
+                if self._on_stale is None:
+                    raise
+                # One of us has an older layout: exchange, then try once more.
+                with trio.fail_after(ctx.config.rpc_timeout):
+                    await self._on_stale(node)
+                    await ctx.rpc.ref_update(node, [entry], background=False)
         finally:
             self._sends.release()
 
@@ -102,7 +119,9 @@ class References:
     # -- merging (local, and for peers) ------------------------------------------------------
 
     def is_storage_node(self, hash: bytes) -> bool:
-        return self._ctx.node_id in self._ctx.layout.storage_nodes(hash)
+        """Whether this node holds references of ``hash`` (any live layout version
+        gives it a copy)."""
+        return self._ctx.stores_in_live(self._ctx.node_id, hash)
 
     async def merge(self, entries: list[RefTuple]) -> int:
         """Merge entries into ``block_ref`` with their refcount changes; rows changed."""
@@ -113,8 +132,9 @@ class References:
         for entry in entries:
             check_tuple(entry)
             if not self.is_storage_node(entry[0]):
-                raise TrioblockError(
-                    f"{self._ctx.node_id} is not a storage node of {entry[0].hex()}"
+                raise StaleLayoutError(
+                    f"{self._ctx.node_id} is not a storage node of {entry[0].hex()} in "
+                    f"layout version(s) {self._live_versions()}"
                 )
 
         def merge_chunk(tx: Transaction, chunk: list[RefTuple]) -> int:
@@ -146,15 +166,20 @@ class References:
 
         return await _write_in_chunks(db, collect_chunk, entries)
 
+    def _live_versions(self) -> str:
+        return ", ".join(str(getattr(v, "version", "fixed")) for v in self._ctx.live_layouts)
+
     def shared_with(self, peer: str) -> Callable[[bytes], bool]:
-        """A filter keeping the hashes whose storage nodes include us and ``peer``."""
-        layout, me = self._ctx.layout, self._ctx.node_id
-        if len(layout.nodes) <= layout.replication_factor:
+        """A filter keeping the hashes that some live layout version gives us and some
+        live version (the same or another) gives ``peer``: during a layout change a new
+        storage node syncs with the old ones too."""
+        ctx, me = self._ctx, self._ctx.node_id
+        live = ctx.live_layouts
+        if len(live) == 1 and len(live[0].nodes) <= live[0].replication_factor:
             return lambda _hash: True
 
         def keep(hash: bytes) -> bool:
-            nodes = layout.storage_nodes(hash)
-            return me in nodes and peer in nodes
+            return ctx.stores_in_live(me, hash) and ctx.stores_in_live(peer, hash)
 
         return keep
 

@@ -13,8 +13,16 @@ these units, one per :meth:`work` call, tranquility-throttled between them:
    other storage node of its hash; only when all of them committed it are they told to
    drop it, and then it is dropped here. A node that cannot be reached keeps every
    tombstone it shares from being collected.
-3. **Find missing blocks.** Every referenced block this node should store and has no
-   copy of is queued for resync now, so a lost file comes back without anyone reading it.
+3. **Hand off** (``handoff.py``): the reference rows of hashes no live layout version
+   gives this node any more go to the current version's storage nodes, then are dropped.
+4. **Survey** (``handoff.py``): every referenced block this node should store and has no
+   copy of is queued for resync now, so a lost file comes back without anyone reading
+   it; what is left to move is counted, and this node's progress (synced to the
+   version current when the pass began, drained) goes into the layout history.
+
+During a layout change (several live versions, or this node not yet synced or drained)
+a pass runs every :data:`MOVE_PASS_INTERVAL` seconds, and a new version starts one at
+once; the peers of a pass are the nodes of every live version.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import trio
 from trio_util import AsyncValue
 
+from .._core.layoutversion import LayoutVersion
 from .._core.refs import (
     RefState,
     RefTuple,
@@ -38,10 +47,12 @@ from .._core.tranquilizer import Tranquilizer
 from .._net.rpc import RpcNode
 from .._storage.blockfiles import BlockStore
 from .._storage.metadata import MetadataDb
-from .._storage.offload import run_blocking
 from .._storage.reftable import Keep
 from .clock import NodeClock
 from .context import NodeContext
+from .handoff import Survey, hand_off_references, survey
+from .membership import Membership
+from .refcounts import RefCounts
 from .references import References
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 
@@ -50,8 +61,9 @@ log = logging.getLogger("trioblock.refsync")
 PAGE = 1024
 PUSH_CHUNK = 1024
 TOMBSTONE_BATCH = 256
-MISSING_BATCH = 256
 DEFAULT_TRANQUILITY = 2
+#: Seconds between passes while a layout change is under way.
+MOVE_PASS_INTERVAL = 5.0
 
 
 @dataclass
@@ -68,6 +80,8 @@ class SyncReport:
     collected: int = 0
     missing: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    #: reference rows handed off to new storage nodes and dropped here
+    handed_off: int = 0
 
 
 def _entry_dict(entries: list[RefTuple]) -> dict[bytes, RefState]:
@@ -80,11 +94,21 @@ class RefSyncWorker(Worker):
     name = "ref-sync"
 
     def __init__(
-        self, ctx: NodeContext, refs: References, *, rng: random.Random | None = None
+        self,
+        ctx: NodeContext,
+        refs: References,
+        *,
+        counts: RefCounts | None = None,
+        membership: Membership | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__()
         self.refs = refs
         self.ctx = ctx
+        self.counts = counts
+        self.membership = membership
+        self._pass_version = 0
+        self._seen_change = 0 if membership is None else membership.changed.value
         self.db: MetadataDb = ctx.db
         self.store: BlockStore = ctx.store
         self.tranquility = DEFAULT_TRANQUILITY
@@ -128,8 +152,11 @@ class RefSyncWorker(Worker):
             if not due and self.requested.value <= self._pass_for:
                 return WorkerState.IDLE
             self._pass_for = self.requested.value
-            peers = [n for n in self.ctx.layout.nodes if n != self.ctx.node_id]
-            self._units = [f"peer:{p}" for p in peers] + ["tombstones", "missing"]
+            if self.membership is not None:
+                self._seen_change = self.membership.changed.value
+            self._pass_version = getattr(self.ctx.layout, "version", 0)
+            peers = [n for n in self.ctx.live_nodes() if n != self.ctx.node_id]
+            self._units = [f"peer:{p}" for p in peers] + ["tombstones", "handoff", "missing"]
             self._report = SyncReport()
         unit = self._units.pop(0)
         started = trio.current_time()
@@ -139,8 +166,10 @@ class RefSyncWorker(Worker):
                 await self._sync_peer(unit[5:])
             elif unit == "tombstones":
                 await self._collect_tombstones()
+            elif unit == "handoff":
+                await self._hand_off()
             else:
-                await self._queue_missing()
+                await self._survey()
         finally:
             self._count_in_metrics(counted_before)
             self.tranquilizer.record(trio.current_time() - started)
@@ -161,7 +190,10 @@ class RefSyncWorker(Worker):
         self.ctx.metrics.ref_sync_passes += 1
         report = self._report
         self.last_report = report
-        self._next_pass_at = trio.current_time() + self.ctx.config.ref_sync_interval
+        interval = self.ctx.config.ref_sync_interval
+        if self._moving():
+            interval = min(interval, MOVE_PASS_INTERVAL)
+        self._next_pass_at = trio.current_time() + interval
         self.completed.value = self._pass_for
         if report.pulled or report.pushed or report.collected or report.missing:
             log.info(
@@ -178,7 +210,38 @@ class RefSyncWorker(Worker):
     async def wait_for_work(self) -> None:
         token = self._pass_for
         with trio.move_on_at(self._next_pass_at):
-            await self.requested.wait_value(lambda v: v > token)
+            if self.membership is None:
+                await self.requested.wait_value(lambda v: v > token)
+                return
+            changed = self.membership.changed
+            seen = self._seen_change
+            async with trio.open_nursery() as nursery:
+
+                async def on_request() -> None:
+                    await self.requested.wait_value(lambda v: v > token)
+                    nursery.cancel_scope.cancel()
+
+                async def on_layout() -> None:
+                    await changed.wait_value(lambda v: v > seen)
+                    # A new version (or retirement): a pass now, not at the interval.
+                    self._next_pass_at = trio.current_time()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(on_request)
+                nursery.start_soon(on_layout)
+
+    def _moving(self) -> bool:
+        """Whether a layout change concerns this node (passes come more often)."""
+        membership = self.membership
+        history = None if membership is None else membership.history
+        if history is None or history.current is None:
+            return False
+        me = self.ctx.node_id
+        if len(history.live) > 1:
+            return True
+        if me in history.current.roles:
+            return history.synced(me) < history.version
+        return me in history.reports and not history.is_drained(me)
 
     def info(self) -> WorkerInfo:
         rows = None if self.db.closed else len(self.db.refs)
@@ -284,7 +347,13 @@ class RefSyncWorker(Worker):
         by_peer: dict[str, list[RefTuple]] = {}
         others_of: list[list[str]] = []
         for entry in batch:
-            others = [n for n in ctx.layout.storage_nodes(entry[0]) if n != ctx.node_id]
+            others = [
+                n
+                for n in dict.fromkeys(
+                    n for v in ctx.live_layouts for n in v.storage_nodes(entry[0])
+                )
+                if n != ctx.node_id
+            ]
             others_of.append(others)
             if failed.isdisjoint(others):
                 for node in others:
@@ -325,32 +394,76 @@ class RefSyncWorker(Worker):
         done = [e for e, others in zip(batch, others_of, strict=True) if not failed & set(others)]
         return await self.refs.collect(done)
 
-    # -- 3. referenced blocks without a local copy -------------------------------------------
+    # -- 3. hand-off -------------------------------------------------------------------------
 
-    async def _queue_missing(self) -> None:
-        after = b""
-        store = self.store
-        while True:
-            hashes = await self.db.rc_hashes(after, MISSING_BATCH, referenced=True)
-            if not hashes:
-                return
-            after = bytes(hashes[-1])
-            mine = [h for h in hashes if self.refs.is_storage_node(h)]
-            absent = await run_blocking(
-                lambda mine=mine: [h for h in mine if store.find_sync(h) is None],
-                limiter=store.limiter,
+    async def _hand_off(self) -> None:
+        if self.membership is None or self.membership.history is None or self.counts is None:
+            return
+        dropped, left = await hand_off_references(self.ctx, self.counts)
+        self._report.handed_off += dropped
+        if dropped:
+            log.info(
+                "%s: handed %d reference row(s) off to their new storage nodes%s",
+                self.ctx.node_id,
+                dropped,
+                f" ({left} left for the next pass)" if left else "",
             )
-            if absent:
-                now = self._clock.now_msec()
-                added = await self.db.queue_unqueued([bytes(h) for h in absent], now)
-                if added:
-                    self.ctx.notify_resync()
-                    self._report.missing += added
-                    log.info(
-                        "%s: %d referenced block(s) have no local copy; queued for resync",
-                        self.ctx.node_id,
-                        added,
-                    )
+
+    # -- 4. survey: missing blocks, what is left to move, this node's progress ----------------
+
+    async def _survey(self) -> None:
+        found = await survey(self.ctx)
+        self._report.missing += found.queued
+        if found.queued:
+            log.info(
+                "%s: %d referenced block(s) have no local copy; queued for resync",
+                self.ctx.node_id,
+                found.queued,
+            )
+        await self._report_progress(found)
+
+    async def _report_progress(self, found: Survey) -> None:
+        membership = self.membership
+        history = None if membership is None else membership.history
+        if membership is None or history is None or history.current is None:
+            return
+        me, current = self.ctx.node_id, history.current
+        fields: dict[str, int] = {
+            "to_fetch": found.to_fetch,
+            "to_hand_off": found.to_hand_off,
+            "bytes_to_move": found.bytes_to_move,
+        }
+        started = self._pass_version
+        if (
+            me in current.roles
+            and found.to_fetch == 0
+            and any(v.version == started for v in history.live)
+            and history.synced(me) < started
+            and self._pulled_enough(history.live, set(self._report.failed))
+        ):
+            fields["synced"] = started
+        if (
+            me not in history.live_nodes()
+            and len(self.db.refs) == 0
+            and self.store.stored.figures().blocks == 0
+        ):
+            fields["drained"] = current.version
+        await membership.report(**fields)
+
+    def _pulled_enough(self, live: tuple[LayoutVersion, ...], failed: set[str]) -> bool:
+        """Whether the peers synced with in this pass hold every reference this node
+        should have: for each partition of the current version giving it a copy, each
+        live version's nodes of that partition that could not be synced are no more
+        than that version can lose and still hold every acknowledged reference."""
+        if not failed:
+            return True
+        me, current = self.ctx.node_id, live[-1]
+        for p in current.partitions_of(me):
+            for v in live:
+                nodes = v.assignment[p]
+                if sum(1 for n in nodes if n in failed) > v.replication_factor - v.write_quorum:
+                    return False
+        return True
 
 
 __all__ = ["DEFAULT_TRANQUILITY", "RefSyncWorker", "SyncReport"]

@@ -27,6 +27,7 @@ import trio
 
 from .._core.block import DataBlock, hash_and_encode, max_encoded_size
 from .._core.hashing import Hash
+from .._core.layoutversion import LayoutVersion
 from .._core.placement import LocalLayout, StaticLayout
 from .._storage.blockfiles import BlockStore, WriteOutcome
 from .._storage.offload import run_blocking
@@ -79,7 +80,9 @@ class Writer:
         try:
             local = self._local
             written: WriteOutcome | None = None
-            if local is not None and isinstance(ctx.layout, StaticLayout | LocalLayout):
+            if local is not None and isinstance(
+                ctx.layout, StaticLayout | LocalLayout | LayoutVersion
+            ):
                 hash, block, written, seconds = await run_blocking(
                     _encode_and_write,
                     local.store,
@@ -216,7 +219,12 @@ class _WriteHere:
     Only for the built-in placements, whose answers are pure functions of the hash.
     """
 
-    def __init__(self, node_id: str, layout: StaticLayout | LocalLayout, expected: Hash | None):
+    def __init__(
+        self,
+        node_id: str,
+        layout: StaticLayout | LocalLayout | LayoutVersion,
+        expected: Hash | None,
+    ):
         self._node_id = node_id
         self._layout = layout
         self._expected = expected

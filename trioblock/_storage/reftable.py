@@ -86,6 +86,18 @@ class RefTable:
         tx.count("block_ref", -cur.rowcount)
         return cur.rowcount > 0
 
+    def drop_in(self, tx: Transaction, entry: RefTuple) -> int:
+        """Drop the row of ``entry`` if it still holds exactly ``entry``'s state (a row
+        handed off to the block's new storage nodes); the rc delta (-1: an alive row
+        went)."""
+        hash, owner, deleted, ts = entry
+        cur = tx.execute(
+            "DELETE FROM block_ref WHERE key=? AND value=?",
+            (ref_key(hash, owner), RefState(deleted, ts).encode()),
+        )
+        tx.count("block_ref", -cur.rowcount)
+        return -1 if cur.rowcount and not deleted else 0
+
     # -- point reads (Trio thread) --------------------------------------------------------
 
     def of_block(self, hash: bytes) -> list[tuple[bytes, RefState]]:

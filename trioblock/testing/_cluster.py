@@ -19,7 +19,8 @@ from typing import Any
 import trio
 
 from .._core.config import Config
-from .._core.placement import StaticLayout
+from .._core.layoutversion import LayoutVersion
+from .._core.placement import JoinCluster, Layout, StaticLayout
 from .._net.tcp import TcpTransport
 from .._net.transport import Transport
 from .._node.lifecycle import open_block_manager, open_gateway
@@ -42,8 +43,10 @@ class Cluster:
     Attributes: ``node_ids`` (``["n0", "n1", …]``), ``nodes`` (the running nodes by id,
     as :class:`~trioblock.BlockManager`; a stopped node is absent until started again),
     ``net`` (the :class:`MemoryNetwork` to inject faults with), ``layout`` (the
-    cluster's :class:`~trioblock.StaticLayout`), ``root`` (the directory holding each
-    node's ``<id>/meta`` and ``<id>/data``), ``rpc_secret`` and ``config_overrides``.
+    cluster's current :class:`~trioblock.LayoutVersion`: the newest any running node
+    holds), ``bootstrap`` (the :class:`~trioblock.StaticLayout` the first nodes started
+    from), ``root`` (the directory holding each node's ``<id>/meta`` and ``<id>/data``),
+    ``rpc_secret`` and ``config_overrides``.
     """
 
     def __init__(
@@ -61,7 +64,10 @@ class Cluster:
         self.root = root
         self.node_ids = node_ids
         self.net = net
-        self.layout = layout
+        self.bootstrap = layout
+        self._last_layout: Layout = layout
+        #: nodes added with add_node (they join: they learn the layout from the others)
+        self.joined: set[str] = set()
         self.rpc_secret = rpc_secret
         self.config_overrides = dict(config_overrides)
         #: the running nodes; a stopped node is absent until started again
@@ -69,6 +75,53 @@ class Cluster:
         self._nursery = nursery
         self._tasks: dict[str, _NodeTask] = {}
         self._transports = dict(transports or {})
+
+    @property
+    def layout(self) -> Layout:
+        """The cluster's current layout version: the newest any running node holds (the
+        last one seen while none runs)."""
+        versions = [bm.layout for bm in self.nodes.values()]
+        newest = max(
+            (v for v in versions if isinstance(v, LayoutVersion)),
+            key=lambda v: v.version,
+            default=None,
+        )
+        if newest is not None:
+            self._last_layout = newest
+        return self._last_layout
+
+    def address(self, node_id: str) -> str | None:
+        """``"host:port"`` of a node over TCP (for its ``NodeRole``); None in memory."""
+        t = self._transports.get(node_id)
+        if isinstance(t, TcpTransport) and t.listen_address is not None:
+            host, port = t.listen_address
+            return f"{host}:{port}"
+        return None
+
+    async def add_node(self, node_id: str) -> BlockManager:
+        """Start a fresh node (own directories) that knows the cluster and holds no
+        role until a layout version gives it one (``await bm.apply_layout(...)`` on any
+        node); return it. Over TCP it listens on a free port: :meth:`address` gives it."""
+        if node_id in self.node_ids:
+            raise ValueError(f"{node_id!r} is a node of this cluster already")
+        if self._transports:
+            tcp = TcpTransport(listen=("127.0.0.1", 0))
+            address = await tcp.bind()
+            for n, t in self._transports.items():
+                if isinstance(t, TcpTransport) and t.listen_address is not None:
+                    tcp.add_peer(n, t.listen_address)
+                    t.add_peer(node_id, address)
+            self._transports[node_id] = tcp
+        self.node_ids.append(node_id)
+        self.joined.add(node_id)
+        bm = await self.start(node_id)
+        await bm.sync_layout()
+        return bm
+
+    def _layout_for(self, node_id: str) -> Layout:
+        if node_id in self.joined:
+            return JoinCluster([n for n in self.node_ids if n != node_id])
+        return self.bootstrap
 
     def data_dir(self, node_id: str) -> Path:
         """Where node ``node_id`` keeps its blocks."""
@@ -98,7 +151,9 @@ class Cluster:
         try:
             with task.scope:
                 async with open_block_manager(
-                    self.config(node_id), layout=self.layout, transport=self.transport(node_id)
+                    self.config(node_id),
+                    layout=self._layout_for(node_id),
+                    transport=self.transport(node_id),
                 ) as bm:
                     self.nodes[node_id] = bm
                     task_status.started(bm)
@@ -175,7 +230,7 @@ class Cluster:
         try:
             async with open_gateway(
                 node_id,
-                layout=self.layout,
+                layout=self.bootstrap,
                 transport=transport,
                 rpc_secret=self.rpc_secret,
                 **self.config_overrides,

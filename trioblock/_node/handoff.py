@@ -1,0 +1,151 @@
+"""Moving blocks and references to where the current layout version puts them.
+
+Two units of the ``ref-sync`` worker's pass, after it has synced with every peer of
+every live version (a new storage node pulls from the old ones then):
+
+- :func:`hand_off_references`: the reference rows of hashes that **no live version**
+  gives this node any more (the old versions are retired) are pushed to every storage
+  node of the current version; once all of them committed a row, it is dropped here,
+  and with it the local count (``RefCounts.decref_handed_off``). A block whose count
+  falls to zero that way is deleted by the resync's ordinary GC path, which first asks
+  the new storage nodes whether they need the block and sends it to those that do.
+  While an old version is still live nothing is handed off: the new nodes pull.
+- :func:`survey`: one scan of the count table that queues every referenced block this
+  node should store and lacks (the missing-block pass) and counts what is left to move:
+  blocks to fetch, blocks to hand off and their bytes. The pass then reports this
+  node's progress into the layout history: *synced* to the version that was current
+  when the pass began (when nothing failed and nothing is missing), *drained* (outside
+  every live version, no reference row, no block copy).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import trio
+
+from .._core.hashing import Hash
+from .._core.refs import RefTuple
+from .._storage.database import Transaction
+from .._storage.offload import run_blocking
+from ..errors import TransportError
+from .context import NodeContext, describe
+from .refcounts import RefCounts
+
+log = logging.getLogger("trioblock.layout")
+
+#: Rows read per page, and pushed per request, while handing off.
+HAND_OFF_PAGE = 512
+#: Count rows looked at per batch by the survey.
+SURVEY_BATCH = 256
+
+
+@dataclass
+class Survey:
+    """What one survey found (see :func:`survey`)."""
+
+    to_fetch: int = 0
+    to_hand_off: int = 0
+    bytes_to_move: int = 0
+    queued: int = 0
+
+
+async def hand_off_references(ctx: NodeContext, counts: RefCounts) -> tuple[int, int]:
+    """Hand off the rows no live version gives this node; (rows dropped, rows left)."""
+    rpc = ctx.rpc
+    me = ctx.node_id
+
+    def not_mine(hash: bytes) -> bool:
+        return not ctx.stores_in_live(me, hash)
+
+    dropped = left = 0
+    after = b""
+    while True:
+        page, more = await ctx.db.refs.page(b"", after, HAND_OFF_PAGE, not_mine)
+        if not page:
+            return dropped, left
+        after = page[-1][0] + page[-1][1]
+        by_node: dict[str, list[RefTuple]] = defaultdict(list)
+        targets: dict[int, list[str]] = {}
+        for i, entry in enumerate(page):
+            nodes = [n for n in ctx.layout.storage_nodes(entry[0]) if n != me]
+            targets[i] = nodes
+            for node in nodes:
+                by_node[node].append(entry)
+        failed: set[str] = set()
+        if by_node and rpc is None:
+            raise TransportError("no transport configured to hand references off")
+
+        async def push(node: str, entries: list[RefTuple], failed: set[str] = failed) -> None:
+            assert rpc is not None
+            try:
+                with trio.fail_after(ctx.config.rpc_timeout):
+                    await rpc.ref_update(node, entries, background=True)
+            except Exception as exc:  # that node's rows stay here for the next pass
+                failed.add(node)
+                log.debug("%s: hand-off to %s failed: %s", me, node, describe(exc))
+
+        async with trio.open_nursery() as nursery:
+            for node, entries in by_node.items():
+                nursery.start_soon(push, node, entries)
+        done = [e for i, e in enumerate(page) if failed.isdisjoint(targets[i])]
+        left += len(page) - len(done)
+
+        def drop(tx: Transaction, done: list[RefTuple] = done) -> int:
+            n = 0
+            for entry in done:
+                delta = ctx.db.refs.drop_in(tx, entry)
+                if delta < 0:
+                    counts.decref_handed_off(Hash(entry[0]), tx)
+                n += 1
+            return n
+
+        if done:
+            dropped += await ctx.db.write(drop)
+            ctx.notify_resync()
+        if not more:
+            return dropped, left
+
+
+async def survey(ctx: NodeContext) -> Survey:
+    """Queue what this node lacks and count what it has left to move (see the module)."""
+    found = Survey()
+    store, db, me = ctx.store, ctx.db, ctx.node_id
+    after = b""
+    while True:
+        hashes = await db.rc_hashes(after, SURVEY_BATCH)
+        if not hashes:
+            return found
+        after = bytes(hashes[-1])
+        batch = [(h, db.get_rc(h).is_nonzero, ctx.is_storage_node(h)) for h in hashes]
+
+        def look(batch: list[tuple[Hash, bool, bool]] = batch) -> list[tuple[Hash, int | None]]:
+            out = []
+            for h, referenced, mine in batch:
+                if referenced or not mine:
+                    loc = store.find_sync(h)
+                    out.append((h, None if loc is None else loc.size))
+            return out
+
+        sizes = dict(await run_blocking(look, limiter=store.limiter))
+        absent: list[bytes] = []
+        for h, referenced, mine in batch:
+            if h not in sizes:
+                continue
+            size = sizes[h]
+            if mine and referenced and size is None:
+                absent.append(bytes(h))
+            elif not mine and size is not None and not ctx.stores_in_live(me, h):
+                found.to_hand_off += 1
+                found.bytes_to_move += size
+        found.to_fetch += len(absent)
+        if absent:
+            added = await db.queue_unqueued(absent, ctx.clock.now_msec())
+            if added:
+                ctx.notify_resync()
+                found.queued += added
+
+
+__all__ = ["HAND_OFF_PAGE", "Survey", "hand_off_references", "survey"]

@@ -1,0 +1,405 @@
+"""The node's view of the cluster layout: its history, applying versions, spreading them.
+
+- A node opened with a ``StaticLayout`` starts from it as version 1, one opened with
+  ``JoinCluster`` from no version at all; a history stored in the node's database (the
+  ``settings`` row ``cluster_layout``) wins over both. A user's own ``Layout`` (and the
+  embedded single node's) is *fixed*: it has no history, and ``apply_layout`` refuses.
+- :meth:`Membership.apply` derives the next version from the current one, stores it
+  durably, then sends it to every node it knows of (``LayoutExchange`` with the history
+  as the body). Every node (a gateway too) exchanges digests with one peer every
+  :data:`GOSSIP_INTERVAL` seconds and with all of them when it starts, and a peer whose
+  request carried a stale layout is answered ``StaleLayoutError``, after which the two
+  exchange histories: a node that was down learns what it missed within seconds.
+- Histories merge (``_core/layouthistory.py``), so the order in which nodes hear of
+  versions does not matter; a node reports its own progress (synced version, drained,
+  what is left to move) into its history, and the reports spread the same way.
+- Whenever the history changes, the node's context gets the new live layouts
+  (:meth:`PeerContext.set_layouts`), the transport learns the roles' addresses, and
+  :attr:`Membership.changed` moves (the mover starts a pass).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import trio
+from trio_util import AsyncValue
+
+from .._core.layouthistory import LayoutHistory, NodeReport, VersionRecord
+from .._core.layoutversion import LayoutVersion, NodeRole, parse_address
+from .._core.placement import JoinCluster, Layout, StaticLayout
+from .._storage.metadata import MetadataDb
+from ..errors import LayoutError, ProtocolError, TrioblockError
+from .context import PeerContext, describe
+
+log = logging.getLogger("trioblock.layout")
+
+#: Seconds between two digest exchanges with one peer (spread by a random jitter).
+GOSSIP_INTERVAL = 5.0
+#: The ``settings`` row holding the node's layout history.
+HISTORY_KEY = "cluster_layout"
+#: Spreads running at once after an apply or a report.
+MAX_SPREAD = 32
+
+
+@dataclass(frozen=True)
+class NodeLayoutState:
+    """One node's part in a layout change (``LayoutStatus.nodes``).
+
+    ``role`` in the current version (None: none); ``synced_version``: the newest version
+    whose blocks and references it holds; ``drained``: outside every live version and
+    holding nothing (it may be switched off); ``blocks_to_fetch`` / ``blocks_to_hand_off``
+    / ``bytes_to_move``: what it had left to move at its last report.
+    """
+
+    role: NodeRole | None
+    synced_version: int
+    drained: bool
+    blocks_to_fetch: int
+    blocks_to_hand_off: int
+    bytes_to_move: int
+
+
+@dataclass(frozen=True)
+class LayoutStatus:
+    """Where a layout change stands (``bm.layout_status()``).
+
+    ``version``: the current version (0: none known yet); ``live_versions``: the
+    versions still in use, oldest first; ``nodes``: every node of a live version and
+    every node still draining. ``settled`` is true once one version is live, every node
+    with a role is synced to it and every other node is drained.
+    """
+
+    version: int
+    live_versions: list[int]
+    nodes: dict[str, NodeLayoutState]
+
+    @property
+    def settled(self) -> bool:
+        return len(self.live_versions) == 1 and all(
+            (s.synced_version >= self.version) if s.role is not None else s.drained
+            for s in self.nodes.values()
+        )
+
+    @property
+    def blocks_left(self) -> int:
+        """Blocks still to fetch or hand off, over every node's last report."""
+        return sum(s.blocks_to_fetch + s.blocks_to_hand_off for s in self.nodes.values())
+
+    @property
+    def bytes_to_move(self) -> int:
+        return sum(s.bytes_to_move for s in self.nodes.values())
+
+
+def initial_history(layout: Layout, stored: bytes | None, node_id: str) -> LayoutHistory | None:
+    """The history a node starts with, or None for a fixed layout."""
+    if stored is not None:
+        try:
+            history = LayoutHistory.decode(stored)
+        except LayoutError as exc:
+            raise LayoutError(f"the stored layout history of {node_id} is damaged: {exc}") from exc
+        if history.current is not None or isinstance(layout, JoinCluster):
+            return history
+    if isinstance(layout, JoinCluster):
+        return LayoutHistory()
+    if isinstance(layout, StaticLayout):
+        first = LayoutVersion.from_static(
+            layout.nodes,
+            {n: layout.zone_of(n) for n in layout.nodes},
+            layout.replication_factor,
+            layout.write_quorum,
+        )
+        return LayoutHistory((first,), (VersionRecord.of(first),))
+    return None
+
+
+class Membership:
+    """One node's layout history, and what it does with it."""
+
+    def __init__(
+        self,
+        ctx: PeerContext,
+        history: LayoutHistory | None,
+        *,
+        db: MetadataDb | None = None,
+        seeds: tuple[str, ...] = (),
+    ) -> None:
+        self._ctx = ctx
+        self._db = db
+        self._history = history
+        self._seeds = seeds
+        self._lock = trio.Lock()
+        self._rng = random.Random(f"gossip:{ctx.node_id}")
+        self._round_robin = 0
+        #: bumped on every change of the history
+        self.changed = AsyncValue(0)
+        #: nodes outside the layout that exchanged with us (gateways, joining nodes)
+        self.contacts: set[str] = set()
+        self._publish()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def history(self) -> LayoutHistory | None:
+        return self._history
+
+    @property
+    def fixed(self) -> bool:
+        return self._history is None
+
+    def status(self) -> LayoutStatus:
+        h = self._history
+        if h is None:
+            layout = self._ctx.layout
+            return LayoutStatus(
+                1,
+                [1],
+                {n: NodeLayoutState(None, 1, False, 0, 0, 0) for n in layout.nodes},
+            )
+        current = h.current
+        roles = {} if current is None else dict(current.roles)
+        nodes: dict[str, NodeLayoutState] = {}
+        for node_id in sorted(h.known_nodes()):
+            report = h.reports.get(node_id) or NodeReport(0)
+            nodes[node_id] = NodeLayoutState(
+                roles.get(node_id),
+                report.synced,
+                h.is_drained(node_id),
+                report.to_fetch,
+                report.to_hand_off,
+                report.bytes_to_move,
+            )
+        return LayoutStatus(h.version, [v.version for v in h.live], nodes)
+
+    def records(self) -> list[VersionRecord]:
+        h = self._history
+        return [] if h is None else list(h.records)
+
+    def peers(self) -> set[str]:
+        """Every node this one exchanges layouts with (itself excluded)."""
+        h = self._history
+        known = set(self._seeds) | self.contacts
+        if h is not None:
+            known |= h.known_nodes()
+        known.discard(self._ctx.node_id)
+        return known
+
+    # -- changing --------------------------------------------------------------------------
+
+    async def apply(
+        self,
+        changes: Mapping[str, NodeRole | None],
+        replication_factor: int | None,
+        write_quorum: int | None,
+    ) -> int:
+        """Derive, store and spread the next version; its number."""
+        async with self._lock:
+            h = self._history
+            if h is None:
+                raise LayoutError(
+                    f"the layout of {self._ctx.node_id} is fixed ({self._ctx.layout!r}): "
+                    "open the node with a StaticLayout or JoinCluster to change it"
+                )
+            current = h.current
+            if current is None:
+                raise LayoutError(f"{self._ctx.node_id} has not learned the cluster's layout yet")
+            now = self._ctx.clock.now_msec()
+            new = current.derive(
+                changes,
+                replication_factor=replication_factor,
+                write_quorum=write_quorum,
+                applied_msec=now,
+            )
+            await self._store_locked(h.with_version(new, now))
+        log.info(
+            "%s: applied layout version %d: %d node(s) %s, replication %d, quorum %d",
+            self._ctx.node_id,
+            new.version,
+            len(new.roles),
+            ", ".join(new.nodes),
+            new.replication_factor,
+            new.write_quorum,
+        )
+        await self.spread()
+        return new.version
+
+    async def adopt(self, other: LayoutHistory, source: str) -> bool:
+        """Merge ``other`` (from ``source``) into the history; whether it changed."""
+        async with self._lock:
+            h = self._history
+            if h is None:
+                return False
+            merged = h.merge(other, self._ctx.clock.now_msec())
+            if merged.digest == h.digest:
+                return False
+            await self._store_locked(merged)
+        if merged.version != h.version:
+            log.info(
+                "%s: layout version %d learned from %s (live: %s)",
+                self._ctx.node_id,
+                merged.version,
+                source,
+                ", ".join(str(v.version) for v in merged.live),
+            )
+        elif [v.version for v in merged.live] != [v.version for v in h.live]:
+            log.info(
+                "%s: layout versions retired; live now: %s",
+                self._ctx.node_id,
+                ", ".join(str(v.version) for v in merged.live),
+            )
+        return True
+
+    async def report(self, **fields: int) -> bool:
+        """Replace this node's own report (fields of :class:`NodeReport`); whether its
+        synced or drained version changed (then it is spread at once)."""
+        async with self._lock:
+            h = self._history
+            if h is None:
+                return False
+            me = self._ctx.node_id
+            old = h.reports.get(me) or NodeReport(0)
+            now = self._ctx.clock.now_msec()
+            new = replace(old, **fields)
+            if new == old:
+                return False
+            new = replace(new, seq=h.next_seq(me, now))
+            await self._store_locked(h.with_report(me, new, now))
+        milestone = (new.synced, new.drained) != (old.synced, old.drained)
+        if milestone:
+            if new.synced != old.synced:
+                log.info("%s: synced to layout version %d", me, new.synced)
+            if new.drained and not old.drained:
+                log.info("%s: drained (holds no block and no reference): may be removed", me)
+            self._ctx.spawn_background("layout spread", self.spread)
+        return milestone
+
+    async def _store_locked(self, history: LayoutHistory) -> None:
+        if self._db is not None:
+            await self._db.save_setting(HISTORY_KEY, history.encode())
+        self._history = history
+        self._publish()
+        self.changed.value += 1
+
+    def _publish(self) -> None:
+        """Hand the live layouts to the context, and the roles' addresses to the transport."""
+        h = self._history
+        if h is None:
+            return
+        if h.current is not None:
+            self._ctx.set_layouts(h.live)
+        transport = None if self._ctx.rpc is None else self._ctx.rpc.transport
+        add_peer = getattr(transport, "add_peer", None)
+        if add_peer is None:
+            return
+        for version in h.live:
+            for node_id, role in version.roles.items():
+                if role.address is not None and node_id != self._ctx.node_id:
+                    add_peer(node_id, parse_address(role.address))
+
+    # -- exchanging ------------------------------------------------------------------------
+
+    async def exchange(self, peer: str, *, push: bool = False) -> None:
+        """Compare histories with ``peer``; each side ends up with the join."""
+        rpc, h = self._ctx.rpc, self._history
+        if rpc is None or h is None:
+            return
+        timeout = self._ctx.config.rpc_timeout
+        ours = h.encode() if push else None
+        theirs_digest, theirs = await rpc.layout_exchange(
+            peer, h.digest, ours, background=True, timeout=timeout
+        )
+        if theirs is not None:
+            try:
+                other = LayoutHistory.decode(theirs)
+            except LayoutError as exc:
+                raise ProtocolError(f"{peer} sent a bad layout history: {exc}") from exc
+            await self.adopt(other, peer)
+        mine = self._history
+        if mine is not None and mine.digest != theirs_digest and not push:
+            await rpc.layout_exchange(
+                peer, mine.digest, mine.encode(), background=True, timeout=timeout
+            )
+
+    async def serve_exchange(
+        self, peer: str, digest: bytes, history: bytes | None
+    ) -> tuple[bytes, bytes | None]:
+        """A peer's ``LayoutExchange``: merge what it sent, answer with ours."""
+        if self._history is None:
+            raise TrioblockError(f"{self._ctx.node_id} has a fixed layout")
+        h = self._history
+        if peer not in h.known_nodes():
+            self.contacts.add(peer)
+        if history is not None:
+            try:
+                other = LayoutHistory.decode(history)
+            except LayoutError as exc:
+                raise ProtocolError(f"bad layout history from {peer}: {exc}") from exc
+            await self.adopt(other, peer)
+        h = self._history
+        assert h is not None
+        mine = h.digest
+        return mine, (None if mine == digest else h.encode())
+
+    async def spread(self) -> None:
+        """Push the history to every node this one knows of (failures are left to
+        gossip)."""
+        limiter = trio.CapacityLimiter(MAX_SPREAD)
+
+        async def one(peer: str) -> None:
+            async with limiter:
+                try:
+                    await self.exchange(peer, push=True)
+                except Exception as exc:  # gossip will try again
+                    log.debug("%s: layout push to %s failed: %s", self._ctx.node_id, peer, exc)
+                    self.contacts.discard(peer)
+
+        async with trio.open_nursery() as nursery:
+            for peer in sorted(self.peers()):
+                nursery.start_soon(one, peer)
+
+    async def gossip_once(self) -> None:
+        """Exchange digests with the next peer in turn."""
+        peers = sorted(self.peers())
+        if not peers:
+            return
+        peer = peers[self._round_robin % len(peers)]
+        self._round_robin += 1
+        try:
+            await self.exchange(peer)
+        except Exception as exc:  # unreachable for now: the next round tries another
+            log.debug(
+                "%s: layout gossip with %s failed: %s", self._ctx.node_id, peer, describe(exc)
+            )
+
+    async def run_gossip(self) -> None:
+        """Exchange with every known node at start, then with one every interval."""
+        if self._history is None or self._ctx.rpc is None:
+            return
+        await self.spread_digests()
+        while True:
+            await trio.sleep(GOSSIP_INTERVAL * self._rng.uniform(0.5, 1.5))
+            await self.gossip_once()
+
+    async def spread_digests(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for peer in sorted(self.peers()):
+                nursery.start_soon(self._quiet_exchange, peer)
+
+    async def _quiet_exchange(self, peer: str) -> None:
+        try:
+            await self.exchange(peer)
+        except Exception as exc:
+            log.debug("%s: layout exchange with %s failed: %s", self._ctx.node_id, peer, exc)
+
+
+__all__ = [
+    "GOSSIP_INTERVAL",
+    "HISTORY_KEY",
+    "LayoutStatus",
+    "Membership",
+    "NodeLayoutState",
+    "initial_history",
+]
