@@ -18,6 +18,9 @@ PUBLIC_NAMESPACES = ["trioblock", "trioblock.errors", "trioblock.testing"]
 
 #: DESIGN §3: the BlockManager members users call.
 MANAGER_MEMBERS = [
+    "apply_layout",
+    "layout_status",
+    "layout_history",
     "add_reference",
     "remove_reference",
     "references",
@@ -123,6 +126,7 @@ MANAGER_ADDITIONS = [
     "layout",
     "metrics",
     "is_gateway",
+    "sync_layout",
     "ref_len",
     "get_rc_entry",
     "list_resync_queue",

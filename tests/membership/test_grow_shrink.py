@@ -121,3 +121,87 @@ async def test_fixed_layout_refuses(tmp_path, autojump_clock):
     async with trioblock.open_block_manager(config) as bm:
         with pytest.raises(trioblock.LayoutError, match="fixed"):
             await bm.apply_layout({"x": trioblock.NodeRole(capacity=1)})
+
+
+async def test_concurrent_applies_of_one_number_converge(tmp_path, autojump_clock):
+    async with open_cluster(tmp_path, n=4, gc_delay=30.0) as c:
+        c.net.partition(["n0", "n1"], ["n2", "n3"])
+        big = trioblock.NodeRole(capacity=2 * (1 << 40) * 1024)
+        await c.nodes["n0"].apply_layout({"n1": big})
+        await c.nodes["n2"].apply_layout({"n3": None})
+        c.net.heal()
+        await settle(c)
+        layouts = {bm.layout for bm in c.nodes.values()}
+        assert len(layouts) == 1
+        (winner,) = layouts
+        assert winner.version == 2
+        for bm in c.nodes.values():
+            records = [r for r in bm.layout_history() if r.version == 2]
+            assert sorted(r.superseded for r in records) == [False, True]
+            (won,) = [r for r in records if not r.superseded]
+            assert won.digest == winner.digest
+
+
+async def test_node_down_during_apply_learns_it_back(tmp_path, autojump_clock):
+    async with open_cluster(tmp_path, n=3, gc_delay=30.0) as c:
+        bm = c.nodes["n0"]
+        hashes = []
+        for i in range(20):
+            h = await bm.put_block(os.urandom(64) + bytes([i]))
+            await bm.add_reference(h, "o")
+            hashes.append(h)
+        await c.stop("n2")
+        await c.add_node("n3")
+        await bm.apply_layout({"n3": trioblock.NodeRole(capacity=TiB)})
+        await trio.sleep(30)
+        n2 = await c.start("n2")
+        with trio.fail_after(60):
+            while n2.layout.version != 2:
+                await trio.sleep(1)
+        await settle(c)
+        for h in hashes:
+            assert await holders(c, h) == set(c.layout.storage_nodes(h))
+
+
+async def test_second_version_before_the_first_is_synced(tmp_path, autojump_clock):
+    async with open_cluster(tmp_path, n=3, gc_delay=30.0) as c:
+        bm = c.nodes["n0"]
+        blocks = {}
+        for i in range(30):
+            data = os.urandom(64) + bytes([i])
+            h = await bm.put_block(data)
+            await bm.add_reference(h, "o")
+            blocks[h] = data
+        await c.add_node("n3")
+        await c.add_node("n4")
+        c.net.partition(["n3"], ["n0", "n1", "n2", "n4"])
+        await bm.apply_layout({"n3": trioblock.NodeRole(capacity=TiB)})
+        await bm.apply_layout(
+            {"n4": trioblock.NodeRole(capacity=TiB), "n3": None, "n1": None}
+        )
+        assert bm.layout_status().live_versions == [1, 2, 3]
+        for h, data in blocks.items():
+            assert await c.nodes["n4"].get_block(h) == data
+            await bm.add_reference(h, "during")
+        c.net.heal()
+        status = await settle(c)
+        assert status.live_versions == [3]
+        assert status.nodes["n1"].drained and status.nodes["n3"].drained
+        for h, data in blocks.items():
+            assert await holders(c, h) == set(c.layout.storage_nodes(h))
+            assert await c.nodes["n2"].get_block(h) == data
+            for node in c.layout.storage_nodes(h):
+                assert {r.owner for r in c.nodes[node].references(h)} == {b"o", b"during"}
+
+
+async def test_a_removed_node_drains_blocks_nobody_referenced(tmp_path, autojump_clock):
+    # A block put and never referenced has no count row: only a walk of the disk finds
+    # it. A removed node must still end up empty (it was never drained before).
+    async with open_cluster(tmp_path, n=4, gc_delay=30.0) as c:
+        n1 = c.nodes["n1"]
+        orphans = [await n1.put_block(os.urandom(500)) for _ in range(5)]
+        assert any([await n1.has_local_block(h) for h in orphans])
+        await c.nodes["n0"].apply_layout({"n1": None})
+        status = await settle(c)
+        assert status.nodes["n1"].drained
+        assert n1.stored().blocks == 0

@@ -31,6 +31,7 @@ from .._core.refs import RefTuple
 from .._storage.database import Transaction
 from .._storage.offload import run_blocking
 from ..errors import TransportError
+from .blockwalk import BlockWalk
 from .context import NodeContext, describe
 from .refcounts import RefCounts
 
@@ -148,4 +149,27 @@ async def survey(ctx: NodeContext) -> Survey:
                 found.queued += added
 
 
-__all__ = ["HAND_OFF_PAGE", "Survey", "hand_off_references", "survey"]
+async def queue_leftover_copies(ctx: NodeContext) -> tuple[int, int]:
+    """On a node outside every live version: queue every block file on disk for a
+    resync check (copies that no count names, such as a block put but never
+    referenced, are otherwise only found by a repair); (copies found, bytes)."""
+    walk = BlockWalk(ctx.store.layout.dirs, ctx.store.limiter)
+    found = size = 0
+    now = ctx.clock.now_msec()
+    while True:
+        locations = await walk.take(SURVEY_BATCH)
+        if not locations:
+            return found, size
+        found += len(locations)
+        size += sum(loc.size for loc in locations)
+        if await ctx.db.queue_unqueued([bytes(loc.hash) for loc in locations], now):
+            ctx.notify_resync()
+
+
+__all__ = [
+    "HAND_OFF_PAGE",
+    "Survey",
+    "hand_off_references",
+    "queue_leftover_copies",
+    "survey",
+]

@@ -50,7 +50,7 @@ from .._storage.metadata import MetadataDb
 from .._storage.reftable import Keep
 from .clock import NodeClock
 from .context import NodeContext
-from .handoff import Survey, hand_off_references, survey
+from .handoff import Survey, hand_off_references, queue_leftover_copies, survey
 from .membership import Membership
 from .refcounts import RefCounts
 from .references import References
@@ -262,9 +262,14 @@ class RefSyncWorker(Worker):
         rpc = self._rpc
         if rpc is None:
             return
-        keep = self.refs.shared_with(peer)
         timeout = self.ctx.config.rpc_timeout
         try:
+            if self.membership is not None and self.membership.history is not None:
+                # Agree on the live versions first: the entries each side shares with the
+                # other are chosen by them, and a peer that has not heard of a new
+                # version would offer this node nothing of what it is to hold.
+                await self.membership.exchange(peer)
+            keep = self.refs.shared_with(peer)
             prefixes = [b""]
             while prefixes:
                 batch, prefixes = prefixes[:256], prefixes[256:]
@@ -433,6 +438,16 @@ class RefSyncWorker(Worker):
             "to_hand_off": found.to_hand_off,
             "bytes_to_move": found.bytes_to_move,
         }
+        if (
+            me not in history.live_nodes()
+            and len(self.db.refs) == 0
+            and self.store.stored.figures().blocks > found.to_hand_off
+        ):
+            # Copies no count names (put, never referenced): queued so that the
+            # resync's GC path offloads or deletes them, as it does the others.
+            leftover, size = await queue_leftover_copies(self.ctx)
+            fields["to_hand_off"] = max(found.to_hand_off, leftover)
+            fields["bytes_to_move"] = max(found.bytes_to_move, size)
         started = self._pass_version
         if (
             me in current.roles
