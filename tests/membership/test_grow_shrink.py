@@ -176,9 +176,7 @@ async def test_second_version_before_the_first_is_synced(tmp_path, autojump_cloc
         await c.add_node("n4")
         c.net.partition(["n3"], ["n0", "n1", "n2", "n4"])
         await bm.apply_layout({"n3": trioblock.NodeRole(capacity=TiB)})
-        await bm.apply_layout(
-            {"n4": trioblock.NodeRole(capacity=TiB), "n3": None, "n1": None}
-        )
+        await bm.apply_layout({"n4": trioblock.NodeRole(capacity=TiB), "n3": None, "n1": None})
         assert bm.layout_status().live_versions == [1, 2, 3]
         for h, data in blocks.items():
             assert await c.nodes["n4"].get_block(h) == data

@@ -12,11 +12,17 @@ and resync run, and asserts, for every block: each storage node's refcount equal
 number of alive owners; every block with an alive owner is stored by each of its storage
 nodes and reads back with the right bytes from every node and from the gateway.
 
-Run it with pytest::
+:class:`MembershipMachine` adds membership change: nodes join (``add_node``), are
+removed (``remove_node``) and are replaced after a crash (``replace_node``), while the
+rules above go on; its ``check`` also waits for the change to settle and asserts that
+every node without a role that still runs is drained (no block copy, no reference row).
 
-    from trioblock.testing.stateful import ReferenceMachine
+Run them with pytest::
+
+    from trioblock.testing.stateful import MembershipMachine, ReferenceMachine
 
     TestReferences = ReferenceMachine.TestCase
+    TestMembership = MembershipMachine.TestCase
 
 or subclass it to add rules of your own (``self.env.run(fn)`` runs ``await fn(cluster)``
 in the cluster's Trio loop). The cluster lives in a Trio loop on a helper thread
@@ -26,6 +32,7 @@ stands still between rules. Requires hypothesis (``pip install trioblock[testing
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -38,8 +45,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, precondition, rule
 
 from .._core.hashing import Hash, blake2sum
+from .._core.layoutversion import NodeRole
 from .._node.manager import BlockManager
-from ..errors import QuorumError, TrioblockError
+from ..errors import LayoutError, QuorumError, StaleLayoutError, TrioblockError
 from ._cluster import Cluster, open_cluster
 
 T = TypeVar("T")
@@ -139,6 +147,8 @@ class ReferenceMachine(RuleBasedStateMachine):
         #: updates that failed and are to be retried: (hash, owner, deleted)
         self.pending: list[tuple[Hash, str, bool]] = []
         self.down: set[str] = set()
+        #: the cluster's nodes that may run (a node replaced after a crash never does)
+        self.members: list[str] = list(NODES)
         self.partitioned = False
         self.owners = 0
         #: a node was wiped since the cluster last converged (losing a second disk
@@ -158,8 +168,11 @@ class ReferenceMachine(RuleBasedStateMachine):
         """A running node, or the gateway (index 3)."""
         if index == 3:
             return GATEWAY
-        up = [n for n in NODES if n not in self.down]
+        up = [n for n in self.members if n not in self.down]
         return up[index % len(up)]
+
+    def _member(self, index: int) -> str:
+        return self.members[index % len(self.members)]
 
     def _client(self, cluster: Cluster, via: str) -> BlockManager:
         if via == GATEWAY:
@@ -185,7 +198,7 @@ class ReferenceMachine(RuleBasedStateMachine):
                     await bm.add_reference(h, owner)
                 else:
                     await bm.remove_reference(h, owner)
-            except QuorumError:
+            except (QuorumError, StaleLayoutError):
                 return False
             return True
 
@@ -235,8 +248,10 @@ class ReferenceMachine(RuleBasedStateMachine):
         self._update(h, owner, True, self._via(via))
 
     @precondition(lambda self: not self.down and not self.wiped)
-    @rule(node=st.sampled_from(NODES), crash=st.booleans())
-    def stop_node(self, node: str, crash: bool) -> None:
+    @rule(index=st.integers(0, 7), crash=st.booleans())
+    def stop_node(self, index: int, crash: bool) -> None:
+        node = self._member(index)
+
         async def go(cluster: Cluster) -> None:
             await (cluster.kill(node) if crash else cluster.stop(node))
 
@@ -254,18 +269,22 @@ class ReferenceMachine(RuleBasedStateMachine):
         self.down.clear()
 
     @precondition(lambda self: not self.down and not self.wiped)
-    @rule(node=st.sampled_from(NODES))
-    def wipe_node(self, node: str) -> None:
+    @rule(index=st.integers(0, 7))
+    def wipe_node(self, index: int) -> None:
+        node = self._member(index)
+
         async def go(cluster: Cluster) -> None:
             await cluster.wipe(node)
 
         self.env.run(go)
         self.wiped = True
 
-    @rule(node=st.sampled_from(NODES))
-    def partition(self, node: str) -> None:
+    @rule(index=st.integers(0, 7))
+    def partition(self, index: int) -> None:
+        node = self._member(index)
+
         async def go(cluster: Cluster) -> None:
-            cluster.net.partition([node], [n for n in NODES if n != node])
+            cluster.net.partition([node], [n for n in cluster.node_ids if n != node])
 
         self.env.run(go)
         self.partitioned = True
@@ -281,7 +300,7 @@ class ReferenceMachine(RuleBasedStateMachine):
     def check(self) -> None:
         async def heal(cluster: Cluster) -> None:
             cluster.net.heal()
-            for node in NODES:
+            for node in self.members:
                 if node not in cluster.nodes:
                     await cluster.start(node)
 
@@ -290,12 +309,13 @@ class ReferenceMachine(RuleBasedStateMachine):
         self.partitioned = False
         pending, self.pending = self.pending, []
         for h, owner, deleted in pending:
-            self._update(h, owner, deleted, "n0")
+            self._update(h, owner, deleted, self.members[0])
         assert not self.pending, "an update failed with every node up"
 
         async def converge(cluster: Cluster) -> None:
+            await self.settle(cluster)
             for _ in range(2):
-                for node in NODES:
+                for node in self.members:
                     await cluster.nodes[node].sync_references()
             await trio.sleep(2 * RPC_TIMEOUT + 5)  # resync fetches what a node lacks
 
@@ -313,7 +333,7 @@ class ReferenceMachine(RuleBasedStateMachine):
                     if owners and not await bm.has_local_block(h):
                         problems.append(f"{node}: referenced {h.short()} not stored")
                 if owners:
-                    for node in [*NODES, GATEWAY]:
+                    for node in [*self.members, GATEWAY]:
                         try:
                             got = await self._client(cluster, node).get_block(h)
                         except TrioblockError as exc:
@@ -324,8 +344,120 @@ class ReferenceMachine(RuleBasedStateMachine):
             return problems
 
         problems = self.env.run(verify)
+        problems += self.env.run(self.verify_drained)
         assert not problems, "\n".join(problems)
         self.wiped = False
 
+    async def settle(self, cluster: Cluster) -> None:
+        """Wait until a layout change is over (nothing to wait for without one)."""
 
-__all__ = ["ClusterThread", "ReferenceMachine"]
+    async def verify_drained(self, cluster: Cluster) -> list[str]:
+        """Problems with nodes that hold no role (none without membership change)."""
+        return []
+
+
+class MembershipMachine(ReferenceMachine):
+    """:class:`ReferenceMachine` with nodes joining, leaving and replaced while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added = 0
+        #: a node was replaced after a crash: a second one would be a second lost disk
+        self.replaced = False
+
+    def _roles(self) -> list[str]:
+        assert self.env.cluster is not None
+        return list(self.env.cluster.layout.nodes)
+
+    def _apply(self, changes: dict[str, NodeRole | None], via: int) -> None:
+        async def go(cluster: Cluster) -> None:
+            up = [n for n in self.members if n not in self.down]
+            # A refused change (say, too few nodes left) stores nothing: nothing to do.
+            with contextlib.suppress(LayoutError):
+                await cluster.nodes[up[via % len(up)]].apply_layout(changes)
+
+        self.env.run(go)
+
+    def _new_node(self) -> str:
+        self.added += 1
+        node = f"m{self.added}"
+
+        async def go(cluster: Cluster) -> None:
+            await cluster.add_node(node)
+
+        self.env.run(go)
+        self.members.append(node)
+        return node
+
+    @precondition(lambda self: len(self.members) < 7 and not self.wiped)
+    @rule(zone=st.sampled_from(["", "a", "b"]), weight=st.integers(1, 3), via=st.integers(0, 6))
+    def add_node(self, zone: str, weight: int, via: int) -> None:
+        """A node joins and a layout version gives it a role."""
+        node = self._new_node()
+        self._apply({node: NodeRole(zone=zone, capacity=weight << 40)}, via)
+
+    @precondition(lambda self: not self.wiped)
+    @rule(index=st.integers(0, 7), via=st.integers(0, 6))
+    def remove_node(self, index: int, via: int) -> None:
+        """A layout version takes a node's role away (it keeps running and drains)."""
+        roles = self._roles()
+        if len(roles) > 3:
+            self._apply({roles[index % len(roles)]: None}, via)
+
+    @precondition(lambda self: not self.down and not self.wiped and not self.replaced)
+    @rule(index=st.integers(0, 7), via=st.integers(0, 6))
+    def replace_node(self, index: int, via: int) -> None:
+        """A node with a role crashes for good; a new node takes its place."""
+        roles = [n for n in self._roles() if n in self.members]
+        if not roles:
+            return
+        victim = roles[index % len(roles)]
+
+        async def go(cluster: Cluster) -> None:
+            await cluster.kill(victim)
+
+        self.env.run(go)
+        self.members.remove(victim)
+        self.replaced = True
+        node = self._new_node()
+        self._apply({victim: None, node: NodeRole(capacity=1 << 40)}, via)
+
+    async def settle(self, cluster: Cluster) -> None:
+        with trio.fail_after(3600):
+            while True:
+                statuses = [cluster.nodes[n].layout_status() for n in self.members]
+                if self._settled(cluster, statuses):
+                    return
+                await trio.sleep(5.0)
+
+    def _settled(self, cluster: Cluster, statuses: list[Any]) -> bool:
+        if len({s.version for s in statuses}) != 1:
+            return False
+        for s in statuses:
+            if len(s.live_versions) != 1:
+                return False
+            for node, state in s.nodes.items():
+                if state.role is not None and state.synced_version < s.version:
+                    return False
+                if state.role is None and node in self.members and not state.drained:
+                    return False
+        return True
+
+    async def verify_drained(self, cluster: Cluster) -> list[str]:
+        await trio.sleep(GC_DELAY + 30)  # copies handed off are deleted after the offload
+        await self.settle(cluster)
+        problems = []
+        roles = set(cluster.layout.nodes)
+        for node in self.members:
+            if node in roles:
+                continue
+            bm = cluster.nodes[node]
+            if bm.ref_len() or bm.stored().blocks:
+                problems.append(
+                    f"{node} (no role) holds {bm.ref_len()} reference rows and "
+                    f"{bm.stored().blocks} block copies"
+                )
+        return problems
+
+
+__all__ = ["ClusterThread", "MembershipMachine", "ReferenceMachine"]
