@@ -90,7 +90,9 @@ async def open_block_manager(
         log.warning("%s: layout has peers but no transport: peers are unreachable", config.node_id)
 
     clock = NodeClock()
-    db = await run_blocking(MetadataDb, config.metadata_path)
+    db = await run_blocking(
+        functools.partial(MetadataDb, config.metadata_path, fsync=config.metadata_fsync)
+    )
     ctx: NodeContext | None = None
     try:
         data_layout = await run_blocking(_load_data_layout, db, config)
