@@ -23,6 +23,17 @@ disk. Setup (opening the node, SQLite, creating directories) is not timed.
 The real clock and real threads are used throughout: never run this under a MockClock
 (trioblock then runs blocking work inline on the Trio thread).
 
+The ``metadata_fsync`` extra row (``--extras metadata_fsync``, the default; ``--sizes
+none`` runs it alone) measures what ``Config.metadata_fsync`` (SQLite ``synchronous=FULL``
+rather than ``NORMAL``) costs: ``n`` distinct 4 KiB random blocks are put by 16 tasks,
+then referenced once each with ``await bm.add_reference(h, owner)`` by 16 tasks, then
+once more each with ``bm.incref(h)`` in a plain loop (one commit per call), on a node
+with ``data_fsync`` on, once with ``metadata_fsync`` on and once off, alternating (on
+off, then off on, ...), each keeping its best repetition. It reports both rates and the
+ratio on/off (1.0 = free), and the Trio thread's longest stall in each phase (every
+commit runs on the Trio thread, and with ``metadata_fsync`` it waits there for the
+fsync of the WAL).
+
 Targets (from the performance issue): at concurrency 16 with fsync on, the ratio should
 be >= 0.85 for 1 MiB blocks and >= 0.6 for 4 KiB blocks (puts and gets, both data kinds).
 ``--check`` makes the exit status 1 when a target is missed; by default it is 0, since
@@ -181,6 +192,137 @@ def baseline_once(
 
 
 # --------------------------------------------------------------------------------------
+# extra row: what metadata_fsync costs
+
+MFSYNC_OPS = ("put", "add_reference", "incref")
+MFSYNC_CONCURRENCY = 16
+#: Blocks per phase of the metadata_fsync row, by mode.
+MFSYNC_BLOCKS = {"quick": 128, "default": 512, "full": 1024}
+
+
+class StallMeter:
+    """The Trio thread's longest stall: how late a task asking to wake every ``tick``
+    seconds was woken at worst."""
+
+    def __init__(self, tick: float = 0.001) -> None:
+        self.tick = tick
+        self.worst = 0.0
+
+    async def run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await trio.sleep(self.tick)
+            self.worst = max(self.worst, time.perf_counter() - asked - self.tick)
+
+
+async def _mfsync_run(
+    root: str, blocks: Sequence[bytes], metadata_fsync: bool, overrides: dict[str, Any]
+) -> dict[str, tuple[Timing, float]]:
+    """(timing, the Trio thread's longest stall) of each phase, on one fresh node."""
+    if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+        raise RuntimeError("benchmarks must run on the real clock")
+    config = trioblock.Config(
+        node_id="bench",
+        metadata_dir=Path(root, "meta"),
+        data_dir=Path(root, "data"),
+        **{**overrides, "data_fsync": True, "metadata_fsync": metadata_fsync},
+    )
+    hashes: list[Any] = [None] * len(blocks)
+    out: dict[str, tuple[Timing, float]] = {}
+    async with trioblock.open_block_manager(config) as bm:
+        while not bm.stored().exact:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+        async def putter(share: list[tuple[int, bytes]]) -> None:
+            for i, data in share:
+                hashes[i] = await bm.put_block(data)
+
+        async def referrer(share: list[tuple[int, bytes]]) -> None:
+            for i, h in share:
+                await bm.add_reference(h, f"owner-{i}")
+
+        longest_incref = 0.0
+
+        async def increfs() -> None:
+            nonlocal longest_incref
+            for h in hashes:
+                t = time.perf_counter()
+                bm.incref(h)  # synchronous: one commit, on the Trio thread
+                longest_incref = max(longest_incref, time.perf_counter() - t)
+
+        async def tasks(fn: Any, items: Sequence[Any]) -> None:
+            async with trio.open_nursery() as nursery:
+                for share in shares(items, MFSYNC_CONCURRENCY):
+                    nursery.start_soon(fn, share)
+
+        phases = {
+            "put": (tasks, putter, blocks),
+            "add_reference": (tasks, referrer, hashes),
+            "incref": (lambda fn, items: fn(), increfs, hashes),
+        }
+        for op, (run, fn, items) in phases.items():
+            meter = StallMeter()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(meter.run)
+                await trio.sleep(0.002)  # the meter is waiting
+                with Stopwatch() as sw:
+                    await run(fn, items)
+                await trio.sleep(0.002)  # the meter sees the end of the phase
+                nursery.cancel_scope.cancel()
+            # A synchronous loop never lets the meter run: its stall is its longest call.
+            out[op] = (sw.timing, longest_incref if op == "incref" else meter.worst)
+        if any(bm.get_block_rc(h) != 2 for h in hashes):
+            raise AssertionError("a block does not have its two references")
+    return out
+
+
+def measure_metadata_fsync(
+    root: str, n: int, repetitions: int, seed: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The metadata_fsync row: each operation with metadata_fsync on and off, same run."""
+    blocks = make_blocks(n, 4 * KiB, "random", seed=seed)
+    rates = {(on, op): Rate(n=n, size=4 * KiB) for on in (True, False) for op in MFSYNC_OPS}
+    stalls = {(on, op): 0.0 for on in (True, False) for op in MFSYNC_OPS}
+    for rep in range(repetitions):
+        for on in (True, False) if rep % 2 == 0 else (False, True):
+            where = fresh_dir(root, f"mfsync-{int(on)}")
+            _sync_disks()
+            gc.collect()
+            phases = trio.run(_mfsync_run, where, blocks, on, overrides)
+            for op, (timing, stall) in phases.items():
+                rates[on, op].add(timing)
+                stalls[on, op] = max(stalls[on, op], stall)
+    rows = {}
+    for op in MFSYNC_OPS:
+        on, off = rates[True, op], rates[False, op]
+        rows[op] = {
+            "on_per_s": on.blocks_per_s,
+            "off_per_s": off.blocks_per_s,
+            "ratio_on_off": on.blocks_per_s / off.blocks_per_s,
+            "on_cpu_us": on.cpu_us_per_block,
+            "off_cpu_us": off.cpu_us_per_block,
+            "max_stall_ms_on": stalls[True, op] * 1000,
+            "max_stall_ms_off": stalls[False, op] * 1000,
+            "concurrency": 1 if op == "incref" else MFSYNC_CONCURRENCY,
+        }
+    return {"n": n, "size": 4 * KiB, "data": "random", "repetitions": repetitions, "rows": rows}
+
+
+def print_metadata_fsync(r: dict[str, Any]) -> None:
+    print(
+        f"\nmetadata_fsync on against off (SQLite synchronous FULL / NORMAL), 4 KiB random, "
+        f"data_fsync on, n={r['n']}, best of {r['repetitions']} each, alternating:"
+    )
+    for op, row in r["rows"].items():
+        print(
+            f"  {op:13} x{row['concurrency']:<2}  on {row['on_per_s']:9,.0f}/s  "
+            f"off {row['off_per_s']:9,.0f}/s  on/off {row['ratio_on_off']:.2f}  "
+            f"Trio thread's longest stall on {row['max_stall_ms_on']:.1f} ms, "
+            f"off {row['max_stall_ms_off']:.1f} ms"
+        )
+
+
+# --------------------------------------------------------------------------------------
 # driver
 
 _SYNC = True
@@ -283,10 +425,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     length.add_argument("--full", action="store_true", help="5 repetitions, longer phases")
     p.add_argument("--dir", help="parent of the temp directories (default: /var/tmp or /tmp)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--sizes", default="4k,64k,1m", help="block sizes (default 4k,64k,1m)")
+    p.add_argument(
+        "--sizes",
+        default="4k,64k,1m",
+        help="block sizes (default 4k,64k,1m; 'none': only the extra rows)",
+    )
     p.add_argument("--concurrency", default="1,16", help="tasks/threads (default 1,16)")
     p.add_argument("--fsync", default="on,off", help="data_fsync values (default on,off)")
     p.add_argument("--data", default="text,random", help="block contents (default text,random)")
+    p.add_argument(
+        "--extras",
+        default="metadata_fsync",
+        help="extra rows after the table: metadata_fsync (put, add_reference and incref "
+        "with Config.metadata_fsync on and off); 'none' for none (default metadata_fsync)",
+    )
     p.add_argument("--repetitions", type=int, help="override the mode's repetitions")
     p.add_argument("--phase-seconds", type=float, help="override the mode's phase length")
     p.add_argument(
@@ -336,7 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _SYNC = not args.no_sync
     _SYNC_BEFORE_GET = not args.quick  # a CI-sized run saves the second sync per run
-    sizes = [parse_size(s) for s in _csv(args.sizes)]
+    sizes = [] if args.sizes == "none" else [parse_size(s) for s in _csv(args.sizes)]
+    extra_names = [] if args.extras == "none" else _csv(args.extras)
+    unknown = set(extra_names) - {"metadata_fsync"}
+    if unknown:
+        raise SystemExit(f"--extras: unknown row(s) {', '.join(sorted(unknown))}")
     concurrencies = [int(c) for c in _csv(args.concurrency)]
     fsyncs = [{"on": True, "off": False}[f.lower()] for f in _csv(args.fsync)]
     kinds = _csv(args.data)
@@ -360,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides:
         print(f"trioblock.Config overrides: {overrides}", file=sys.stderr)
     results: list[Result] = []
+    extras: dict[str, Any] = {}
     started = time.perf_counter()
     seed = 1
     reserve = 8 * mode.max_bytes + (1 << 30)
@@ -382,13 +539,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"ratio {r.ratio:.2f}",
                                 file=sys.stderr,
                             )
+        if "metadata_fsync" in extra_names:
+            mode_name = "quick" if args.quick else "full" if args.full else "default"
+            extras["metadata_fsync"] = measure_metadata_fsync(
+                root,
+                MFSYNC_BLOCKS[mode_name],
+                max(2, mode.repetitions),
+                seed + 1,
+                overrides,
+            )
     finally:
         if not args.keep:
             remove_dir(root)
     elapsed = time.perf_counter() - started
 
-    print()
-    print(format_table(results))
+    if results:
+        print()
+        print(format_table(results))
+    if "metadata_fsync" in extras:
+        print_metadata_fsync(extras["metadata_fsync"])
     print(f"\n{len(results)} rows in {elapsed:.0f} s; ratio = trioblock rate / baseline rate")
     missed = [r for r in results if r.meets_target is False]
     targeted = [r for r in results if r.target is not None]
@@ -407,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "elapsed_seconds": elapsed,
                     },
                     "results": [r.as_dict() for r in results],
+                    "extras": extras,
                 },
                 f,
                 indent=2,

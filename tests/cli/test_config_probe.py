@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from cli_kit import SECRET_HEX, Result, cli_env, write_node_files
 
+from trioblock._cli.nodefile import load_node_file
+
 Cli = Callable[..., Result]
 
 PEERS = '[peers]\nn0 = "127.0.0.1:0"\nn1 = "127.0.0.1:1"\nn2 = "127.0.0.1:2"\n'
@@ -130,6 +132,8 @@ CASES: dict[str, Case] = {
     "data_fsync string": Case(
         "data_fsync", "", _replace("data_fsync = false", 'data_fsync = "no"')
     ),
+    "metadata_fsync int": Case("metadata_fsync", "metadata_fsync = 0\n"),
+    "metadata_fsync string": Case("metadata_fsync", 'metadata_fsync = "false"\n'),
     "disable_scrub string": Case("disable_scrub", 'disable_scrub = "yes"\n'),
     "scrub_interval inf": Case("scrub_interval", "scrub_interval = inf\n"),
     "scrub_interval zero": Case("scrub_interval", "scrub_interval = 0\n"),
@@ -350,3 +354,11 @@ def test_a_config_without_read_permission(cli: Cli, tmp_path: Path) -> None:
         assert result.code == 2
         assert_one_line_naming(result, "config")
         assert "Permission denied" in result.stderr
+
+
+@pytest.mark.parametrize(("extra", "expected"), [("", True), ("metadata_fsync = false\n", False)])
+def test_metadata_fsync_is_read_from_the_node_file(
+    tmp_path: Path, extra: str, expected: bool
+) -> None:
+    config, _ = write_node_files(tmp_path, 0, extra)
+    assert load_node_file(config).config.metadata_fsync is expected

@@ -26,6 +26,7 @@ def test_defaults_match_the_design() -> None:
     c = cfg()
     assert c.compression_level == 1
     assert c.data_fsync is True
+    assert c.metadata_fsync is True
     assert c.rpc_timeout == 30.0
     assert c.need_block_query_timeout == 5.0
     assert c.gc_delay == 600.0
@@ -79,6 +80,7 @@ def test_msec_properties() -> None:
         ("compression_level", True),
         ("compression_level", 1.0),
         ("data_fsync", 1),
+        ("metadata_fsync", "false"),
         ("disable_scrub", "no"),
         ("rpc_timeout", 0),
         ("rpc_timeout", -1),
@@ -124,6 +126,7 @@ def test_each_bad_field_is_named(field: str, value: Any) -> None:
         {"resync_tranquility": 0},
         {"data_dir": [DataDir("/a", capacity="2TiB"), DataDir("/b", read_only=True)]},
         {"rpc_secret": b"s"},
+        {"metadata_fsync": False},
     ],
 )
 def test_good_values_validate(overrides: dict[str, Any]) -> None:
@@ -176,7 +179,11 @@ BAD_VALUES: list[tuple[str, Any]] = [
     *[(name, value) for name in DURATIONS for value in ("30", True, None, -1, 1e300, 10**400)],
     *[(name, 0) for name in DURATIONS if name != "gc_delay"],
     *[(name, value) for name in INTS for value in ("three", 2.0, True, False, None, 10**400)],
-    *[(name, value) for name in ("data_fsync", "disable_scrub") for value in (0, 1, "yes", None)],
+    *[
+        (name, value)
+        for name in ("data_fsync", "metadata_fsync", "disable_scrub")
+        for value in (0, 1, "yes", None)
+    ],
     ("compression_level", "1"),
     ("compression_level", math.inf),
     ("node_id", None),

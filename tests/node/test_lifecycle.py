@@ -32,6 +32,7 @@ from trioblock._storage.blockfiles import BlockStore
         ("resync_retry_delay", 0),
         ("resync_tranquility", -3),
         ("data_dir", []),
+        ("metadata_fsync", 1),
     ],
 )
 async def test_bad_config_fails_at_open_naming_the_field(
@@ -43,6 +44,31 @@ async def test_bad_config_fails_at_open_naming_the_field(
             pytest.fail("opened with a bad configuration")
     assert info.value.field == field
     assert not (tmp_path / "meta").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "synchronous"),
+    [({}, 2), ({"metadata_fsync": True}, 2), ({"metadata_fsync": False}, 1)],
+    ids=["default", "on", "off"],
+)
+async def test_metadata_fsync_sets_sqlite_synchronous(
+    open_node, overrides: dict[str, Any], synchronous: int
+) -> None:
+    """``metadata_fsync`` (on by default): ``synchronous=FULL`` (2), else ``NORMAL`` (1),
+    in WAL mode either way; the transaction's connection is the one every commit uses."""
+    h = blake2sum(b"referenced")
+    async with open_node(**overrides) as bm:
+        with bm.transaction() as tx:
+            assert tx.execute("PRAGMA synchronous").fetchone() == (synchronous,)
+            assert tx.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            bm.incref(h, tx)
+        assert bm.get_block_rc(h) == 1
+    # A reopen with the other setting applies it (nothing is kept in the file).
+    flipped = {"metadata_fsync": synchronous != 2}
+    async with open_node(**flipped) as bm:
+        with bm.transaction() as tx:
+            assert tx.execute("PRAGMA synchronous").fetchone() == (3 - synchronous,)
+        assert bm.get_block_rc(h) == 1
 
 
 async def test_layout_without_this_node_is_a_config_error(make_config) -> None:

@@ -52,6 +52,28 @@ def test_database_file_is_in_metadata_dir_in_wal_mode(tmp_path: Path) -> None:
         conn.close()
 
 
+@pytest.mark.parametrize(("fsync", "synchronous"), [(True, 2), (False, 1)])
+async def test_both_connections_get_the_synchronous_setting(
+    tmp_path: Path, fsync: bool, synchronous: int
+) -> None:
+    """``synchronous`` is per connection: the writer's and the reader's (which also runs
+    the WAL checkpoints) are both FULL (2) with ``fsync``, NORMAL (1) without."""
+    db = MetadataDb(tmp_path, fsync=fsync)
+    try:
+        assert db.read_one("PRAGMA synchronous") == (synchronous,)
+        assert await db.scan(lambda c: c.execute("PRAGMA synchronous").fetchone()) == (synchronous,)
+    finally:
+        db.close()
+
+
+def test_full_synchronous_is_the_default(tmp_path: Path) -> None:
+    db = MetadataDb(tmp_path)
+    try:
+        assert db.read_one("PRAGMA synchronous") == (2,)
+    finally:
+        db.close()
+
+
 def test_schema_is_four_ordered_key_value_tables(tmp_path: Path) -> None:
     MetadataDb(tmp_path).close()
     conn = sqlite3.connect(tmp_path / "trioblock.sqlite")

@@ -44,7 +44,7 @@ _DURATIONS: Final[dict[str, bool]] = {
     "scrub_interval": False,
     "ref_sync_interval": False,
 }
-_BOOLS: Final = ("data_fsync", "disable_scrub")
+_BOOLS: Final = ("data_fsync", "metadata_fsync", "disable_scrub")
 #: Integers: name -> (low, high), both included.
 _INTS: Final[dict[str, tuple[int, int]]] = {
     "resync_workers": (1, MAX_RESYNC_WORKERS),
@@ -140,6 +140,9 @@ class Config:
       one ``None`` is an error.
     - ``compression_level = 1``: zstd level -7..22; ``None`` stores blocks plain.
     - ``data_fsync = True``: fsync each block file and its directory on every write.
+    - ``metadata_fsync = True``: SQLite ``synchronous=FULL``, so that a committed
+      reference survives a power loss; ``False`` (``NORMAL``) may lose the last commits
+      on a power loss or an OS crash, never on a process crash.
     - ``rpc_timeout = 30.0``: seconds for a block read or write with one peer.
     - ``need_block_query_timeout = 5.0``: seconds for asking a peer whether it needs a block.
     - ``gc_delay = 600.0``: seconds between a refcount reaching zero and the block's
@@ -186,6 +189,8 @@ class Config:
     disk_threads: int = 8
     #: Seconds between two reference anti-entropy passes.
     ref_sync_interval: float = 600.0
+    #: SQLite ``synchronous=FULL`` on the metadata database (``NORMAL`` when False).
+    metadata_fsync: bool = True
 
     if TYPE_CHECKING:
 
@@ -210,6 +215,7 @@ class Config:
             max_block_size: int = 64 * 1024 * 1024,
             disk_threads: int = 8,
             ref_sync_interval: float = 600.0,
+            metadata_fsync: bool = True,
         ) -> None: ...
 
     def __post_init__(self) -> None:

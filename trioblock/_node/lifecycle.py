@@ -91,7 +91,9 @@ async def open_block_manager(
         log.warning("%s: layout has peers but no transport: peers are unreachable", config.node_id)
 
     clock = NodeClock()
-    db = await run_blocking(MetadataDb, config.metadata_path)
+    db = await run_blocking(
+        functools.partial(MetadataDb, config.metadata_path, fsync=config.metadata_fsync)
+    )
     ctx: NodeContext | None = None
     try:
         history = initial_history(layout, db.get_setting(HISTORY_KEY), config.node_id)

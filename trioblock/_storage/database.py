@@ -22,8 +22,11 @@ Rules kept here:
 - **Checkpoints off the Trio thread.** The writer never checkpoints the WAL itself; after
   :data:`CHECKPOINT_EVERY` commits, :meth:`Database.run_checkpoints` (a task of the
   node) runs a passive checkpoint on the reader connection in a worker thread.
-- WAL with ``synchronous=NORMAL``: every commit is atomic and survives a process crash;
-  a power cut may lose the last commits but never tears one.
+- WAL with ``synchronous=FULL`` (``metadata_fsync``, the default) or ``NORMAL``, on
+  every connection: every commit is atomic and survives a process crash. With ``FULL``
+  a commit returns once its WAL frames are fsynced, so it also survives a power cut or
+  an OS crash; with ``NORMAL`` such a cut may lose the last commits (those since the
+  last checkpoint) but never tears one.
 """
 
 from __future__ import annotations
@@ -97,10 +100,11 @@ class Transaction:
             top[table] = top.get(table, 0) + delta
 
 
-def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
+def _connect(path: Path, busy_ms: int, fsync: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    # A per-connection setting: every connection gets it (the reader's checkpoints too).
+    conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
     return conn
 
 
@@ -130,17 +134,22 @@ def sql_errors(what: str) -> Iterator[None]:
 class Database:
     """The two connections to one node's SQLite file, transactions and row counts."""
 
-    def __init__(self, metadata_dir: Path) -> None:
+    def __init__(self, metadata_dir: Path, *, fsync: bool = True) -> None:
+        """Open (creating it if needed) ``metadata_dir/trioblock.sqlite``.
+
+        ``fsync``: ``synchronous=FULL`` (a commit survives a power cut) rather than
+        ``NORMAL`` on both connections (``Config.metadata_fsync``).
+        """
         try:
             metadata_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseError(f"cannot create metadata_dir {metadata_dir}: {exc}") from exc
         self.path = metadata_dir / DB_NAME
         with sql_errors(f"opening {self.path}"):
-            self._w = _connect(self.path, 0)
+            self._w = _connect(self.path, 0, fsync)
             self._w.execute("PRAGMA wal_autocheckpoint = 0")
             self._migrate()
-            self._r = _connect(self.path, READER_BUSY_TIMEOUT_MS)
+            self._r = _connect(self.path, READER_BUSY_TIMEOUT_MS, fsync)
             self._r.execute("PRAGMA query_only = 1")
             self._counts = {
                 t: int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])

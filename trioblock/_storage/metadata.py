@@ -64,8 +64,8 @@ class ResyncErrorInfo:
 class MetadataDb(Database):
     """Every statement trioblock runs on the rc, queue, error and settings tables."""
 
-    def __init__(self, metadata_dir: Path) -> None:
-        super().__init__(metadata_dir)
+    def __init__(self, metadata_dir: Path, *, fsync: bool = True) -> None:
+        super().__init__(metadata_dir, fsync=fsync)
         self.refs = RefTable(self)
 
     # -- reference counts (synchronous, Trio thread) -----------------------------------------
