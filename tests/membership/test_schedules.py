@@ -263,12 +263,12 @@ class Schedule:
                 problems.append(
                     f"{node} (no role) holds {bm.ref_len()} rows, {bm.stored().blocks} copies"
                 )
-        assert not problems, "\n".join(problems + ["schedule: " + ", ".join(self.log)])
+        assert not problems, "\n".join([*problems, "schedule: " + ", ".join(self.log)])
 
 
 @pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + SCHEDULES))
 async def test_membership_schedule(seed: int, tmp_path, autojump_clock) -> None:
     async with open_cluster(
-        tmp_path, n=3, gc_delay=GC_DELAY, rpc_timeout=5.0, data_fsync=False
+        tmp_path, n=3, gc_delay=GC_DELAY, rpc_timeout=5.0, data_fsync=False, metadata_fsync=False
     ) as cluster:
         await Schedule(seed, cluster).run()

@@ -100,6 +100,7 @@ async def run_ops(root: Path, ops: list[tuple[str, int, int]], no_livelock) -> N
         data_dir=root / "data",
         gc_delay=600.0,
         data_fsync=False,  # durability is tested elsewhere; this is about semantics
+        metadata_fsync=False,
         resync_tranquility=0,  # no throttling: deadlines are exact to the msec
     )
     hashes = [blake2sum(c) for c in CONTENTS]

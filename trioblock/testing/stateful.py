@@ -139,7 +139,9 @@ class ReferenceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         # No fsync: what is checked here is the logic, not durability against power loss.
-        self.env = ClusterThread(gc_delay=GC_DELAY, rpc_timeout=RPC_TIMEOUT, data_fsync=False)
+        self.env = ClusterThread(
+            gc_delay=GC_DELAY, rpc_timeout=RPC_TIMEOUT, data_fsync=False, metadata_fsync=False
+        )
         self.data: dict[Hash, bytes] = {}
         #: owners whose add committed, and owners removed (remove wins for ever)
         self.alive: dict[Hash, set[str]] = {}
