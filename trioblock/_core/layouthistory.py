@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import cbor2
@@ -188,10 +189,10 @@ class LayoutHistory:
                 return r
         return None
 
-    @property
+    @cached_property
     def digest(self) -> bytes:
         """A digest of the whole history (equal digests: nothing to exchange)."""
-        return hashlib.blake2b(cbor2.dumps(self.to_map()), digest_size=32).digest()
+        return hashlib.blake2b(self.encode(), digest_size=32).digest()
 
     # -- changing (each returns a new history) ---------------------------------------------
 
@@ -308,6 +309,10 @@ class LayoutHistory:
         }
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         return cbor2.dumps(self.to_map())
 
     @classmethod
@@ -330,7 +335,7 @@ class LayoutHistory:
             raise LayoutError(f"a layout history holds at most {MAX_RECORDS} records")
         if not isinstance(reports, dict) or len(reports) > MAX_REPORTS:
             raise LayoutError(f"a layout history holds at most {MAX_REPORTS} node reports")
-        versions = tuple(LayoutVersion.from_map(v) for v in live)
+        versions = tuple(_decode_version(v) for v in live)
         numbers = [v.version for v in versions]
         if numbers != sorted(set(numbers)):
             raise LayoutError("live versions must be in increasing order, each once")
@@ -339,6 +344,26 @@ class LayoutHistory:
             tuple(VersionRecord.from_list(r) for r in records),
             {check_node_id(n): NodeReport.from_list(r) for n, r in reports.items()},
         )
+
+
+#: Versions decoded lately, by their CBOR encoding: histories are exchanged often and
+#: mostly repeat the versions a node already checked (bounded, oldest forgotten first).
+_DECODED: dict[bytes, LayoutVersion] = {}
+_DECODED_MAX = 64
+
+
+def _decode_version(m: object) -> LayoutVersion:
+    try:
+        key = cbor2.dumps(m)
+    except Exception as exc:  # not encodable: not a version map either
+        raise LayoutError(f"bad layout version: {exc}") from None
+    found = _DECODED.get(key)
+    if found is None:
+        found = LayoutVersion.from_map(m)
+        if len(_DECODED) >= _DECODED_MAX:
+            del _DECODED[next(iter(_DECODED))]
+        _DECODED[key] = found
+    return found
 
 
 __all__ = ["MAX_LIVE_VERSIONS", "LayoutHistory", "NodeReport", "VersionRecord"]

@@ -162,7 +162,7 @@ class LayoutVersion:
     def digest(self) -> bytes:
         """A digest of the whole value: two versions with one number and different
         content are told apart (and one of them chosen) by it."""
-        return hashlib.blake2b(cbor2.dumps(self.to_map()), digest_size=16).digest()
+        return hashlib.blake2b(cbor2.dumps(self._map), digest_size=16).digest()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LayoutVersion) and self.digest == other.digest
@@ -256,6 +256,10 @@ class LayoutVersion:
     # -- wire and database form ------------------------------------------------------------
 
     def to_map(self) -> dict[str, Any]:
+        return dict(self._map)
+
+    @cached_property
+    def _map(self) -> dict[str, Any]:
         ids = list(self.nodes)
         index = {n: i for i, n in enumerate(ids)}
         return {
