@@ -201,3 +201,28 @@ async def test_a_removed_node_drains_blocks_nobody_referenced(tmp_path, autojump
         status = await settle(c)
         assert status.nodes["n1"].drained
         assert n1.stored().blocks == 0
+
+
+async def test_a_stale_gateway_learns_the_layout_from_a_refusal(tmp_path, autojump_clock):
+    async with open_cluster(tmp_path, n=4, gc_delay=30.0) as c, c.open_gateway("app") as gw:
+        assert gw.layout.version == 1
+        c.net.partition(["app"], c.node_ids)
+        await c.nodes["n0"].apply_layout({"n1": None})
+        await settle(c)  # version 1 is retired everywhere; the gateway heard nothing
+        assert gw.layout.version == 1
+        c.net.heal()
+        # A block version 1 puts on n1: n1 refuses it (no live version gives it a copy),
+        # and the gateway exchanges layouts with it on the spot.
+        for i in range(200):
+            data = b"stale-%d" % i
+            h = trioblock.blake2sum(data)
+            if "n1" in gw.layout.storage_nodes(h):
+                break
+        await gw.put_block(data)
+        # The sends beyond the quorum finish without time passing (no gossip round).
+        await trio.testing.wait_all_tasks_blocked()
+        assert gw.layout.version == 2
+        await gw.add_reference(h, "x")
+        await trio.sleep(70)  # the storage node that lacks it fetches it (resync)
+        assert await holders(c, h) == set(c.layout.storage_nodes(h))
+        assert await c.nodes["n1"].has_local_block(h) is False

@@ -31,7 +31,13 @@ from .._core.refs import RefTuple
 from .._net.rpc import AdminResult
 from .._storage.offload import run_blocking
 from .._storage.paths import BlockLocation
-from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
+from ..errors import (
+    CorruptBlockError,
+    MissingBlockError,
+    StaleLayoutError,
+    TransportError,
+    TrioblockError,
+)
 from .context import NodeContext
 from .membership import Membership
 from .reads import Reader
@@ -115,8 +121,20 @@ class RpcEndpoint:
     async def rpc_put_block(
         self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
     ) -> None:
-        """A peer's ``PutBlock``: receive within the byte budget, verify, then store."""
+        """A peer's ``PutBlock``: receive within the byte budget, verify, then store.
+
+        Refused with ``StaleLayoutError`` when no live layout version gives this node a
+        copy (the sender's layout and ours differ: it exchanges and tries again)."""
         ctx = self._ctx
+        membership = self._membership
+        if (
+            membership is not None
+            and membership.history is not None
+            and not ctx.stores_in_live(ctx.node_id, hash)
+        ):
+            raise StaleLayoutError(
+                f"{ctx.node_id} stores no copy of {hash.hex()} in any live layout version"
+            )
         budget = ctx.budget
         chunks: list[bytes] = []
         size = 0

@@ -126,7 +126,7 @@ async def open_block_manager(
         )
         membership = Membership(ctx, history, db=db, seeds=_seeds(layout, transport))
         workers = WorkerRegistry(ctx.stopping, clock.now_msec)
-        writer = Writer(ctx)
+        writer = Writer(ctx, on_stale=membership.exchange)
         reader = Reader(ctx, writer)
         resync_pool = ResyncPool(ctx, workers, ResyncExecutor(ctx, reader, writer))
         operations = Operations(ctx, workers)
@@ -240,7 +240,7 @@ async def _open_gateway(
     membership = Membership(
         ctx, initial_history(layout, None, config.node_id), seeds=_seeds(layout, transport)
     )
-    writer = Writer(ctx)
+    writer = Writer(ctx, on_stale=membership.exchange)
     gateway = BlockManager(
         ctx,
         writer=writer,

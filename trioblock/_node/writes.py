@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -31,7 +32,7 @@ from .._core.layoutversion import LayoutVersion
 from .._core.placement import LocalLayout, StaticLayout
 from .._storage.blockfiles import BlockStore, WriteOutcome
 from .._storage.offload import run_blocking
-from ..errors import QuorumError, TransportError, TrioblockError
+from ..errors import QuorumError, StaleLayoutError, TransportError, TrioblockError
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum
 
@@ -41,8 +42,12 @@ log = logging.getLogger("trioblock.node")
 class Writer:
     """Local durable writes and quorum puts of one node."""
 
-    def __init__(self, ctx: PeerContext) -> None:
+    def __init__(
+        self, ctx: PeerContext, on_stale: Callable[[str], Awaitable[None]] | None = None
+    ) -> None:
         self._ctx = ctx
+        #: called with a peer that answered StaleLayoutError (the layouts are exchanged)
+        self._on_stale = on_stale
         #: this node's storage (None on a gateway, which never writes locally)
         self._local = ctx if isinstance(ctx, NodeContext) else None
 
@@ -177,7 +182,17 @@ class Writer:
         if ctx.rpc is None:
             raise TransportError(f"no transport configured to reach node {node}")
         with trio.fail_after(ctx.config.rpc_timeout):
-            await ctx.rpc.put_block(node, hash, block, background=background)
+            try:
+                await ctx.rpc.put_block(node, hash, block, background=background)
+            except StaleLayoutError:
+                if self._on_stale is None:
+                    raise
+                # One of us has an older layout: exchange, then, if the node is still
+                # to hold the block, send it once more.
+                await self._on_stale(node)
+                if node not in ctx.layout.storage_nodes(hash):
+                    raise
+                await ctx.rpc.put_block(node, hash, block, background=background)
 
     async def _replicate(
         self,
