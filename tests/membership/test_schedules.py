@@ -200,7 +200,12 @@ class Schedule:
                     f"{views}\nschedule: {', '.join(self.log)}"
                 )
         await self.settle()
-        await trio.sleep(GC_DELAY + 20)  # handed-off copies are collected
+        # An update that reached a quorum while a node was cut off reaches that node
+        # through anti-entropy (every ref_sync_interval; here, at once), then resync.
+        for _ in range(2):
+            for bm in list(self.c.nodes.values()):
+                await bm.sync_references()
+        await trio.sleep(GC_DELAY + 20)  # fetches done, handed-off copies collected
         await self.settle()
         await self.verify()
 

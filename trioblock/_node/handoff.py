@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -41,6 +42,9 @@ log = logging.getLogger("trioblock.layout")
 HAND_OFF_PAGE = 512
 #: Count rows looked at per batch by the survey.
 SURVEY_BATCH = 256
+#: Blocks the survey fetches at once (the move is not throttled by the resync's
+#: tranquility: a node that joins, or replaces a dead one, is to be complete soon).
+MOVE_FETCHES = 4
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Survey:
     to_hand_off: int = 0
     bytes_to_move: int = 0
     queued: int = 0
+    fetched: int = 0
 
 
 async def hand_off_references(ctx: NodeContext, counts: RefCounts) -> tuple[int, int]:
@@ -110,9 +115,14 @@ async def hand_off_references(ctx: NodeContext, counts: RefCounts) -> tuple[int,
             return dropped, left
 
 
-async def survey(ctx: NodeContext) -> Survey:
-    """Queue what this node lacks and count what it has left to move (see the module)."""
+async def survey(
+    ctx: NodeContext, fetch: Callable[[Hash], Awaitable[None]] | None = None
+) -> Survey:
+    """Queue what this node lacks, fetch it with ``fetch`` (when given, a few blocks at
+    once; what fails stays queued for the resync) and count what it has left to move
+    (see the module)."""
     found = Survey()
+    limiter = trio.CapacityLimiter(MOVE_FETCHES)
     store, db, me = ctx.store, ctx.db, ctx.node_id
     after = b""
     while True:
@@ -141,12 +151,50 @@ async def survey(ctx: NodeContext) -> Survey:
             elif not mine and size is not None and not ctx.stores_in_live(me, h):
                 found.to_hand_off += 1
                 found.bytes_to_move += size
-        found.to_fetch += len(absent)
         if absent:
-            added = await db.queue_unqueued(absent, ctx.clock.now_msec())
+            # Queued first, so that a crash loses nothing. A reference merged by
+            # anti-entropy queued its block a little later (as for a fresh put, whose
+            # copies may still be on their way): a block this node is to hold and lacks
+            # is due now, or, when fetched right here, once that fetch is over.
+            when = ctx.clock.now_msec()
+            if fetch is not None:
+                when += 2 * ctx.config.rpc_timeout_msec
+            added = await db.queue_unqueued(absent, when, due_by_msec=when)
             if added:
                 ctx.notify_resync()
                 found.queued += added
+        if absent and fetch is not None:
+            fetched = await _fetch_all(ctx, fetch, [Hash(h) for h in absent], limiter)
+            found.fetched += fetched
+            found.to_fetch += len(absent) - fetched
+        else:
+            found.to_fetch += len(absent)
+
+
+async def _fetch_all(
+    ctx: NodeContext,
+    fetch: Callable[[Hash], Awaitable[None]],
+    hashes: list[Hash],
+    limiter: trio.CapacityLimiter,
+) -> int:
+    """Fetch ``hashes`` (``limiter`` bounding how many at once; the write takes each
+    block's lock, and keeps a copy that arrived meanwhile); how many are here now."""
+    done = 0
+
+    async def one(h: Hash) -> None:
+        nonlocal done
+        async with limiter:
+            try:
+                if await ctx.store.find(h) is None:
+                    await fetch(h)
+                done += 1
+            except Exception as exc:  # left to the resync's queue entry and back-off
+                log.debug("%s: moving %s here failed: %s", ctx.node_id, h.short(), exc)
+
+    async with trio.open_nursery() as nursery:
+        for h in hashes:
+            nursery.start_soon(one, h)
+    return done
 
 
 async def queue_leftover_copies(ctx: NodeContext) -> tuple[int, int]:

@@ -132,7 +132,9 @@ async def open_block_manager(
         operations = Operations(ctx, workers)
         counts = RefCounts(ctx)
         references = References(ctx, counts, on_stale=membership.exchange)
-        ref_sync = RefSyncWorker(ctx, references, counts=counts, membership=membership)
+        ref_sync = RefSyncWorker(
+            ctx, references, counts=counts, membership=membership, fetch=reader.fetch_and_store
+        )
         storage = StorageParts(
             ctx=ctx,
             workers=workers,

@@ -70,7 +70,8 @@ class LayoutStatus:
     ``version``: the current version (0: none known yet); ``live_versions``: the
     versions still in use, oldest first; ``nodes``: every node of a live version and
     every node still draining. ``settled`` is true once one version is live, every node
-    with a role is synced to it and every other node is drained.
+    with a role is synced to it and has nothing left to fetch or hand off (its surplus
+    copies are deleted), and every other node is drained.
     """
 
     version: int
@@ -80,7 +81,13 @@ class LayoutStatus:
     @property
     def settled(self) -> bool:
         return len(self.live_versions) == 1 and all(
-            (s.synced_version >= self.version) if s.role is not None else s.drained
+            (
+                s.synced_version >= self.version
+                and s.blocks_to_fetch == 0
+                and s.blocks_to_hand_off == 0
+            )
+            if s.role is not None
+            else s.drained
             for s in self.nodes.values()
         )
 

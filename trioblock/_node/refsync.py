@@ -21,19 +21,22 @@ these units, one per :meth:`work` call, tranquility-throttled between them:
    version current when the pass began, drained) goes into the layout history.
 
 During a layout change (several live versions, or this node not yet synced or drained)
-a pass runs every :data:`MOVE_PASS_INTERVAL` seconds, and a new version starts one at
-once; the peers of a pass are the nodes of every live version.
+a pass runs every :data:`MOVE_PASS_INTERVAL` seconds (:data:`MOVE_PASS_INTERVAL_BUSY`
+after a pass that moved something), a new version starts one at once, and the survey
+fetches what is missing itself; the peers of a pass are the nodes of every live version.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import trio
 from trio_util import AsyncValue
 
+from .._core.hashing import Hash
 from .._core.layoutversion import LayoutVersion
 from .._core.refs import (
     RefState,
@@ -64,6 +67,8 @@ TOMBSTONE_BATCH = 256
 DEFAULT_TRANQUILITY = 2
 #: Seconds between passes while a layout change is under way.
 MOVE_PASS_INTERVAL = 5.0
+#: ... and when the last pass moved something (the next one may confirm it is done).
+MOVE_PASS_INTERVAL_BUSY = 1.0
 
 
 @dataclass
@@ -100,6 +105,7 @@ class RefSyncWorker(Worker):
         *,
         counts: RefCounts | None = None,
         membership: Membership | None = None,
+        fetch: Callable[[Hash], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__()
@@ -107,6 +113,7 @@ class RefSyncWorker(Worker):
         self.ctx = ctx
         self.counts = counts
         self.membership = membership
+        self._fetch = fetch
         self._pass_version = 0
         self._seen_change = 0 if membership is None else membership.changed.value
         self.db: MetadataDb = ctx.db
@@ -192,7 +199,8 @@ class RefSyncWorker(Worker):
         self.last_report = report
         interval = self.ctx.config.ref_sync_interval
         if self._moving():
-            interval = min(interval, MOVE_PASS_INTERVAL)
+            busy = report.pulled or report.missing or report.handed_off
+            interval = min(interval, MOVE_PASS_INTERVAL_BUSY if busy else MOVE_PASS_INTERVAL)
         self._next_pass_at = trio.current_time() + interval
         self.completed.value = self._pass_for
         if report.pulled or report.pushed or report.collected or report.missing:
@@ -238,6 +246,9 @@ class RefSyncWorker(Worker):
             return False
         me = self.ctx.node_id
         if len(history.live) > 1:
+            return True
+        mine = history.reports.get(me)
+        if mine is not None and (mine.to_fetch or mine.to_hand_off):
             return True
         if me in history.current.roles:
             return history.synced(me) < history.version
@@ -417,7 +428,7 @@ class RefSyncWorker(Worker):
     # -- 4. survey: missing blocks, what is left to move, this node's progress ----------------
 
     async def _survey(self) -> None:
-        found = await survey(self.ctx)
+        found = await survey(self.ctx, self._fetch)
         self._report.missing += found.queued
         if found.queued:
             log.info(
@@ -449,10 +460,11 @@ class RefSyncWorker(Worker):
             fields["to_hand_off"] = max(found.to_hand_off, leftover)
             fields["bytes_to_move"] = max(found.bytes_to_move, size)
         started = self._pass_version
+        began = next((v for v in history.live if v.version == started), None)
         if (
-            me in current.roles
+            began is not None
+            and me in began.roles
             and found.to_fetch == 0
-            and any(v.version == started for v in history.live)
             and history.synced(me) < started
             and self._pulled_enough(history.live, set(self._report.failed))
         ):

@@ -257,15 +257,26 @@ class MetadataDb(Database):
 
         await self.write(run)
 
-    async def queue_unqueued(self, hashes: list[bytes], when_msec: int) -> int:
-        """Queue each hash that has neither a queue entry nor an error counter."""
+    async def queue_unqueued(
+        self, hashes: list[bytes], when_msec: int, *, due_by_msec: int | None = None
+    ) -> int:
+        """Queue each hash that has neither a queue entry nor an error counter; with
+        ``due_by_msec``, an entry due only later does not count (the hash is queued at
+        ``when_msec`` too: duplicates are harmless)."""
+        later = None if due_by_msec is None else (due_by_msec + 1).to_bytes(8, "big")
 
         def run(tx: Transaction) -> int:
             added = 0
             for h in hashes:
-                queued = tx.execute(
-                    "SELECT 1 FROM resync_queue WHERE value=? LIMIT 1", (bytes(h),)
-                ).fetchone()
+                if later is None:
+                    queued = tx.execute(
+                        "SELECT 1 FROM resync_queue WHERE value=? LIMIT 1", (bytes(h),)
+                    ).fetchone()
+                else:
+                    queued = tx.execute(
+                        "SELECT 1 FROM resync_queue WHERE value=? AND key<? LIMIT 1",
+                        (bytes(h), later),
+                    ).fetchone()
                 erred = tx.execute(
                     "SELECT 1 FROM resync_errors WHERE key=?", (bytes(h),)
                 ).fetchone()
