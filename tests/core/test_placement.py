@@ -1,4 +1,4 @@
-"""``StaticLayout`` (rendezvous hashing, zones, quorum) and ``LocalLayout``."""
+"""``StaticLayout`` (version 1 of a layout: partitions, zones, quorum) and ``LocalLayout``."""
 
 from __future__ import annotations
 
@@ -32,14 +32,11 @@ def test_placement_is_deterministic_and_order_independent(h: bytes) -> None:
 
 
 @given(hashes)
-def test_removing_a_node_only_moves_its_own_blocks(h: bytes) -> None:
-    full = StaticLayout(NODES, replication_factor=3)
-    smaller = StaticLayout(NODES[:-1], replication_factor=3)
-    before = full.storage_nodes(h)
-    if NODES[-1] not in before:
-        assert smaller.storage_nodes(h) == before
-    else:
-        assert set(before) - {NODES[-1]} <= set(smaller.storage_nodes(h))
+def test_placement_is_that_of_the_first_layout_version(h: bytes) -> None:
+    layout = StaticLayout(NODES, replication_factor=3)
+    first = layout.first_version
+    assert first.version == 1 and list(first.nodes) == NODES
+    assert layout.storage_nodes(h) == first.storage_nodes(h)
 
 
 @given(hashes)

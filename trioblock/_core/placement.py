@@ -1,20 +1,23 @@
 """Which nodes store a block: the ``Layout`` protocol and its default implementations.
 
-``StaticLayout`` uses rendezvous (highest-random-weight) hashing: every node gets a score
-``blake2b(hash ‖ node_id)`` for each block and the block lives on the best-scored
-``replication_factor`` nodes. Adding or removing a node moves only the blocks whose top
-set changes, and every node computes the same answer with no coordination. When nodes
-carry zones, the first pass takes the best node of each zone before any zone gets a
-second replica, so a block survives the loss of a zone whenever there are enough zones.
+``StaticLayout`` is the first version of a cluster's layout, given as a list of nodes
+(optionally with zones): every node gets the same capacity, and placement is that of a
+:class:`~trioblock.LayoutVersion` (the hash space cut into 256 partitions, each assigned
+to ``replication_factor`` nodes, zone-aware; see ``layoutversion.py`` and
+``assignment.py``). A node opened with one starts its layout history from it; later
+versions (``apply_layout``) change the roles while the cluster serves.
+``LocalLayout`` is the embedded single node; ``JoinCluster`` the layout of a node that
+learns the cluster's layout from its peers.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 from ..errors import ConfigError
+from .layoutversion import LayoutVersion
 
 
 @runtime_checkable
@@ -46,15 +49,16 @@ def majority(replication_factor: int) -> int:
 
 
 class StaticLayout:
-    """A fixed set of nodes (optionally with zones), placed by rendezvous hashing.
+    """The first layout of a cluster: a set of nodes (optionally with zones).
 
     ``nodes`` lists the storage nodes' ids, or maps each id to its zone.
     ``replication_factor`` (1 to the number of nodes) is the number of copies of each
     block; ``write_quorum`` (1 to ``replication_factor``, default a majority) the durable
-    writes a put or a reference waits for. Every node, and every gateway, of a cluster
-    must be given the same layout: a ``trioblock serve`` node builds it from its
-    ``[peers]`` table, ``replication_factor`` and ``write_quorum``. A bad value raises
-    ``ConfigError`` naming it.
+    writes a put or a reference waits for. The nodes a cluster starts with are given the
+    same one (a ``trioblock serve`` node builds it from its ``[peers]`` table,
+    ``replication_factor`` and ``write_quorum``); it is their layout's version 1, and a
+    newer version a node has stored or learns wins over it. Its placement is
+    :attr:`first_version`'s. A bad value raises ``ConfigError`` naming it.
     """
 
     def __init__(
@@ -84,7 +88,6 @@ class StaticLayout:
         self._nodes = tuple(sorted(zones))
         self._rf = replication_factor
         self._quorum = quorum
-        self._zoned = len(set(zones.values())) > 1
 
     @property
     def replication_factor(self) -> int:
@@ -101,30 +104,13 @@ class StaticLayout:
     def zone_of(self, node_id: str) -> str:
         return self._zones[node_id]
 
-    def _ranked(self, hash: bytes) -> list[str]:
-        def score(node: str) -> bytes:
-            return hashlib.blake2b(bytes(hash) + node.encode(), digest_size=16).digest()
-
-        return sorted(self._nodes, key=score, reverse=True)
+    @cached_property
+    def first_version(self) -> LayoutVersion:
+        """This layout as version 1 of a layout history (equal nominal capacities)."""
+        return LayoutVersion.from_static(self._nodes, self._zones, self._rf, self._quorum)
 
     def storage_nodes(self, hash: bytes) -> list[str]:
-        ranked = self._ranked(hash)
-        if not self._zoned:
-            return ranked[: self._rf]
-        chosen: list[str] = []
-        zones_used: set[str] = set()
-        for node in ranked:
-            if self._zones[node] not in zones_used:
-                chosen.append(node)
-                zones_used.add(self._zones[node])
-                if len(chosen) == self._rf:
-                    return chosen
-        for node in ranked:
-            if node not in chosen:
-                chosen.append(node)
-                if len(chosen) == self._rf:
-                    break
-        return chosen
+        return self.first_version.storage_nodes(hash)
 
     def read_nodes(self, hash: bytes) -> list[str]:
         return self.storage_nodes(hash)
