@@ -202,7 +202,16 @@ class Membership:
         replication_factor: int | None,
         write_quorum: int | None,
     ) -> int:
-        """Derive, store and spread the next version; its number."""
+        """Derive, store and spread the next version; its number.
+
+        The node first compares histories with every peer it can reach, so that it
+        derives from the newest version; should another version with the same number
+        win meanwhile (applied elsewhere at the same time), ``LayoutError`` says so. A
+        gateway (no database) needs at least one node to take the version.
+        """
+        if self._history is not None:
+            with trio.move_on_after(self._ctx.config.rpc_timeout):
+                await self.spread_digests()
         async with self._lock:
             h = self._history
             if h is None:
@@ -230,7 +239,18 @@ class Membership:
             new.replication_factor,
             new.write_quorum,
         )
-        await self.spread()
+        reached = await self.spread()
+        if self._db is None and reached == 0:
+            raise LayoutError(
+                f"version {new.version} reached no storage node: a gateway keeps no layout "
+                "of its own, apply again once a node is reachable"
+            )
+        current = self._history.current if self._history is not None else None
+        if current is not None and current.version == new.version and current != new:
+            raise LayoutError(
+                f"another version {new.version}, applied elsewhere at the same time, won "
+                "over this one: read the layout again and apply the changes anew"
+            )
         return new.version
 
     async def adopt(self, other: LayoutHistory, source: str) -> bool:
@@ -280,7 +300,7 @@ class Membership:
                 log.info("%s: synced to layout version %d", me, new.synced)
             if new.drained and not old.drained:
                 log.info("%s: drained (holds no block and no reference): may be removed", me)
-            self._ctx.spawn_background("layout spread", self.spread)
+            self._ctx.spawn_background("layout spread", self.spread_quietly)
         return milestone
 
     async def _store_locked(self, history: LayoutHistory) -> None:
@@ -350,15 +370,18 @@ class Membership:
         mine = h.digest
         return mine, (None if mine == digest else h.encode())
 
-    async def spread(self) -> None:
+    async def spread(self) -> int:
         """Push the history to every node this one knows of (failures are left to
-        gossip)."""
+        gossip); how many took it."""
         limiter = trio.CapacityLimiter(MAX_SPREAD)
+        reached = 0
 
         async def one(peer: str) -> None:
+            nonlocal reached
             async with limiter:
                 try:
                     await self.exchange(peer, push=True)
+                    reached += 1
                 except Exception as exc:  # gossip will try again
                     log.debug("%s: layout push to %s failed: %s", self._ctx.node_id, peer, exc)
                     self.contacts.discard(peer)
@@ -366,6 +389,10 @@ class Membership:
         async with trio.open_nursery() as nursery:
             for peer in sorted(self.peers()):
                 nursery.start_soon(one, peer)
+        return reached
+
+    async def spread_quietly(self) -> None:
+        await self.spread()
 
     async def gossip_once(self) -> None:
         """Exchange digests with the next peer in turn."""

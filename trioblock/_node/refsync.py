@@ -413,7 +413,8 @@ class RefSyncWorker(Worker):
     # -- 3. hand-off -------------------------------------------------------------------------
 
     async def _hand_off(self) -> None:
-        if self.membership is None or self.membership.history is None or self.counts is None:
+        history = None if self.membership is None else self.membership.history
+        if history is None or history.current is None or self.counts is None:
             return
         dropped, left = await hand_off_references(self.ctx, self.counts)
         self._report.handed_off += dropped
