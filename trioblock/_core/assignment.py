@@ -196,33 +196,50 @@ class _Assigner:
                 self.remove(p, victim)
 
     def drop_excess(self) -> None:
-        """Nodes above target give up copies, where a hole is easiest to fill."""
+        """Nodes above target give up copies, where a hole is easiest to fill.
+
+        A hole is easy when nodes below target may take it (best: one that held the
+        copy before, which costs no move). Holes are picked one at a time, among groups
+        of partitions with the same candidates, and each pick uses up a unit of its best
+        candidate's shortfall, so that the holes follow the shortfalls.
+        """
+        short = [max(0, -self.excess(m)) for m in range(len(self.ids))]
         for n in range(len(self.ids)):
             extra = self.excess(n)
             if extra <= 0:
                 continue
-            short = [m for m in range(len(self.ids)) if self.excess(m) < 0]
-            keys = []
+            wanting = [m for m in range(len(self.ids)) if short[m] > 0]
+            groups: dict[tuple[int, bool, tuple[int, ...]], list[tuple[int, int]]] = {}
             for p in range(N_PARTITIONS):
                 if n not in self.parts[p]:
                     continue
                 kz = self.zone_counts(p)
                 kz[self.zone_of[n]] -= 1
                 needed = self.needed(kz)
-                # how much of the shortfall could fill the hole; an old copy coming back
-                # costs no move at all
-                ease, back = 0, False
-                for m in short:
-                    if m not in self.parts[p] and self.zone_open(kz, self.zone_of[m], needed):
-                        ease -= self.excess(m)
-                        back = back or m in self.old[p]
-                holes = self.rf - len(self.parts[p])
-                keys.append((holes, not back, -ease, self.tie(p, n), p))
-            for *_, p in sorted(keys)[:extra]:
+                takers = tuple(
+                    m
+                    for m in wanting
+                    if m not in self.parts[p] and self.zone_open(kz, self.zone_of[m], needed)
+                )
+                back = any(m in self.old[p] for m in takers)
+                group = (self.rf - len(self.parts[p]), not back, takers)
+                groups.setdefault(group, []).append((-self.tie(p, n), p))
+            for members in groups.values():
+                members.sort()
+            for _ in range(extra):
+                group = min(
+                    (g for g, members in groups.items() if members),
+                    key=lambda g: (g[0], g[1], -sum(short[m] for m in g[2]), g[2]),
+                )
+                _, p = groups[group].pop()
                 self.remove(p, n)
+                if group[2]:
+                    taker = max(group[2], key=lambda m: (m in self.old[p], short[m], -m))
+                    short[taker] = max(0, short[taker] - 1)
 
     def fill(self) -> None:
-        """Give every hole to the eligible zone, then node, furthest below target."""
+        """Give every hole to the eligible node furthest below target: one that held the
+        copy before if any, else the best node of the zone furthest below target."""
         for p in range(N_PARTITIONS):
             while len(self.parts[p]) < self.rf:
                 kz = self.zone_counts(p)
@@ -238,17 +255,23 @@ class _Assigner:
                     best = min(returning, key=lambda n: (self.excess(n), -self.tie(p, n)))
                     self.add(p, best)
                     continue
-                zones = [
-                    z
-                    for z in range(len(self.members))
-                    if self.zone_open(kz, z, needed)
-                    and any(m not in self.parts[p] for m in self.members[z])
-                ]
-                z = max(zones, key=lambda z: (self.ztarget[z] - self.zcount[z], self.tie(p, z)))
-                best = max(
-                    (m for m in self.members[z] if m not in self.parts[p]),
-                    key=lambda m: (-self.excess(m), self.tie(p, m)),
+                zones = sorted(
+                    (z for z in range(len(self.members)) if self.zone_open(kz, z, needed)),
+                    key=lambda z: (self.ztarget[z] - self.zcount[z], self.tie(p, z)),
+                    reverse=True,
                 )
+                fallback = None
+                for z in zones:
+                    free = [m for m in self.members[z] if m not in self.parts[p]]
+                    if not free:
+                        continue
+                    best = max(free, key=lambda m: (-self.excess(m), self.tie(p, m)))
+                    if self.excess(best) < 0:
+                        break
+                    fallback = best if fallback is None else fallback
+                else:
+                    assert fallback is not None
+                    best = fallback
                 self.add(p, best)
 
     def replaceable(self, p: int, x: int, c: int) -> bool:
