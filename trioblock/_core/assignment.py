@@ -14,11 +14,11 @@ Rules kept here:
   partition then); then node targets in proportion to capacity within the zone, clamped
   to one copy per partition. The clamped excess is shared out proportionally.
 - Given the previous version's assignment, copies stay where they are unless their node
-  is gone, breaks the zone rule, or holds more than its new target; only those move
-  (dropped in a pseudo-random order that spreads the holes over partitions), and the
-  holes go to the zones and nodes furthest below their targets. A last pass moves
-  copies along the cheapest chains of replacements to meet the targets exactly when
-  the greedy fill could not.
+  is gone, breaks the zone rule, or holds more than its new target; only those move.
+  A node above target gives up copies where a node below target may take them (one
+  that held the copy before costs no move), and the holes go to the eligible nodes
+  furthest below target. A last pass meets the targets exactly, when the greedy fill
+  could not, along the cheapest chains of replacements.
 - Everything is deterministic: ids are sorted, ties are broken by blake2b-derived keys.
 """
 
@@ -47,6 +47,11 @@ def partition_of_hash(hash: bytes) -> int:
 
 def _key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def _mix(a: int, b: int) -> int:
+    """A pseudo-random 64-bit tie-break key for the pair of blake2b keys ``a``, ``b``."""
+    return ((a ^ b) * 0x9E3779B97F4A7C15) & _MASK
 
 
 def _water_fill(
@@ -89,10 +94,8 @@ def _round(values: Sequence[float], hi: Sequence[int], total: int, now: Sequence
         range(len(out)), key=lambda i: (out[i] < now[i], exact[i] - out[i], -i), reverse=True
     )
     need = total - sum(out)
-    for i in order * 2:
-        if need <= 0:
-            break
-        if out[i] < hi[i]:
+    for i in order:
+        if need > 0 and out[i] < hi[i]:
             out[i] += 1
             need -= 1
     return out
@@ -115,6 +118,7 @@ class _Assigner:
         self.zmin = 1 if nz <= rf else 0
         self.zmax = [min(len(m), rf - nz + 1) if nz <= rf else 1 for m in self.members]
         self.node_key = [_key(n) for n in self.ids]
+        self.zone_key = [_key(f"zone {z}") for z in zones]
         self.part_key = [_key(f"partition {p}") for p in range(N_PARTITIONS)]
         self.parts: list[list[int]] = [[] for _ in range(N_PARTITIONS)]
         self.old: list[frozenset[int]] = [frozenset()] * N_PARTITIONS
@@ -124,7 +128,7 @@ class _Assigner:
         self.ztarget: list[int] = []
 
     def tie(self, p: int, n: int) -> int:
-        return ((self.node_key[n] ^ self.part_key[p]) * 0x9E3779B97F4A7C15) & _MASK
+        return _mix(self.node_key[n], self.part_key[p])
 
     def zone_counts(self, p: int) -> list[int]:
         kz = [0] * len(self.members)
@@ -133,7 +137,8 @@ class _Assigner:
         return kz
 
     def needed(self, kz: Sequence[int]) -> int:
-        return sum(max(k, self.zmin) for k in kz)
+        """Copies the partition needs at least, given ``kz`` copies in each zone."""
+        return sum(max(k, self.zmin) for k in kz) if self.zmin else sum(kz)
 
     def zone_open(self, kz: Sequence[int], z: int, needed: int) -> bool:
         """Can one more copy go to zone ``z`` and the partition still be completed?"""
@@ -195,6 +200,18 @@ class _Assigner:
                 )
                 self.remove(p, victim)
 
+    def takers(self, p: int, among: Sequence[int], leaving: int | None = None) -> tuple[int, ...]:
+        """The nodes of ``among`` that may fill a hole in ``p`` (once ``leaving`` left)."""
+        kz = self.zone_counts(p)
+        if leaving is not None:
+            kz[self.zone_of[leaving]] -= 1
+        needed = self.needed(kz)
+        return tuple(
+            m
+            for m in among
+            if m not in self.parts[p] and self.zone_open(kz, self.zone_of[m], needed)
+        )
+
     def drop_excess(self) -> None:
         """Nodes above target give up copies, where a hole is easiest to fill.
 
@@ -203,7 +220,15 @@ class _Assigner:
         of partitions with the same candidates, and each pick uses up a unit of its best
         candidate's shortfall, so that the holes follow the shortfalls.
         """
+        if all(self.excess(n) <= 0 for n in range(len(self.ids))):
+            return
         short = [max(0, -self.excess(m)) for m in range(len(self.ids))]
+        for p in range(N_PARTITIONS):  # the holes already there use up shortfalls first
+            holes = self.rf - len(self.parts[p])
+            if holes:
+                can = self.takers(p, [m for m in range(len(self.ids)) if short[m]])
+                for m in sorted(can, key=lambda m: (m not in self.old[p], -short[m], m))[:holes]:
+                    short[m] -= 1
         for n in range(len(self.ids)):
             extra = self.excess(n)
             if extra <= 0:
@@ -213,14 +238,7 @@ class _Assigner:
             for p in range(N_PARTITIONS):
                 if n not in self.parts[p]:
                     continue
-                kz = self.zone_counts(p)
-                kz[self.zone_of[n]] -= 1
-                needed = self.needed(kz)
-                takers = tuple(
-                    m
-                    for m in wanting
-                    if m not in self.parts[p] and self.zone_open(kz, self.zone_of[m], needed)
-                )
+                takers = self.takers(p, wanting, leaving=n)
                 back = any(m in self.old[p] for m in takers)
                 group = (self.rf - len(self.parts[p]), not back, takers)
                 groups.setdefault(group, []).append((-self.tie(p, n), p))
@@ -237,42 +255,55 @@ class _Assigner:
                     taker = max(group[2], key=lambda m: (m in self.old[p], short[m], -m))
                     short[taker] = max(0, short[taker] - 1)
 
+    def best(self, p: int, scores: Mapping[int, int], keys: Sequence[int]) -> int:
+        """The highest-scoring candidate; ties broken by a per-partition hash."""
+        top = max(scores.values())
+        tied = [c for c, score in scores.items() if score == top]
+        if len(tied) == 1:
+            return tied[0]
+        return max(tied, key=lambda c: _mix(keys[c], self.part_key[p]))
+
+    def pick(self, p: int) -> int:
+        """The eligible node (not in the partition, zone rule kept) furthest below target
+        for a hole in ``p``: a previous holder if any, else the best node of the zone
+        furthest below target. If no eligible node is below target: a previous holder
+        (giving a copy back moves nothing), else the best node of the best zone."""
+        part = self.parts[p]
+        kz = self.zone_counts(p)
+        needed = self.needed(kz)
+        short = {
+            n: self.target[n] - self.count[n]
+            for n in self.old[p]
+            if n not in part and self.zone_open(kz, self.zone_of[n], needed)
+        }
+        if short and max(short.values()) > 0:
+            return self.best(p, short, self.node_key)
+        zmax, zmin, room = self.zmax, self.zmin, needed < self.rf  # zone_open, inlined
+        zdef = {
+            z: self.ztarget[z] - self.zcount[z]
+            for z in range(len(self.members))
+            if kz[z] < zmax[z] and (room or kz[z] < zmin)
+        }
+        fallback = None
+        while zdef:
+            z = self.best(p, zdef, self.zone_key)
+            del zdef[z]
+            free = {m: self.target[m] - self.count[m] for m in self.members[z] if m not in part}
+            if free:
+                node = self.best(p, free, self.node_key)
+                if free[node] > 0:
+                    return node
+                fallback = node if fallback is None else fallback
+        if short:
+            return self.best(p, short, self.node_key)
+        assert fallback is not None
+        return fallback
+
     def fill(self) -> None:
-        """Give every hole to the eligible node furthest below target: one that held the
-        copy before if any, else the best node of the zone furthest below target."""
+        """Give every hole to ``pick``'s node."""
         for p in range(N_PARTITIONS):
             while len(self.parts[p]) < self.rf:
-                kz = self.zone_counts(p)
-                needed = self.needed(kz)
-                returning = [
-                    n
-                    for n in self.old[p]
-                    if n not in self.parts[p]
-                    and self.excess(n) < 0
-                    and self.zone_open(kz, self.zone_of[n], needed)
-                ]
-                if returning:
-                    best = min(returning, key=lambda n: (self.excess(n), -self.tie(p, n)))
-                    self.add(p, best)
-                    continue
-                zones = sorted(
-                    (z for z in range(len(self.members)) if self.zone_open(kz, z, needed)),
-                    key=lambda z: (self.ztarget[z] - self.zcount[z], self.tie(p, z)),
-                    reverse=True,
-                )
-                fallback = None
-                for z in zones:
-                    free = [m for m in self.members[z] if m not in self.parts[p]]
-                    if not free:
-                        continue
-                    best = max(free, key=lambda m: (-self.excess(m), self.tie(p, m)))
-                    if self.excess(best) < 0:
-                        break
-                    fallback = best if fallback is None else fallback
-                else:
-                    assert fallback is not None
-                    best = fallback
-                self.add(p, best)
+                self.add(p, self.pick(p))
 
     def replaceable(self, p: int, x: int, c: int) -> bool:
         """Can ``c`` take ``x``'s place in the (full) partition ``p``?"""
@@ -327,22 +358,18 @@ class _Assigner:
 
     def rebalance(self) -> None:
         """Move copies along replacement chains until every node meets its target."""
-        while True:
-            over = [n for n in range(len(self.ids)) if self.excess(n) > 0]
-            if not over or all(self.excess(n) >= 0 for n in range(len(self.ids))):
-                return
-            for n in sorted(over, key=lambda n: (-self.excess(n), n)):
-                chain = self.find_chain(n)
-                if chain is not None:
-                    for p, x, c in chain:
-                        self.parts[p][self.parts[p].index(x)] = c
-                        self.count[x] -= 1
-                        self.count[c] += 1
-                        self.zcount[self.zone_of[x]] -= 1
-                        self.zcount[self.zone_of[c]] += 1
-                    break
-            else:
-                return
+        over = sorted(range(len(self.ids)), key=lambda n: (-self.excess(n), n))
+        while over and self.excess(over[0]) > 0:  # below-target nodes exist then too
+            chain = self.find_chain(over[0])
+            if chain is None:
+                over.pop(0)  # (never seen: the greedy steps leave little to fix)
+                continue
+            for p, x, c in chain:
+                self.remove(p, x)
+                self.parts[p].append(c)
+                self.count[c] += 1
+                self.zcount[self.zone_of[c]] += 1
+            over.sort(key=lambda n: (-self.excess(n), n))
 
 
 def assign_partitions(
