@@ -144,8 +144,8 @@ class _Assigner:
         """Can one more copy go to zone ``z`` and the partition still be completed?"""
         return kz[z] < self.zmax[z] and (kz[z] < self.zmin or needed < self.rf)
 
-    def add(self, p: int, n: int) -> None:
-        self.parts[p].append(n)
+    def add(self, p: int, n: int, at: int | None = None) -> None:
+        self.parts[p].insert(len(self.parts[p]) if at is None else at, n)
         self.count[n] += 1
         self.zcount[self.zone_of[n]] += 1
 
@@ -362,13 +362,12 @@ class _Assigner:
         while over and self.excess(over[0]) > 0:  # below-target nodes exist then too
             chain = self.find_chain(over[0])
             if chain is None:
-                over.pop(0)  # (never seen: the greedy steps leave little to fix)
+                over.pop(0)
                 continue
-            for p, x, c in chain:
+            for p, x, c in chain:  # c takes x's place
+                at = self.parts[p].index(x)
                 self.remove(p, x)
-                self.parts[p].append(c)
-                self.count[c] += 1
-                self.zcount[self.zone_of[c]] += 1
+                self.add(p, c, at)
             over.sort(key=lambda n: (-self.excess(n), n))
 
 
