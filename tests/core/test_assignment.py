@@ -407,6 +407,23 @@ def test_hard_changes_move_close_to_the_minimum(
     assert moved(old, new) <= 1.05 * min_moves(after, rf, old, new)
 
 
+def test_a_cluster_growing_and_shrinking_step_by_step() -> None:
+    rng = random.Random(12)
+    nodes: Nodes = {f"n{i}": (f"z{i}", TB) for i in range(3)}
+    assignment = assign_partitions(nodes, 3)
+    steps = [f"n{i}" for i in range(3, 12)] + ["-n1", "-n5", "-n8", "-n3"]
+    for step in steps:
+        before = assignment
+        if step.startswith("-"):
+            del nodes[step[1:]]
+        else:
+            nodes[step] = (f"z{rng.randrange(5)}", rng.choice([1, 2, 4]) * TB)
+        assignment = assign_partitions(nodes, 3, before)
+        check_rules(nodes, 3, assignment)
+        check_balance(nodes, 3, assignment)
+        check_movement(nodes, 3, before, assignment)
+
+
 def test_replication_factor_change_keeps_copies() -> None:
     nodes = equal(6, zones=3)
     old = assign_partitions(nodes, 2)
@@ -470,6 +487,7 @@ def test_generated_role_sets_follow_the_rules(case: tuple[Nodes, int]) -> None:
     a = assign_partitions(nodes, rf)
     check_rules(nodes, rf, a)
     check_balance(nodes, rf, a)
+    assert assign_partitions(nodes, rf, a) == a  # nothing to move: nothing moves
 
 
 @settings(max_examples=150, deadline=None)
