@@ -114,12 +114,14 @@ class Schedule:
 
     # -- layout changes ----------------------------------------------------------------------
 
-    async def apply(self, changes: dict[str, trioblock.NodeRole | None]) -> None:
+    async def apply(self, changes: dict[str, trioblock.NodeRole | None]) -> bool:
         bm = self.via()
         try:
             await bm.apply_layout(changes)
         except trioblock.LayoutError as exc:
             self.log.append(f"apply refused: {exc}")
+            return False
+        return True
 
     def fresh_role(self) -> trioblock.NodeRole:
         return trioblock.NodeRole(
@@ -150,7 +152,9 @@ class Schedule:
         node = f"n{self.next_node}"
         self.next_node += 1
         await self.c.add_node(node)
-        await self.apply({victim: None, node: self.fresh_role()})
+        if not await self.apply({victim: None, node: self.fresh_role()}):
+            self.dead.discard(victim)  # not replaced after all: it comes back
+            self.down.add(victim)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -184,6 +188,14 @@ class Schedule:
     async def finish(self) -> None:
         self.c.net.heal()
         await self.start_down()
+        await self.c.nodes[sorted(self.c.nodes)[0]].sync_layout()
+        for victim in sorted(self.dead):
+            # A replacement applied while partitioned can lose to another version of
+            # the same number: the operator sees the dead node still holding a role
+            # (layout status) and removes it again.
+            if victim in self.roles():
+                self.log.append(f"{victim} removed again")
+                await self.apply({victim: None})
         pending, self.pending = self.pending, []
         for h, owner, deleted in pending:
             for _attempt in range(60):
