@@ -115,7 +115,13 @@ async def test_workers_shrink_back_to_the_operators_count_when_idle(
             nursery.cancel_scope.cancel()
         assert drained < t0 + GC_CHECK + 25
         assert max(seen) > 2
-        # A while with nothing due: the extra workers leave, the floor stays.
+        # A while with nothing due: the extra workers leave, the floor stays. (Idle
+        # counts from when the workers are done with their last step and its
+        # tranquility pause, not from the last deletion.)
+        while any(  # noqa: ASYNC110 (public API)
+            w.state != "idle" for w in n0.workers() if w.name.startswith("resync")
+        ):
+            await trio.sleep(0.1)
         await trio.sleep(SHRINK_IDLE + 2)
         await trio.testing.wait_all_tasks_blocked()
         assert resync_worker_count(n0) == 2

@@ -118,9 +118,13 @@ async def hand_off_references(ctx: NodeContext, counts: RefCounts) -> tuple[int,
 async def survey(
     ctx: NodeContext, fetch: Callable[[Hash], Awaitable[None]] | None = None
 ) -> Survey:
-    """Queue what this node lacks, fetch it with ``fetch`` (when given, a few blocks at
-    once; what fails stays queued for the resync) and count what it has left to move
-    (see the module)."""
+    """Queue what this node lacks and count what it has left to move (see the module).
+
+    With ``fetch`` (while a layout change concerns this node) the blocks it lacks are
+    fetched here, a few at once, instead of waiting for the resync: a reference merged by
+    anti-entropy queues its block a little later, as a fresh put's does (its copies may
+    still be on their way), and tranquility throttles the resync. What fails stays
+    queued for the resync. Without it, a block already queued is left to its entry."""
     found = Survey()
     limiter = trio.CapacityLimiter(MOVE_FETCHES)
     store, db, me = ctx.store, ctx.db, ctx.node_id
@@ -152,14 +156,14 @@ async def survey(
                 found.to_hand_off += 1
                 found.bytes_to_move += size
         if absent:
-            # Queued first, so that a crash loses nothing. A reference merged by
-            # anti-entropy queued its block a little later (as for a fresh put, whose
-            # copies may still be on their way): a block this node is to hold and lacks
-            # is due now, or, when fetched right here, once that fetch is over.
-            when = ctx.clock.now_msec()
-            if fetch is not None:
-                when += 2 * ctx.config.rpc_timeout_msec
-            added = await db.queue_unqueued(absent, when, due_by_msec=when)
+            # Queued first, so that a crash loses nothing: due now, or, when fetched
+            # right here, once that fetch is over.
+            now = ctx.clock.now_msec()
+            if fetch is None:
+                added = await db.queue_unqueued(absent, now)
+            else:
+                when = now + 2 * ctx.config.rpc_timeout_msec
+                added = await db.queue_unqueued(absent, when, due_by_msec=when)
             if added:
                 ctx.notify_resync()
                 found.queued += added

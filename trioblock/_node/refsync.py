@@ -23,7 +23,7 @@ these units, one per :meth:`work` call, tranquility-throttled between them:
 During a layout change (several live versions, or this node not yet synced or drained)
 a pass runs every :data:`MOVE_PASS_INTERVAL` seconds (:data:`MOVE_PASS_INTERVAL_BUSY`
 after a pass that moved something), a new version starts one at once, and the survey
-fetches what is missing itself; the peers of a pass are the nodes of every live version.
+fetches what is missing itself (outside a change, it only queues it for the resync); the peers of a pass are the nodes of every live version.
 """
 
 from __future__ import annotations
@@ -239,7 +239,9 @@ class RefSyncWorker(Worker):
                 nursery.start_soon(on_layout)
 
     def _moving(self) -> bool:
-        """Whether a layout change concerns this node (passes come more often)."""
+        """Whether a layout change concerns this node: several versions are live, or it
+        drains (no role), or it still holds copies to hand off. Passes then come more
+        often, and the survey fetches what is missing itself."""
         membership = self.membership
         history = None if membership is None else membership.history
         if history is None or history.current is None:
@@ -248,24 +250,9 @@ class RefSyncWorker(Worker):
         if len(history.live) > 1:
             return True
         mine = history.reports.get(me)
-        if mine is not None and (mine.to_fetch or mine.to_hand_off):
-            return True
-        if me in history.current.roles:
-            return history.synced(me) < history.version
-        return me in history.reports and not history.is_drained(me)
-
-    def info(self) -> WorkerInfo:
-        rows = None if self.db.closed else len(self.db.refs)
-        report = self.last_report
-        summary = (
-            None
-            if report is None
-            else f"last pass: {report.pulled} pulled, {report.pushed} pushed, "
-            f"{report.collected} collected, {report.missing} missing queued"
-        )
-        return replace(
-            super().info(), queue_length=rows, tranquility=self.tranquility, info=summary
-        )
+        if me not in history.current.roles:
+            return mine is not None and not history.is_drained(me)
+        return mine is not None and mine.to_hand_off > 0
 
     # -- 1. sync with one peer ---------------------------------------------------------------
 
@@ -429,7 +416,7 @@ class RefSyncWorker(Worker):
     # -- 4. survey: missing blocks, what is left to move, this node's progress ----------------
 
     async def _survey(self) -> None:
-        found = await survey(self.ctx, self._fetch)
+        found = await survey(self.ctx, self._fetch if self._moving() else None)
         self._report.missing += found.queued
         if found.queued:
             log.info(
