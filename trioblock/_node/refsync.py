@@ -20,10 +20,11 @@ these units, one per :meth:`work` call, tranquility-throttled between them:
    it; what is left to move is counted, and this node's progress (synced to the
    version current when the pass began, drained) goes into the layout history.
 
-During a layout change (several live versions, or this node not yet synced or drained)
-a pass runs every :data:`MOVE_PASS_INTERVAL` seconds (:data:`MOVE_PASS_INTERVAL_BUSY`
+While a layout change concerns this node (several live versions, or it drains, or it
+holds copies to hand off) a pass runs every :data:`MOVE_PASS_INTERVAL` seconds (:data:`MOVE_PASS_INTERVAL_BUSY`
 after a pass that moved something), a new version starts one at once, and the survey
-fetches what is missing itself (outside a change, it only queues it for the resync); the peers of a pass are the nodes of every live version.
+fetches what is missing itself (outside a change, it only queues it for the resync).
+The peers of a pass are the nodes of every live version.
 """
 
 from __future__ import annotations
@@ -253,6 +254,20 @@ class RefSyncWorker(Worker):
         if me not in history.current.roles:
             return mine is not None and not history.is_drained(me)
         return mine is not None and mine.to_hand_off > 0
+
+    def info(self) -> WorkerInfo:
+        rows = None if self.db.closed else len(self.db.refs)
+        report = self.last_report
+        summary = (
+            None
+            if report is None
+            else f"last pass: {report.pulled} pulled, {report.pushed} pushed, "
+            f"{report.collected} collected, {report.missing} missing queued, "
+            f"{report.handed_off} handed off"
+        )
+        return replace(
+            super().info(), queue_length=rows, tranquility=self.tranquility, info=summary
+        )
 
     # -- 1. sync with one peer ---------------------------------------------------------------
 
