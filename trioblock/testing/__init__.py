@@ -4,7 +4,9 @@
   fault injection (``partition``, ``heal``, ``set_delay``, ``set_drop``,
   ``corrupt_next``);
 - :func:`open_cluster`: N nodes over a ``MemoryNetwork`` with ``stop``/``start``/
-  ``kill``/``wipe``;
+  ``kill``/``wipe``, and ``await cluster.add_node(node_id)`` for a node that joins (it
+  holds no role until ``apply_layout`` gives it one); ``cluster.layout`` is the current
+  layout version;
 - :func:`check_transport`: a conformance suite for anyone plugging their own
   :class:`~trioblock.Transport`-compatible transport;
 - :func:`run_operations`, :class:`ClusterModel`, :func:`check_converged`: drive a
@@ -18,8 +20,10 @@
   ``cluster_operations(node_ids)``;
 - :mod:`trioblock.testing.stateful` (needs hypothesis): ``ReferenceMachine``, a
   ``RuleBasedStateMachine`` driving cluster references through crashes, wipes,
-  partitions and restarts, and ``ClusterThread``, which keeps a cluster alive across the
-  rules of a state machine.
+  partitions and restarts; ``MembershipMachine``, the same with nodes joining, removed
+  and replaced after a crash (``add_node``, ``remove_node``, ``replace_node``), whose
+  checks also wait for the layout change to settle and find removed nodes drained; and
+  ``ClusterThread``, which keeps a cluster alive across the rules of a state machine.
 
 Everything here runs under ``trio.testing.MockClock(autojump_threshold=0)``, which
 turns minutes of GC delays and back-offs into milliseconds.
