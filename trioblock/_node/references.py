@@ -20,7 +20,7 @@ from .._core.hashing import Hash
 from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
 from .._storage.database import Transaction
 from .._storage.metadata import MetadataDb
-from ..errors import StaleLayoutError, TransportError, TrioblockError
+from ..errors import QuorumError, StaleLayoutError, TransportError, TrioblockError
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum
 from .refcounts import RefCounts
@@ -58,11 +58,28 @@ class References:
     async def update(
         self, nursery: trio.Nursery, hash: bytes, owner: str | bytes, *, deleted: bool
     ) -> None:
-        """Add (``deleted=False``) or remove a reference; return at the write quorum."""
+        """Add (``deleted=False``) or remove a reference; return at the write quorum.
+
+        When the quorum fails because some node answered that the layouts differ, and
+        this node learned a different set of live versions meanwhile (the exchange that
+        follows such an answer), the update is sent once more to the new storage nodes
+        (updates are idempotent).
+        """
         h = as_hash(hash)
         entry: RefTuple = (bytes(h), owner_bytes(owner), deleted, self._ctx.clock.now_msec())
         self._ctx.require_open()
+        live = self._ctx.live_layouts
+        try:
+            await self._update_once(nursery, h, entry)
+        except QuorumError as exc:
+            stale = any(isinstance(e, StaleLayoutError) for e in exc.errors.values())
+            if not stale or self._ctx.live_layouts == live:
+                raise
+            await self._update_once(nursery, h, entry)
+
+    async def _update_once(self, nursery: trio.Nursery, h: Hash, entry: RefTuple) -> None:
         ctx = self._ctx
+        deleted = entry[2]
         groups = ctx.write_sets(h)
         targets = list(dict.fromkeys(n for nodes, _q in groups for n in nodes))
         verb = "remove" if deleted else "add"

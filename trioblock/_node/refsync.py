@@ -13,18 +13,18 @@ these units, one per :meth:`work` call, tranquility-throttled between them:
    other storage node of its hash; only when all of them committed it are they told to
    drop it, and then it is dropped here. A node that cannot be reached keeps every
    tombstone it shares from being collected.
-3. **Hand off** (``handoff.py``): the reference rows of hashes no live layout version
+3. **Hand off** (``moving.py``): the reference rows of hashes no live layout version
    gives this node any more go to the current version's storage nodes, then are dropped.
-4. **Survey** (``handoff.py``): every referenced block this node should store and has no
+4. **Survey** (``moving.py``): every referenced block this node should store and has no
    copy of is queued for resync now, so a lost file comes back without anyone reading
    it; what is left to move is counted, and this node's progress (synced to the
    version current when the pass began, drained) goes into the layout history.
 
-While a layout change concerns this node (several live versions, or it drains, or it
-holds copies to hand off) a pass runs every :data:`MOVE_PASS_INTERVAL` seconds (:data:`MOVE_PASS_INTERVAL_BUSY`
-after a pass that moved something), a new version starts one at once, and the survey
-fetches what is missing itself (outside a change, it only queues it for the resync).
-The peers of a pass are the nodes of every live version.
+While a layout change concerns this node (``Mover.moving``) a pass runs every
+:data:`MOVE_PASS_INTERVAL` seconds (:data:`MOVE_PASS_INTERVAL_BUSY` after a pass that
+moved something), a new version starts one at once, and the survey fetches what is
+missing itself (outside a change, it only queues it for the resync). The peers of a
+pass are the nodes of every live version.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import trio
 from trio_util import AsyncValue
 
 from .._core.hashing import Hash
-from .._core.layoutversion import LayoutVersion
 from .._core.refs import (
     RefState,
     RefTuple,
@@ -54,8 +53,8 @@ from .._storage.metadata import MetadataDb
 from .._storage.reftable import Keep
 from .clock import NodeClock
 from .context import NodeContext
-from .handoff import Survey, hand_off_references, queue_leftover_copies, survey
 from .membership import Membership
+from .moving import Mover, survey
 from .refcounts import RefCounts
 from .references import References
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
@@ -112,9 +111,10 @@ class RefSyncWorker(Worker):
         super().__init__()
         self.refs = refs
         self.ctx = ctx
-        self.counts = counts
         self.membership = membership
-        self._fetch = fetch
+        self._mover = (
+            None if membership is None or counts is None else Mover(ctx, membership, counts, fetch)
+        )
         self._pass_version = 0
         self._seen_change = 0 if membership is None else membership.changed.value
         self.db: MetadataDb = ctx.db
@@ -199,7 +199,7 @@ class RefSyncWorker(Worker):
         report = self._report
         self.last_report = report
         interval = self.ctx.config.ref_sync_interval
-        if self._moving():
+        if self._mover is not None and self._mover.moving():
             busy = report.pulled or report.missing or report.handed_off
             interval = min(interval, MOVE_PASS_INTERVAL_BUSY if busy else MOVE_PASS_INTERVAL)
         self._next_pass_at = trio.current_time() + interval
@@ -238,22 +238,6 @@ class RefSyncWorker(Worker):
 
                 nursery.start_soon(on_request)
                 nursery.start_soon(on_layout)
-
-    def _moving(self) -> bool:
-        """Whether a layout change concerns this node: several versions are live, or it
-        drains (no role), or it still holds copies to hand off. Passes then come more
-        often, and the survey fetches what is missing itself."""
-        membership = self.membership
-        history = None if membership is None else membership.history
-        if history is None or history.current is None:
-            return False
-        me = self.ctx.node_id
-        if len(history.live) > 1:
-            return True
-        mine = history.reports.get(me)
-        if me not in history.current.roles:
-            return mine is not None and not history.is_drained(me)
-        return mine is not None and mine.to_hand_off > 0
 
     def info(self) -> WorkerInfo:
         rows = None if self.db.closed else len(self.db.refs)
@@ -412,26 +396,17 @@ class RefSyncWorker(Worker):
         done = [e for e, others in zip(batch, others_of, strict=True) if not failed & set(others)]
         return await self.refs.collect(done)
 
-    # -- 3. hand-off -------------------------------------------------------------------------
+    # -- 3. hand-off, 4. survey (``moving.py``) -------------------------------------------------
 
     async def _hand_off(self) -> None:
-        history = None if self.membership is None else self.membership.history
-        if history is None or history.current is None or self.counts is None:
-            return
-        dropped, left = await hand_off_references(self.ctx, self.counts)
-        self._report.handed_off += dropped
-        if dropped:
-            log.info(
-                "%s: handed %d reference row(s) off to their new storage nodes%s",
-                self.ctx.node_id,
-                dropped,
-                f" ({left} left for the next pass)" if left else "",
-            )
-
-    # -- 4. survey: missing blocks, what is left to move, this node's progress ----------------
+        if self._mover is not None:
+            self._report.handed_off += await self._mover.hand_off()
 
     async def _survey(self) -> None:
-        found = await survey(self.ctx, self._fetch if self._moving() else None)
+        if self._mover is None:
+            found = await survey(self.ctx)
+        else:
+            found = await self._mover.survey(self._pass_version, set(self._report.failed))
         self._report.missing += found.queued
         if found.queued:
             log.info(
@@ -439,61 +414,6 @@ class RefSyncWorker(Worker):
                 self.ctx.node_id,
                 found.queued,
             )
-        await self._report_progress(found)
-
-    async def _report_progress(self, found: Survey) -> None:
-        membership = self.membership
-        history = None if membership is None else membership.history
-        if membership is None or history is None or history.current is None:
-            return
-        me, current = self.ctx.node_id, history.current
-        fields: dict[str, int] = {
-            "to_fetch": found.to_fetch,
-            "to_hand_off": found.to_hand_off,
-            "bytes_to_move": found.bytes_to_move,
-        }
-        if (
-            me not in history.live_nodes()
-            and len(self.db.refs) == 0
-            and self.store.stored.figures().blocks > found.to_hand_off
-        ):
-            # Copies no count names (put, never referenced): queued so that the
-            # resync's GC path offloads or deletes them, as it does the others.
-            leftover, size = await queue_leftover_copies(self.ctx)
-            fields["to_hand_off"] = max(found.to_hand_off, leftover)
-            fields["bytes_to_move"] = max(found.bytes_to_move, size)
-        started = self._pass_version
-        began = next((v for v in history.live if v.version == started), None)
-        if (
-            began is not None
-            and me in began.roles
-            and found.to_fetch == 0
-            and history.synced(me) < started
-            and self._pulled_enough(history.live, set(self._report.failed))
-        ):
-            fields["synced"] = started
-        if (
-            me not in history.live_nodes()
-            and len(self.db.refs) == 0
-            and self.store.stored.figures().blocks == 0
-        ):
-            fields["drained"] = current.version
-        await membership.report(**fields)
-
-    def _pulled_enough(self, live: tuple[LayoutVersion, ...], failed: set[str]) -> bool:
-        """Whether the peers synced with in this pass hold every reference this node
-        should have: for each partition of the current version giving it a copy, each
-        live version's nodes of that partition that could not be synced are no more
-        than that version can lose and still hold every acknowledged reference."""
-        if not failed:
-            return True
-        me, current = self.ctx.node_id, live[-1]
-        for p in current.partitions_of(me):
-            for v in live:
-                nodes = v.assignment[p]
-                if sum(1 for n in nodes if n in failed) > v.replication_factor - v.write_quorum:
-                    return False
-        return True
 
 
 __all__ = ["DEFAULT_TRANQUILITY", "RefSyncWorker", "SyncReport"]

@@ -1,7 +1,7 @@
 """Moving blocks and references to where the current layout version puts them.
 
-Two units of the ``ref-sync`` worker's pass, after it has synced with every peer of
-every live version (a new storage node pulls from the old ones then):
+Two units of the ``ref-sync`` worker's pass (through :class:`Mover`), after it has synced
+with every peer of every live version (a new storage node pulls from the old ones then):
 
 - :func:`hand_off_references`: the reference rows of hashes that **no live version**
   gives this node any more (the old versions are retired) are pushed to every storage
@@ -28,12 +28,14 @@ from dataclasses import dataclass
 import trio
 
 from .._core.hashing import Hash
+from .._core.layoutversion import LayoutVersion
 from .._core.refs import RefTuple
 from .._storage.database import Transaction
 from .._storage.offload import run_blocking
 from ..errors import TransportError
 from .blockwalk import BlockWalk
 from .context import NodeContext, describe
+from .membership import Membership
 from .refcounts import RefCounts
 
 log = logging.getLogger("trioblock.layout")
@@ -218,8 +220,115 @@ async def queue_leftover_copies(ctx: NodeContext) -> tuple[int, int]:
             ctx.notify_resync()
 
 
+class Mover:
+    """One node's part in a layout change: hand-off, survey, progress reports."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        membership: Membership,
+        counts: RefCounts,
+        fetch: Callable[[Hash], Awaitable[None]] | None,
+    ) -> None:
+        self._ctx = ctx
+        self._membership = membership
+        self._counts = counts
+        self._fetch = fetch
+
+    def moving(self) -> bool:
+        """Whether a layout change concerns this node: several versions are live, or it
+        drains (no role), or it still holds copies to hand off. Passes then come more
+        often, and the survey fetches what is missing itself."""
+        history = self._membership.history
+        if history is None or history.current is None:
+            return False
+        me = self._ctx.node_id
+        if len(history.live) > 1:
+            return True
+        mine = history.reports.get(me)
+        if me not in history.current.roles:
+            return mine is not None and not history.is_drained(me)
+        return mine is not None and mine.to_hand_off > 0
+
+    async def hand_off(self) -> int:
+        """Hand off the rows no live version gives this node; how many were dropped."""
+        history = self._membership.history
+        if history is None or history.current is None:
+            return 0
+        dropped, left = await hand_off_references(self._ctx, self._counts)
+        if dropped:
+            log.info(
+                "%s: handed %d reference row(s) off to their new storage nodes%s",
+                self._ctx.node_id,
+                dropped,
+                f" ({left} left for the next pass)" if left else "",
+            )
+        return dropped
+
+    async def survey(self, pass_version: int, failed: set[str]) -> Survey:
+        """The survey (fetching itself while :meth:`moving`), then this node's report:
+        ``pass_version`` was current when the pass began, ``failed`` are the peers it
+        could not sync with."""
+        found = await survey(self._ctx, self._fetch if self.moving() else None)
+        await self._report(found, pass_version, failed)
+        return found
+
+    async def _report(self, found: Survey, started: int, failed: set[str]) -> None:
+        history = self._membership.history
+        if history is None or history.current is None:
+            return
+        ctx, me, current = self._ctx, self._ctx.node_id, history.current
+        fields: dict[str, int] = {
+            "to_fetch": found.to_fetch,
+            "to_hand_off": found.to_hand_off,
+            "bytes_to_move": found.bytes_to_move,
+        }
+        if (
+            me not in history.live_nodes()
+            and len(ctx.db.refs) == 0
+            and ctx.store.stored.figures().blocks > found.to_hand_off
+        ):
+            # Copies no count names (put, never referenced): queued so that the
+            # resync's GC path offloads or deletes them, as it does the others.
+            leftover, size = await queue_leftover_copies(ctx)
+            fields["to_hand_off"] = max(found.to_hand_off, leftover)
+            fields["bytes_to_move"] = max(found.bytes_to_move, size)
+        began = next((v for v in history.live if v.version == started), None)
+        if (
+            began is not None
+            and me in began.roles
+            and found.to_fetch == 0
+            and history.synced(me) < started
+            and self._pulled_enough(history.live, failed)
+        ):
+            fields["synced"] = started
+        if (
+            me not in history.live_nodes()
+            and len(ctx.db.refs) == 0
+            and ctx.store.stored.figures().blocks == 0
+        ):
+            fields["drained"] = current.version
+        await self._membership.report(**fields)
+
+    def _pulled_enough(self, live: tuple[LayoutVersion, ...], failed: set[str]) -> bool:
+        """Whether the peers synced with in this pass hold every reference this node
+        should have: for each partition of the current version giving it a copy, each
+        live version's nodes of that partition that could not be synced are no more
+        than that version can lose and still hold every acknowledged reference."""
+        if not failed:
+            return True
+        me, current = self._ctx.node_id, live[-1]
+        for p in current.partitions_of(me):
+            for v in live:
+                nodes = v.assignment[p]
+                if sum(1 for n in nodes if n in failed) > v.replication_factor - v.write_quorum:
+                    return False
+        return True
+
+
 __all__ = [
     "HAND_OFF_PAGE",
+    "Mover",
     "Survey",
     "hand_off_references",
     "queue_leftover_copies",
