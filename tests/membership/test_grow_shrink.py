@@ -226,3 +226,29 @@ async def test_a_stale_gateway_learns_the_layout_from_a_refusal(tmp_path, autoju
         await trio.sleep(70)  # the storage node that lacks it fetches it (resync)
         assert await holders(c, h) == set(c.layout.storage_nodes(h))
         assert await c.nodes["n1"].has_local_block(h) is False
+
+
+async def test_a_node_killed_mid_move_converges_once_back(tmp_path, autojump_clock):
+    async with open_cluster(tmp_path, n=3, gc_delay=30.0) as c:
+        bm = c.nodes["n0"]
+        blocks = {}
+        for i in range(60):
+            data = os.urandom(2000) + bytes([i])
+            h = await bm.put_block(data)
+            await bm.add_reference(h, "o")
+            blocks[h] = data
+        await c.add_node("n3")
+        c.net.set_delay("n3", 0.05)  # the move takes a while
+        await bm.apply_layout({"n3": trioblock.NodeRole(capacity=TiB)})
+        await trio.sleep(1.0)
+        await c.kill("n3")  # mid-move, as a crash would
+        assert bm.layout_status().live_versions == [1, 2]
+        for h, data in blocks.items():  # reads go on meanwhile
+            assert await c.nodes["n1"].get_block(h) == data
+        await trio.sleep(30)
+        await c.start("n3")
+        status = await settle(c)
+        assert status.live_versions == [2]
+        for h, data in blocks.items():
+            assert await holders(c, h) == set(c.layout.storage_nodes(h))
+            assert await c.nodes["n3"].get_block(h) == data

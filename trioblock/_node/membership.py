@@ -51,8 +51,10 @@ class NodeLayoutState:
 
     ``role`` in the current version (None: none); ``synced_version``: the newest version
     whose blocks and references it holds; ``drained``: outside every live version and
-    holding nothing (it may be switched off); ``blocks_to_fetch`` / ``blocks_to_hand_off``
-    / ``bytes_to_move``: what it had left to move at its last report.
+    holding nothing (it may be switched off). At its last report: ``blocks_to_fetch``,
+    referenced blocks the current version gives it and it lacks; ``blocks_to_hand_off``,
+    copies it holds that the current version does not give it (handed off once no live
+    version does, then deleted); ``bytes_to_move``, their size.
     """
 
     role: NodeRole | None

@@ -129,7 +129,7 @@ async def survey(
     queued for the resync. Without it, a block already queued is left to its entry."""
     found = Survey()
     limiter = trio.CapacityLimiter(MOVE_FETCHES)
-    store, db, me = ctx.store, ctx.db, ctx.node_id
+    store, db = ctx.store, ctx.db
     after = b""
     while True:
         hashes = await db.rc_hashes(after, SURVEY_BATCH)
@@ -154,7 +154,10 @@ async def survey(
             size = sizes[h]
             if mine and referenced and size is None:
                 absent.append(bytes(h))
-            elif not mine and size is not None and not ctx.stores_in_live(me, h):
+            elif not mine and size is not None:
+                # The current version does not give it here: handed off (once no live
+                # version does), then deleted. Counted from the start of the change, so
+                # that the count never reads 0 between a retirement and the next pass.
                 found.to_hand_off += 1
                 found.bytes_to_move += size
         if absent:
