@@ -14,8 +14,9 @@ Rules kept here:
 - **Retirement**: once every node holding a role in a live version V reports being
   synced to V (or later), every version older than V is retired: reads no longer need
   them, and their nodes may give up what V does not give them.
-- A node is **drained** when it has no role in any live version and reported, at the
-  current version or later, holding no block and no reference row.
+- A node is **drained** when it has no role in any live version and reported holding no
+  block and no reference row at a version since which no version gave it a role (a
+  drained node may be switched off: it stays drained).
 """
 
 from __future__ import annotations
@@ -176,11 +177,14 @@ class LayoutHistory:
         return 0 if report is None else report.synced
 
     def is_drained(self, node_id: str) -> bool:
+        """Whether ``node_id`` reported itself drained and no version since gave it a
+        role (a drained node may be switched off: it need not report again)."""
         report = self.reports.get(node_id)
-        return (
-            node_id not in self.live_nodes()
-            and report is not None
-            and report.drained >= self.version > 0
+        if report is None or report.drained == 0 or node_id in self.live_nodes():
+            return False
+        return not any(
+            r.version > report.drained and not r.superseded and node_id in r.nodes
+            for r in self.records
         )
 
     def record(self, version: int) -> VersionRecord | None:

@@ -355,15 +355,19 @@ class RpcClient:
         digest: bytes,
         history: bytes | None = None,
         *,
+        addresses: dict[str, str] | None = None,
         background: bool = True,
         timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
-    ) -> tuple[bytes, bytes | None]:
+    ) -> tuple[bytes, bytes | None, dict[str, str]]:
         """Compare layout histories with ``peer`` (``LayoutExchange``), sending ours
-        when ``history`` is given; return the peer's digest after it merged, and its
-        encoded history when that differs from ``digest``."""
-        request = checked(LayoutExchange(digest, with_body=history is not None))
+        when ``history`` is given and the ``addresses`` we know; return the peer's digest
+        after it merged, its encoded history when that differs from ``digest``, and the
+        addresses it knows."""
+        request = checked(
+            LayoutExchange(digest, with_body=history is not None, addresses=addresses or {})
+        )
 
-        async def op(conn: Connection) -> tuple[bytes, bytes | None]:
+        async def op(conn: Connection) -> tuple[bytes, bytes | None, dict[str, str]]:
             channel = conn.channel
             if history is None:
                 await channel.send_message(request)
@@ -379,7 +383,7 @@ class RpcClient:
             if event.with_body:
                 body = await BodyReader(channel, self.timeout).read_all()
             conn.done = True
-            return event.digest, body
+            return event.digest, body, event.addresses
 
         return await self.pool.call(peer, background, timeout, op)
 

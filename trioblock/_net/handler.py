@@ -80,9 +80,10 @@ class RpcHandler(Protocol):
         ...
 
     async def rpc_layout_exchange(
-        self, peer: str, digest: bytes, history: bytes | None
-    ) -> tuple[bytes, bytes | None]:
-        """Merge ``peer``'s layout history (when sent); return our digest after the merge
-        and our encoded history when it differs from ``digest``. A history that does not
-        decode or check raises ``ProtocolError``."""
+        self, peer: str, digest: bytes, history: bytes | None, addresses: dict[str, str]
+    ) -> tuple[bytes, bytes | None, dict[str, str]]:
+        """Merge ``peer``'s layout history (when sent) and learn the ``addresses`` it
+        knows; return our digest after the merge, our encoded history when it differs
+        from ``digest``, and the addresses we know. A history that does not decode or
+        check raises ``ProtocolError``."""
         ...

@@ -291,16 +291,23 @@ class RpcServer:
         if request.with_body:
             history = await BodyReader(channel, self.timeout).read_all()
         result = await self._invoke(
-            channel, "layout_exchange", handler.rpc_layout_exchange, peer, request.digest, history
+            channel,
+            "layout_exchange",
+            handler.rpc_layout_exchange,
+            peer,
+            request.digest,
+            history,
+            request.addresses,
         )
         if isinstance(result, Error):
             await channel.send_message(result)
             return
-        digest, ours = result
+        digest, ours, addresses = result
+        reply = LayoutExchangeReply(digest, with_body=ours is not None, addresses=addresses)
         if ours is None:
-            await channel.send_message(LayoutExchangeReply(digest))
+            await channel.send_message(reply)
         else:
-            await channel.send_with_body(LayoutExchangeReply(digest, with_body=True), ours)
+            await channel.send_with_body(reply, ours)
 
     async def _send_admin_reply(self, channel: Channel, reply: object) -> None:
         if isinstance(reply, Error):

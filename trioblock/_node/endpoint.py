@@ -201,12 +201,12 @@ class RpcEndpoint:
         return await self._admin(request, body)
 
     async def rpc_layout_exchange(
-        self, peer: str, digest: bytes, history: bytes | None
-    ) -> tuple[bytes, bytes | None]:
+        self, peer: str, digest: bytes, history: bytes | None, addresses: dict[str, str]
+    ) -> tuple[bytes, bytes | None, dict[str, str]]:
         """A peer's ``LayoutExchange``: merge its history, answer with ours."""
         if self._membership is None:
             raise TrioblockError(f"{self._ctx.node_id} keeps no layout history")
-        return await self._membership.serve_exchange(peer, digest, history)
+        return await self._membership.serve_exchange(peer, digest, history, addresses)
 
     # -- cluster references (``references.py``; ``peer`` is the authenticated sender) -------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -279,7 +279,9 @@ def _seeds(layout: Layout, transport: Transport | None) -> tuple[str, ...]:
             return layout.seeds
         peers = getattr(transport, "peers", None)
         if callable(peers):
-            return tuple(sorted(peers()))
+            peers = peers()
+        if isinstance(peers, Mapping):
+            return tuple(sorted(peers))
     return ()
 
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import trio
-from trio_util import AsyncValue
+from trio_util import AsyncValue, move_on_when
 
 from .._core.layouthistory import LayoutHistory, NodeReport, VersionRecord
 from .._core.layoutversion import LayoutVersion, NodeRole, parse_address
@@ -337,9 +337,10 @@ class Membership:
             return
         timeout = self._ctx.config.rpc_timeout
         ours = h.encode() if push else None
-        theirs_digest, theirs = await rpc.layout_exchange(
-            peer, h.digest, ours, background=True, timeout=timeout
+        theirs_digest, theirs, addresses = await rpc.layout_exchange(
+            peer, h.digest, ours, addresses=self.address_book(), background=True, timeout=timeout
         )
+        self.learn_addresses(addresses)
         if theirs is not None:
             try:
                 other = LayoutHistory.decode(theirs)
@@ -352,12 +353,45 @@ class Membership:
                 peer, mine.digest, mine.encode(), background=True, timeout=timeout
             )
 
+    def address_book(self) -> dict[str, str]:
+        """The ``"host:port"`` this node's transport knows for the nodes of its history,
+        and its own listening address when it is one others can use."""
+        transport = None if self._ctx.rpc is None else self._ctx.rpc.transport
+        peers = getattr(transport, "peers", None)
+        if not isinstance(peers, Mapping) or self._history is None:
+            return {}
+        known = self._history.known_nodes()
+        book = {n: _format(a) for n, a in peers.items() if n in known}
+        own = getattr(transport, "listen_address", None)
+        if isinstance(own, tuple) and own[0] not in ("", "0.0.0.0", "::"):
+            book[self._ctx.node_id] = _format(own)
+        return book
+
+    def learn_addresses(self, addresses: Mapping[str, str]) -> None:
+        """Give the transport the addresses of nodes it cannot reach yet (a role's own
+        address, from the layout, is never replaced)."""
+        transport = None if self._ctx.rpc is None else self._ctx.rpc.transport
+        add_peer = getattr(transport, "add_peer", None)
+        peers = getattr(transport, "peers", None)
+        if add_peer is None or not isinstance(peers, Mapping):
+            return
+        for node_id, address in addresses.items():
+            if node_id == self._ctx.node_id or node_id in peers:
+                continue
+            try:
+                add_peer(node_id, parse_address(address))
+            except LayoutError as exc:
+                log.debug(
+                    "%s: ignored address %r of %s: %s", self._ctx.node_id, address, node_id, exc
+                )
+
     async def serve_exchange(
-        self, peer: str, digest: bytes, history: bytes | None
-    ) -> tuple[bytes, bytes | None]:
+        self, peer: str, digest: bytes, history: bytes | None, addresses: Mapping[str, str]
+    ) -> tuple[bytes, bytes | None, dict[str, str]]:
         """A peer's ``LayoutExchange``: merge what it sent, answer with ours."""
         if self._history is None:
             raise TrioblockError(f"{self._ctx.node_id} has a fixed layout")
+        self.learn_addresses(addresses)
         h = self._history
         if peer not in h.known_nodes():
             self.contacts.add(peer)
@@ -370,7 +404,7 @@ class Membership:
         h = self._history
         assert h is not None
         mine = h.digest
-        return mine, (None if mine == digest else h.encode())
+        return mine, (None if mine == digest else h.encode()), self.address_book()
 
     async def spread(self) -> int:
         """Push the history to every node this one knows of (failures are left to
@@ -414,10 +448,11 @@ class Membership:
         """Exchange with every known node at start, then with one every interval."""
         if self._history is None or self._ctx.rpc is None:
             return
-        await self.spread_digests()
-        while True:
-            await trio.sleep(GOSSIP_INTERVAL * self._rng.uniform(0.5, 1.5))
-            await self.gossip_once()
+        async with move_on_when(self._ctx.stopping.wait):
+            await self.spread_digests()
+            while True:
+                await trio.sleep(GOSSIP_INTERVAL * self._rng.uniform(0.5, 1.5))
+                await self.gossip_once()
 
     async def spread_digests(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -429,6 +464,11 @@ class Membership:
             await self.exchange(peer)
         except Exception as exc:
             log.debug("%s: layout exchange with %s failed: %s", self._ctx.node_id, peer, exc)
+
+
+def _format(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 __all__ = [
