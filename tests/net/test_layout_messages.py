@@ -7,7 +7,6 @@ from typing import Any
 
 import cbor2
 import pytest
-import trio
 
 import trioblock
 from trioblock._net.messages import (
