@@ -19,10 +19,16 @@ from typing import Protocol
 import trio
 
 from .._core.config import Config
-from .._storage.blockfiles import BlockLocation, BlockStore
-from .._storage.metadata import MetadataDb
-from .._storage.offload import run_blocking
-from .._storage.walk import EntryKind, WalkEntry, walk_data_dir
+from .._core.disk import Disk
+from .._storage import (
+    BlockLocation,
+    BlockStore,
+    EntryKind,
+    MetadataDb,
+    WalkEntry,
+    run_blocking,
+    walk_data_dir,
+)
 from .clock import NodeClock
 from .context import ResyncShared
 from .metrics import Metrics
@@ -93,8 +99,10 @@ class BlockWalk:
         after: str = "",
         *,
         on_problem: Callable[[str], None] | None = None,
+        disk: Disk,
     ) -> None:
         self.dirs = tuple(dirs)
+        self.disk = disk
         self.limiter = limiter
         self.dir_index = dir_index
         self.after = after
@@ -128,7 +136,7 @@ class BlockWalk:
                 return None
             if self._listing is None or self._listing_dir != self.dir_index:
                 self._listing = walk_data_dir(
-                    self.dirs[self.dir_index], self.after, stat=False, top_level=False
+                    self.disk, self.dirs[self.dir_index], self.after, stat=False, top_level=False
                 )
                 self._listing_dir = self.dir_index
                 self._more = True

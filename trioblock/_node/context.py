@@ -22,8 +22,7 @@ from .._core.hashing import Hash
 from .._core.hedging import HedgePolicy
 from .._core.placement import Layout
 from .._net.rpc import RpcNode
-from .._storage.blockfiles import BlockStore
-from .._storage.metadata import MetadataDb
+from .._storage import BlockStore, MetadataDb
 from ..errors import NodeClosedError
 from .budget import ByteBudget
 from .clock import NodeClock

@@ -29,8 +29,7 @@ from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
 from .._core.refs import RefTuple
 from .._net.rpc import AdminResult
-from .._storage.offload import run_blocking
-from .._storage.paths import BlockLocation
+from .._storage import BlockLocation, run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TransportError, TrioblockError
 from .context import NodeContext
 from .reads import Reader

@@ -28,7 +28,7 @@ import trio
 
 from .._core.block import BlockHeader, DataBlock, decode_block, hash_and_encode
 from .._core.hashing import Hash
-from .._storage.offload import run_blocking
+from .._storage import run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TrioblockError
 from .context import NodeContext, PeerContext
 from .streaming import VerifiedChunks

@@ -46,8 +46,7 @@ from trio_util import AsyncValue
 
 from .._core.config import DAY
 from .._core.tranquilizer import Tranquilizer
-from .._storage.blockfiles import BlockLocation
-from .._storage.offload import run_blocking
+from .._storage import BlockLocation, run_blocking
 from .blockwalk import BlockWalk, OperationsNode, hash_position
 from .scrubstate import ScrubRecord, ScrubState, ScrubStatus
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
@@ -152,6 +151,7 @@ class ScrubWorker(Worker):
             index,
             after,
             on_problem=lambda message: log.warning("scrub: %s", message),
+            disk=self.node.store.disk,
         )
 
     def _begin(self, now: int) -> None:

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from .._core.block import BlockDecoder, BlockHeader
 from .._core.hashing import Hash
-from .._storage.blockfiles import BlockLocation
-from .._storage.offload import run_blocking
+from .._storage import BlockLocation, run_blocking
 from ..errors import CorruptBlockError
 from .context import NodeContext, PeerContext
 
