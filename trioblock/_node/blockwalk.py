@@ -20,6 +20,7 @@ import trio
 
 from .._core.config import Config
 from .._core.disk import Disk
+from .._core.hashing import Hash
 from .._storage import (
     BlockLocation,
     BlockStore,
@@ -29,8 +30,9 @@ from .._storage import (
     run_blocking,
     walk_data_dir,
 )
+from ..errors import CorruptBlockError
 from .clock import NodeClock
-from .context import ResyncShared
+from .context import CorruptCopy, ResyncShared
 from .metrics import Metrics
 
 log = logging.getLogger("trioblock.scrub")
@@ -51,6 +53,15 @@ class OperationsNode(Protocol):
     resync: ResyncShared
 
     async def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
+
+    async def corrupt_copy_found(
+        self,
+        hash: Hash,
+        where: BlockLocation | CorruptBlockError | None = None,
+        *,
+        confirm: bool = False,
+        resync: bool = True,
+    ) -> CorruptCopy: ...
 
 
 def _take(it: Iterator[WalkEntry], n: int) -> tuple[list[BlockLocation], list[WalkEntry], bool]:

@@ -70,8 +70,7 @@ class Reader:
         try:
             found = await ctx.store.read_verified(hash)
         except CorruptBlockError:
-            ctx.metrics.corruptions += 1
-            await ctx.put_to_resync(hash, 0)
+            await ctx.corrupt_copy_found(hash)  # (quarantined by the store)
             raise
         if found is None:
             return None

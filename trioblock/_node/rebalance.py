@@ -153,12 +153,11 @@ class RebalanceWorker(Worker):
                     log.warning("rebalance: could not move %s: %s", loc.path, exc)
                 self.move_errors += 1
                 return
-            if outcome is MoveOutcome.CORRUPT and remove_source:
-                quarantined = await store.quarantine_locked(loc)
         self.counts[outcome] += 1
         if outcome is MoveOutcome.CORRUPT:
-            node.metrics.corruptions += 1
-            await node.put_to_resync(loc.hash, 0)
+            quarantined = (
+                await node.corrupt_copy_found(loc.hash, loc if remove_source else None)
+            ).quarantined
             log.warning(
                 "rebalance: %s is corrupt, not moved%s",
                 loc.path,
