@@ -1,7 +1,9 @@
 """Block files in data directories: the node's ``BlockStore``.
 
-Rules kept here (the names are in ``paths``, the durable write in ``durable``, the walk
-in ``walk``, markers in ``markers``, link-free file access in ``nofollow``):
+Rules kept here (the names are in ``paths``, a put's write in ``writepath`` on top of
+``_core/copydecision``, the durable write in ``durable``, the walk in ``walk``, markers
+in ``markers``; every file operation goes through the store's ``Disk``, the real one
+being ``realdisk``):
 
 - Lookup order: with compression on, ``.zst`` before plain; with it off, plain before
   ``.zst``; the primary directory of the block's partition before its secondaries.
@@ -12,9 +14,9 @@ in ``walk``, markers in ``markers``, link-free file access in ``nofollow``):
 - No read of one copy takes more than ``max_encoded_size(max_block_size)`` bytes: a
   larger file is corrupt, whatever its ``stat`` or its content says.
 - An existing copy is kept (after verifying it: a corrupt one is quarantined and
-  replaced), except that a compressed copy replaces a plain one. Keeping a copy still
-  refreshes its mtime: the mtime is the "last written" time that protects a
-  freshly put block from garbage collection (see ``_core/resync.py``).
+  replaced), except that a compressed copy replaces a plain one (``copydecision``).
+  Keeping a copy still refreshes its mtime: the mtime is the "last written" time that
+  protects a freshly put block from garbage collection (see ``_core/resync.py``).
 - A copy failing verification is renamed to ``<name>.corrupted`` (or ``.zst.corrupted``).
 - Deletion first renames the copy to a temp name (so it vanishes atomically from lookups)
   and then unlinks it. Temp names left by a crash are removed by :meth:`sweep_temps`
@@ -31,7 +33,6 @@ variants exist for callers that already hold it.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -42,16 +43,15 @@ from typing import Any
 import trio
 
 from .._core.block import BlockHeader, DataBlock, decode_block
-from .._core.copydecision import Action, Existing, decide
 from .._core.datalayout import DataLayout
 from .._core.disk import Disk, NotABlockFile
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .batching import TripBatcher
-from .durable import LiveTemps, Placed, place_copy, place_in, refresh_mtime
-from .fileops import read_bounded, regular_at
+from .durable import LiveTemps, Placed, place_copy
+from .fileops import read_bounded
 from .locks import KeyedLock
-from .lookup import find_copy, is_regular, read_first_copy
+from .lookup import find_copy, read_first_copy
 from .markers import prepare_dirs
 from .offload import run_blocking
 from .paths import (
@@ -59,11 +59,9 @@ from .paths import (
     MARKER_NAME,
     TMP_SUFFIX_RE,
     BlockLocation,
-    block_name,
     block_path,
     block_subdir,
     split_block_path,
-    subdir_names,
     temp_name,
 )
 from .reading import (
@@ -75,27 +73,15 @@ from .reading import (
 )
 from .realdisk import RealDisk
 from .removal import detach, quarantine_copy, unlink_copy
-from .stored import SeenDir, StoredTally, close_seen, counted, hash_arg, loc_arg, path_arg
+from .stored import StoredTally, counted, hash_arg, loc_arg, path_arg
 from .sweep import sweep_entries
 from .walk import iter_block_files, walk_data_dir
+from .writepath import WriteOutcome, write_block_sync
 
 log = logging.getLogger("trioblock.storage")
 
 #: Entries of the tree looked at per worker-thread trip of the background temp sweep.
 SWEEP_BATCH = 512
-
-
-class WriteOutcome(enum.Enum):
-    WRITTEN = "written"
-    KEPT = "kept"
-    REPLACED = "replaced"
-
-
-_OUTCOMES = {
-    Placed.KEPT: WriteOutcome.KEPT,
-    Placed.WRITTEN: WriteOutcome.WRITTEN,
-    Placed.REPLACED: WriteOutcome.REPLACED,
-}
 
 
 class BlockStore:
@@ -119,11 +105,13 @@ class BlockStore:
         self.limiter = limiter
         self.max_block_size = max_block_size
         self.locks = KeyedLock()
-        self._live = LiveTemps()
+        #: temp files being written (never removed by a sweep)
+        self.live_temps = LiveTemps()
         #: counts copies: see ``stored`` and ``@counted``
         self.stored = StoredTally(layout, self.disk)
-        self._read_only_roots = frozenset(str(d) for d in layout.read_only_dirs)
-        self._order = (
+        self.read_only_roots = frozenset(str(d) for d in layout.read_only_dirs)
+        #: lookup order of the encodings
+        self.order = (
             (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
             if compression
             else (BlockHeader.PLAIN, BlockHeader.COMPRESSED)
@@ -155,7 +143,7 @@ class BlockStore:
 
     def find_sync(self, hash: Hash) -> BlockLocation | None:
         """The first copy of ``hash`` in lookup order (regular files only), or None."""
-        return find_copy(self.disk, self.layout.candidate_roots(hash), hash, self._order)
+        return find_copy(self.disk, self.layout.candidate_roots(hash), hash, self.order)
 
     async def find(self, hash: Hash) -> BlockLocation | None:
         return await run_blocking(self.find_sync, hash, limiter=self.limiter)
@@ -172,7 +160,7 @@ class BlockStore:
         ``location``) without being read.
         """
         return read_first_copy(
-            self.disk, self.layout.candidate_roots(hash), hash, self._order, self.max_block_size
+            self.disk, self.layout.candidate_roots(hash), hash, self.order, self.max_block_size
         )
 
     def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
@@ -270,108 +258,16 @@ class BlockStore:
         self, root: Path | str, hash: Hash, block: DataBlock, mtime_ns: int
     ) -> Placed:
         """:meth:`place_sync` for a caller that counts the change itself."""
-        if str(root) in self._read_only_roots:
+        if str(root) in self.read_only_roots:
             raise ValueError(f"{root} is a read-only data directory")
         return place_copy(
-            self.disk, str(root), hash, block, mtime_ns, fsync=self.fsync, live=self._live
+            self.disk, str(root), hash, block, mtime_ns, fsync=self.fsync, live=self.live_temps
         )
 
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
-        """Durably store ``block`` unless an equal or better copy exists (see module rules).
-
-        A copy in a read-only directory does not count: its mtime cannot be refreshed,
-        so the block is written to its primary directory as if it were absent.
-        The caller holds the block's lock and has verified ``block``.
-
-        Counted like the ``@counted`` methods; a new block (the common case) is written
-        on what the tally's "before" look saw (its ``aa/bb`` descriptor and the
-        ``lstat`` of both names), without looking again.
-        """
-        seen = self.stored.begin_seen(hash)
-        effect: tuple[int, int] | None = None
-        try:
-            if seen is not None:
-                done = self._write_new(hash, block, written_at_msec * 1_000_000, seen)
-                if done is not None:
-                    outcome, effect = done
-                    return outcome
-            return self._write_sync(hash, block, written_at_msec)
-        finally:
-            if seen is not None:
-                close_seen(self.disk, seen)
-            self.stored.end(hash, effect)
-
-    def _write_new(
-        self, hash: Hash, block: DataBlock, mtime_ns: int, seen: list[SeenDir]
-    ) -> tuple[WriteOutcome, tuple[int, int] | None] | None:
-        """Write ``block`` when the copies seen leave nothing to keep, verify or replace
-        (None, nothing done, otherwise)."""
-        by_root = {d.root: d for d in seen}
-        aa, bb = subdir_names(hash)
-        existing: list[Existing[str]] = []
-        for root in self.layout.candidate_roots(hash):
-            for header in self._order:
-                st = by_root[root].stats[0 if header is BlockHeader.COMPRESSED else 1]
-                path = f"{root}/{aa}/{bb}/{block_name(hash, header)}"
-                if st is not None and is_regular(st.st_mode, path):
-                    existing.append(Existing(header, root in self._read_only_roots, path))
-        if decide(block.header, existing).action is not Action.WRITE:
-            return None  # a copy to keep, verify or replace
-        primary = self.layout.candidate_roots(hash)[0]
-        where = by_root[primary]
-        if where.fd is None and not where.missing:  # not a directory: place_copy says so
-            return self._outcome(self.place_copy_sync(primary, hash, block, mtime_ns)), None
-        stats: tuple[os.stat_result | None, ...] | None = where.stats
-        if where.fd is None:
-            # ``aa/bb`` was absent: made now (empty when made by this call).
-            where.fd, created = self.disk.make_dir(primary, f"{aa}/{bb}", fsync=self.fsync)
-            if not created:
-                stats = None  # made meanwhile by another write: look again
-        placed, effect = place_in(
-            self.disk,
-            where.fd,
-            f"{primary}/{aa}/{bb}",
-            hash,
-            block,
-            mtime_ns,
-            fsync=self.fsync,
-            live=self._live,
-            seen=stats,
-        )
-        return self._outcome(placed), effect
-
-    @staticmethod
-    def _outcome(placed: Placed) -> WriteOutcome:
-        return _OUTCOMES[placed]
-
-    def _write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
-        mtime_ns = written_at_msec * 1_000_000
-        existing: list[Existing[BlockLocation]] = []
-        found = self.find_sync(hash)
-        if found is not None:
-            read_only = self.in_read_only_dir(found.path_str)
-            # A put is a chance to heal: a corrupt copy is quarantined, not kept.
-            if read_only or self.verify_file_sync(found):
-                existing.append(Existing(found.header, read_only, found))
-            else:
-                self.quarantine_sync(found)
-        decision = decide(block.header, existing)
-        if decision.keep is not None:
-            kept = decision.keep.copy
-            if mtime_ns > kept.mtime_ns:
-                with regular_at(self.disk, kept.path_str) as at:
-                    if at is not None:
-                        refresh_mtime(self.disk, *at, mtime_ns)
-            return WriteOutcome.KEPT
-        placed = self.place_sync(self.layout.primary_dir(hash), hash, block, mtime_ns)
-        if placed is Placed.KEPT:
-            return WriteOutcome.KEPT
-        for old in decision.remove:
-            # A copy the new one supersedes (if not already gone with it).
-            self.remove_copy_sync(old.copy.path_str)
-        if decision.remove or placed is Placed.REPLACED:
-            return WriteOutcome.REPLACED
-        return WriteOutcome.WRITTEN
+        """Durably store ``block`` unless an equal or better copy exists: the write path
+        of ``writepath``. The caller holds the block's lock and has verified ``block``."""
+        return write_block_sync(self, hash, block, written_at_msec)
 
     @counted(path_arg)
     def remove_copy_sync(self, path: str) -> bool:
@@ -505,7 +401,7 @@ class BlockStore:
         for root in self.layout.dirs:
             if not self.layout.is_read_only(root):
                 entries = walk_data_dir(self.disk, root, stat=False)
-                removed += sweep_entries(self.disk, entries, self._live)[0]
+                removed += sweep_entries(self.disk, entries, self.live_temps)[0]
         return removed
 
     async def sweep_temps(self) -> int:
@@ -526,7 +422,7 @@ class BlockStore:
                     sweep_entries,
                     self.disk,
                     entries,
-                    self._live,
+                    self.live_temps,
                     SWEEP_BATCH,
                     limiter=self.limiter,
                 )
