@@ -85,8 +85,10 @@ def _write_new(
     for root in roots:
         for header in store.order:
             st = by_root[root].stats[0 if header is BlockHeader.COMPRESSED else 1]
+            if st is None:
+                continue
             path = f"{root}/{aa}/{bb}/{block_name(hash, header)}"
-            if st is not None and is_regular(st.st_mode, path):
+            if is_regular(st.st_mode, path):
                 existing.append(Existing(header, root in store.read_only_roots, path))
     if decide(block.header, existing).action is not Action.WRITE:
         return None  # a copy to keep, verify or replace
