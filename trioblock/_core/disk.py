@@ -21,6 +21,10 @@ What every implementation promises:
   (:meth:`Disk.fsync` of its handle) and its directory (:meth:`Disk.fsync` of the
   directory's handle) have been synced; nothing else promises it.
 - Every method may block: callers run them in a worker thread.
+- The hot calls (``open_dir``, ``lstat``, ``lstat_at``, ``open_file``, ``read``,
+  ``write``, ``fsync``, ``close``) take their arguments by position only, so that an
+  implementation may bind them straight to functions (the real disk's calls then cost
+  no more than the functions they are).
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ class Disk(Protocol):
 
     # -- directories ------------------------------------------------------------------
 
-    def open_dir(self, root: str, rel: str = "") -> Handle:
+    def open_dir(self, root: str, rel: str = "", /) -> Handle:
         """``root/rel`` as a directory handle (``rel`` ``""``: the root itself).
 
         ``FileNotFoundError`` when absent; :class:`NotASubdir` when a link or a file
@@ -103,12 +107,12 @@ class Disk(Protocol):
 
     # -- looking -----------------------------------------------------------------------
 
-    def lstat(self, root: str, rel: str) -> os.stat_result | None:
+    def lstat(self, root: str, rel: str, /) -> os.stat_result | None:
         """``lstat`` of ``root/rel`` (not following a link at its name either); None
         when absent or when a parent below the root is missing or not a directory."""
         ...
 
-    def lstat_at(self, dir: Handle, name: str) -> os.stat_result | None:
+    def lstat_at(self, dir: Handle, name: str, /) -> os.stat_result | None:
         """``lstat`` of ``name`` in ``dir``; None when absent."""
         ...
 
@@ -118,7 +122,7 @@ class Disk(Protocol):
 
     # -- files ---------------------------------------------------------------------------
 
-    def open_file(self, root: str, rel: str) -> tuple[Handle, os.stat_result]:
+    def open_file(self, root: str, rel: str, /) -> tuple[Handle, os.stat_result]:
         """``root/rel`` opened for reading, with its ``fstat``: ``FileNotFoundError``
         when absent (or a parent is missing, not a directory or a link);
         :class:`NotABlockFile` unless it is a regular file (a FIFO never blocks)."""
@@ -133,11 +137,11 @@ class Disk(Protocol):
         (``FileExistsError`` if the name is taken)."""
         ...
 
-    def read(self, file: Handle, size: int) -> bytes:
+    def read(self, file: Handle, size: int, /) -> bytes:
         """Up to ``size`` bytes from the file's position (``b""`` at its end)."""
         ...
 
-    def write(self, file: Handle, data: bytes | memoryview) -> int:
+    def write(self, file: Handle, data: bytes | memoryview, /) -> int:
         """Write at the file's position; the number of bytes written (maybe fewer)."""
         ...
 
@@ -149,7 +153,7 @@ class Disk(Protocol):
         """Set the times of ``name`` in ``dir`` (never through a link)."""
         ...
 
-    def fsync(self, handle: Handle) -> None:
+    def fsync(self, handle: Handle, /) -> None:
         """Make an open file's data, or an open directory's entries, durable."""
         ...
 
@@ -162,7 +166,7 @@ class Disk(Protocol):
         """Remove the file ``name`` from ``dir`` (a link itself, never its target)."""
         ...
 
-    def close(self, handle: Handle) -> None:
+    def close(self, handle: Handle, /) -> None:
         """Close a handle this disk handed out."""
         ...
 

@@ -58,7 +58,7 @@ def open_child_dir(parent_fd: int, name: str, shown: str) -> int:
         raise
 
 
-def open_dir(roots: DataRoots, root: str, rel: str) -> int:
+def open_dir(roots: DataRoots, root: str, rel: str = "") -> int:
     """A descriptor of the directory ``root/rel`` (``rel`` ``""``: the root itself).
 
     ``FileNotFoundError`` when absent, :class:`NotASubdir` when a link or a file stands

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from functools import partial
 
 from .._core.disk import DirEntry, Handle, SpaceUsage
 from .nofollow import lstat_at, lstat_below, make_dir, open_dir, open_file, open_file_below
@@ -28,9 +29,17 @@ class RealDisk:
     def __init__(self, *, openat2: bool = True) -> None:
         #: each data directory's root, opened once (closed with this object)
         self.roots = DataRoots(openat2=openat2)
+        # The hot calls, bound straight to their functions (no frame of their own).
+        self.open_dir = partial(open_dir, self.roots)
+        self.lstat = partial(lstat_below, self.roots)
+        self.open_file = partial(open_file_below, self.roots)
 
-    def open_dir(self, root: str, rel: str = "") -> Handle:
-        return open_dir(self.roots, root, rel)
+    # (``os`` functions themselves: a call costs what the system call does)
+    lstat_at = staticmethod(lstat_at)
+    read = staticmethod(os.read)
+    write = staticmethod(os.write)
+    fsync = staticmethod(os.fsync)
+    close = staticmethod(os.close)
 
     def make_dir(self, root: str, rel: str, *, fsync: bool) -> tuple[Handle, bool]:
         return make_dir(self.roots, root, rel, fsync=fsync)
@@ -39,18 +48,9 @@ class RealDisk:
         with os.scandir(dir) as it:
             return list(it)
 
-    def lstat(self, root: str, rel: str) -> os.stat_result | None:
-        return lstat_below(self.roots, root, rel)
-
-    def lstat_at(self, dir: Handle, name: str) -> os.stat_result | None:
-        return lstat_at(dir, name)
-
     def statvfs(self, root: str) -> SpaceUsage:
         usage = shutil.disk_usage(root)
         return SpaceUsage(usage.total, usage.free)
-
-    def open_file(self, root: str, rel: str) -> tuple[Handle, os.stat_result]:
-        return open_file_below(self.roots, root, rel)
 
     def open_file_at(self, dir: Handle, name: str, shown: str) -> tuple[Handle, os.stat_result]:
         return open_file(dir, name, shown)
@@ -58,29 +58,17 @@ class RealDisk:
     def create_at(self, dir: Handle, name: str) -> Handle:
         return os.open(name, _CREATE_FLAGS, 0o644, dir_fd=dir)
 
-    def read(self, file: Handle, size: int) -> bytes:
-        return os.read(file, size)
-
-    def write(self, file: Handle, data: bytes | memoryview) -> int:
-        return os.write(file, data)
-
     def set_mtime(self, file: Handle, mtime_ns: int) -> None:
         os.utime(file, ns=(mtime_ns, mtime_ns))
 
     def set_mtime_at(self, dir: Handle, name: str, mtime_ns: int) -> None:
         os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=dir, follow_symlinks=False)
 
-    def fsync(self, handle: Handle) -> None:
-        os.fsync(handle)
-
     def rename_at(self, dir: Handle, src: str, dst: str) -> None:
         os.rename(src, dst, src_dir_fd=dir, dst_dir_fd=dir)
 
     def unlink_at(self, dir: Handle, name: str) -> None:
         os.unlink(name, dir_fd=dir)
-
-    def close(self, handle: Handle) -> None:
-        os.close(handle)
 
 
 __all__ = ["RealDisk"]
