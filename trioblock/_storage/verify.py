@@ -100,8 +100,12 @@ def verify_dir(
     """
     disk = RealDisk() if disk is None else disk
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory")
+    try:
+        disk.close(disk.open_dir(str(root)))
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{root} is not a directory") from None
+    except OSError:
+        pass  # there but unreadable: the walk reports it
     report = VerifyReport(root)
     fraction = 0.0
     for entry in walk_data_dir(disk, root, stat=False):
