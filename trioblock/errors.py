@@ -64,8 +64,15 @@ class CorruptBlockError(BlockError):
     repair before this is raised.
     """
 
-    def __init__(self, hash: bytes, message: str | None = None) -> None:
+    #: Where the corrupt local copy is (the storage layer's ``BlockLocation``), when the
+    #: error is about one; None for a copy received from a peer or a caller.
+    location: object | None = None
+
+    def __init__(
+        self, hash: bytes, message: str | None = None, *, location: object | None = None
+    ) -> None:
         super().__init__(hash, message or f"block {bytes(hash).hex()} failed verification")
+        self.location = location
 
 
 class MissingBlockError(BlockError):

@@ -325,3 +325,16 @@ def test_type_checkers_refuse_a_wrong_path_type(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert 'Argument "metadata_dir"' in done.stdout
+
+
+def test_the_disk_defaults_to_the_real_one_and_must_be_a_disk(tmp_path: Path) -> None:
+    from trioblock._storage import RealDisk
+
+    base = {"node_id": "n", "metadata_dir": tmp_path / "m", "data_dir": tmp_path / "d"}
+    assert Config(**base).validate().disk is None
+    disk = RealDisk()
+    assert Config(**base, disk=disk).validate().disk is disk
+    for bad in ("/dev/sda", 3, object()):
+        with pytest.raises(ConfigError) as info:
+            Config(**base, disk=bad).validate()
+        assert info.value.field == "disk"

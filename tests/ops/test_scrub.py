@@ -16,6 +16,7 @@ from ops_kit import block_file, flip_byte, put_blocks, wait_scrub_runs
 from trioblock._node.blockwalk import BlockWalk, hash_position
 from trioblock._node.scrub import JITTER_FRACTION, SCRUB_STATE_KEY, VERIFY_BATCH
 from trioblock._node.scrubstate import ScrubRecord, ScrubState
+from trioblock._storage import RealDisk
 
 DAY = 86400.0
 
@@ -318,10 +319,12 @@ async def test_block_walk_resumes_after_a_position(
 ) -> None:
     async with open_ops_node() as bm:
         hashes = sorted(h.hex() for h in await put_blocks(bm, 300))
-        walk = BlockWalk([data_dir, data_dir.parent / "missing"], trio.CapacityLimiter(1))
+        walk = BlockWalk(
+            [data_dir, data_dir.parent / "missing"], trio.CapacityLimiter(1), disk=RealDisk()
+        )
         first = await walk.take(100)
         assert [loc.hash.hex() for loc in first] == hashes[: len(first)]
-        rest = BlockWalk([data_dir], trio.CapacityLimiter(1), 0, walk.after)
+        rest = BlockWalk([data_dir], trio.CapacityLimiter(1), 0, walk.after, disk=RealDisk())
         seen = [loc.hash.hex() for loc in first]
         while batch := await rest.take(50):
             seen += [loc.hash.hex() for loc in batch]

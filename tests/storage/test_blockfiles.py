@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import trio
+from faulty_disk import FaultyDisk
 
 import trioblock
 from trioblock import ConfigError, DataDir, blake2sum
 from trioblock._core.block import BlockHeader, encode_block
 from trioblock._core.datalayout import DataLayout
-from trioblock._storage import blockfiles
-from trioblock._storage.blockfiles import BlockStore, WriteOutcome, block_path
+from trioblock._storage.blockfiles import MARKER_NAME, BlockStore, WriteOutcome, block_path
+from trioblock._storage.durable import TEMP_NAME_TRIES
 
 
 def files_under(root: Path) -> list[Path]:
@@ -35,13 +36,16 @@ H = blake2sum(DATA)
 NOW_MSEC = 1_700_000_000_000
 
 
-def make_store(root: Path, *, compression: bool = True, fsync: bool = True) -> BlockStore:
+def make_store(
+    root: Path, *, compression: bool = True, fsync: bool = True, disk: FaultyDisk | None = None
+) -> BlockStore:
     return BlockStore(
         DataLayout.initial([DataDir(root)]),
         compression=compression,
         fsync=fsync,
         limiter=trio.CapacityLimiter(2),
         max_block_size=1 << 20,
+        disk=disk,
     )
 
 
@@ -67,79 +71,67 @@ def test_write_creates_exactly_the_final_file(tmp_path: Path, level: int | None)
     assert loc.written_at_msec == NOW_MSEC
 
 
-def test_durable_write_order_is_write_fsync_rename_fsync_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    events: list[tuple[str, str]] = []
-    real_fsync, real_rename = os.fsync, os.rename
-
-    def fsync(fd: int) -> None:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-        events.append(("fsync", "dir" if os.path.isdir(target) else Path(target).name))
-        real_fsync(fd)
-
-    def rename(src: str | Path, dst: str | Path, **kwargs: int) -> None:
-        events.append(("rename", Path(dst).name))
-        real_rename(src, dst, **kwargs)
-
-    store = make_store(tmp_path)
-    monkeypatch.setattr(blockfiles.os, "fsync", fsync)
-    monkeypatch.setattr(blockfiles.os, "rename", rename)
+def test_durable_write_order_is_write_fsync_rename_fsync_dir(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    store = make_store(tmp_path, disk=disk)
     store.write_sync(H, encode_block(DATA, 1), NOW_MSEC)
     final = H.hex() + ".zst"
-    file_syncs = [i for i, e in enumerate(events) if e[0] == "fsync" and e[1] != "dir"]
-    renames = [i for i, e in enumerate(events) if e == ("rename", final)]
-    dir_syncs = [i for i, e in enumerate(events) if e == ("fsync", "dir")]
-    assert len(file_syncs) == 1 and events[file_syncs[0]][1].startswith(final + ".tmp")
-    assert len(renames) == 1
-    assert dir_syncs and file_syncs[0] < renames[0] < dir_syncs[-1]
-
-
-def test_no_fsync_without_data_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    monkeypatch.setattr(blockfiles.os, "fsync", calls.append)
-    store = make_store(tmp_path, fsync=False)
-    assert store.write_sync(H, encode_block(DATA, 1), NOW_MSEC) is WriteOutcome.WRITTEN
-    assert calls == []
+    (create,) = [c for c in disk.calls if c.op == "create_at"]
+    dir, tmp = create.args
+    assert tmp.startswith(final + ".tmp")
+    file = create.result
+    after = disk.calls[disk.calls.index(create) :]
+    steps = [
+        c.op
+        for c in after
+        if (c.op in ("write", "fsync", "close") and c.args[0] == file)
+        or (c.op == "rename_at" and c.args == (dir, tmp, final))
+        or (c.op == "fsync" and c.args[0] == dir)
+    ]
+    assert steps[-4:] == ["fsync", "close", "rename_at", "fsync"]
+    assert set(steps[:-4]) == {"write"}
     assert temp_files_under(tmp_path) == []
 
 
-@pytest.mark.parametrize("fail_at", ["write", "fsync", "rename"])
+def test_no_fsync_without_data_fsync(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    store = make_store(tmp_path, fsync=False, disk=disk)
+    assert store.write_sync(H, encode_block(DATA, 1), NOW_MSEC) is WriteOutcome.WRITTEN
+    assert "create_at" in disk.ops() and "fsync" not in disk.ops()
+    assert temp_files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("fail_at", ["write", "fsync", "rename_at"])
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
 def test_failed_write_leaves_neither_temp_nor_final_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str
+    tmp_path: Path, fail_at: str, err: int
 ) -> None:
-    store = make_store(tmp_path)
-    real_write = os.write
+    disk = FaultyDisk()
 
-    def failing(*args: object, **kwargs: object) -> int:
-        if fail_at == "write":
-            real_write(args[0], b"partial")  # type: ignore[arg-type]
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def partial(real: object, file: int, data: bytes) -> None:
+        os.write(file, b"partial")
 
-    monkeypatch.setattr(blockfiles.os, fail_at, failing)
-    with pytest.raises(OSError):
+    disk.fail(fail_at, err, first=partial if fail_at == "write" else None)
+    store = make_store(tmp_path, disk=disk)
+    with pytest.raises(OSError) as info:
         store.write_sync(H, encode_block(DATA, 1), NOW_MSEC)
-    monkeypatch.undo()
-    assert [p for p in files_under(tmp_path)] == []
+    assert info.value.errno == err
+    assert files_under(tmp_path) == []
     assert store.find_sync(H) is None
+    # A failed fsync is never retried as a success: the write failed, nothing is there.
+    assert disk.ops().count(fail_at) == 1
 
 
 class Crash(BaseException):
     """Stands for a KeyboardInterrupt or a cancellation delivered mid-write."""
 
 
-def test_base_exception_mid_write_removes_the_temp_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = make_store(tmp_path)
-
-    def crash(*args: object, **kwargs: object) -> None:
-        raise Crash
-
-    monkeypatch.setattr(blockfiles.os, "utime", crash)
+def test_base_exception_mid_write_removes_the_temp_file(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    disk.fail("set_mtime", Crash())
+    store = make_store(tmp_path, disk=disk)
     with pytest.raises(Crash):
         store.write_sync(H, encode_block(DATA, 1), NOW_MSEC)
-    monkeypatch.undo()
     assert files_under(tmp_path) == []
 
 
@@ -274,7 +266,7 @@ async def test_stale_temp_files_are_removed_after_start_up(open_node, data_dir: 
 async def test_changed_marker_is_a_config_error(open_node, data_dir: Path) -> None:
     async with open_node():
         pass
-    marker = data_dir / blockfiles.MARKER_NAME
+    marker = data_dir / MARKER_NAME
     assert marker.is_file()
     marker.write_text("someone-else:0000\n")
     with pytest.raises(ConfigError) as info:
@@ -286,31 +278,41 @@ async def test_changed_marker_is_a_config_error(open_node, data_dir: Path) -> No
 async def test_missing_marker_is_a_config_error(open_node, data_dir: Path) -> None:
     async with open_node() as bm:
         await bm.put_block(DATA)
-    (data_dir / blockfiles.MARKER_NAME).unlink()
+    (data_dir / MARKER_NAME).unlink()
     with pytest.raises(ConfigError) as info:
         async with open_node():
             pass
     assert info.value.field == "data_dir"
 
 
-def test_a_temp_name_already_taken_is_drawn_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Temp names come from a seeded generator: one taken (by another process) is
-    refused by O_EXCL and another is drawn; the other writer's file is left alone."""
-    from trioblock._storage import durable
-
-    store = make_store(tmp_path)
+def test_a_temp_name_already_taken_is_drawn_again(tmp_path: Path) -> None:
+    """A temp name taken (by another process) is refused by O_EXCL and another is
+    drawn; the other writer's file is left alone."""
+    disk = FaultyDisk()
+    store = make_store(tmp_path, disk=disk)
     final = block_file(tmp_path, H)
     final.parent.mkdir(parents=True)
-    taken = final.with_name(final.name + ".tmp00000000")
-    taken.write_bytes(b"another writer's")
-    suffixes = iter([".tmp00000000", ".tmp00000001"])
-    monkeypatch.setattr(durable, "temp_suffix", lambda: next(suffixes))
+
+    def taken(real: object, dir: int, name: str) -> None:
+        (final.parent / name).write_bytes(b"another writer's")
+
+    disk.fail("create_at", FileExistsError(errno.EEXIST, "taken"), first=taken)
     assert store.write_sync(H, encode_block(DATA, 1), NOW_MSEC) is WriteOutcome.WRITTEN
-    assert taken.read_bytes() == b"another writer's"
+    first, second = [c.args[1] for c in disk.calls if c.op == "create_at"]
+    assert first != second
+    assert (final.parent / first).read_bytes() == b"another writer's"
     assert final.is_file()
-    assert temp_files_under(tmp_path) == [taken]
+    assert temp_files_under(tmp_path) == [final.parent / first]
+
+
+def test_a_write_gives_up_when_every_temp_name_is_taken(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    disk.fail("create_at", FileExistsError(errno.EEXIST, "taken"), times=TEMP_NAME_TRIES)
+    store = make_store(tmp_path, disk=disk)
+    with pytest.raises(FileExistsError):
+        store.write_sync(H, encode_block(DATA, 1), NOW_MSEC)
+    assert disk.ops().count("create_at") == TEMP_NAME_TRIES
+    assert files_under(tmp_path) == []
 
 
 def test_a_forked_child_draws_other_temp_names_than_its_parent() -> None:

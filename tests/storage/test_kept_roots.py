@@ -3,6 +3,7 @@ changes below the root while the store lives is seen at once, and no link is fol
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import trio
 from trioblock import DataDir, blake2sum
 from trioblock._core.block import encode_block
 from trioblock._core.datalayout import DataLayout
-from trioblock._storage import nofollow
+from trioblock._storage import RealDisk
 from trioblock._storage.blockfiles import BlockStore, WriteOutcome
 
 DATA = b"kept roots\n" * 100
@@ -22,7 +23,7 @@ HX = H.hex()
 NOW_MSEC = 1_700_000_000_000
 
 
-def make_store(root: Path) -> BlockStore:
+def make_store(root: Path, disk: RealDisk | None = None) -> BlockStore:
     root.mkdir(parents=True, exist_ok=True)
     return BlockStore(
         DataLayout.initial([DataDir(root)]),
@@ -30,6 +31,7 @@ def make_store(root: Path) -> BlockStore:
         fsync=True,
         limiter=trio.CapacityLimiter(2),
         max_block_size=1 << 20,
+        disk=disk,
     )
 
 
@@ -38,19 +40,17 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(params=["openat2", "walk"])
-def how(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def how(request: pytest.FixtureRequest) -> RealDisk:
     """Every test runs with ``openat2`` and with the walk used where it is missing."""
-    if request.param == "walk":
-        monkeypatch.setattr(nofollow, "_syscall", None)
-    return str(request.param)
+    return RealDisk(openat2=request.param == "openat2")
 
 
 def test_a_subdirectory_swapped_for_a_link_after_use_is_never_entered(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: RealDisk
 ) -> None:
     data = tmp_path / "data"
     outside = tmp_path / "outside"
-    store = make_store(data)
+    store = make_store(data, how)
     assert store.write_sync(H, encode_block(DATA, 1), NOW_MSEC) is WriteOutcome.WRITTEN
     assert store.read_verified_sync(H) is not None
     # The real aa/bb moves out of the data directory; a link to it takes its place.
@@ -65,9 +65,11 @@ def test_a_subdirectory_swapped_for_a_link_after_use_is_never_entered(
     assert snapshot(outside) == before
 
 
-def test_a_subdirectory_removed_and_made_again_is_used_afresh(tmp_path: Path, how: str) -> None:
+def test_a_subdirectory_removed_and_made_again_is_used_afresh(
+    tmp_path: Path, how: RealDisk
+) -> None:
     data = tmp_path / "data"
-    store = make_store(data)
+    store = make_store(data, how)
     store.write_sync(H, encode_block(DATA, 1), NOW_MSEC)
     shutil.rmtree(data / HX[:2])
     assert store.find_sync(H) is None
@@ -78,12 +80,12 @@ def test_a_subdirectory_removed_and_made_again_is_used_afresh(tmp_path: Path, ho
 
 
 def test_a_data_directory_removed_and_made_again_is_written_afresh(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: RealDisk
 ) -> None:
     """The root's kept descriptor names the removed directory: a write reopens the root
     by path instead of failing (or writing into the removed one)."""
     data = tmp_path / "data"
-    store = make_store(data)
+    store = make_store(data, how)
     other = blake2sum(b"other")
     store.write_sync(other, encode_block(b"other", 1), NOW_MSEC)
     shutil.rmtree(data)
@@ -96,13 +98,13 @@ def test_a_data_directory_removed_and_made_again_is_written_afresh(
 
 
 def test_a_link_in_place_of_the_block_file_is_skipped_not_followed(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: RealDisk
 ) -> None:
     data = tmp_path / "data"
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "valid").write_bytes(encode_block(DATA, 1).payload)
-    store = make_store(data)
+    store = make_store(data, how)
     (data / HX[:2] / HX[2:4]).mkdir(parents=True)
     (data / HX[:2] / HX[2:4] / (HX + ".zst")).symlink_to(outside / "valid")
     assert store.find_sync(H) is None
@@ -114,6 +116,7 @@ def test_a_link_in_place_of_the_block_file_is_skipped_not_followed(
 
 
 def test_descriptors_are_closed_with_the_store(tmp_path: Path) -> None:
+    gc.collect()  # earlier tests' stores (in reference cycles) closed now, not meanwhile
     fds = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
     if fds is None:
         pytest.skip("no /proc/self/fd here")

@@ -6,13 +6,14 @@ land exactly inside a listing, in both orders, and check that the count stays ex
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
+from faulty_disk import FaultyDisk
 
 from trioblock import DataDir, StoredBlocks, blake2sum
 from trioblock._core.block import encode_block
@@ -24,13 +25,14 @@ from trioblock._storage.paths import BlockLocation, block_path
 NOW_MSEC = 1_700_000_000_000
 
 
-def make_store(root: Path) -> BlockStore:
+def make_store(root: Path, disk: FaultyDisk | None = None) -> BlockStore:
     return BlockStore(
         DataLayout.initial([DataDir(root)]),
         compression=True,
         fsync=False,
         limiter=trio.CapacityLimiter(2),
         max_block_size=1 << 20,
+        disk=disk,
     )
 
 
@@ -132,23 +134,17 @@ async def test_overlapping_changes_of_one_block_count_once(tmp_path: Path) -> No
     assert store.stored.figures().blocks == 1
 
 
-async def test_an_unreadable_directory_leaves_an_estimate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = make_store(tmp_path)
+@pytest.mark.parametrize("err", [errno.EACCES, errno.EIO])
+async def test_an_unreadable_directory_leaves_an_estimate(tmp_path: Path, err: int) -> None:
+    disk = FaultyDisk()
+    store = make_store(tmp_path, disk)
     ((h, data),) = blocks_in_aa(5, 1)
     write(store, h, data)
-    real = os.listdir
-
-    def refusing(path: Any) -> list[str]:
-        # An ``aa`` directory that cannot be listed (root ignores chmod, so refuse here).
-        if isinstance(path, int):
-            raise PermissionError(13, "Permission denied")
-        return real(path)
-
-    monkeypatch.setattr(os, "listdir", refusing)
+    # An ``aa`` directory that cannot be listed (root ignores chmod: the disk refuses).
+    disk.fail("list_dir", err)
     figures = await store.stored.rebuild(store.limiter)
     assert not figures.exact
+    assert figures.blocks == 1  # the estimate kept from the writes
 
 
 async def test_an_empty_store_is_counted_in_one_trip(tmp_path: Path) -> None:

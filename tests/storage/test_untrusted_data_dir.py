@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+from faulty_disk import FaultyDisk
 
 import trioblock
 from trioblock import DataDir, blake2sum
@@ -192,7 +193,9 @@ async def test_a_link_named_like_a_block_is_set_aside_by_a_put(
 # -- bounded reads ----------------------------------------------------------------------------
 
 
-def make_store(root: Path, *, max_block_size: int = 1 << 20) -> BlockStore:
+def make_store(
+    root: Path, *, max_block_size: int = 1 << 20, disk: FaultyDisk | None = None
+) -> BlockStore:
     root.mkdir(parents=True, exist_ok=True)
     return BlockStore(
         DataLayout.initial([DataDir(root)]),
@@ -200,6 +203,7 @@ def make_store(root: Path, *, max_block_size: int = 1 << 20) -> BlockStore:
         fsync=False,
         limiter=trio.CapacityLimiter(2),
         max_block_size=max_block_size,
+        disk=disk,
     )
 
 
@@ -312,24 +316,17 @@ async def test_a_marker_temp_file_left_by_a_first_start_up_crash_is_removed(
 # -- temp files of writes in progress --------------------------------------------------------
 
 
-def test_a_sweep_never_removes_the_temp_file_of_a_write_in_progress(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = make_store(tmp_path / "data")
+def test_a_sweep_never_removes_the_temp_file_of_a_write_in_progress(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    store = make_store(tmp_path / "data", disk=disk)
     stale = block_file(tmp_path / "data").with_name(HX + ".zst.tmpdeadbeef")
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left by a crash")
-    real_utime = os.utime
     swept: list[int] = []
-
-    def utime(*args: Any, **kwargs: Any) -> None:
-        # Mid-write, the temp file exists: a sweep runs now.
-        swept.append(store.cleanup_temps_sync())
-        real_utime(*args, **kwargs)
-
-    monkeypatch.setattr(os, "utime", utime)
+    # Mid-write, the temp file exists: a sweep runs now.
+    disk.before["set_mtime"] = lambda *args: swept.append(store.cleanup_temps_sync())
     store.write_sync(H, encode_block(DATA, 3), 1_700_000_000_000)
-    monkeypatch.undo()
+    del disk.before["set_mtime"]
     assert swept == [1]
     assert not stale.exists()
     assert store.read_verified_sync(H) is not None
@@ -354,22 +351,15 @@ async def test_the_background_sweep_removes_stale_temp_files(tmp_path: Path) -> 
     assert keep.exists() and block_file(root).exists()
 
 
-async def test_a_node_is_ready_without_walking_its_blocks(
-    open_node: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_node_is_ready_without_walking_its_blocks(open_node: Any, data_dir: Path) -> None:
     """Each directory listing costs 0.05 s here (a slow disk, or millions of blocks): the
     node must be ready long before its ~20 block directories are listed."""
     async with open_node() as bm:
         for i in range(10):
             await bm.put_block(b"block %d" % i)
-    real = os.scandir
-
-    def slow_scandir(path: Any = ".") -> Any:
-        time.sleep(0.05)
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", slow_scandir)
+    disk = FaultyDisk()
+    disk.delay["list_dir"] = 0.05
     started = time.monotonic()
-    async with open_node():
+    async with open_node(disk=disk):
         ready_after = time.monotonic() - started
     assert ready_after < 0.5, f"the node took {ready_after:.1f} s to be ready"

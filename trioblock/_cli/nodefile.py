@@ -51,7 +51,8 @@ from .tls import TlsSettings, parse_tls_table
 
 Address = tuple[str, int]
 
-_CONFIG_FIELDS = {f.name for f in fields(Config)}
+#: ``disk`` is set from code only (a simulated or fault-injecting disk).
+_CONFIG_FIELDS = {f.name for f in fields(Config)} - {"disk"}
 _FILE_ONLY = {
     "rpc_bind_addr",
     "rpc_secret_file",

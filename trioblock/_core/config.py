@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from ..errors import ConfigError
+from .disk import DISK_METHODS, Disk
 
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_RESYNC_WORKERS = 8
@@ -162,6 +163,9 @@ class Config:
     - ``disk_threads = 8``: worker threads doing disk and CPU work at once.
     - ``ref_sync_interval = 600.0``: seconds between two anti-entropy passes over the
       block references a node shares with the other storage nodes.
+    - ``disk = None``: the ``Disk`` every block file operation goes through (see
+      ``trioblock._core.disk``); None is the real disk. Set from code only (a test's
+      simulated or fault-injecting disk), never from a config file.
 
     Integer settings refuse booleans, floats and strings; boolean settings refuse
     integers and strings.
@@ -191,6 +195,8 @@ class Config:
     ref_sync_interval: float = 600.0
     #: SQLite ``synchronous=FULL`` on the metadata database (``NORMAL`` when False).
     metadata_fsync: bool = True
+    #: The block files' ``Disk`` (see ``_core/disk.py``); None: the real disk.
+    disk: Disk | None = None
 
     if TYPE_CHECKING:
 
@@ -216,6 +222,7 @@ class Config:
             disk_threads: int = 8,
             ref_sync_interval: float = 600.0,
             metadata_fsync: bool = True,
+            disk: Disk | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -281,6 +288,12 @@ class Config:
         secret = self.rpc_secret
         if secret is not None and (not isinstance(secret, bytes) or len(secret) == 0):
             raise ConfigError("rpc_secret", f"expected non-empty bytes or None, got {secret!r}")
+        if self.disk is not None and not all(
+            callable(getattr(self.disk, name, None)) for name in DISK_METHODS
+        ):
+            raise ConfigError(
+                "disk", f"expected a Disk (see trioblock._core.disk), got {self.disk!r}"
+            )
         return self
 
     def _validate_dirs(self) -> None:

@@ -19,12 +19,20 @@ from typing import Protocol
 import trio
 
 from .._core.config import Config
-from .._storage.blockfiles import BlockLocation, BlockStore
-from .._storage.metadata import MetadataDb
-from .._storage.offload import run_blocking
-from .._storage.walk import EntryKind, WalkEntry, walk_data_dir
+from .._core.disk import Disk
+from .._core.hashing import Hash
+from .._storage import (
+    BlockLocation,
+    BlockStore,
+    EntryKind,
+    MetadataDb,
+    WalkEntry,
+    run_blocking,
+    walk_data_dir,
+)
+from ..errors import CorruptBlockError
 from .clock import NodeClock
-from .context import ResyncShared
+from .context import CorruptCopy, ResyncShared
 from .metrics import Metrics
 
 log = logging.getLogger("trioblock.scrub")
@@ -45,6 +53,15 @@ class OperationsNode(Protocol):
     resync: ResyncShared
 
     async def put_to_resync(self, hash: bytes, delay_msec: int = 0) -> None: ...
+
+    async def corrupt_copy_found(
+        self,
+        hash: Hash,
+        where: BlockLocation | CorruptBlockError | None = None,
+        *,
+        confirm: bool = False,
+        resync: bool = True,
+    ) -> CorruptCopy: ...
 
 
 def _take(it: Iterator[WalkEntry], n: int) -> tuple[list[BlockLocation], list[WalkEntry], bool]:
@@ -93,8 +110,10 @@ class BlockWalk:
         after: str = "",
         *,
         on_problem: Callable[[str], None] | None = None,
+        disk: Disk,
     ) -> None:
         self.dirs = tuple(dirs)
+        self.disk = disk
         self.limiter = limiter
         self.dir_index = dir_index
         self.after = after
@@ -128,7 +147,7 @@ class BlockWalk:
                 return None
             if self._listing is None or self._listing_dir != self.dir_index:
                 self._listing = walk_data_dir(
-                    self.dirs[self.dir_index], self.after, stat=False, top_level=False
+                    self.disk, self.dirs[self.dir_index], self.after, stat=False, top_level=False
                 )
                 self._listing_dir = self.dir_index
                 self._more = True

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
 
 import trio
 from trio_util import AsyncValue
@@ -22,9 +24,8 @@ from .._core.hashing import Hash
 from .._core.hedging import HedgePolicy
 from .._core.placement import Layout
 from .._net.rpc import RpcNode
-from .._storage.blockfiles import BlockStore
-from .._storage.metadata import MetadataDb
-from ..errors import NodeClosedError
+from .._storage import BlockLocation, BlockStore, MetadataDb, run_blocking
+from ..errors import CorruptBlockError, NodeClosedError
 from .budget import ByteBudget
 from .clock import NodeClock
 from .metrics import Metrics
@@ -79,6 +80,15 @@ class ResyncShared:
 
     def notify(self) -> None:
         self.generation.value += 1
+
+
+class CorruptCopy(NamedTuple):
+    """What :meth:`NodeContext.corrupt_copy_found` did."""
+
+    #: counted in ``metrics.corruptions`` (and queued): the copy was indeed corrupt
+    counted: bool
+    #: where the copy was moved (``*.corrupted``), if it was quarantined by this call
+    quarantined: Path | None
 
 
 def as_hash(value: bytes) -> Hash:
@@ -207,6 +217,44 @@ class NodeContext(PeerContext):
         await self.db.queue_put(hash, self.clock.now_msec() + delay_msec)
         self.notify_resync()
 
+    # -- corrupt copies ---------------------------------------------------------------------
+
+    async def corrupt_copy_found(
+        self,
+        hash: Hash,
+        where: BlockLocation | CorruptBlockError | None = None,
+        *,
+        confirm: bool = False,
+        resync: bool = True,
+    ) -> CorruptCopy:
+        """The one policy for a corrupt local copy of ``hash``: quarantine, count, resync.
+
+        ``where``: the copy still to quarantine (or the error naming it); None when the
+        store quarantined it already or it is not known. The quarantine re-verifies the
+        copy under the block's lock; a copy in a read-only directory is never modified
+        (logged instead). Then the corruption is counted and, with ``resync``, the block
+        queued for an immediate resync. With ``confirm``, a copy that turns out valid,
+        gone or replaced meanwhile is neither counted nor queued.
+        """
+        loc = where.location if isinstance(where, CorruptBlockError) else where
+        quarantined: Path | None = None
+        if isinstance(loc, BlockLocation):
+            store = self.store
+            if store.in_read_only_dir(loc.path_str):
+                if confirm and await run_blocking(
+                    store.verify_file_sync, loc, limiter=store.limiter
+                ):
+                    return CorruptCopy(False, None)
+                log.warning("%s: %s is corrupt in a read-only directory", self.node_id, loc.path)
+            else:
+                quarantined = await store.quarantine(loc)
+                if quarantined is None and confirm:
+                    return CorruptCopy(False, None)
+        self.metrics.corruptions += 1
+        if resync:
+            await self.put_to_resync(hash, 0)
+        return CorruptCopy(True, quarantined)
+
 
 def describe(exc: BaseException) -> str:
     """A readable account of ``exc``: the leaves of an exception group, one by one."""
@@ -217,4 +265,4 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["NodeContext", "PeerContext", "ResyncShared", "as_hash", "describe"]
+__all__ = ["CorruptCopy", "NodeContext", "PeerContext", "ResyncShared", "as_hash", "describe"]

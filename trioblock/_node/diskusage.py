@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from .._core.disk import Disk
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,13 @@ class DataDirUsage:
     error: str | None = None
 
 
-def disk_usage_sync(paths: list[Path], read_only: frozenset[Path]) -> list[DataDirUsage]:
+def disk_usage_sync(
+    disk: Disk, paths: list[Path], read_only: frozenset[Path]
+) -> list[DataDirUsage]:
     out: list[DataDirUsage] = []
     for p in paths:
         try:
-            usage = shutil.disk_usage(p)
+            usage = disk.statvfs(str(p))
         except OSError as exc:
             out.append(DataDirUsage(p, p in read_only, None, None, str(exc)))
         else:

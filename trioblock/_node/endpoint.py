@@ -29,8 +29,7 @@ from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
 from .._core.refs import RefTuple
 from .._net.rpc import AdminResult
-from .._storage.offload import run_blocking
-from .._storage.paths import BlockLocation
+from .._storage import run_blocking
 from ..errors import (
     CorruptBlockError,
     MissingBlockError,
@@ -80,11 +79,7 @@ class RpcEndpoint:
         try:
             found = await ctx.store.read_raw(hash)
         except CorruptBlockError as exc:  # over its size limit: never read, never sent
-            loc: BlockLocation | None = getattr(exc, "location", None)
-            if loc is not None:
-                await ctx.store.quarantine(loc)
-            ctx.metrics.corruptions += 1
-            await ctx.put_to_resync(hash, 0)
+            await ctx.corrupt_copy_found(hash, exc)
             raise
         if found is None:
             raise MissingBlockError(hash)
@@ -99,8 +94,8 @@ class RpcEndpoint:
         loc = await ctx.store.find(hash)
         if loc is None:
             return
-        quarantined = await ctx.store.quarantine(loc)
-        if quarantined is None:
+        counted, quarantined = await ctx.corrupt_copy_found(hash, loc, confirm=True)
+        if not counted:
             log.info(
                 "%s: %s reported block %s corrupt; our copy verifies (damaged in transit?)",
                 ctx.node_id,
@@ -108,8 +103,6 @@ class RpcEndpoint:
                 hash.short(),
             )
             return
-        ctx.metrics.corruptions += 1
-        await ctx.put_to_resync(hash, 0)
         log.warning(
             "%s: %s found block %s corrupt as served from here: quarantined to %s",
             ctx.node_id,

@@ -117,7 +117,7 @@ class Offloader:
         try:
             found = await ctx.store.read_verified(hash)
         except CorruptBlockError:
-            ctx.metrics.corruptions += 1
+            await ctx.corrupt_copy_found(hash, resync=False)  # (quarantined by the store)
             log.warning(
                 "%s: unreferenced block %s is corrupt: quarantined, not offloaded",
                 ctx.node_id,

@@ -25,9 +25,7 @@ from .._core.datalayout import DataLayout
 from .._core.placement import JoinCluster, Layout, LocalLayout, StaticLayout
 from .._net.rpc import RpcNode
 from .._net.transport import Transport
-from .._storage.blockfiles import BlockStore
-from .._storage.metadata import MetadataDb
-from .._storage.offload import run_blocking
+from .._storage import BlockStore, MetadataDb, run_blocking
 from ..errors import ConfigError
 from .clock import NodeClock
 from .context import NodeContext, PeerContext, ResyncShared
@@ -111,6 +109,7 @@ async def open_block_manager(
             fsync=config.data_fsync,
             limiter=trio.CapacityLimiter(config.disk_threads),
             max_block_size=config.max_block_size,
+            disk=config.disk,
         )
         markers = db.get_setting("data_dir_markers", {})
         new_markers = await run_blocking(store.prepare_dirs_sync, markers, config.node_id)

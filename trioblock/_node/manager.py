@@ -39,9 +39,7 @@ from .._core.placement import Layout
 from .._core.refcount import RcEntry
 from .._core.refs import Reference
 from .._net.rpc import AdminResult, RpcStats
-from .._storage.metadata import ResyncErrorInfo, Transaction
-from .._storage.offload import run_blocking
-from .._storage.stored import StoredBlocks
+from .._storage import ResyncErrorInfo, StoredBlocks, Transaction, run_blocking
 from ..errors import GatewayError, NodeClosedError
 from .context import NodeContext, PeerContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
@@ -506,7 +504,11 @@ class BlockManager:
         ctx = self._local().ctx
         layout = ctx.store.layout
         return await run_blocking(
-            disk_usage_sync, list(layout.dirs), layout.read_only_dirs, limiter=ctx.cpu_limiter
+            disk_usage_sync,
+            ctx.store.disk,
+            list(layout.dirs),
+            layout.read_only_dirs,
+            limiter=ctx.cpu_limiter,
         )
 
     def stored(self) -> StoredBlocks:

@@ -31,7 +31,7 @@ from trio_util import AsyncValue, move_on_when
 from .._core.layouthistory import LayoutHistory, NodeReport, VersionRecord
 from .._core.layoutversion import LayoutVersion, NodeRole, parse_address
 from .._core.placement import JoinCluster, Layout, StaticLayout
-from .._storage.metadata import MetadataDb
+from .._storage import MetadataDb
 from ..errors import LayoutError, ProtocolError, TrioblockError
 from .context import PeerContext, describe
 

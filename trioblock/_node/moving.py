@@ -30,8 +30,7 @@ import trio
 from .._core.hashing import Hash
 from .._core.layoutversion import LayoutVersion
 from .._core.refs import RefTuple
-from .._storage.database import Transaction
-from .._storage.offload import run_blocking
+from .._storage import Transaction, run_blocking
 from ..errors import TransportError
 from .blockwalk import BlockWalk
 from .context import NodeContext, describe
@@ -210,7 +209,7 @@ async def queue_leftover_copies(ctx: NodeContext) -> tuple[int, int]:
     """On a node outside every live version: queue every block file on disk for a
     resync check (copies that no count names, such as a block put but never
     referenced, are otherwise only found by a repair); (copies found, bytes)."""
-    walk = BlockWalk(ctx.store.layout.dirs, ctx.store.limiter)
+    walk = BlockWalk(ctx.store.layout.dirs, ctx.store.limiter, disk=ctx.store.disk)
     found = size = 0
     now = ctx.clock.now_msec()
     while True:

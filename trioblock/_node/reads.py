@@ -28,7 +28,7 @@ import trio
 
 from .._core.block import BlockHeader, DataBlock, decode_block, hash_and_encode
 from .._core.hashing import Hash
-from .._storage.offload import run_blocking
+from .._storage import run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TrioblockError
 from .context import NodeContext, PeerContext
 from .streaming import VerifiedChunks
@@ -70,8 +70,7 @@ class Reader:
         try:
             found = await ctx.store.read_verified(hash)
         except CorruptBlockError:
-            ctx.metrics.corruptions += 1
-            await ctx.put_to_resync(hash, 0)
+            await ctx.corrupt_copy_found(hash)  # (quarantined by the store)
             raise
         if found is None:
             return None

@@ -31,20 +31,15 @@ from __future__ import annotations
 import enum
 import errno
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
 
-from .._core.block import DataBlock, decode_block
+from .._core.block import decode_block
 from .._core.tranquilizer import Tranquilizer
-from .._storage.blockfiles import BlockLocation, BlockStore
-from .._storage.durable import Placed
-from .._storage.nofollow import NotABlockFile, read_bounded
-from .._storage.offload import run_blocking
-from .._storage.reading import open_location
+from .._storage import BlockLocation, BlockStore, Placed, run_blocking
 from ..errors import CorruptBlockError
 from .blockwalk import BlockWalk, OperationsNode
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
@@ -84,16 +79,12 @@ def move_block_sync(
 ) -> MoveOutcome:
     """Move (or copy) the copy at ``loc`` into ``primary``; the caller holds its lock."""
     try:
-        fd, st = open_location(loc)
-    except (FileNotFoundError, NotABlockFile):
-        return MoveOutcome.GONE
-    try:
-        payload = read_bounded(fd, st.st_size, store.size_limit(loc.header))
-    finally:
-        os.close(fd)
-    if payload is None:
+        found = store.read_file_sync(loc)
+    except CorruptBlockError:
         return MoveOutcome.CORRUPT
-    block = DataBlock(loc.header, payload)
+    if found is None:
+        return MoveOutcome.GONE
+    block, st = found
     try:
         decode_block(loc.hash, block, max_size=store.max_block_size)
     except CorruptBlockError:
@@ -117,7 +108,7 @@ class RebalanceWorker(Worker):
         self.node = node
         self.tranquility = tranquility
         self.tranquilizer = Tranquilizer()
-        self._walk = BlockWalk(node.store.layout.dirs, node.store.limiter)
+        self._walk = BlockWalk(node.store.layout.dirs, node.store.limiter, disk=node.store.disk)
         self.counts = dict.fromkeys(MoveOutcome, 0)
         self.scanned = 0
         self.move_errors = 0
@@ -162,12 +153,11 @@ class RebalanceWorker(Worker):
                     log.warning("rebalance: could not move %s: %s", loc.path, exc)
                 self.move_errors += 1
                 return
-            if outcome is MoveOutcome.CORRUPT and remove_source:
-                quarantined = await store.quarantine_locked(loc)
         self.counts[outcome] += 1
         if outcome is MoveOutcome.CORRUPT:
-            node.metrics.corruptions += 1
-            await node.put_to_resync(loc.hash, 0)
+            quarantined = (
+                await node.corrupt_copy_found(loc.hash, loc if remove_source else None)
+            ).quarantined
             log.warning(
                 "rebalance: %s is corrupt, not moved%s",
                 loc.path,

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from .._core.block import BlockHeader
 from .._core.hashing import Hash
 from .._core.refcount import RcEntry, parse_queue_key
-from .._storage.blockfiles import BlockLocation, block_path
-from .._storage.metadata import ResyncErrorInfo, Transaction
+from .._storage import BlockLocation, ResyncErrorInfo, Transaction, block_path
 from .context import NodeContext
 
 log = logging.getLogger("trioblock.node")

@@ -18,8 +18,7 @@ import trio
 
 from .._core.hashing import Hash
 from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
-from .._storage.database import Transaction
-from .._storage.metadata import MetadataDb
+from .._storage import MetadataDb, Transaction
 from ..errors import QuorumError, StaleLayoutError, TransportError, TrioblockError
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum

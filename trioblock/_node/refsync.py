@@ -48,9 +48,7 @@ from .._core.refs import (
 )
 from .._core.tranquilizer import Tranquilizer
 from .._net.rpc import RpcNode
-from .._storage.blockfiles import BlockStore
-from .._storage.metadata import MetadataDb
-from .._storage.reftable import Keep
+from .._storage import BlockStore, Keep, MetadataDb
 from .clock import NodeClock
 from .context import NodeContext
 from .membership import Membership

@@ -57,7 +57,7 @@ class RepairWorker(Worker):
         self.when = node.clock.now_msec()
         self._rc_after = b""
         self._rc_done = False
-        self._walk = BlockWalk(node.store.layout.dirs, node.store.limiter)
+        self._walk = BlockWalk(node.store.layout.dirs, node.store.limiter, disk=node.store.disk)
         self.rc_blocks = 0
         self.disk_blocks = 0
         #: set once everything is queued; ``report`` is then available

@@ -51,8 +51,7 @@ from .._core.resync import (
     throttled,
 )
 from .._core.tranquilizer import Tranquilizer
-from .._storage.offload import run_blocking
-from .._storage.queuerows import queue_after, resync_defer_many, resync_succeeded_many
+from .._storage import queue_after, resync_defer_many, resync_succeeded_many, run_blocking
 from .context import NodeContext, ResyncShared, describe
 from .resync_exec import DeletionDeferred
 from .workers import (

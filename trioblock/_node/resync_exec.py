@@ -38,9 +38,7 @@ import trio
 from .._core.hashing import Hash
 from .._core.refcount import RcEntry
 from .._core.resync import ResyncAction, decide_resync
-from .._storage.offload import run_blocking
-from .._storage.paths import BlockLocation
-from .._storage.queuerows import ResyncBatchEnd, resync_end_batch
+from .._storage import BlockLocation, ResyncBatchEnd, resync_end_batch, run_blocking
 from ..errors import MissingBlockError
 from .context import NodeContext, describe
 from .gcoffload import DeletionDeferred, Offloader

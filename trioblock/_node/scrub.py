@@ -46,8 +46,7 @@ from trio_util import AsyncValue
 
 from .._core.config import DAY
 from .._core.tranquilizer import Tranquilizer
-from .._storage.blockfiles import BlockLocation
-from .._storage.offload import run_blocking
+from .._storage import BlockLocation, run_blocking
 from .blockwalk import BlockWalk, OperationsNode, hash_position
 from .scrubstate import ScrubRecord, ScrubState, ScrubStatus
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
@@ -152,6 +151,7 @@ class ScrubWorker(Worker):
             index,
             after,
             on_problem=lambda message: log.warning("scrub: %s", message),
+            disk=self.node.store.disk,
         )
 
     def _begin(self, now: int) -> None:
@@ -231,19 +231,9 @@ class ScrubWorker(Worker):
         return Throttled(self.tranquilizer.delay(st.tranquility))
 
     async def _corrupt(self, loc: BlockLocation) -> None:
-        node = self.node
-        if node.store.in_read_only_dir(loc.path):
-            # Never modified; reads fall back to other nodes, a rebalance will not copy it.
-            if await run_blocking(node.store.verify_file_sync, loc, limiter=node.store.limiter):
-                return
-            log.warning("scrub: %s is corrupt in a read-only directory", loc.path)
-        else:
-            target = await node.store.quarantine(loc)
-            if target is None:
-                return  # replaced or deleted meanwhile, or valid after all
-        node.metrics.corruptions += 1
+        if not (await self.node.corrupt_copy_found(loc.hash, loc, confirm=True)).counted:
+            return  # replaced or deleted meanwhile, or valid after all
         self.persisted.corruptions += 1
-        await node.put_to_resync(loc.hash, 0)
         log.warning("scrub: block %s is corrupt, quarantined and queued", loc.hash.hex())
         await self._save()
 

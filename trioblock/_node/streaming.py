@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from .._core.block import BlockDecoder, BlockHeader
 from .._core.hashing import Hash
-from .._storage.blockfiles import BlockLocation
-from .._storage.offload import run_blocking
+from .._storage import BlockLocation, run_blocking
 from ..errors import CorruptBlockError
 from .context import NodeContext, PeerContext
 
@@ -47,12 +46,12 @@ class VerifiedChunks:
 
     async def _corrupt(self) -> None:
         node = self._node
-        node.metrics.corruptions += 1
         if self._on_corrupt is not None:
             self._on_corrupt()
         if self._local is not None and isinstance(node, NodeContext):
-            await node.store.quarantine(self._local)
-            await node.put_to_resync(self._hash, 0)
+            await node.corrupt_copy_found(self._hash, self._local)
+        else:
+            node.metrics.corruptions += 1  # a peer's copy: reported by ``on_corrupt``
 
     async def __anext__(self) -> bytes:
         node = self._node

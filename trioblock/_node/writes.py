@@ -30,8 +30,7 @@ from .._core.block import DataBlock, hash_and_encode, max_encoded_size
 from .._core.hashing import Hash
 from .._core.layoutversion import LayoutVersion
 from .._core.placement import LocalLayout, StaticLayout
-from .._storage.blockfiles import BlockStore, WriteOutcome
-from .._storage.offload import run_blocking
+from .._storage import BlockStore, WriteOutcome, run_blocking
 from ..errors import QuorumError, StaleLayoutError, TransportError, TrioblockError
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum

@@ -1,0 +1,50 @@
+"""The storage layer's face: what the node layer uses of it.
+
+Block files (``BlockStore``, over the node's ``Disk``), the metadata database
+(``MetadataDb``) and its rows, the walk over a data directory, and ``run_blocking``
+(worker threads for every blocking call). The node layer imports these names from
+here, never from the modules that hold them.
+"""
+
+from __future__ import annotations
+
+from .blockfiles import BlockStore, WriteOutcome
+from .database import Transaction
+from .durable import Placed
+from .metadata import MetadataDb, ResyncErrorInfo
+from .offload import run_blocking
+from .paths import BlockLocation, block_path
+from .queuerows import (
+    ResyncBatchEnd,
+    queue_after,
+    resync_defer_many,
+    resync_end_batch,
+    resync_succeeded_many,
+)
+from .realdisk import RealDisk
+from .reftable import Keep
+from .stored import StoredBlocks
+from .walk import EntryKind, WalkEntry, walk_data_dir
+
+__all__ = [
+    "BlockLocation",
+    "BlockStore",
+    "EntryKind",
+    "Keep",
+    "MetadataDb",
+    "Placed",
+    "RealDisk",
+    "ResyncBatchEnd",
+    "ResyncErrorInfo",
+    "StoredBlocks",
+    "Transaction",
+    "WalkEntry",
+    "WriteOutcome",
+    "block_path",
+    "queue_after",
+    "resync_defer_many",
+    "resync_end_batch",
+    "resync_succeeded_many",
+    "run_blocking",
+    "walk_data_dir",
+]

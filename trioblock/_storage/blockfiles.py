@@ -1,7 +1,9 @@
 """Block files in data directories: the node's ``BlockStore``.
 
-Rules kept here (the names are in ``paths``, the durable write in ``durable``, the walk
-in ``walk``, markers in ``markers``, link-free file access in ``nofollow``):
+Rules kept here (the names are in ``paths``, a put's write in ``writepath`` on top of
+``_core/copydecision``, the durable write in ``durable``, the walk in ``walk``, markers
+in ``markers``; every file operation goes through the store's ``Disk``, the real one
+being ``realdisk``):
 
 - Lookup order: with compression on, ``.zst`` before plain; with it off, plain before
   ``.zst``; the primary directory of the block's partition before its secondaries.
@@ -12,9 +14,9 @@ in ``walk``, markers in ``markers``, link-free file access in ``nofollow``):
 - No read of one copy takes more than ``max_encoded_size(max_block_size)`` bytes: a
   larger file is corrupt, whatever its ``stat`` or its content says.
 - An existing copy is kept (after verifying it: a corrupt one is quarantined and
-  replaced), except that a compressed copy replaces a plain one. Keeping a copy still
-  refreshes its mtime: the mtime is the "last written" time that protects a
-  freshly put block from garbage collection (see ``_core/resync.py``).
+  replaced), except that a compressed copy replaces a plain one (``copydecision``).
+  Keeping a copy still refreshes its mtime: the mtime is the "last written" time that
+  protects a freshly put block from garbage collection (see ``_core/resync.py``).
 - A copy failing verification is renamed to ``<name>.corrupted`` (or ``.zst.corrupted``).
 - Deletion first renames the copy to a temp name (so it vanishes atomically from lookups)
   and then unlinks it. Temp names left by a crash are removed by :meth:`sweep_temps`
@@ -31,7 +33,6 @@ variants exist for callers that already hold it.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -43,25 +44,24 @@ import trio
 
 from .._core.block import BlockHeader, DataBlock, decode_block
 from .._core.datalayout import DataLayout
+from .._core.disk import Disk, NotABlockFile
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .batching import TripBatcher
-from .durable import LiveTemps, Placed, place_copy, place_in, refresh_mtime, supersedes
+from .durable import LiveTemps, Placed, place_copy
+from .fileops import read_bounded
 from .locks import KeyedLock
-from .lookup import find_copy, is_regular, read_first_copy
+from .lookup import find_copy, read_first_copy
 from .markers import prepare_dirs
-from .nofollow import DataRoots, NotABlockFile, make_subdir_created, regular_at
 from .offload import run_blocking
 from .paths import (
     BLOCK_NAME_RE,
     MARKER_NAME,
     TMP_SUFFIX_RE,
     BlockLocation,
-    block_name,
     block_path,
     block_subdir,
     split_block_path,
-    subdir_names,
     temp_name,
 )
 from .reading import (
@@ -71,28 +71,17 @@ from .reading import (
     size_limit,
     verify_location,
 )
+from .realdisk import RealDisk
 from .removal import detach, quarantine_copy, unlink_copy
-from .stored import SeenDir, StoredTally, close_seen, counted, hash_arg, loc_arg, path_arg
+from .stored import StoredTally, counted, hash_arg, loc_arg, path_arg
 from .sweep import sweep_entries
 from .walk import iter_block_files, walk_data_dir
+from .writepath import WriteOutcome, write_block_sync
 
 log = logging.getLogger("trioblock.storage")
 
 #: Entries of the tree looked at per worker-thread trip of the background temp sweep.
 SWEEP_BATCH = 512
-
-
-class WriteOutcome(enum.Enum):
-    WRITTEN = "written"
-    KEPT = "kept"
-    REPLACED = "replaced"
-
-
-_OUTCOMES = {
-    Placed.KEPT: WriteOutcome.KEPT,
-    Placed.WRITTEN: WriteOutcome.WRITTEN,
-    Placed.REPLACED: WriteOutcome.REPLACED,
-}
 
 
 class BlockStore:
@@ -106,20 +95,23 @@ class BlockStore:
         fsync: bool,
         limiter: trio.CapacityLimiter,
         max_block_size: int,
+        disk: Disk | None = None,
     ) -> None:
         self.layout = layout
+        #: every file operation goes through it (None: the real disk)
+        self.disk: Disk = RealDisk() if disk is None else disk
         self.compression = compression
         self.fsync = fsync
         self.limiter = limiter
         self.max_block_size = max_block_size
         self.locks = KeyedLock()
-        self._live = LiveTemps()
-        #: each data directory's root, opened once (closed with the store)
-        self._roots = DataRoots()
+        #: temp files being written (never removed by a sweep)
+        self.live_temps = LiveTemps()
         #: counts copies: see ``stored`` and ``@counted``
-        self.stored = StoredTally(layout, self._roots)
-        self._read_only_roots = frozenset(str(d) for d in layout.read_only_dirs)
-        self._order = (
+        self.stored = StoredTally(layout, self.disk)
+        self.read_only_roots = frozenset(str(d) for d in layout.read_only_dirs)
+        #: lookup order of the encodings
+        self.order = (
             (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
             if compression
             else (BlockHeader.PLAIN, BlockHeader.COMPRESSED)
@@ -137,7 +129,7 @@ class BlockStore:
 
     def prepare_dirs_sync(self, known: dict[str, str], node_id: str) -> dict[str, str]:
         """Create missing directories and check their markers (see ``markers``)."""
-        return prepare_dirs(self.layout, known, node_id, fsync=self.fsync)
+        return prepare_dirs(self.disk, self.layout, known, node_id, fsync=self.fsync)
 
     def in_read_only_dir(self, path: Path | str) -> bool:
         """Whether a block file's path lies in a read-only data directory."""
@@ -151,7 +143,7 @@ class BlockStore:
 
     def find_sync(self, hash: Hash) -> BlockLocation | None:
         """The first copy of ``hash`` in lookup order (regular files only), or None."""
-        return find_copy(self.layout.candidate_roots(hash), hash, self._order, self._roots)
+        return find_copy(self.disk, self.layout.candidate_roots(hash), hash, self.order)
 
     async def find(self, hash: Hash) -> BlockLocation | None:
         return await run_blocking(self.find_sync, hash, limiter=self.limiter)
@@ -164,21 +156,17 @@ class BlockStore:
     def read_raw_sync(self, hash: Hash) -> tuple[DataBlock, BlockLocation] | None:
         """The encoded bytes of the first copy, unverified, or None when there is none.
 
-        A copy larger than its encoding's limit raises ``CorruptBlockError`` (with a
-        ``location`` attribute) without being read.
+        A copy larger than its encoding's limit raises ``CorruptBlockError`` (with its
+        ``location``) without being read.
         """
         return read_first_copy(
-            self.layout.candidate_roots(hash),
-            hash,
-            self._order,
-            self.max_block_size,
-            self._roots,
+            self.disk, self.layout.candidate_roots(hash), hash, self.order, self.max_block_size
         )
 
     def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
         """Read and verify the first copy: (plaintext, encoded, where) or None if absent.
 
-        Raises ``CorruptBlockError`` (with a ``location`` attribute) when the copy fails.
+        Raises ``CorruptBlockError`` (with its ``location``) when the copy fails.
         """
         found = self.read_raw_sync(hash)
         if found is None:
@@ -187,14 +175,14 @@ class BlockStore:
         try:
             plaintext = decode_block(hash, block, max_size=self.max_block_size)
         except CorruptBlockError as exc:
-            exc.location = loc  # type: ignore[attr-defined]
+            exc.location = loc
             raise
         return plaintext, block, loc
 
     def verify_file_sync(self, loc: BlockLocation) -> bool:
         """Whether the file at ``loc`` is a valid copy (False when it is gone or over
         the size limit); ``NotABlockFile`` (an ``OSError``) when it is not a file."""
-        return verify_location(loc, self.max_block_size, self._roots)
+        return verify_location(self.disk, loc, self.max_block_size)
 
     def verify_files_sync(self, locs: list[BlockLocation]) -> list[bool | OSError]:
         """:meth:`verify_file_sync` for a batch (one thread trip); OSErrors are returned."""
@@ -221,9 +209,8 @@ class BlockStore:
             found = await self._reads.call(self.read_verified_sync, hash)
             return found
         except CorruptBlockError as exc:
-            loc: BlockLocation | None = getattr(exc, "location", None)
-            if loc is not None:
-                await self.quarantine(loc)
+            if isinstance(exc.location, BlockLocation):
+                await self.quarantine(exc.location)
             raise
 
     @asynccontextmanager
@@ -233,12 +220,28 @@ class BlockStore:
         ``FileNotFoundError`` when the copy is gone, ``NotABlockFile`` when it is not a
         regular file; the chunks stop with ``CorruptBlockError`` past the size limit.
         """
-        fd, _st = await run_blocking(open_location, loc, self._roots, limiter=self.limiter)
+        fd, _st = await run_blocking(open_location, self.disk, loc, limiter=self.limiter)
         try:
-            yield FileChunks(fd, self.limiter, loc.hash, self.size_limit(loc.header))
+            yield FileChunks(self.disk, fd, self.limiter, loc.hash, self.size_limit(loc.header))
         finally:
             with trio.CancelScope(shield=True):
-                await run_blocking(os.close, fd, limiter=self.limiter)
+                await run_blocking(self.disk.close, fd, limiter=self.limiter)
+
+    def read_file_sync(self, loc: BlockLocation) -> tuple[DataBlock, os.stat_result] | None:
+        """The encoded bytes of the copy at ``loc``, unverified, with its ``fstat``; None
+        when it is gone or not a regular file, ``CorruptBlockError`` (unread) past its
+        size limit."""
+        try:
+            fd, st = open_location(self.disk, loc)
+        except (FileNotFoundError, NotABlockFile):
+            return None
+        try:
+            payload = read_bounded(self.disk, fd, st.st_size, self.size_limit(loc.header))
+        finally:
+            self.disk.close(fd)
+        if payload is None:
+            raise CorruptBlockError(loc.hash, f"{loc.path} is over the size limit", location=loc)
+        return DataBlock(loc.header, payload), st
 
     # -- writing ------------------------------------------------------------------------
 
@@ -255,111 +258,16 @@ class BlockStore:
         self, root: Path | str, hash: Hash, block: DataBlock, mtime_ns: int
     ) -> Placed:
         """:meth:`place_sync` for a caller that counts the change itself."""
-        if str(root) in self._read_only_roots:
+        if str(root) in self.read_only_roots:
             raise ValueError(f"{root} is a read-only data directory")
         return place_copy(
-            str(root),
-            hash,
-            block,
-            mtime_ns,
-            fsync=self.fsync,
-            live=self._live,
-            roots=self._roots,
+            self.disk, str(root), hash, block, mtime_ns, fsync=self.fsync, live=self.live_temps
         )
 
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
-        """Durably store ``block`` unless an equal or better copy exists (see module rules).
-
-        A copy in a read-only directory does not count: its mtime cannot be refreshed,
-        so the block is written to its primary directory as if it were absent.
-        The caller holds the block's lock and has verified ``block``.
-
-        Counted like the ``@counted`` methods; a new block (the common case) is written
-        on what the tally's "before" look saw (its ``aa/bb`` descriptor and the
-        ``lstat`` of both names), without looking again.
-        """
-        seen = self.stored.begin_seen(hash)
-        effect: tuple[int, int] | None = None
-        try:
-            if seen is not None:
-                done = self._write_new(hash, block, written_at_msec * 1_000_000, seen)
-                if done is not None:
-                    outcome, effect = done
-                    return outcome
-            return self._write_sync(hash, block, written_at_msec)
-        finally:
-            if seen is not None:
-                close_seen(seen)
-            self.stored.end(hash, effect)
-
-    def _write_new(
-        self, hash: Hash, block: DataBlock, mtime_ns: int, seen: list[SeenDir]
-    ) -> tuple[WriteOutcome, tuple[int, int] | None] | None:
-        """Write ``block`` when no usable copy was seen (None, nothing done, otherwise)."""
-        by_root = {d.root: d for d in seen}
-        for root in self.layout.candidate_roots(hash):
-            where = by_root[root]
-            for header in self._order:
-                st = where.stats[0 if header is BlockHeader.COMPRESSED else 1]
-                if st is None:
-                    continue
-                aa, bb = subdir_names(hash)
-                if is_regular(st.st_mode, f"{root}/{aa}/{bb}/{block_name(hash, header)}"):
-                    if root not in self._read_only_roots:
-                        return None  # a copy to keep, verify or replace
-                    break  # a read-only copy counts for nothing
-        primary = self.layout.candidate_roots(hash)[0]
-        where = by_root[primary]
-        if where.fd is None and not where.missing:  # not a directory: place_copy says so
-            return self._outcome(self.place_copy_sync(primary, hash, block, mtime_ns)), None
-        aa, bb = subdir_names(hash)
-        stats: tuple[os.stat_result | None, ...] | None = where.stats
-        if where.fd is None:
-            # ``aa/bb`` was absent: made now (empty when made by this call).
-            where.fd, created = make_subdir_created(
-                primary, aa, bb, fsync=self.fsync, roots=self._roots
-            )
-            if not created:
-                stats = None  # made meanwhile by another write: look again
-        placed, effect = place_in(
-            where.fd,
-            f"{primary}/{aa}/{bb}",
-            hash,
-            block,
-            mtime_ns,
-            fsync=self.fsync,
-            live=self._live,
-            seen=stats,
-        )
-        return self._outcome(placed), effect
-
-    @staticmethod
-    def _outcome(placed: Placed) -> WriteOutcome:
-        return _OUTCOMES[placed]
-
-    def _write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
-        mtime_ns = written_at_msec * 1_000_000
-        existing = self.find_sync(hash)
-        if existing is not None and self.in_read_only_dir(existing.path_str):
-            existing = None
-        if existing is not None and not self.verify_file_sync(existing):
-            # A put is a chance to heal: a corrupt copy is quarantined, not kept.
-            self.quarantine_sync(existing)
-            existing = None
-        if existing is not None and not supersedes(block.header, existing.header):
-            if mtime_ns > existing.mtime_ns:
-                with regular_at(existing.path_str, self._roots) as found:
-                    if found is not None:
-                        refresh_mtime(*found, mtime_ns)
-            return WriteOutcome.KEPT
-        placed = self.place_sync(self.layout.primary_dir(hash), hash, block, mtime_ns)
-        if placed is Placed.KEPT:
-            return WriteOutcome.KEPT
-        if existing is not None:
-            # The plain copy the new one supersedes (if not already gone with it).
-            self.remove_copy_sync(existing.path_str)
-            return WriteOutcome.REPLACED
-        return WriteOutcome.REPLACED if placed is Placed.REPLACED else WriteOutcome.WRITTEN
+        """Durably store ``block`` unless an equal or better copy exists: the write path
+        of ``writepath``. The caller holds the block's lock and has verified ``block``."""
+        return write_block_sync(self, hash, block, written_at_msec)
 
     @counted(path_arg)
     def remove_copy_sync(self, path: str) -> bool:
@@ -368,7 +276,7 @@ class BlockStore:
         if self.in_read_only_dir(path):
             return False
         try:
-            return unlink_copy(path, fsync=self.fsync, roots=self._roots)
+            return unlink_copy(self.disk, path, fsync=self.fsync)
         except OSError as exc:
             log.warning("could not remove superseded copy %s: %s", path, exc)
             return False
@@ -438,7 +346,7 @@ class BlockStore:
                 return None
         except NotABlockFile:
             return None
-        target = quarantine_copy(loc.path_str, fsync=self.fsync, roots=self._roots)
+        target = quarantine_copy(self.disk, loc.path_str, fsync=self.fsync)
         if target is None:
             return None
         log.warning("block %s is corrupt: moved to %s", loc.hash.hex(), target)
@@ -464,12 +372,12 @@ class BlockStore:
         """
         if self.in_read_only_dir(loc.path_str):
             return None
-        trash = detach(loc.path_str, self._roots)
+        trash = detach(self.disk, loc.path_str)
         return None if trash is None else Path(trash)
 
     def discard_sync(self, trash: Path) -> None:
         """Unlink a detached copy (fsyncing its directory); nothing if it is gone."""
-        unlink_copy(str(trash), fsync=self.fsync, roots=self._roots)
+        unlink_copy(self.disk, str(trash), fsync=self.fsync)
 
     async def discard(self, trash: Path) -> None:
         await run_blocking(self.discard_sync, trash, limiter=self.limiter)
@@ -492,7 +400,8 @@ class BlockStore:
         removed = 0
         for root in self.layout.dirs:
             if not self.layout.is_read_only(root):
-                removed += sweep_entries(walk_data_dir(root, stat=False), self._live)[0]
+                entries = walk_data_dir(self.disk, root, stat=False)
+                removed += sweep_entries(self.disk, entries, self.live_temps)[0]
         return removed
 
     async def sweep_temps(self) -> int:
@@ -506,11 +415,16 @@ class BlockStore:
         for root in self.layout.dirs:
             if self.layout.is_read_only(root):
                 continue
-            entries = walk_data_dir(root, stat=False)
+            entries = walk_data_dir(self.disk, root, stat=False)
             more = True
             while more:
                 n, more = await run_blocking(
-                    sweep_entries, entries, self._live, SWEEP_BATCH, limiter=self.limiter
+                    sweep_entries,
+                    self.disk,
+                    entries,
+                    self.live_temps,
+                    SWEEP_BATCH,
+                    limiter=self.limiter,
                 )
                 removed += n
         if removed:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import secrets
 import stat
 
 from .._core.datalayout import DataLayout
+from .._core.disk import Disk, Handle, NotABlockFile
 from ..errors import ConfigError
-from .nofollow import NotABlockFile, open_file, open_root, read_bounded
+from .fileops import read_bounded, write_all
 from .paths import MARKER_NAME, MARKER_TEMP_RE, temp_suffix
 
 log = logging.getLogger("trioblock.storage")
@@ -34,16 +34,16 @@ log = logging.getLogger("trioblock.storage")
 MARKER_MAX = 4096
 
 
-def _read_marker(root_fd: int, shown: str) -> str | None:
+def _read_marker(disk: Disk, root_fd: Handle, shown: str) -> str | None:
     """The marker's token, None when absent."""
     try:
-        fd, st = open_file(root_fd, MARKER_NAME, shown)
+        fd, st = disk.open_file_at(root_fd, MARKER_NAME, shown)
     except FileNotFoundError:
         return None
     try:
-        data = read_bounded(fd, st.st_size, MARKER_MAX)
+        data = read_bounded(disk, fd, st.st_size, MARKER_MAX)
     finally:
-        os.close(fd)
+        disk.close(fd)
     if data is None:
         raise OSError(errno.EFBIG, f"{shown} is larger than {MARKER_MAX} bytes")
     try:
@@ -52,40 +52,39 @@ def _read_marker(root_fd: int, shown: str) -> str | None:
         raise OSError(errno.EINVAL, f"{shown} is not text") from None
 
 
-def remove_marker_temps(root_fd: int, shown: str) -> int:
+def remove_marker_temps(disk: Disk, root_fd: Handle, shown: str) -> int:
     """Remove ``trioblock-marker.tmp<8 hex>`` regular files at the top; return the count."""
     removed = 0
-    with os.scandir(root_fd) as it:
-        names = [e.name for e in it if MARKER_TEMP_RE.match(e.name)]
+    names = [e.name for e in disk.list_dir(root_fd) if MARKER_TEMP_RE.match(e.name)]
     for name in names:
-        st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode):
+        st = disk.lstat_at(root_fd, name)
+        if st is None or not stat.S_ISREG(st.st_mode):
             continue
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=root_fd)
+            disk.unlink_at(root_fd, name)
             removed += 1
             log.info("removed %s/%s, left by a crash during the first start-up", shown, name)
     return removed
 
 
-def _write_marker(root_fd: int, token: str) -> None:
+def _write_marker(disk: Disk, root_fd: Handle, token: str) -> None:
     tmp = MARKER_NAME + temp_suffix()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=root_fd)
+    fd = disk.create_at(root_fd, tmp)
     try:
         try:
-            os.write(fd, (token + "\n").encode())
-            os.fsync(fd)
+            write_all(disk, fd, (token + "\n").encode())
+            disk.fsync(fd)
         finally:
-            os.close(fd)
-        os.rename(tmp, MARKER_NAME, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+            disk.close(fd)
+        disk.rename_at(root_fd, tmp, MARKER_NAME)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=root_fd)
+            disk.unlink_at(root_fd, tmp)
         raise
 
 
 def prepare_dirs(
-    layout: DataLayout, known: dict[str, str], node_id: str, *, fsync: bool
+    disk: Disk, layout: DataLayout, known: dict[str, str], node_id: str, *, fsync: bool
 ) -> dict[str, str]:
     """Create missing directories and check each one's marker (see module rules).
 
@@ -98,31 +97,33 @@ def prepare_dirs(
         expected = known.get(str(root))
         read_only = layout.is_read_only(root)
         try:
-            if read_only and not root.is_dir():
+            root_fd: Handle | None
+            if not read_only and expected is None:  # a known one must be there
+                root_fd = disk.make_dir(str(root), "", fsync=False)[0]
+            else:
+                try:
+                    root_fd = disk.open_dir(str(root))
+                except (FileNotFoundError, NotADirectoryError):
+                    root_fd = None
+            if read_only and root_fd is None:
                 raise ConfigError(
                     "data_dir", f"read-only directory {root} does not exist: is it mounted?"
                 )
-            if not read_only and expected is None:
-                root.mkdir(parents=True, exist_ok=True)  # a known one must be there
-            try:
-                root_fd = open_root(str(root))
-            except FileNotFoundError:
-                root_fd = None
             if root_fd is None:
                 _check(root, None, expected, node_id)
                 continue
             try:
-                found = _read_marker(root_fd, shown)
+                found = _read_marker(disk, root_fd, shown)
                 token = _check(root, found, expected, node_id)
                 if not read_only:
-                    remove_marker_temps(root_fd, str(root))
+                    remove_marker_temps(disk, root_fd, str(root))
                 if token is None and not read_only:
                     token = f"{node_id}:{secrets.token_hex(8)}"
-                    _write_marker(root_fd, token)
+                    _write_marker(disk, root_fd, token)
                     if fsync:
-                        os.fsync(root_fd)
+                        disk.fsync(root_fd)
             finally:
-                os.close(root_fd)
+                disk.close(root_fd)
         except NotABlockFile as exc:
             raise ConfigError("data_dir", f"{shown} is a {exc.kind}, not a marker file") from exc
         except OSError as exc:

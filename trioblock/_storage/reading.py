@@ -2,9 +2,10 @@
 
 Rules kept here:
 
-- A copy is opened through ``nofollow`` (regular files only) and never read past the
-  size limit of its encoding (``max_encoded_size(max_block_size)`` for ``.zst``,
-  ``max_block_size`` for plain): a larger file is corrupt without being read.
+- A copy is opened through the node's ``Disk`` (regular files only, no link followed)
+  and never read past the size limit of its encoding (``max_encoded_size(max_block_size)``
+  for ``.zst``, ``max_block_size`` for plain): a larger file is corrupt without being
+  read.
 - Files up to ``WHOLE_FILE_VERIFY`` bytes are read and decoded in one pass; larger ones
   stream through a ``BlockDecoder`` in bounded memory.
 """
@@ -17,17 +18,10 @@ import os
 import trio
 
 from .._core.block import BlockDecoder, BlockHeader, DataBlock, decode_block, max_encoded_size
+from .._core.disk import Disk, Handle
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
-from .nofollow import (
-    READ_CHUNK,
-    DataRoots,
-    NotASubdir,
-    open_file,
-    open_file_below,
-    read_bounded,
-    subdir,
-)
+from .fileops import READ_CHUNK, read_bounded
 from .offload import run_blocking
 from .paths import BlockLocation, split_block_path
 
@@ -42,10 +36,8 @@ def size_limit(header: BlockHeader, max_block_size: int) -> int:
     return max_encoded_size(max_block_size)
 
 
-def open_location(
-    loc: BlockLocation, data_roots: DataRoots | None = None
-) -> tuple[int, os.stat_result]:
-    """Open the copy at ``loc`` without following links: ``(fd, fstat)``.
+def open_location(disk: Disk, loc: BlockLocation) -> tuple[Handle, os.stat_result]:
+    """Open the copy at ``loc`` without following links: ``(file, fstat)``.
 
     ``FileNotFoundError`` when it is gone (or ``loc`` cannot name a copy),
     ``NotABlockFile`` when something else than a regular file is there.
@@ -54,52 +46,48 @@ def open_location(
         root, aa, bb, name = split_block_path(loc.path_str)
     except ValueError:
         raise FileNotFoundError(errno.ENOENT, "not a block path", loc.path_str) from None
-    if data_roots is not None:
-        return open_file_below(data_roots, root, aa, bb, name)
-    try:
-        with subdir(root, aa, bb) as dir_fd:
-            return open_file(dir_fd, name, loc.path_str)
-    except NotASubdir:
-        raise FileNotFoundError(errno.ENOENT, "not in a data directory", loc.path_str) from None
+    return disk.open_file(root, f"{aa}/{bb}/{name}")
 
 
-def verify_open_copy(fd: int, size: int, loc: BlockLocation, max_block_size: int) -> bool:
-    """Whether the open copy ``fd`` (``size`` by its fstat) is a valid copy of ``loc``."""
+def verify_open_copy(
+    disk: Disk, file: Handle, size: int, loc: BlockLocation, max_block_size: int
+) -> int:
+    """Verify the open copy ``file`` (``size`` by its fstat) of ``loc``: the bytes read,
+    or ``CorruptBlockError`` (``OSError`` when it cannot be read). The one verify loop,
+    for the node and for ``verify-dir``."""
     limit = size_limit(loc.header, max_block_size)
     if size > limit:
-        return False
-    try:
-        if size <= WHOLE_FILE_VERIFY:
-            payload = read_bounded(fd, size, limit)
-            if payload is None:
-                return False
-            decode_block(loc.hash, DataBlock(loc.header, payload), max_size=max_block_size)
-            return True
-        decoder = BlockDecoder(loc.hash, loc.header, max_size=max_block_size)
-        left = limit
-        while chunk := os.read(fd, min(READ_CHUNK, left + 1)):
-            left -= len(chunk)
-            if left < 0:
-                return False
-            decoder.feed(chunk)
-        decoder.finish()
-    except CorruptBlockError:
-        return False
-    return True
+        raise CorruptBlockError(loc.hash, f"{size} bytes, over the size limit")
+    if size <= WHOLE_FILE_VERIFY:
+        payload = read_bounded(disk, file, size, limit)
+        if payload is None:
+            raise CorruptBlockError(loc.hash, "over the size limit")
+        decode_block(loc.hash, DataBlock(loc.header, payload), max_size=max_block_size)
+        return len(payload)
+    decoder = BlockDecoder(loc.hash, loc.header, max_size=max_block_size)
+    done = 0
+    while chunk := disk.read(file, min(READ_CHUNK, limit + 1 - done)):
+        done += len(chunk)
+        if done > limit:
+            raise CorruptBlockError(loc.hash, "over the size limit")
+        decoder.feed(chunk)
+    decoder.finish()
+    return done
 
 
-def verify_location(
-    loc: BlockLocation, max_block_size: int, data_roots: DataRoots | None = None
-) -> bool:
+def verify_location(disk: Disk, loc: BlockLocation, max_block_size: int) -> bool:
     """Whether the file at ``loc`` is a valid copy (False when it is gone)."""
     try:
-        fd, st = open_location(loc, data_roots)
+        file, st = open_location(disk, loc)
     except FileNotFoundError:
         return False
     try:
-        return verify_open_copy(fd, st.st_size, loc, max_block_size)
+        verify_open_copy(disk, file, st.st_size, loc, max_block_size)
+    except CorruptBlockError:
+        return False
     finally:
-        os.close(fd)
+        disk.close(file)
+    return True
 
 
 class FileChunks:
@@ -107,8 +95,11 @@ class FileChunks:
     generator, so that nothing is left to the garbage collector when the consumer stops
     early). More than ``limit`` bytes is a ``CorruptBlockError``."""
 
-    def __init__(self, fd: int, limiter: trio.CapacityLimiter, hash: Hash, limit: int) -> None:
-        self._fd = fd
+    def __init__(
+        self, disk: Disk, file: Handle, limiter: trio.CapacityLimiter, hash: Hash, limit: int
+    ) -> None:
+        self._disk = disk
+        self._file = file
         self._limiter = limiter
         self._hash = hash
         self._left = limit
@@ -118,7 +109,7 @@ class FileChunks:
 
     async def __anext__(self) -> bytes:
         size = min(READ_CHUNK, self._left + 1)
-        chunk = await run_blocking(os.read, self._fd, size, limiter=self._limiter)
+        chunk = await run_blocking(self._disk.read, self._file, size, limiter=self._limiter)
         if not chunk:
             raise StopAsyncIteration
         self._left -= len(chunk)

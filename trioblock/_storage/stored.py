@@ -54,8 +54,8 @@ import trio
 
 from .._core.block import BlockHeader
 from .._core.datalayout import DataLayout
+from .._core.disk import Disk, Handle, NotASubdir
 from .._core.hashing import Hash
-from .nofollow import DataRoots, NotASubdir, lstat_at, open_subdir
 from .offload import run_blocking
 from .paths import BLOCK_NAME_RE, block_name, split_block_path, subdir_names
 from .subdirlist import list_subdirs
@@ -114,7 +114,7 @@ class SeenDir:
     def __init__(
         self,
         root: str,
-        fd: int | None,
+        fd: Handle | None,
         stats: tuple[os.stat_result | None, ...],
         *,
         missing: bool = False,
@@ -125,20 +125,20 @@ class SeenDir:
         self.missing = missing
 
 
-def close_seen(seen: list[SeenDir]) -> None:
+def close_seen(disk: Disk, seen: list[SeenDir]) -> None:
     """Close the descriptors a look handed over (:meth:`StoredTally.begin_seen`)."""
     for d in seen:
         if d.fd is not None:
-            os.close(d.fd)
+            disk.close(d.fd)
             d.fd = None
 
 
 class StoredTally:
     """Per-subdirectory counts of block copies and bytes (see the module rules)."""
 
-    def __init__(self, layout: DataLayout, roots: DataRoots | None = None) -> None:
+    def __init__(self, layout: DataLayout, disk: Disk) -> None:
         self._roots = [str(d) for d in layout.dirs]
-        self._data_roots = roots
+        self._disk = disk
         self._lock = threading.Lock()
         self._blocks = [0] * N_SUBDIRS
         self._bytes = [0] * N_SUBDIRS
@@ -174,22 +174,23 @@ class StoredTally:
         names = [block_name(hash, header) for header in _HEADERS]
         blocks = size = 0
         seen: list[SeenDir] = []
+        disk = self._disk
         for root in self._roots:
             try:
-                fd = open_subdir(root, aa, bb, self._data_roots)
+                fd = disk.open_dir(root, f"{aa}/{bb}")
             except (FileNotFoundError, NotASubdir) as exc:
                 if keep:
                     missing = isinstance(exc, FileNotFoundError)
                     seen.append(SeenDir(root, None, (None, None), missing=missing))
                 continue
             except OSError:
-                close_seen(seen)
+                close_seen(disk, seen)
                 return None, []
             try:
-                stats = tuple(lstat_at(fd, name) for name in names)
+                stats = tuple(disk.lstat_at(fd, name) for name in names)
             except OSError:
-                os.close(fd)
-                close_seen(seen)
+                disk.close(fd)
+                close_seen(disk, seen)
                 return None, []
             for st in stats:
                 if st is not None and stat.S_ISREG(st.st_mode):
@@ -198,7 +199,7 @@ class StoredTally:
             if keep:
                 seen.append(SeenDir(root, fd, stats))
             else:
-                os.close(fd)
+                disk.close(fd)
         return (blocks, size), seen
 
     def begin(self, hash: bytes) -> None:
@@ -265,7 +266,7 @@ class StoredTally:
         self, lo: int, hi: int, budget: int
     ) -> tuple[int, dict[int, tuple[int, int]], set[int], int]:
         """:func:`~.subdirlist.list_subdirs` of every data directory."""
-        return list_subdirs(self._roots, lo, hi, budget)
+        return list_subdirs(self._disk, self._roots, lo, hi, budget)
 
     def _list_and_settle(self, lo: int, hi: int, budget: int) -> tuple[int, list[int], int]:
         """Snapshot the generations of ``lo <= sub < hi`` (one ``aa``), list them (up to

@@ -4,8 +4,8 @@ rebuild's listing).
 Rules kept here:
 
 - Only lowercase hex pairs are ``aa`` and ``bb`` levels, and only real directories:
-  they are opened relative to their parent without following links (a link or a file
-  in their place holds nothing).
+  they are opened through the node's ``Disk`` without following links (a link or a
+  file in their place holds nothing).
 - A copy is a regular file named like a block of its ``aa/bb``; its size is the file's.
 - An absent ``aa`` or ``bb`` holds nothing and costs one failed open (``aa``) or nothing
   (``bb``: only those listed in their ``aa`` are opened).
@@ -18,16 +18,15 @@ Blocking: callers run it in a worker thread.
 from __future__ import annotations
 
 import errno
-import os
 import stat
 from collections.abc import Sequence
 
-from .nofollow import NotASubdir, open_child_dir, open_root
+from .._core.disk import Disk, Handle, NotASubdir
 from .paths import BLOCK_NAME_RE, SUBDIR_NAME_RE
 
 
 def list_subdirs(
-    roots: Sequence[str], lo: int, hi: int, budget: int
+    disk: Disk, roots: Sequence[str], lo: int, hi: int, budget: int
 ) -> tuple[int, dict[int, tuple[int, int]], set[int], int]:
     """List the subdirectories ``lo <= sub < hi`` (all of one ``aa``) in every data
     directory of ``roots``, in order, stopping after the one where ``budget`` entries
@@ -37,26 +36,18 @@ def list_subdirs(
     aa = f"{lo >> 8:02x}"
     high = (lo >> 8) << 8
     everything = set(range(lo, hi))
-    opened: list[tuple[str, int, set[int]]] = []
+    opened: list[tuple[str, Handle, set[int]]] = []
     try:
         for root in roots:
             try:
-                rfd = open_root(root)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return hi, {}, everything, 0
-            try:
-                afd = open_child_dir(rfd, aa, f"{root}/{aa}")
+                afd = disk.open_dir(root, aa)
             except (FileNotFoundError, NotASubdir):
                 continue
             except OSError:
                 return hi, {}, everything, 0
-            finally:
-                os.close(rfd)
             opened.append((root, afd, set()))
             try:
-                names = os.listdir(afd)
+                names = [e.name for e in disk.list_dir(afd)]
             except OSError:
                 return hi, {}, everything, 0
             present = opened[-1][2]
@@ -71,10 +62,10 @@ def list_subdirs(
         for sub in sorted(set().union(*(present for _r, _fd, present in opened))):
             blocks = size = 0
             bb = f"{sub & 0xFF:02x}"
-            for root, afd, present in opened:
+            for root, _afd, present in opened:
                 if sub not in present:
                     continue
-                counted = _list_subdir(afd, aa, bb, f"{root}/{aa}/{bb}")
+                counted = _list_subdir(disk, root, aa, bb)
                 if counted is None:
                     unreadable.add(sub)
                     continue
@@ -88,13 +79,13 @@ def list_subdirs(
         return hi, found, unreadable, seen
     finally:
         for _root, afd, _present in opened:
-            os.close(afd)
+            disk.close(afd)
 
 
-def _list_subdir(afd: int, aa: str, bb: str, shown: str) -> tuple[int, int, int] | None:
+def _list_subdir(disk: Disk, root: str, aa: str, bb: str) -> tuple[int, int, int] | None:
     """``(copies, bytes, entries)`` of one ``aa/bb``; None when it cannot be read."""
     try:
-        bfd = open_child_dir(afd, bb, shown)
+        bfd = disk.open_dir(root, f"{aa}/{bb}")
     except (FileNotFoundError, NotASubdir):
         return 0, 0, 0
     except OSError:
@@ -102,25 +93,24 @@ def _list_subdir(afd: int, aa: str, bb: str, shown: str) -> tuple[int, int, int]
     prefix = aa + bb
     blocks = size = entries = 0
     try:
-        with os.scandir(bfd) as listing:
-            for entry in listing:
-                entries += 1
-                m = BLOCK_NAME_RE.match(entry.name)
-                if m is None or not m.group(1).startswith(prefix):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    blocks += 1
-                    size += st.st_size
+        for entry in disk.list_dir(bfd):
+            entries += 1
+            m = BLOCK_NAME_RE.match(entry.name)
+            if m is None or not m.group(1).startswith(prefix):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                blocks += 1
+                size += st.st_size
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return 0, 0, entries
         return None
     finally:
-        os.close(bfd)
+        disk.close(bfd)
     return blocks, size, entries
 
 

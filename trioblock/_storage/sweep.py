@@ -3,7 +3,7 @@
 Rules kept here:
 
 - Only regular files with a temp name are removed, by name relative to their directory's
-  descriptor (never through a link), and never one in ``LiveTemps`` (a write in
+  handle on the node's ``Disk`` (never through a link), and never one in ``LiveTemps`` (a write in
   progress: its name is registered before the file is created and until it is renamed
   or removed, so a sweep that lists it always finds it registered).
 - A directory that cannot be listed is logged and skipped; the sweep goes on.
@@ -15,34 +15,34 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from collections.abc import Iterator
 from itertools import islice
 
+from .._core.disk import Disk
 from .durable import LiveTemps
-from .nofollow import open_root, regular_at
+from .fileops import regular_at
 from .walk import EntryKind, WalkEntry
 
 log = logging.getLogger("trioblock.storage")
 
 
-def remove_temp(entry: WalkEntry, live: LiveTemps) -> bool:
+def remove_temp(disk: Disk, entry: WalkEntry, live: LiveTemps) -> bool:
     """Remove the stale temp file ``entry``; False when live, gone or not removable."""
     head, _, name = entry.path.rpartition("/")
     if name in live:
         return False
     try:
         if entry.subdir:
-            with regular_at(entry.path) as found:
+            with regular_at(disk, entry.path) as found:
                 if found is None:
                     return False
-                os.unlink(found[1], dir_fd=found[0])
+                disk.unlink_at(*found)
         else:  # at the top of the data directory
-            fd = open_root(head)
+            root = disk.open_dir(head)
             try:
-                os.unlink(name, dir_fd=fd)
+                disk.unlink_at(root, name)
             finally:
-                os.close(fd)
+                disk.close(root)
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -53,7 +53,7 @@ def remove_temp(entry: WalkEntry, live: LiveTemps) -> bool:
 
 
 def sweep_entries(
-    entries: Iterator[WalkEntry], live: LiveTemps, limit: int | None = None
+    disk: Disk, entries: Iterator[WalkEntry], live: LiveTemps, limit: int | None = None
 ) -> tuple[int, bool]:
     """Remove the stale temp files among the next ``limit`` entries (all when None).
 
@@ -64,7 +64,7 @@ def sweep_entries(
         taken += 1
         if entry.kind is EntryKind.UNREADABLE:
             log.warning("temp sweep: cannot list %s: %s", entry.path, entry.error)
-        elif entry.kind is EntryKind.TEMP and remove_temp(entry, live):
+        elif entry.kind is EntryKind.TEMP and remove_temp(disk, entry, live):
             removed += 1
     return removed, limit is not None and taken == limit
 

@@ -23,16 +23,16 @@ What it reports besides valid and corrupt blocks:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._core.block import DEFAULT_MAX_BLOCK_SIZE, BlockDecoder
+from .._core.block import DEFAULT_MAX_BLOCK_SIZE
+from .._core.disk import Disk
 from ..errors import CorruptBlockError
-from .nofollow import READ_CHUNK
 from .paths import BlockLocation
-from .reading import open_location, size_limit
+from .reading import open_location, verify_open_copy
+from .realdisk import RealDisk
 from .walk import EntryKind, walk_data_dir
 
 
@@ -68,24 +68,13 @@ class VerifyReport:
 ProgressCallback = Callable[[float, VerifyReport], None]
 
 
-def _verify_file(loc: BlockLocation, max_size: int) -> int:
+def _verify_file(disk: Disk, loc: BlockLocation, max_size: int) -> int:
     """Bytes read; raises ``CorruptBlockError`` or ``OSError``."""
-    fd, st = open_location(loc)
+    file, st = open_location(disk, loc)
     try:
-        limit = size_limit(loc.header, max_size)
-        if st.st_size > limit:
-            raise CorruptBlockError(loc.hash, f"{st.st_size} bytes, over the size limit")
-        decoder = BlockDecoder(loc.hash, loc.header, max_size=max_size)
-        size = 0
-        while chunk := os.read(fd, min(READ_CHUNK, limit + 1 - size)):
-            size += len(chunk)
-            if size > limit:
-                raise CorruptBlockError(loc.hash, "over the size limit")
-            decoder.feed(chunk)
-        decoder.finish()
-        return size
+        return verify_open_copy(disk, file, st.st_size, loc, max_size)
     finally:
-        os.close(fd)
+        disk.close(file)
 
 
 def _position(subdir: str) -> float:
@@ -101,23 +90,30 @@ def verify_dir(
     *,
     progress: ProgressCallback | None = None,
     max_block_size: int = DEFAULT_MAX_BLOCK_SIZE,
+    disk: Disk | None = None,
 ) -> VerifyReport:
     """Verify every block file under the data directory ``path``.
 
     ``max_block_size`` bounds the plaintext of one block (a larger one counts as
-    corrupt). ``FileNotFoundError`` if ``path`` is not a directory.
+    corrupt). ``FileNotFoundError`` if ``path`` is not a directory. ``disk``: the disk
+    holding it (None: the real one).
     """
+    disk = RealDisk() if disk is None else disk
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory")
+    try:
+        disk.close(disk.open_dir(str(root)))
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{root} is not a directory") from None
+    except OSError:
+        pass  # there but unreadable: the walk reports it
     report = VerifyReport(root)
     fraction = 0.0
-    for entry in walk_data_dir(root, stat=False):
+    for entry in walk_data_dir(disk, root, stat=False):
         where = Path(entry.path)
         if entry.kind is EntryKind.BLOCK:
             assert entry.loc is not None
             try:
-                report.bytes_checked += _verify_file(entry.loc, max_block_size)
+                report.bytes_checked += _verify_file(disk, entry.loc, max_block_size)
             except CorruptBlockError:
                 report.corrupt.append(where)
             except OSError as exc:

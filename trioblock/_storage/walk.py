@@ -8,8 +8,8 @@ Rules kept here:
 
 - Only lowercase hex pairs are ``aa`` and ``bb`` levels, and only real directories: a
   symbolic link, a file or a non-hex name in their place is reported (``NOT_A_DIR`` or
-  ``OTHER``), never entered. Directories are opened relative to their parent's
-  descriptor without following links (see ``nofollow``).
+  ``OTHER``), never entered. Directories are opened through the node's ``Disk``,
+  which never follows a link below the root.
 - In ``aa/bb``, a regular file named like a block of that subdirectory is a ``BLOCK``;
   ``*.tmp<8 hex>`` regular files are ``TEMP``; anything else regular is ``OTHER``; a
   FIFO, device, socket, directory or link is ``NOT_A_FILE`` (never read).
@@ -24,14 +24,14 @@ Rules kept here:
 from __future__ import annotations
 
 import enum
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._core.block import BlockHeader
+from .._core.disk import DirEntry, Disk, Handle, NotASubdir
 from .._core.hashing import Hash
-from .nofollow import NotASubdir, describe_mode, open_child_dir, open_root
+from .nofollow import describe_mode
 from .paths import (
     BLOCK_NAME_RE,
     LOST_AND_FOUND,
@@ -41,6 +41,7 @@ from .paths import (
     TMP_SUFFIX_RE,
     BlockLocation,
 )
+from .realdisk import RealDisk
 
 
 class EntryKind(enum.Enum):
@@ -65,9 +66,8 @@ class WalkEntry:
     subdir: str = ""
 
 
-def _listing(dir_fd: int) -> list[os.DirEntry[str]]:
-    with os.scandir(dir_fd) as it:
-        return sorted(it, key=lambda e: e.name)
+def _listing(disk: Disk, dir: Handle) -> list[DirEntry]:
+    return sorted(disk.list_dir(dir), key=lambda e: e.name)
 
 
 def _error(exc: OSError) -> str:
@@ -75,7 +75,12 @@ def _error(exc: OSError) -> str:
 
 
 def walk_data_dir(
-    root: Path | str, start_after: str = "", *, stat: bool = True, top_level: bool = True
+    disk: Disk,
+    root: Path | str,
+    start_after: str = "",
+    *,
+    stat: bool = True,
+    top_level: bool = True,
 ) -> Iterator[WalkEntry]:
     """Every entry under the data directory ``root``, in hash order (see module rules).
 
@@ -85,7 +90,7 @@ def walk_data_dir(
     """
     root_s = str(root)
     try:
-        rfd = open_root(root_s)
+        rfd = disk.open_dir(root_s)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -93,7 +98,7 @@ def walk_data_dir(
         return
     try:
         try:
-            level1 = _listing(rfd)
+            level1 = _listing(disk, rfd)
         except OSError as exc:
             yield WalkEntry(EntryKind.UNREADABLE, root_s, error=_error(exc))
             return
@@ -108,26 +113,26 @@ def walk_data_dir(
                 continue
             if start_after and e1.name < start_after[:2]:
                 continue
-            yield from _walk_level2(rfd, e1, path1, start_after, stat)
+            yield from _walk_level2(disk, root_s, e1, path1, start_after, stat)
     finally:
-        os.close(rfd)
+        disk.close(rfd)
 
 
-def _is_regular(entry: os.DirEntry[str]) -> bool:
+def _is_regular(entry: DirEntry) -> bool:
     try:
         return entry.is_file(follow_symlinks=False)
     except OSError:
         return False
 
 
-def _what(entry: os.DirEntry[str]) -> str:
+def _what(entry: DirEntry) -> str:
     try:
         return "a " + describe_mode(entry.stat(follow_symlinks=False).st_mode)
     except OSError:
         return "not a regular file"
 
 
-def _is_dir(entry: os.DirEntry[str]) -> bool:
+def _is_dir(entry: DirEntry) -> bool:
     try:
         return entry.is_dir(follow_symlinks=False)
     except OSError:
@@ -135,10 +140,10 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def _walk_level2(
-    rfd: int, e1: os.DirEntry[str], path1: str, start_after: str, stat: bool
+    disk: Disk, root: str, e1: DirEntry, path1: str, start_after: str, stat: bool
 ) -> Iterator[WalkEntry]:
     try:
-        afd = open_child_dir(rfd, e1.name, path1)
+        afd = disk.open_dir(root, e1.name)
     except FileNotFoundError:
         return
     except NotASubdir:
@@ -149,7 +154,7 @@ def _walk_level2(
         return
     try:
         try:
-            level2 = _listing(afd)
+            level2 = _listing(disk, afd)
         except OSError as exc:
             yield WalkEntry(EntryKind.UNREADABLE, path1, error=_error(exc))
             return
@@ -162,7 +167,7 @@ def _walk_level2(
             if start_after and sub < start_after[:4]:
                 continue
             try:
-                bfd = open_child_dir(afd, e2.name, path2)
+                bfd = disk.open_dir(root, f"{e1.name}/{e2.name}")
             except FileNotFoundError:
                 continue
             except NotASubdir:
@@ -173,18 +178,18 @@ def _walk_level2(
                 continue
             try:
                 # Classified while the descriptor is open: a DirEntry stats through it.
-                found = list(_files(_listing(bfd), path2, sub, start_after, stat))
+                found = list(_files(_listing(disk, bfd), path2, sub, start_after, stat))
             except OSError as exc:
                 found = [WalkEntry(EntryKind.UNREADABLE, path2, error=_error(exc), subdir=sub)]
             finally:
-                os.close(bfd)
+                disk.close(bfd)
             yield from found
     finally:
-        os.close(afd)
+        disk.close(afd)
 
 
 def _files(
-    entries: list[os.DirEntry[str]], path2: str, sub: str, start_after: str, stat: bool
+    entries: list[DirEntry], path2: str, sub: str, start_after: str, stat: bool
 ) -> Iterator[WalkEntry]:
     for entry in entries:
         name = entry.name
@@ -218,10 +223,13 @@ def _files(
 
 
 def iter_block_files(
-    root: Path | str, start_after: str = "", *, stat: bool = True
+    root: Path | str, start_after: str = "", *, stat: bool = True, disk: Disk | None = None
 ) -> Iterator[BlockLocation]:
-    """Every block file under a data directory (ours or Garage's), in hash order."""
-    for entry in walk_data_dir(root, start_after, stat=stat, top_level=False):
+    """Every block file under a data directory (ours or Garage's), in hash order, on
+    ``disk`` (None: the real one)."""
+    if disk is None:
+        disk = RealDisk()
+    for entry in walk_data_dir(disk, root, start_after, stat=stat, top_level=False):
         if entry.loc is not None:
             yield entry.loc
 

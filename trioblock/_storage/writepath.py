@@ -1,0 +1,149 @@
+"""The write of one block by a put or a peer: one sequence on top of the copy decision.
+
+1. **Look.** The stored tally's "before" look (``StoredTally.begin_seen``) gives, for
+   each data directory, its ``aa/bb`` handle and the ``lstat`` of both names.
+2. **Decide** on what was seen (``_core.copydecision.decide``). When there is nothing
+   to keep, verify or replace (a new block: the common case), the copy is written into
+   the primary directory's ``aa/bb`` from the handle already open, without looking
+   again (``durable.place_in``).
+3. **Otherwise** the first copy in lookup order is verified (a corrupt one is
+   quarantined: a put is a chance to heal), and the decision taken again: the copy is
+   kept (its mtime moved forward to the new "last written" time), or the new copy is
+   written to the primary directory and the copies it supersedes are removed.
+
+A copy in a read-only directory counts for nothing (its mtime cannot be refreshed):
+the block is written to its primary directory as if it were absent. Every step goes
+through the store's ``Disk``; the caller holds the block's lock, has verified the
+block and runs this in a worker thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from typing import TYPE_CHECKING
+
+from .._core.block import BlockHeader, DataBlock
+from .._core.copydecision import Action, Existing, decide
+from .._core.hashing import Hash
+from .durable import Placed, place_in, refresh_mtime
+from .fileops import regular_at
+from .lookup import is_regular
+from .paths import BlockLocation, block_name, subdir_names
+from .stored import SeenDir, close_seen
+
+if TYPE_CHECKING:
+    from .blockfiles import BlockStore
+
+
+class WriteOutcome(enum.Enum):
+    WRITTEN = "written"
+    KEPT = "kept"
+    REPLACED = "replaced"
+
+
+_OUTCOMES = {
+    Placed.KEPT: WriteOutcome.KEPT,
+    Placed.WRITTEN: WriteOutcome.WRITTEN,
+    Placed.REPLACED: WriteOutcome.REPLACED,
+}
+
+
+def write_block_sync(
+    store: BlockStore, hash: Hash, block: DataBlock, written_at_msec: int
+) -> WriteOutcome:
+    """Durably store ``block`` unless an equal or better copy exists (module steps).
+
+    Counted like the store's ``@counted`` methods: the new block's copies and bytes are
+    told to the tally when the write went as its look saw.
+    """
+    mtime_ns = written_at_msec * 1_000_000
+    seen = store.stored.begin_seen(hash)
+    effect: tuple[int, int] | None = None
+    try:
+        if seen is not None:
+            done = _write_new(store, hash, block, mtime_ns, seen)
+            if done is not None:
+                outcome, effect = done
+                return outcome
+        return _write_over(store, hash, block, mtime_ns)
+    finally:
+        if seen is not None:
+            close_seen(store.disk, seen)
+        store.stored.end(hash, effect)
+
+
+def _write_new(
+    store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int, seen: list[SeenDir]
+) -> tuple[WriteOutcome, tuple[int, int] | None] | None:
+    """Write ``block`` when the copies seen leave nothing to keep, verify or replace
+    (None, nothing done, otherwise)."""
+    by_root = {d.root: d for d in seen}
+    aa, bb = subdir_names(hash)
+    roots = store.layout.candidate_roots(hash)
+    existing: list[Existing[str]] = []
+    for root in roots:
+        for header in store.order:
+            st = by_root[root].stats[0 if header is BlockHeader.COMPRESSED else 1]
+            if st is None:
+                continue
+            path = f"{root}/{aa}/{bb}/{block_name(hash, header)}"
+            if is_regular(st.st_mode, path):
+                existing.append(Existing(header, root in store.read_only_roots, path))
+    if decide(block.header, existing).action is not Action.WRITE:
+        return None  # a copy to keep, verify or replace
+    primary = roots[0]
+    where = by_root[primary]
+    if where.fd is None and not where.missing:  # not a directory: place_copy says so
+        return _OUTCOMES[store.place_copy_sync(primary, hash, block, mtime_ns)], None
+    stats: tuple[os.stat_result | None, ...] | None = where.stats
+    if where.fd is None:
+        # ``aa/bb`` was absent: made now (empty when made by this call).
+        where.fd, created = store.disk.make_dir(primary, f"{aa}/{bb}", fsync=store.fsync)
+        if not created:
+            stats = None  # made meanwhile by another write: look again
+    placed, effect = place_in(
+        store.disk,
+        where.fd,
+        f"{primary}/{aa}/{bb}",
+        hash,
+        block,
+        mtime_ns,
+        fsync=store.fsync,
+        live=store.live_temps,
+        seen=stats,
+    )
+    return _OUTCOMES[placed], effect
+
+
+def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) -> WriteOutcome:
+    """Write ``block`` where a copy may exist: verify it, then keep or supersede it."""
+    existing: list[Existing[BlockLocation]] = []
+    found = store.find_sync(hash)
+    if found is not None:
+        read_only = store.in_read_only_dir(found.path_str)
+        # A put is a chance to heal: a corrupt copy is quarantined, not kept.
+        if read_only or store.verify_file_sync(found):
+            existing.append(Existing(found.header, read_only, found))
+        else:
+            store.quarantine_sync(found)
+    decision = decide(block.header, existing)
+    if decision.keep is not None:
+        kept = decision.keep.copy
+        if mtime_ns > kept.mtime_ns:
+            with regular_at(store.disk, kept.path_str) as at:
+                if at is not None:
+                    refresh_mtime(store.disk, *at, mtime_ns)
+        return WriteOutcome.KEPT
+    placed = store.place_sync(store.layout.primary_dir(hash), hash, block, mtime_ns)
+    if placed is Placed.KEPT:
+        return WriteOutcome.KEPT
+    for old in decision.remove:
+        # A copy the new one supersedes (if not already gone with it).
+        store.remove_copy_sync(old.copy.path_str)
+    if decision.remove or placed is Placed.REPLACED:
+        return WriteOutcome.REPLACED
+    return WriteOutcome.WRITTEN
+
+
+__all__ = ["WriteOutcome", "write_block_sync"]
