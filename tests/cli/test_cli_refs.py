@@ -127,11 +127,12 @@ def test_sync_runs_a_pass_and_reports_it(node: NodeProcess, cli: Cli) -> None:
     result = cli("ref", "sync", "--json", *node.target)
     assert result.code == 0, result.stderr
     report = result.json()
-    assert set(report) == {"pulled", "pushed", "collected", "missing", "failed"}
+    assert set(report) == {"pulled", "pushed", "collected", "missing", "failed", "handed_off"}
     assert report["failed"] == {}
     table = cli("ref", "sync", *node.target)
     assert table.code == 0
     assert "entries pulled" in table.stdout
+    assert "entries handed off" in table.stdout
 
 
 def test_status_workers_and_metrics_show_references_and_stored_blocks(
