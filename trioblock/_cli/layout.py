@@ -121,7 +121,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     assign = action(
         "assign", "stage a role for NODE: zone, capacity, address (as garage layout assign)"
     )
-    assign.add_argument("node", type=node_arg, help="the node's id")
+    assign.add_argument("layout_node", metavar="NODE", type=node_arg, help="the node's id")
     assign.add_argument("--zone", "-z", help="the node's zone (a rack, a site); required if new")
     assign.add_argument(
         "--capacity", "-c", type=capacity_arg, help=CAPACITY_HELP + "; required if new"
@@ -136,7 +136,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(assign, short_config=False)
 
     remove = action("remove", "stage the removal of NODE (its blocks move to the others)")
-    remove.add_argument("node", type=node_arg, help="the node's id")
+    remove.add_argument("layout_node", metavar="NODE", type=node_arg, help="the node's id")
     add_target_arguments(remove)
 
     revert = action("revert", "drop the staged changes")
@@ -352,7 +352,8 @@ async def _show(client: AdminClient, out: Output, args: argparse.Namespace) -> i
 
 
 async def _stage(client: AdminClient, out: Output, args: argparse.Namespace) -> int:
-    request: dict[str, Any] = {"action": args.layout_cmd, "node": args.node}
+    # (``args.node`` is ``--node HOST:PORT``, the node the command talks to)
+    request: dict[str, Any] = {"action": args.layout_cmd, "node": args.layout_node}
     if args.layout_cmd == "assign":
         for key in ("zone", "capacity", "address"):
             value = getattr(args, key)
