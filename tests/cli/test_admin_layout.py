@@ -15,6 +15,7 @@ import trio.testing
 import trioblock
 from trioblock._cli.admin_service import AdminRequestError, admin_handler, answer_admin
 from trioblock._cli.layout_admin import MAX_NODES_PAGE, MAX_STAGED
+from trioblock._cli.metrics_http import registry_for, render_metrics
 from trioblock._net.codec import MAX_MESSAGE_SIZE
 from trioblock.testing import Cluster, open_cluster
 
@@ -295,3 +296,42 @@ async def test_replies_fit_in_a_frame_with_the_largest_layouts(
         status = await ask(n0, "layout_status")
         assert status["total_nodes"] >= 303 and len(status["nodes"]) == MAX_NODES_PAGE
         await ask(n0, "layout_history")
+
+
+def gauge(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+async def test_metrics_follow_the_layout_change(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_cluster(tmp_path, n=3, gc_delay=30.0) as c:
+        n0 = c.nodes["n0"]
+        registry, collector = registry_for(n0)
+
+        async def scrape() -> str:
+            return (await render_metrics(n0, registry, collector)).decode()
+
+        await settled(c, 1)  # (each node reports being synced to version 1 first)
+        before = await scrape()
+        assert gauge(before, "trioblock_layout_version") == 1
+        assert gauge(before, "trioblock_layout_live_versions") == 1
+        assert gauge(before, "trioblock_layout_settled") == 1
+        for i in range(5):
+            h = await n0.put_block(os.urandom(100) + bytes([i]))
+            await n0.add_reference(h, "o")
+        await c.add_node("n3")
+        await n0.apply_layout({"n3": trioblock.NodeRole(capacity=TiB)})
+        moving = await scrape()
+        assert gauge(moving, "trioblock_layout_version") == 2
+        assert gauge(moving, "trioblock_layout_live_versions") == 2
+        assert gauge(moving, "trioblock_layout_settled") == 0
+        await settled(c, 2)
+        after = await scrape()
+        assert gauge(after, "trioblock_layout_live_versions") == 1
+        assert gauge(after, "trioblock_layout_synced_version") == 2
+        assert gauge(after, "trioblock_layout_blocks_to_move") == 0
+        assert gauge(after, "trioblock_layout_bytes_to_move") == 0
