@@ -147,7 +147,7 @@ def test_apply_status_history_and_the_status_line(solo: NodeProcess, cli: Cli) -
     assert "n5" in history["records"][-1]["nodes"]
     assert "superseded" not in layout(cli, solo, "history").stdout
     line = cli("status", *solo.target)
-    assert f"layout version {before + 1} (live:" in line.stdout
+    assert f"layout change      version {before + 1} (live:" in line.stdout
     # Undo, so that the module's other tests see a settled cluster of one again.
     assert layout(cli, solo, "remove", "n5").code == 0
     assert layout(cli, solo, "apply").code == 0

@@ -272,47 +272,58 @@ def render_show(out: Output, reply: dict[str, Any]) -> None:
 
 def node_state(entry: dict[str, Any], version: int) -> str:
     if entry["role"] is not None:
-        synced = entry["synced_version"]
-        return "synced" if synced >= version else f"syncing (synced to {synced or '-'})"
-    return "drained: may be switched off" if entry["drained"] else "draining"
+        return "synced" if entry["synced_version"] >= version else "syncing"
+    return "drained" if entry["drained"] else "draining"
 
 
 def status_summary(status: dict[str, Any]) -> str:
     live = ", ".join(str(v) for v in status["live_versions"])
-    head = f"layout version {status['version']} (live: {live})"
-    if status["settled"] and status["blocks_left"]:
-        return (
-            f"{head}: settled; {status['blocks_left']} surplus block copies still to hand off "
-            "and delete"
-        )
+    head = f"version {status['version']} (live: {live})"
+    left = f"{status['blocks_left']} block(s) ({human_bytes(status['bytes_to_move'])}) left"
     if status["settled"]:
+        if status["blocks_left"]:
+            return f"{head}: settled; {left}: surplus copies to hand off and delete"
         return f"{head}: settled"
+    nodes = status.get("nodes")
+    if nodes is None:  # (the `trioblock status` summary has no node list)
+        return f"{head}: moving, {left}"
+    version = status["version"]
+    syncing = sum(e["role"] is not None and e["synced_version"] < version for e in nodes)
+    draining = sum(e["role"] is None and not e["drained"] for e in nodes)
     return (
-        f"{head}: moving, {status['blocks_left']} block(s) "
-        f"({human_bytes(status['bytes_to_move'])}) left"
+        f"{head}: moving, {syncing} node(s) to sync, {draining} to drain; {left} "
+        "at their last reports"
     )
 
 
 def render_status(out: Output, status: dict[str, Any]) -> None:
-    out.say(status_summary(status))
+    out.say(f"layout {status_summary(status)}")
     table = Table()
     table.add_column("node", no_wrap=True)
-    table.add_column("role", overflow="fold")
+    table.add_column("zone", no_wrap=True)
+    table.add_column("capacity", justify="right")
+    table.add_column("synced to", justify="right")
     table.add_column("state", no_wrap=True)
     table.add_column("to fetch", justify="right")
     table.add_column("to hand off", justify="right")
     table.add_column("bytes to move", justify="right")
     version = status["version"]
     for entry in status["nodes"]:
+        role = entry["role"]
         table.add_row(
             escape(entry["node"]),
-            escape(role_text(entry["role"])),
+            "-" if role is None else escape(role["zone"] or "-"),
+            "-" if role is None else human_bytes(role["capacity"]),
+            str(entry["synced_version"] or "-"),
             escape(node_state(entry, version)),
             str(entry["blocks_to_fetch"]),
             str(entry["blocks_to_hand_off"]),
             human_bytes(entry["bytes_to_move"]),
         )
     out.print(table)
+    for entry in status["nodes"]:
+        if entry["role"] is None and entry["drained"]:
+            out.say(f"{entry['node']} is drained: it may be switched off")
 
 
 def render_history(out: Output, reply: dict[str, Any]) -> None:
@@ -330,7 +341,7 @@ def render_history(out: Output, reply: dict[str, Any]) -> None:
             state,
             f"{timestamp(r['applied_msec'])} ({relative_time(r['applied_msec'], now)})"
             if r["applied_msec"]
-            else "-",
+            else "at start-up",
             relative_time(r["retired_msec"], now),
             escape(nodes),
             f"{r['replication_factor']}/{r['write_quorum']}",
@@ -501,7 +512,8 @@ def layout_rows(layout: dict[str, Any]) -> list[tuple[str, Any]]:
     """The ``trioblock status`` line about the layout version and its movement."""
     if "version" not in layout:
         return []
-    return [("layout version", status_summary(layout))]
+    # (its ``nodes`` are the layout's node ids, not per-node states)
+    return [("layout change", status_summary({k: v for k, v in layout.items() if k != "nodes"}))]
 
 
 __all__ = [
