@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 from cli_kit import NodeProcess, Result, free_port, start_node
 
 import trioblock
-from trioblock._cli.layout import parse_capacity
+from trioblock._cli.layout import parse_capacity, watch_status
 from trioblock._cli.nodefile import load_node_file
+from trioblock._cli.output import Output
 from trioblock.errors import ConfigError
 
 Cli = Callable[..., Result]
@@ -216,17 +219,6 @@ def test_bad_join_files_are_refused(tmp_path: Path, body: str, key: str, match: 
     assert caught.value.field == key
 
 
-def test_a_joining_node_needs_the_secret(tmp_path: Path, cli: Cli) -> None:
-    config = write_join_file(
-        tmp_path, 'rpc_bind_addr = "127.0.0.1:1"\njoin = true\n[peers]\nn0 = "127.0.0.1:2"\n'
-    )
-    config.write_text(config.read_text().replace('rpc_secret_file = "secret"\n', ""))
-    result = cli("serve", "--config", str(config))
-    assert result.code == 2
-    assert result.stderr.strip().startswith("trioblock: invalid configuration: rpc_secret:")
-    assert not (tmp_path / "meta").exists()
-
-
 # ---------------------------------------------------------------------------------------
 # Three nodes grow to four over TCP
 
@@ -310,3 +302,73 @@ def test_a_fourth_node_joins_through_one_member(tmp_path: Path, cli: Cli) -> Non
                 assert copy.read_bytes() == data, name
         held = cli("status", "--json", *nodes["n3"].target).json()["stored"]["blocks"]
         assert held > 0  # n3 took its share of the copies
+
+
+# ---------------------------------------------------------------------------------------
+# --watch, against a scripted node
+
+
+def fake_status(version: int, settled: bool, left: int, n1: dict[str, Any]) -> dict[str, Any]:
+    role = {"zone": "dc1", "capacity": TiB, "address": None}
+    n0 = {
+        "node": "n0",
+        "role": role,
+        "synced_version": version,
+        "drained": False,
+        "blocks_to_fetch": 0,
+        "blocks_to_hand_off": left,
+        "bytes_to_move": 100 * left,
+    }
+    return {
+        "node_id": "n0",
+        "version": version,
+        "live_versions": [version] if settled else [version - 1, version],
+        "settled": settled,
+        "blocks_left": left,
+        "bytes_to_move": 100 * left,
+        "total_nodes": 2,
+        "nodes": [n0, {"node": "n1", **n1}],
+        "next": None,
+        "now": 0,
+    }
+
+
+class ScriptedNode:
+    """Answers ``layout_status`` with the next status of a script (then the last)."""
+
+    def __init__(self, statuses: list[dict[str, Any]]) -> None:
+        self.statuses = statuses
+        self.calls = 0
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        assert op == "layout_status"
+        status = self.statuses[min(self.calls, len(self.statuses) - 1)]
+        self.calls += 1
+        return dict(status)
+
+
+async def test_watch_polls_until_settled_and_nothing_is_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    draining = {
+        "role": None,
+        "synced_version": 1,
+        "drained": False,
+        "blocks_to_fetch": 0,
+        "blocks_to_hand_off": 5,
+        "bytes_to_move": 500,
+    }
+    drained = {**draining, "drained": True, "blocks_to_hand_off": 0, "bytes_to_move": 0}
+    node = ScriptedNode(
+        [
+            fake_status(2, False, 7, draining),
+            fake_status(2, False, 7, draining),
+            fake_status(2, True, 2, drained),  # settled, surplus copies still to hand off
+            fake_status(2, True, 0, drained),
+        ]
+    )
+    said: list[str] = []
+    last = await watch_status(node, Output(), 0.5, say=said.append)  # type: ignore[arg-type]
+    assert node.calls == 4
+    assert last["settled"] and last["blocks_left"] == 0
+    assert said == ["n0 is synced to layout version 2", "n1 is drained: it may be switched off"]
