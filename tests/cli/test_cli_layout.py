@@ -372,3 +372,13 @@ async def test_watch_polls_until_settled_and_nothing_is_left(
     assert node.calls == 4
     assert last["settled"] and last["blocks_left"] == 0
     assert said == ["n0 is synced to layout version 2", "n1 is drained: it may be switched off"]
+
+
+def test_a_node_without_peers_has_a_fixed_layout(node: NodeProcess, cli: Cli) -> None:
+    line = cli("status", *node.target)
+    assert "layout change      none: this node's layout is fixed" in line.stdout
+    shown = cli("layout", "show", "--json", *node.target).json()
+    assert shown["fixed"] is True and shown["version"] == 1
+    refused = cli("layout", "assign", "n9", "-z", "a", "-c", "1T", *node.target)
+    assert refused.code == 1
+    assert "is fixed" in refused.stderr

@@ -291,6 +291,7 @@ async def _status(bm: BlockManager, request: dict[str, Any], body: bytes | None)
 def _layout_summary(bm: BlockManager) -> dict[str, Any]:
     layout = bm.layout_status()
     return {
+        "fixed": layout_admin.is_fixed(bm),
         "nodes": list(bm.layout.nodes),
         "replication_factor": bm.layout.replication_factor,
         "write_quorum": bm.layout.write_quorum,

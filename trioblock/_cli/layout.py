@@ -277,6 +277,8 @@ def node_state(entry: dict[str, Any], version: int) -> str:
 
 
 def status_summary(status: dict[str, Any]) -> str:
+    if status.get("fixed"):
+        return "none: this node's layout is fixed (it cannot change)"
     live = ", ".join(str(v) for v in status["live_versions"])
     head = f"version {status['version']} (live: {live})"
     left = f"{status['blocks_left']} block(s) ({human_bytes(status['bytes_to_move'])}) left"

@@ -85,6 +85,12 @@ def current_version(bm: BlockManager) -> LayoutVersion | None:
     return layout if isinstance(layout, LayoutVersion) else None
 
 
+def is_fixed(bm: BlockManager) -> bool:
+    """Whether the node's layout can never change (a user's own ``Layout``, or the
+    embedded single node's: ``trioblock serve`` without ``[peers]``)."""
+    return current_version(bm) is None and bm.layout_status().version != 0
+
+
 def _changeable(bm: BlockManager) -> LayoutVersion:
     """The current version, or ``ValueError`` saying why this node cannot change it."""
     current = current_version(bm)
@@ -358,7 +364,7 @@ def show(bm: BlockManager, request: dict[str, Any], limit: int) -> dict[str, Any
     reply: dict[str, Any] = {
         "node_id": bm.node_id,
         "version": status.version,
-        "fixed": current is None and status.version != 0,
+        "fixed": is_fixed(bm),
         "live_versions": status.live_versions,
         "replication_factor": layout.replication_factor,
         "write_quorum": layout.write_quorum,
@@ -454,6 +460,7 @@ __all__ = [
     "apply_stage",
     "current_version",
     "history_view",
+    "is_fixed",
     "known_addresses",
     "layout_message",
     "preview",

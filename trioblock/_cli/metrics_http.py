@@ -41,6 +41,7 @@ from prometheus_client.metrics_core import (
 
 from ..errors import TransportError
 from .admin_service import data_dir_usage, reference_rows
+from .layout_admin import is_fixed
 
 if TYPE_CHECKING:
     from .._node.manager import BlockManager
@@ -189,8 +190,8 @@ class NodeCollector:
         yield GaugeMetricFamily(
             "trioblock_layout_settled",
             "1 once every node with a role is synced to the current version and every "
-            "other node drained, as this node knows.",
-            value=1 if status.settled else 0,
+            "other node drained, as this node knows (always 1 for a fixed layout).",
+            value=1 if status.settled or is_fixed(self.bm) else 0,
         )
         yield GaugeMetricFamily(
             "trioblock_layout_synced_version",
