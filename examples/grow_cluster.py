@@ -41,8 +41,8 @@ log = logging.getLogger("example")
 FIRST = ("n0", "n1", "n2")
 ALL = (*FIRST, "n3")
 #: Seconds allowed for one layout change to settle, and for the whole run.
-SETTLE_TIMEOUT = 30.0
-RUN_TIMEOUT = 50.0
+SETTLE_TIMEOUT = 45.0
+RUN_TIMEOUT = 90.0
 #: Small delays for a quick demo: a missing block is fetched after 2 × rpc_timeout.
 SETTINGS = "rpc_timeout = 2.0\ngc_delay = 5.0\ndata_fsync = false\n"
 
