@@ -132,6 +132,7 @@ def test_sync_runs_a_pass_and_reports_it(node: NodeProcess, cli: Cli) -> None:
     table = cli("ref", "sync", *node.target)
     assert table.code == 0
     assert "entries pulled" in table.stdout
+    assert "entries handed off" in table.stdout
 
 
 def test_status_workers_and_metrics_show_references_and_stored_blocks(

@@ -207,6 +207,17 @@ CASES: dict[str, Case] = {
         "peers.n1", '[peers]\nn0 = "127.0.0.1:0"\nn1 = { addr = "127.0.0.1:1", zone = 3 }\n'
     ),
     "peers without secret": Case("rpc_secret", PEERS, _replace('rpc_secret_file = "secret"', "")),
+    "join not a boolean": Case("join", 'join = "yes"\n' + PEERS),
+    "join without peers": Case("peers", "join = true\n"),
+    "join listing itself": Case("peers.n0", "join = true\n" + PEERS),
+    "join with a replication factor": Case(
+        "replication_factor", 'join = true\nreplication_factor = 3\n[peers]\nn1 = "127.0.0.1:1"\n'
+    ),
+    "join without secret": Case(
+        "rpc_secret",
+        'join = true\n[peers]\nn1 = "127.0.0.1:1"\n',
+        _replace('rpc_secret_file = "secret"', ""),
+    ),
     "tls not a table": Case("tls", 'tls = "on"\n'),
     "tls unknown key": Case("tls.certificate", '[tls]\ncertificate = "x.pem"\n'),
     "tls serving without cert": Case("tls.cert_file", '[tls]\nca_file = "ca.pem"\n'),

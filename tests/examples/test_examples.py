@@ -1,6 +1,7 @@
 """The examples run and say what they should; the code in docs/transport.md works.
 
-- ``examples/in_process_cluster.py`` and ``examples/tcp_cluster.py`` run as subprocesses
+- ``examples/in_process_cluster.py``, ``examples/tcp_cluster.py`` and
+  ``examples/grow_cluster.py`` run as subprocesses
   (``sys.executable``), as a user would run them: exit 0 and the key narrated lines;
 - the Unix-socket transport of ``docs/transport.md`` (section 4) passes
   ``check_transport`` and carries a two-node cluster: the test executes the Python blocks
@@ -102,6 +103,30 @@ def test_tcp_cluster_example() -> None:
         "n2 caught up by itself",
         "cluster stopped cleanly: exit codes n0=0, n1=0, n2=0",
     )
+
+
+def test_grow_cluster_example() -> None:
+    out = run_example("grow_cluster.py")
+    assert len(re.findall(r"trioblock node n\d ready on 127\.0\.0\.1:\d+", out)) == 4
+    assert_lines(
+        out,
+        "3 nodes up in zone dc1: replication factor 3",
+        "put and referenced 12 blocks through a gateway",
+        "trioblock node n3 ready on",
+        "n3 started with join = true, knowing only n0",
+        "+ n3: zone dc1, capacity 1.0 TiB, address 127.0.0.1:",
+        "apply would make version 2: 4 node(s) in 1 zone(s)",
+        "trioblock layout apply: applied layout version 2 (was 1)",
+        "n3 is synced to version 2",
+        "grown to 4 nodes: settled at version 2",
+        "trioblock layout remove n1 + apply: applied layout version 3 (was 2)",
+        "n1 is drained: it may be switched off",
+        "n1 retired: it held 0 blocks when switched off (exit code 0)",
+        "read 12/12 blocks back through the gateway, byte-identical (layout version 3)",
+        "cluster stopped cleanly: exit codes n0=0, n2=0, n3=0",
+    )
+    held = re.search(r"n3 holds (\d+)/12 blocks", out)
+    assert held is not None and int(held.group(1)) > 0, out
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,9 +29,18 @@ map, optionally followed by a body (the block of a ``get``). Rules kept here:
   most :data:`MAX_REFS_PAGE`); owners travel as bytes and are shown both as text (when
   they are UTF-8) and in hex.
 
+- Layout changes (``layout_*``, see :mod:`.layout_admin`): ``layout_stage`` stages
+  ``assign`` / ``remove`` changes in a table of the admin service's own in the node's
+  database, ``layout_apply`` applies them with ``bm.apply_layout``; ``layout_show``,
+  ``layout_status`` and ``layout_history`` are paginated views. ``trioblock serve``
+  installs ``admin_handler(addresses)`` so that these ops know the addresses of its node
+  file (``[peers]`` and ``rpc_bind_addr``), which they record in roles lacking one.
+
 Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
 ``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
-``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``.
+``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``,
+``layout_show``, ``layout_stage``, ``layout_revert``, ``layout_apply``, ``layout_status``,
+``layout_history``.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -49,6 +58,7 @@ from .._net.messages import PROTOCOL_VERSION
 from .._node.manager import BlockManager
 from .._node.scrubstate import ScrubState
 from ..errors import TrioblockError
+from . import layout_admin
 
 log = logging.getLogger("trioblock.admin")
 
@@ -107,6 +117,20 @@ async def answer_admin(
     except (ValueError, TypeError) as exc:
         log.info("admin %s refused: %s", name, exc)
         raise AdminRequestError(str(exc)) from exc
+
+
+def admin_handler(addresses: Mapping[str, str]) -> AdminOp:
+    """:func:`answer_admin` for a node whose file knows ``addresses`` (node id →
+    ``host:port``): the layout ops record them in roles that have none."""
+    known = dict(addresses)
+
+    async def handler(
+        bm: BlockManager, request: dict[str, Any], body: bytes | None = None
+    ) -> AdminResult:
+        with layout_admin.addresses_known(known):
+            return await answer_admin(bm, request, body)
+
+    return handler
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,11 +277,7 @@ async def _status(bm: BlockManager, request: dict[str, Any], body: bytes | None)
         "resync_errors_len": bm.resync_errors_len(),
         "resync_workers": bm.resync_workers,
         "resync_tranquility": bm.resync_tranquility,
-        "layout": {
-            "nodes": list(bm.layout.nodes),
-            "replication_factor": bm.layout.replication_factor,
-            "write_quorum": bm.layout.write_quorum,
-        },
+        "layout": _layout_summary(bm),
         "data_dirs": await data_dir_usage(bm),
         "compression_level": bm.config.compression_level,
         "max_block_size": bm.config.max_block_size,
@@ -266,6 +286,21 @@ async def _status(bm: BlockManager, request: dict[str, Any], body: bytes | None)
         "operations": {name: _operation_view(bm, name) for name in BACKGROUND_OPERATIONS},
     }
     return status
+
+
+def _layout_summary(bm: BlockManager) -> dict[str, Any]:
+    layout = bm.layout_status()
+    return {
+        "fixed": layout_admin.is_fixed(bm),
+        "nodes": list(bm.layout.nodes),
+        "replication_factor": bm.layout.replication_factor,
+        "write_quorum": bm.layout.write_quorum,
+        "version": layout.version,
+        "live_versions": layout.live_versions,
+        "settled": layout.settled,
+        "blocks_left": layout.blocks_left,
+        "bytes_to_move": layout.bytes_to_move,
+    }
 
 
 @op("workers")
@@ -459,6 +494,87 @@ async def _ref_sync(bm: BlockManager, request: dict[str, Any], body: bytes | Non
     return {"report": as_plain(report), "now": bm.now_msec()}
 
 
+# ---------------------------------------------------------------------------------------
+# Layout changes
+
+
+@op("layout_show")
+async def _layout_show(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    """The current version (a page of its roles, ``after`` a node id), the live
+    versions, and with the first page the staged changes and what applying them makes."""
+    limit = _int_arg(
+        request, "limit", layout_admin.MAX_NODES_PAGE, low=1, high=layout_admin.MAX_NODES_PAGE
+    )
+    return layout_admin.show(bm, request, limit)
+
+
+@op("layout_stage")
+async def _layout_stage(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    """``action``: ``assign`` (``node``, ``zone``, ``capacity``, ``address``) or
+    ``remove`` (``node``); the stage afterwards and what applying it makes."""
+    action = request.get("action")
+    if action == "assign":
+        warnings = layout_admin.stage_assign(bm, request)
+    elif action == "remove":
+        warnings = layout_admin.stage_remove(bm, request)
+    else:
+        raise ValueError(f"unknown layout_stage action {action!r}: assign or remove")
+    reply = layout_admin.show(bm, {}, 1)
+    return {
+        "warnings": warnings,
+        "version": reply["version"],
+        "staged": reply["staged"],
+        "preview": reply["preview"],
+        "now": reply["now"],
+    }
+
+
+@op("layout_revert")
+async def _layout_revert(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    return {"dropped": layout_admin.revert_stage(bm), "version": bm.layout_status().version}
+
+
+@op("layout_apply")
+async def _layout_apply(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    """Apply the staged changes (``replication_factor``, ``write_quorum`` optional)."""
+    return {**(await layout_admin.apply_stage(bm, request)), "now": bm.now_msec()}
+
+
+@op("layout_status")
+async def _layout_status(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    """Where the layout change stands, with a page of the nodes (``after`` a node id)."""
+    limit = _int_arg(
+        request, "limit", layout_admin.MAX_NODES_PAGE, low=1, high=layout_admin.MAX_NODES_PAGE
+    )
+    return layout_admin.status_view(bm, request, limit)
+
+
+@op("layout_history")
+async def _layout_history(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    """A page of the layout versions this node has seen, oldest first (``start``)."""
+    start = _int_arg(request, "start", 0, low=0, high=2**31)
+    limit = _int_arg(
+        request,
+        "limit",
+        layout_admin.MAX_RECORDS_PAGE,
+        low=1,
+        high=layout_admin.MAX_RECORDS_PAGE,
+    )
+    return layout_admin.history_view(bm, start, limit)
+
+
 __all__ = [
     "MAX_ERRORS_PAGE",
     "MAX_REFS_PAGE",
@@ -466,6 +582,7 @@ __all__ = [
     "OPS",
     "AdminRequestError",
     "AdminResult",
+    "admin_handler",
     "answer_admin",
     "as_plain",
     "data_dir_usage",

@@ -86,11 +86,15 @@ class Target:
         return f"node {self.node_id} at {where}" if self.node_id else f"the node at {where}"
 
 
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every command talking to a node accepts."""
+def add_target_arguments(parser: argparse.ArgumentParser, *, short_config: bool = True) -> None:
+    """The options every command talking to a node accepts (``short_config=False``
+    leaves ``-c`` to the command: ``layout assign -c CAPACITY``)."""
     group = parser.add_argument_group("reaching the node")
     group.add_argument(
-        "--config", "-c", type=Path, help="the node's config file (address, secret and node id)"
+        "--config",
+        *(("-c",) if short_config else ()),
+        type=Path,
+        help="the node's config file (address, secret and node id)",
     )
     group.add_argument("--node", metavar="HOST:PORT", help="the node's RPC address")
     group.add_argument(

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import blocks, demo, operations, refs, reports, serve, verify
+from . import blocks, demo, layout, operations, refs, reports, serve, verify
 from .output import Exit
 
 EXIT_OK = Exit.OK
@@ -80,6 +80,10 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "ref": (
         "cluster references through the node: add|remove HASH OWNER, list HASH, sync",
         (refs.configure, refs.run),
+    ),
+    "layout": (
+        "change the cluster's nodes: show, assign, remove, revert, apply, status, history",
+        (layout.configure, layout.run),
     ),
     "set-resync": (
         "change the number of resync workers or their tranquility",

@@ -41,6 +41,7 @@ from prometheus_client.metrics_core import (
 
 from ..errors import TransportError
 from .admin_service import data_dir_usage, reference_rows
+from .layout_admin import is_fixed
 
 if TYPE_CHECKING:
     from .._node.manager import BlockManager
@@ -98,6 +99,7 @@ class NodeCollector:
         yield from self._counters()
         yield from self._queues()
         yield from self._stored()
+        yield from self._layout()
         yield from self._workers()
         yield from self._scrub()
         yield from self._rpc()
@@ -171,6 +173,41 @@ class NodeCollector:
                 "Rows of the reference table (block, owner), tombstones included.",
                 value=rows,
             )
+
+    def _layout(self) -> Iterator[Metric]:
+        status = self.bm.layout_status()
+        mine = status.nodes.get(self.bm.node_id)
+        yield GaugeMetricFamily(
+            "trioblock_layout_version",
+            "The current cluster layout version (0: none learned yet).",
+            value=status.version,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_layout_live_versions",
+            "Layout versions still in use (more than 1 while blocks move).",
+            value=len(status.live_versions),
+        )
+        yield GaugeMetricFamily(
+            "trioblock_layout_settled",
+            "1 once every node with a role is synced to the current version and every "
+            "other node drained, as this node knows (always 1 for a fixed layout).",
+            value=1 if status.settled or is_fixed(self.bm) else 0,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_layout_synced_version",
+            "The newest layout version this node holds every block and reference of.",
+            value=0 if mine is None else mine.synced_version,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_layout_blocks_to_move",
+            "Blocks this node has left to fetch or hand off (its last report).",
+            value=0 if mine is None else mine.blocks_to_fetch + mine.blocks_to_hand_off,
+        )
+        yield GaugeMetricFamily(
+            "trioblock_layout_bytes_to_move",
+            "Bytes this node has left to move (its last report).",
+            value=0 if mine is None else mine.bytes_to_move,
+        )
 
     def _workers(self) -> Iterator[Metric]:
         labels = ["worker"]

@@ -23,6 +23,20 @@ Example::
     n1 = "127.0.0.1:3902"
     n2 = { addr = "127.0.0.1:3903", zone = "dc2" }
 
+A node joining a running cluster says ``join = true`` (a top-level key) and lists, in
+``[peers]``, one or more members to learn the cluster's layout from (not itself); it
+needs ``rpc_secret`` (or ``rpc_secret_file``) and ``rpc_bind_addr``, and takes
+neither ``replication_factor`` nor ``write_quorum`` (both come from the layout). It is
+opened with ``layout=JoinCluster(seeds=<those ids>)``, and stores nothing until a
+layout version (``trioblock layout assign`` + ``apply``) gives it a role::
+
+    node_id = "n3"
+    join = true
+    rpc_bind_addr = "127.0.0.1:3904"
+    ...
+    [peers]
+    n0 = "127.0.0.1:3901"
+
     [tls]                                       # optional: see trioblock._cli.tls
     cert_file = "n0.pem"
     key_file = "n0.key"
@@ -45,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.config import NODE_ID_RE, Config, DataDir
-from .._core.placement import StaticLayout
+from .._core.placement import JoinCluster, StaticLayout
 from ..errors import ConfigError
 from .tls import TlsSettings, parse_tls_table
 
@@ -59,6 +73,7 @@ _FILE_ONLY = {
     "replication_factor",
     "write_quorum",
     "peers",
+    "join",
     "metrics_addr",
     "tls",
 }
@@ -125,12 +140,27 @@ class NodeFile:
 
     path: Path
     config: Config
-    layout: StaticLayout | None
+    #: ``StaticLayout`` from ``[peers]``, ``JoinCluster`` with ``join = true``, else None.
+    layout: StaticLayout | JoinCluster | None
     listen: Address | None
     peers: dict[str, Address]
     metrics_addr: Address | None
     #: The ``[tls]`` table, ``None`` without one (plain TCP).
     tls: TlsSettings | None = None
+
+    @property
+    def join(self) -> bool:
+        """Whether the node joins a running cluster (``join = true``)."""
+        return isinstance(self.layout, JoinCluster)
+
+    def addresses(self) -> dict[str, str]:
+        """Every ``host:port`` this file knows, by node id (``[peers]`` and this node's
+        own ``rpc_bind_addr``), as layout roles write them."""
+        known = dict(self.peers)
+        own = self.listen
+        if own is not None and own[0] not in _WILDCARD_HOSTS:  # 0.0.0.0 reaches nobody
+            known.setdefault(self.config.node_id, own)
+        return {n: _address_text(a) for n, a in sorted(known.items())}
 
     def address_of(self, node_id: str) -> Address:
         if node_id == self.config.node_id and self.listen is not None:
@@ -139,6 +169,14 @@ class NodeFile:
             return self.peers[node_id]
         except KeyError:
             raise ConfigError("peers", f"no address for node {node_id!r}") from None
+
+
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _address_text(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _relative(base: Path, value: object, key: str) -> Path:
@@ -251,8 +289,13 @@ def load_node_file(path: Path | str) -> NodeFile:
     replication_factor = _count(raw, "replication_factor")
     write_quorum = _count(raw, "write_quorum")
     peers, zones = _peers(raw)
-    layout = None
-    if peers:
+    join = raw.get("join", False)
+    if not isinstance(join, bool):
+        raise ConfigError("join", f"expected true or false, got {join!r}")
+    layout: StaticLayout | JoinCluster | None = None
+    if join:
+        layout = _join_layout(config, peers, listen, replication_factor, write_quorum)
+    elif peers:
         if config.node_id not in peers:
             if listen is None:
                 raise ConfigError("peers", f"this node ({config.node_id}) is not listed")
@@ -276,3 +319,28 @@ def load_node_file(path: Path | str) -> NodeFile:
             if value is not None and value != 1:
                 raise ConfigError(key, f"{value} needs as many nodes listed in [peers]")
     return NodeFile(path, config, layout, listen, peers, metrics, tls)
+
+
+def _join_layout(
+    config: Config,
+    peers: dict[str, Address],
+    listen: Address | None,
+    replication_factor: int | None,
+    write_quorum: int | None,
+) -> JoinCluster:
+    """The layout of a node with ``join = true``: the members it learns the layout from."""
+    if not peers:
+        raise ConfigError("peers", "join = true needs [peers] naming one or more members")
+    if config.node_id in peers:
+        raise ConfigError(
+            f"peers.{config.node_id}",
+            "a joining node lists the members it joins through, not itself",
+        )
+    if listen is None:
+        raise ConfigError("rpc_bind_addr", "join = true needs rpc_bind_addr (the others reach it)")
+    if config.rpc_secret is None:
+        raise ConfigError("rpc_secret", "join = true needs rpc_secret or rpc_secret_file")
+    for key, value in (("replication_factor", replication_factor), ("write_quorum", write_quorum)):
+        if value is not None:
+            raise ConfigError(key, "a joining node takes it from the cluster's layout: remove it")
+    return JoinCluster(seeds=sorted(peers))

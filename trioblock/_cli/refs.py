@@ -163,6 +163,7 @@ def render_sync_report(out: Output, report: dict[str, Any], node_id: str) -> Non
         ("entries pushed", report["pushed"]),
         ("tombstones collected", report["collected"]),
         ("missing blocks queued", report["missing"]),
+        ("entries handed off", report.get("handed_off", 0)),
     ]
     for peer, why in sorted(report["failed"].items()):
         rows.append((f"failed: {peer}", why))

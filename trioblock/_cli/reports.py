@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .admin_service import REF_SYNC_WORKER
 from .client import AdminClient, add_target_arguments, run_session
+from .layout import layout_rows
 from .output import (
     Exit,
     Output,
@@ -71,6 +72,7 @@ def render_status(out: Output, status: dict[str, Any]) -> None:
             f"{len(layout['nodes'])} node(s): {', '.join(layout['nodes'])}; "
             f"replication {layout['replication_factor']}, write quorum {layout['write_quorum']}",
         ),
+        *layout_rows(layout),
         ("compression", "off" if level is None else f"zstd level {level}"),
         ("stored", stored_summary(status.get("stored"))),
         ("referenced blocks", f"{status['rc_len']} rc entries"),

@@ -39,7 +39,7 @@ from .._core.config import Config
 from .._net.tcp import TcpTransport
 from .._node.lifecycle import open_block_manager
 from ..errors import ConfigError, TrioblockError
-from .admin_service import answer_admin
+from .admin_service import admin_handler
 from .client import describe_error, root_causes
 from .metrics_http import bind_metrics, serve_metrics
 from .nodefile import Address, NodeFile, load_node_file, parse_address
@@ -122,7 +122,10 @@ async def run_node(
             metrics_listeners = await bind_metrics(metrics_addr)
         async with (
             open_block_manager(
-                node.config, layout=node.layout, transport=transport, admin_handler=answer_admin
+                node.config,
+                layout=node.layout,
+                transport=transport,
+                admin_handler=admin_handler(node.addresses()),
             ) as bm,
             trio.open_nursery() as nursery,
         ):
