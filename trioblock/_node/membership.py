@@ -29,7 +29,7 @@ import trio
 from trio_util import AsyncValue, move_on_when
 
 from .._core.layouthistory import LayoutHistory, NodeReport, VersionRecord
-from .._core.layoutversion import LayoutVersion, NodeRole, parse_address
+from .._core.layoutversion import NOMINAL_CAPACITY, LayoutVersion, NodeRole, parse_address
 from .._core.placement import JoinCluster, Layout, StaticLayout
 from .._storage import MetadataDb
 from ..errors import LayoutError, ProtocolError, TrioblockError
@@ -162,11 +162,13 @@ class Membership:
     def status(self) -> LayoutStatus:
         h = self._history
         if h is None:
+            # A fixed layout never changes: settled, every node with an equal role.
             layout = self._ctx.layout
+            role = NodeRole(capacity=NOMINAL_CAPACITY)
             return LayoutStatus(
                 1,
                 [1],
-                {n: NodeLayoutState(None, 1, False, 0, 0, 0) for n in layout.nodes},
+                {n: NodeLayoutState(role, 1, False, 0, 0, 0) for n in layout.nodes},
             )
         current = h.current
         roles = {} if current is None else dict(current.roles)
