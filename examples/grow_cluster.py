@@ -171,6 +171,9 @@ async def narrate(root: Path, nodes: dict[str, NodeProcess], ports: dict[str, in
             if held or code:
                 raise RuntimeError(f"n1 was not drained cleanly: {held} blocks, exit {code}")
 
+            # The gateway follows layout changes by itself within seconds (gossip, or a
+            # node refusing a stale request); here it asks at once.
+            await gw.sync_layout()
             ok = sum([await gw.get_block(h) == data for h, data in blocks.items()])
             if ok != len(blocks):
                 raise RuntimeError(f"only {ok}/{len(blocks)} blocks read back")
