@@ -1,7 +1,7 @@
 """Membership benchmark: a 4th node joins a 3-node cluster holding N blocks.
 
-    python benchmarks/membership.py [--blocks N] [--size BYTES] [--puts N] [--dir DIR]
-                                    [--json PATH]
+    python benchmarks/membership.py [--quick | --full] [--blocks N] [--size BYTES]
+                                    [--puts N] [--dir DIR] [--json PATH]
 
 A 3-node cluster over ``TcpTransport`` on 127.0.0.1 (``open_cluster(...,
 transport="tcp")``, replication 3, quorum 2, ``data_fsync`` on, compression level 1)
@@ -127,12 +127,18 @@ async def _join(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--blocks", type=int, default=2000)
+    parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--size", type=int, default=16 * 1024)
     parser.add_argument("--puts", type=int, default=400)
+    parser.add_argument("--quick", action="store_true", help="300 blocks, 100 puts")
+    parser.add_argument("--full", action="store_true", help="4000 blocks, 800 puts")
     parser.add_argument("--dir", default=None, help="where the nodes' directories go")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
+    if args.quick:
+        args.blocks, args.puts = 300, 100
+    elif args.full:
+        args.blocks, args.puts = 4000, 800
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="trioblock-bench-") as root:
         result = trio.run(run, args, root)
         result["environment"] = environment(root)
