@@ -127,6 +127,7 @@ MANAGER_ADDITIONS = [
     "metrics",
     "is_gateway",
     "sync_layout",
+    "forget_node",
     "ref_len",
     "get_rc_entry",
     "list_resync_queue",

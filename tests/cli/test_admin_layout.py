@@ -335,3 +335,24 @@ async def test_metrics_follow_the_layout_change(
         assert gauge(after, "trioblock_layout_synced_version") == 2
         assert gauge(after, "trioblock_layout_blocks_to_move") == 0
         assert gauge(after, "trioblock_layout_bytes_to_move") == 0
+
+
+async def test_forget_declares_a_dead_removed_node_drained(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_cluster(tmp_path, n=3, gc_delay=30.0) as c:
+        n0 = c.nodes["n0"]
+        await c.kill("n2")
+        await c.add_node("n3")
+        with pytest.raises(trioblock.LayoutError, match="role"):
+            await ask(n0, "layout_forget", node="n2")
+        await n0.apply_layout({"n2": None, "n3": trioblock.NodeRole(capacity=TiB)})
+        with trio.fail_after(600):
+            while n0.layout_status().live_versions != [2]:  # noqa: ASYNC110 (polled state)
+                await trio.sleep(1)
+        with pytest.raises(AdminRequestError):
+            await ask(n0, "layout_forget")
+        reply = await ask(n0, "layout_forget", node="n2")
+        assert reply == {"forgotten": "n2", "version": 2}
+        await settled(c, 2)
+        assert n0.layout_status().nodes["n2"].drained

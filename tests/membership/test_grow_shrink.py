@@ -95,6 +95,12 @@ async def test_replace_a_dead_node(tmp_path, autojump_clock):
         # Reads never fail meanwhile.
         for h, data in blocks.items():
             assert await c.nodes["n3"].get_block(h) == data
+        # The dead node never says it is drained: the operator forgets it once the
+        # old version is retired.
+        with trio.fail_after(600):
+            while bm.layout_status().live_versions != [2]:  # noqa: ASYNC110
+                await trio.sleep(1)
+        await bm.forget_node("n2")
         status = await settle(c)
         assert status.nodes["n3"].synced_version == 2
         for h in blocks:
@@ -252,3 +258,32 @@ async def test_a_node_killed_mid_move_converges_once_back(tmp_path, autojump_clo
         for h, data in blocks.items():
             assert await holders(c, h) == set(c.layout.storage_nodes(h))
             assert await c.nodes["n3"].get_block(h) == data
+
+
+async def test_a_dead_removed_node_can_be_forgotten(tmp_path, autojump_clock):
+    async with open_cluster(tmp_path, n=3, gc_delay=30.0) as c:
+        bm = c.nodes["n0"]
+        h = await bm.put_block(b"kept" * 100)
+        await bm.add_reference(h, "o")
+        await c.kill("n2")
+        await c.add_node("n3")
+        with pytest.raises(trioblock.LayoutError, match="role"):
+            await bm.forget_node("n2")  # still holds a role
+        await bm.apply_layout({"n2": None, "n3": trioblock.NodeRole(capacity=TiB)})
+        with trio.fail_after(600):
+            while bm.layout_status().live_versions != [2]:  # noqa: ASYNC110
+                await trio.sleep(1)
+        assert not bm.layout_status().nodes["n2"].drained  # it never will say so itself
+        assert not bm.layout_status().settled
+        await bm.forget_node("n2")
+        status = await settle(c)
+        assert status.nodes["n2"].drained
+        with pytest.raises(trioblock.LayoutError, match="not a node"):
+            await bm.forget_node("nobody")
+        # Should it come back after all, its own reports win again.
+        n2 = await c.start("n2")
+        await n2.sync_layout()
+        with trio.fail_after(600):
+            while not bm.layout_status().nodes["n2"].drained or n2.stored().blocks:  # noqa: ASYNC110
+                await trio.sleep(1)
+        assert await holders(c, h) == set(c.layout.storage_nodes(h))

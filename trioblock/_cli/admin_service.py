@@ -39,8 +39,8 @@ map, optionally followed by a body (the block of a ``get``). Rules kept here:
 Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
 ``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
 ``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``,
-``layout_show``, ``layout_stage``, ``layout_revert``, ``layout_apply``, ``layout_status``,
-``layout_history``.
+``layout_show``, ``layout_stage``, ``layout_revert``, ``layout_forget``, ``layout_apply``,
+``layout_status``, ``layout_history``.
 """
 
 from __future__ import annotations
@@ -538,6 +538,18 @@ async def _layout_revert(
     bm: BlockManager, request: dict[str, Any], body: bytes | None
 ) -> AdminResult:
     return {"dropped": layout_admin.revert_stage(bm), "version": bm.layout_status().version}
+
+
+@op("layout_forget")
+async def _layout_forget(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    """Declare a removed node gone for good (``node``): it counts as drained."""
+    node = request.get("node")
+    if not isinstance(node, str) or not node:
+        raise AdminRequestError("layout_forget needs a node id")
+    await bm.forget_node(node)
+    return {"forgotten": node, "version": bm.layout_status().version}
 
 
 @op("layout_apply")

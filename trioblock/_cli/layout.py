@@ -15,7 +15,8 @@ as one new layout version, which every node learns and moves blocks for::
 - ``assign NODE --zone Z --capacity C [--address HOST:PORT]`` (``-z`` / ``-c``):
   stage a role; for a node that has one, what is not given is kept. ``remove NODE``:
   stage a removal. Both print the stage and its effect.
-- ``revert``: drop the staged changes. ``apply [--replication-factor N]
+- ``revert``: drop the staged changes. ``forget NODE``: a removed node that died for
+  good counts as drained. ``apply [--replication-factor N]
   [--write-quorum N]``: apply them; prints the new version number.
 - ``status [--watch]``: per node, its role, the version it is synced to, whether it is
   drained and what it has left to move; ``--watch`` polls with progress bars until the
@@ -141,6 +142,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     revert = action("revert", "drop the staged changes")
     add_target_arguments(revert)
+
+    forget = action(
+        "forget", "declare a removed node that died gone for good (it counts as drained)"
+    )
+    forget.add_argument("node", metavar="NODE", help="the node's id")
+    add_target_arguments(forget)
 
     apply = action("apply", "apply the staged changes as the next layout version")
     apply.add_argument(
@@ -393,6 +400,18 @@ async def _revert(client: AdminClient, out: Output, args: argparse.Namespace) ->
     return Exit.OK
 
 
+async def _forget(client: AdminClient, out: Output, args: argparse.Namespace) -> int:
+    reply = await client.call("layout_forget", node=args.node)
+    if out.json:
+        out.emit_json(reply)
+    else:
+        out.say(
+            f"{reply['forgotten']} forgotten: counted as drained "
+            f"(layout version {reply['version']})"
+        )
+    return Exit.OK
+
+
 async def _apply(client: AdminClient, out: Output, args: argparse.Namespace) -> int:
     request: dict[str, Any] = {}
     if args.replication_factor is not None:
@@ -495,6 +514,7 @@ _ACTIONS = {
     "assign": _stage,
     "remove": _stage,
     "revert": _revert,
+    "forget": _forget,
     "apply": _apply,
     "status": _status,
     "history": _history,

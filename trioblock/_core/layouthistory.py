@@ -169,8 +169,10 @@ class LayoutHistory:
         return {n for v in self.live for n in v.roles}
 
     def known_nodes(self) -> set[str]:
-        """Nodes of live versions, and nodes that still report (those draining)."""
-        return self.live_nodes() | set(self.reports)
+        """Every node a version of the history gave a role, and every node that
+        reported (a node leaves this set only when its records are forgotten)."""
+        recorded = {n for r in self.records if not r.superseded for n in r.nodes}
+        return self.live_nodes() | recorded | set(self.reports)
 
     def synced(self, node_id: str) -> int:
         report = self.reports.get(node_id)

@@ -165,6 +165,19 @@ class BlockManager:
         self._open()
         return self._membership.records()
 
+    async def forget_node(self, node_id: str) -> None:
+        """Declare that ``node_id``, which no live layout version gives a role any more,
+        is gone for good (its disk died), so that it counts as drained (async).
+
+        A removed node reports itself drained once it holds nothing; a dead one never
+        will, and would keep ``layout_status().settled`` false. Its references and
+        copies had been written to a quorum of other nodes, which hold them. If it comes
+        back after all, its own reports win again. ``LayoutError`` while it still has a
+        role in a live version, or if the history does not know it.
+        """
+        self._open()
+        await self._membership.forget(node_id)
+
     async def sync_layout(self) -> int:
         """Exchange layout histories with every known node now (async); the current
         version number afterwards."""

@@ -194,7 +194,9 @@ class Membership:
         h = self._history
         known = set(self._seeds) | self.contacts
         if h is not None:
-            known |= h.known_nodes()
+            # A drained node may be switched off: it is not asked (should it come
+            # back, it asks us).
+            known |= {n for n in h.known_nodes() if not h.is_drained(n)}
         known.discard(self._ctx.node_id)
         return known
 
@@ -306,6 +308,33 @@ class Membership:
                 log.info("%s: drained (holds no block and no reference): may be removed", me)
             self._ctx.spawn_background("layout spread", self.spread_quietly)
         return milestone
+
+    async def forget(self, node_id: str) -> None:
+        """Record an operator's word that ``node_id``, outside every live version, is
+        gone for good: it counts as drained from now on, unless it comes back and
+        reports otherwise (its own reports are newer)."""
+        async with self._lock:
+            h = self._history
+            if h is None or h.current is None:
+                raise LayoutError(f"the layout of {self._ctx.node_id} has no history")
+            if node_id in h.live_nodes():
+                raise LayoutError(
+                    f"{node_id} has a role in a live layout version: remove it "
+                    "(apply_layout) and wait for the older versions to retire first"
+                )
+            if node_id not in h.known_nodes():
+                raise LayoutError(f"{node_id} is not a node of the layout history")
+            now = self._ctx.clock.now_msec()
+            old = h.reports.get(node_id) or NodeReport(0)
+            gone = NodeReport(h.next_seq(node_id, now), synced=old.synced, drained=h.version)
+            await self._store_locked(h.with_report(node_id, gone, now))
+        log.warning(
+            "%s: %s forgotten by the operator: counted as drained (whatever it held is "
+            "lost with it)",
+            self._ctx.node_id,
+            node_id,
+        )
+        self._ctx.spawn_background("layout spread", self.spread_quietly)
 
     async def _store_locked(self, history: LayoutHistory) -> None:
         if self._db is not None:
