@@ -9,12 +9,14 @@ holds ``--blocks`` random blocks of ``--size`` bytes, each referenced once. Then
 
 - **join**: node n3 is added (``cluster.add_node``) and given a role of equal capacity
   (``apply_layout``). Timed from the apply until n3 reports itself synced to the new
-  version (it holds every reference and every block copy the version gives it), and
-  until the change is settled (the old version retired on every node, every old copy
-  that moved deleted). The baseline, measured in the same run right after, is a plain
-  Python loop writing the same blocks n3 had to receive (``_common.BaselineStore``: hash,
-  zstd -1, temp file, fsync, rename, directory fsync) in one thread: ``ratio`` = baseline
-  seconds / join seconds (1.0 = joining costs what copying the bytes costs).
+  version (it holds every reference and every block copy the version gives it), until
+  the old version is retired on every node, and until the change is settled (every
+  surplus copy deleted: copies written less than ``--gc-delay`` ago wait for it, as a
+  fresh put's reference may still be on its way). The baseline, measured in the same
+  run right after, is a plain Python loop writing the same blocks n3 had to receive
+  (``_common.BaselineStore``: hash, zstd -1, temp file, fsync, rename, directory fsync)
+  in one thread: ``ratio`` = baseline seconds / seconds until n3 is synced (1.0 =
+  joining costs what copying the bytes costs).
 - **puts during the move**: ``--puts`` puts of ``--size`` bytes through n0 (16 tasks),
   once before the join and once while it runs; ``ratio`` = puts/s during / puts/s before.
 
@@ -72,7 +74,11 @@ async def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     during_puts = make_blocks(args.puts, args.size, "random", seed=3)
     result: dict[str, Any] = {"blocks": args.blocks, "size": args.size, "puts": args.puts}
     async with open_cluster(
-        os.path.join(root, "cluster"), n=3, transport="tcp", disable_scrub=True
+        os.path.join(root, "cluster"),
+        n=3,
+        transport="tcp",
+        disable_scrub=True,
+        gc_delay=args.gc_delay,
     ) as c:
         n0 = c.nodes["n0"]
         hashes = []
@@ -130,6 +136,13 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--size", type=int, default=16 * 1024)
     parser.add_argument("--puts", type=int, default=400)
+    parser.add_argument(
+        "--gc-delay",
+        type=float,
+        default=10.0,
+        help="the nodes' gc_delay: copies written less than this ago are deleted only "
+        "once it has passed, so it bounds when a change is settled (default 10 s)",
+    )
     parser.add_argument("--quick", action="store_true", help="300 blocks, 100 puts")
     parser.add_argument("--full", action="store_true", help="4000 blocks, 800 puts")
     parser.add_argument("--dir", default=None, help="where the nodes' directories go")
@@ -144,9 +157,10 @@ def main() -> None:
         result["environment"] = environment(root)
     print(
         f"join: {result['blocks_moved_to_n3']} of {args.blocks} blocks of {args.size} B "
-        f"moved to n3: synced in {result['join_synced_s']:.2f} s, settled in "
-        f"{result['join_settled_s']:.2f} s; plain copy loop {result['baseline_copy_s']:.2f} s; "
-        f"ratio (plain / synced) {result['join_ratio']:.2f}"
+        f"moved to n3: synced in {result['join_synced_s']:.2f} s, old version retired in "
+        f"{result['join_retired_s']:.2f} s, settled (surplus copies deleted, gc_delay "
+        f"{args.gc_delay:g} s) in {result['join_settled_s']:.2f} s; plain copy loop "
+        f"{result['baseline_copy_s']:.2f} s; ratio (plain / synced) {result['join_ratio']:.2f}"
     )
     print(
         f"puts through n0 ({args.puts} x {args.size} B, 16 tasks): "
