@@ -124,6 +124,10 @@ async def _join(
         nursery.start_soon(puts)
         await wait_for(lambda: n3.layout_status().nodes["n3"].synced_version >= version)
         result["join_synced_s"] = time.perf_counter() - started
+        await wait_for(
+            lambda: all(bm.layout_status().live_versions == [version] for bm in c.nodes.values())
+        )
+        result["join_retired_s"] = time.perf_counter() - started
         await wait_for(lambda: all(bm.layout_status().settled for bm in c.nodes.values()))
         result["join_settled_s"] = time.perf_counter() - started
     layout = n3.layout
