@@ -146,6 +146,11 @@ class References:
                     counts.incref(Hash(entry[0]), tx)
                 elif delta < 0:
                     counts.decref(Hash(entry[0]), tx)
+                elif did_change and entry[2]:
+                    # A tombstone for a pair this node never saw alive: no count
+                    # changes, but a copy held here (a put that went through this node,
+                    # an add that never reached it) may have no other way to go.
+                    counts.unreferenced(Hash(entry[0]), tx)
             return changed
 
         changed = await _write_in_chunks(db, merge_chunk, entries)
