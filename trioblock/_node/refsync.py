@@ -22,9 +22,10 @@ these units, one per :meth:`work` call, tranquility-throttled between them:
 
 While a layout change concerns this node (several live versions, or it drains, or it
 holds copies to hand off) a pass runs every :data:`MOVE_PASS_INTERVAL` seconds
-(:data:`MOVE_PASS_INTERVAL_BUSY` after a pass that moved something), a new version starts one at once, and the survey
-fetches what is missing itself (outside a change, it only queues it for the resync).
-The peers of a pass are the nodes of every live version.
+(:data:`MOVE_PASS_INTERVAL_BUSY` after a pass that moved something), a new version
+starts one at once, and the survey fetches what is missing itself (outside a change,
+it only queues it for the resync). The peers of a pass are the nodes of every live
+version.
 """
 
 from __future__ import annotations
