@@ -91,6 +91,7 @@ class RpcEndpoint:
         block, _loc = found
         ctx.metrics.read_duration.observe(trio.current_time() - started)
         ctx.metrics.bytes_read += len(block)
+        ctx.metrics.gets_served += 1
         return block
 
     async def rpc_corrupt_report(self, peer: str, hash: Hash) -> None:
@@ -158,6 +159,7 @@ class RpcEndpoint:
             # Verified before anything touches the disk (in the same worker-thread trip as
             # the write): a peer never makes us store bytes that do not match their name.
             await self._writer.write_local(hash, block, verify=True)
+            ctx.metrics.puts_served += 1
         finally:
             budget.release(taken)
 
