@@ -155,6 +155,27 @@ class RefTable:
 
         return await self._db.scan(run)
 
+    async def owned(self, owner: bytes, after: bytes, limit: int) -> tuple[list[RefTuple], bool]:
+        """Up to ``limit`` rows of ``owner`` (tombstones included) whose hash comes after
+        ``after`` (``b""``: from the first), in hash order, found through the owner
+        index; and whether more follow."""
+        start = ref_key(after, owner) if after else b""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[RefTuple], bool]:
+            rows = conn.execute(
+                "SELECT key, value FROM block_ref INDEXED BY block_ref_by_owner "
+                "WHERE substr(key, 33) = ? AND key > ? ORDER BY key LIMIT ?",
+                (bytes(owner), start, limit + 1),
+            ).fetchall()
+            out: list[RefTuple] = []
+            for key, value in rows[:limit]:
+                hash, own = split_key(bytes(key))
+                state = RefState.decode(bytes(value))
+                out.append((bytes(hash), own, state.deleted, state.ts))
+            return out, len(rows) > limit
+
+        return await self._db.scan(run)
+
     async def old_tombstones(
         self, before_ts: int, after: RefTuple | None, limit: int
     ) -> list[RefTuple]:
