@@ -189,13 +189,16 @@ def make_sample_tree(root: Path, rnd: random.Random) -> None:
             (root / "photos" / f"img-{i}.raw").read_bytes()
         )
     (root / "empty.txt").write_bytes(b"")
+    # Symbolic links are not backed up (nor followed): the tree's digest skips them too.
+    (root / "docs" / "latest.txt").symlink_to("note-0.txt")
+    (root / "all-photos").symlink_to("photos", target_is_directory=True)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    """Path → SHA-256 of every regular file the backup covers (``list_files``)."""
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
+        for p in list_files(root)
     }
 
 
