@@ -144,6 +144,11 @@ MANAGER_ADDITIONS = [
     "buffer_in_use",
     "rpc_stats",
     "stored",
+    "missing_blocks",
+    "add_references",
+    "remove_references",
+    "owned_by",
+    "remove_owner",
 ]
 
 #: Internals that once were public attributes of ``BlockManager``.

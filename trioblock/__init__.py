@@ -70,6 +70,7 @@ from .errors import MissingBlockError as MissingBlockError
 from .errors import NodeClosedError as NodeClosedError
 from .errors import ProtocolError as ProtocolError
 from .errors import QuorumError as QuorumError
+from .errors import ReferenceBatchError as ReferenceBatchError
 from .errors import StaleLayoutError as StaleLayoutError
 from .errors import TransactionBusyError as TransactionBusyError
 from .errors import TransportError as TransportError
@@ -114,6 +115,7 @@ __all__ = [
     "QueuedResync",
     "QuorumError",
     "RcEntry",
+    "ReferenceBatchError",
     "RebalanceReport",
     "Reference",
     "RepairReport",

@@ -86,6 +86,7 @@ async def test_a_gateway_write_needs_the_quorum(tmp_path: Path, autojump_clock) 
         open_cluster(tmp_path, n=3, rpc_timeout=5.0) as cluster,
         cluster.open_gateway("app") as gw,
     ):
+        await gw.put_block(DATA)
         await cluster.stop("n1")
         await gw.add_reference(H, "ok with two of three")
         await cluster.stop("n2")

@@ -105,6 +105,11 @@ class RefTable:
         rows = self._db.read_all(*_range_sql(bytes(hash)))
         return [(split_key(bytes(k))[1], RefState.decode(bytes(v))) for k, v in rows]
 
+    def is_alive(self, hash: bytes, owner: bytes) -> bool:
+        """Whether the pair's row exists and is alive (a point read)."""
+        row = self._db.read_one("SELECT value FROM block_ref WHERE key=?", (ref_key(hash, owner),))
+        return row is not None and RefState.decode(bytes(row[0])).alive
+
     def count_alive(self, hash: bytes) -> tuple[int, int]:
         """(alive rows, all rows) of one block, counted by SQLite (no row is loaded)."""
         lo, hi = prefix_bounds(bytes(hash))
