@@ -1,11 +1,14 @@
-"""Leaks of cluster references found by randomized schedules: a storage node holding a
-copy whose live reference it never saw, and that later learns only the tombstone, must
-still delete its copy after ``gc_delay``."""
+"""Leaks of cluster references found by randomized schedules and a backup trial: a
+storage node holding a copy whose live reference it never saw, and that later learns
+only the tombstone, must still delete its copy after ``gc_delay``; references removed
+while one storage node is down free the space on the others."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 import trio
 
 from trioblock import blake2sum
@@ -48,3 +51,48 @@ async def test_a_tombstone_for_a_referenced_block_deletes_nothing(
         assert n2.get_block_rc(H) == 1
         for node_id, bm in sorted(cluster.nodes.items()):
             assert await bm.has_local_block(H), f"{node_id} lost the copy"
+
+
+async def test_removing_references_while_a_node_is_down_frees_space_on_the_others(
+    tmp_path: Path, autojump_clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioblock.resync")
+    async with open_cluster(tmp_path, n=3, gc_delay=60.0, ref_sync_interval=120.0) as cluster:
+        n0 = cluster.nodes["n0"]
+        blocks = [f"snapshot chunk {i} ".encode() * 50 for i in range(5)]
+        hashes = [await n0.put_block(b) for b in blocks]
+        await n0.add_references([(h, "snapshot-1") for h in hashes])
+        await trio.sleep(1)
+        await cluster.stop("n2")
+        assert await n0.remove_owner("snapshot-1") == 5
+        await trio.sleep(300)  # gc_delay, the deletion check, and a retry or two
+        for node_id in ("n0", "n1"):
+            bm = cluster.nodes[node_id]
+            for h in hashes:
+                assert not await bm.has_local_block(h), f"{node_id} kept {h.short()}"
+            assert bm.resync_errors_len() == 0
+        lines = [r.getMessage() for r in caplog.records if "without asking n2" in r.getMessage()]
+        assert 1 <= len(lines) <= 2, lines  # one line per batch, not one per block
+        n2 = await cluster.start("n2")  # it learns the tombstones and deletes its copies
+        await trio.sleep(600)
+        for h in hashes:
+            assert not await n2.has_local_block(h)
+
+
+async def test_a_live_reference_on_the_nodes_asked_keeps_the_block(
+    tmp_path: Path, autojump_clock
+) -> None:
+    async with open_cluster(tmp_path, n=3, gc_delay=60.0, ref_sync_interval=120.0) as cluster:
+        n0 = cluster.nodes["n0"]
+        await n0.put_block(DATA)
+        await n0.add_reference(H, "a")
+        await trio.sleep(1)
+        await cluster.stop("n2")
+        await n0.add_reference(H, "b")  # acknowledged by n0 and n1 only
+        await n0.remove_reference(H, "a")
+        await trio.sleep(300)
+        for node_id in ("n0", "n1"):
+            assert await cluster.nodes[node_id].has_local_block(H)
+        n2 = await cluster.start("n2")
+        await trio.sleep(600)
+        assert n2.get_block_rc(H) == 1 and await n2.has_local_block(H)
