@@ -96,3 +96,31 @@ async def test_a_live_reference_on_the_nodes_asked_keeps_the_block(
         n2 = await cluster.start("n2")
         await trio.sleep(600)
         assert n2.get_block_rc(H) == 1 and await n2.has_local_block(H)
+
+
+async def test_a_node_that_can_ask_too_few_keeps_its_copies_and_says_so_once_per_batch(
+    tmp_path: Path, autojump_clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioblock.resync")
+    async with open_cluster(tmp_path, n=3, gc_delay=60.0, ref_sync_interval=120.0) as cluster:
+        n0 = cluster.nodes["n0"]
+        hashes = [await n0.put_block(f"chunk {i} ".encode() * 50) for i in range(5)]
+        await n0.add_references([(h, "snapshot-1") for h in hashes])
+        await n0.remove_owner("snapshot-1")
+        await trio.sleep(1)
+        cluster.net.partition(["n0"], ["n1", "n2"])  # n0 can ask neither
+        await trio.sleep(300)
+        assert all([await n0.has_local_block(h) for h in hashes])  # kept: too few asked
+        for node_id in ("n1", "n2"):  # each could ask all but n0: space freed
+            assert not any([await cluster.nodes[node_id].has_local_block(h) for h in hashes])
+        kept = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and r.getMessage().startswith("n0:")
+        ]
+        assert len(kept) == 1, kept
+        assert "5 unreferenced blocks kept for now" in kept[0]
+        cluster.net.heal()
+        n0.retry_all_now()
+        await trio.sleep(30)
+        assert not any([await n0.has_local_block(h) for h in hashes])

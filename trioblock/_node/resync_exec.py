@@ -26,8 +26,9 @@ block.
 
 A storage node that cannot be asked or does not receive a block defers that block's
 deletion with a :class:`DeletionDeferred` naming each node and its cause (logged once
-per block; the resync retries with back-off); the other blocks of a batch go on. A batch
-logs one info line (how many deleted, offloaded, deferred); single blocks at debug.
+per block, in one warning per batch for the new ones; the resync retries with back-off);
+the other blocks of a batch go on. A batch logs one info line (how many deleted,
+offloaded, deferred); single blocks at debug.
 """
 
 from __future__ import annotations
@@ -221,8 +222,7 @@ class ResyncExecutor:
             await self._end(entries, _Removal(failed=dict.fromkeys(hashes, exc)), outcome)
             log.warning("%s: %d deletion(s) failed: %s", ctx.node_id, len(hashes), describe(exc))
             return outcome
-        for hash, deferral in offload.deferred.items():
-            self._log_deferral(hash, deferral)
+        self._log_deferrals(offload.deferred)
         go = [h for h in hashes if h not in offload.deferred]
         self._deferral_logged.difference_update(go)
         ended = False
@@ -381,6 +381,24 @@ class ResyncExecutor:
         if trash is None:
             removal.kept[hash] = None
         return trash
+
+    def _log_deferrals(self, deferred: dict[Hash, DeletionDeferred]) -> None:
+        """Log a batch's new deferrals in one warning (the first one's cause and how
+        many more); each block is logged once until its deletion goes ahead."""
+        new = [(h, exc) for h, exc in deferred.items() if h not in self._deferral_logged]
+        if len(new) <= 1:
+            for hash, exc in new:
+                self._log_deferral(hash, exc)
+            return
+        self._deferral_logged.update(h for h, _exc in new)
+        log.warning(
+            "%s: %d unreferenced blocks kept for now (retrying with back-off), e.g. %s; "
+            "and %d more",
+            self._ctx.node_id,
+            len(new),
+            new[0][1],
+            len(new) - 1,
+        )
 
     def _log_deferral(self, hash: Hash, exc: DeletionDeferred) -> None:
         if hash not in self._deferral_logged:
