@@ -178,3 +178,19 @@ async def test_owned_by_refuses_an_incomplete_listing(tmp_path: Path, autojump_c
         assert set(info.value.errors) == {"n1", "n2"}
         with pytest.raises(QuorumError):
             await app.remove_owner("snap")
+
+
+async def test_a_large_batch_goes_in_parts_and_messages_of_bounded_size(
+    tmp_path: Path, autojump_clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(appcalls, "SUB_BATCH", 2)  # parts of 2 pairs
+    monkeypatch.setattr(appcalls, "BATCH_ENTRIES", 1)  # one entry per message
+    async with cluster_and_client(tmp_path, "gateway") as (cluster, app):
+        for data in BLOCKS[:5]:
+            await app.put_block(data)
+        never_put = blake2sum(b"never put")
+        with pytest.raises(ReferenceBatchError) as info:
+            await app.add_references([(h, "s") for h in HASHES[:5]] + [(never_put, "s")])
+        assert info.value.succeeded == 5 and info.value.missing == [never_put]
+        await trio.sleep(1)
+        assert all(counts(cluster, h) == [1, 1, 1] for h in HASHES[:5])

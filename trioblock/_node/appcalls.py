@@ -45,6 +45,9 @@ log = logging.getLogger("trioblock.refs")
 
 #: Entries in one ``RefUpdate`` (the message's limit).
 BATCH_ENTRIES = 4096
+#: Pairs sent at once; a larger batch goes in parts of this size, one after the other
+#: (each part's messages hold background-send slots, of which there are 1024).
+SUB_BATCH = 16384
 #: Rows asked per node and page by ``owned_by``.
 OWNED_PAGE = 1024
 #: Pairs removed per batch by ``remove_owner``.
@@ -101,9 +104,25 @@ class AppCalls:
             o = owner_bytes(owner)
             entries[(h, o)] = (h, o, deleted, ts)
         ctx.require_open()
-        if not entries:
-            return 0
-        batch = [_Pair(e, ctx.write_sets(Hash(e[0]))) for e in entries.values()]
+        verb = "remove" if deleted else "add"
+        values = list(entries.values())
+        failed: dict[tuple[bytes, bytes], TrioblockError] = {}
+        for start in range(0, len(values), SUB_BATCH):
+            failed.update(await self._update_part(nursery, values[start : start + SUB_BATCH]))
+        if failed:
+            raise ReferenceBatchError(
+                f"{verb}_references", failed=failed, succeeded=len(values) - len(failed)
+            )
+        return len(values)
+
+    async def _update_part(
+        self, nursery: trio.Nursery, entries: list[RefTuple]
+    ) -> dict[tuple[bytes, bytes], TrioblockError]:
+        """Send one part of a batch (at most :data:`SUB_BATCH` pairs, so that its sends
+        never need more background slots than there are); the pairs that failed."""
+        ctx = self._ctx
+        deleted = entries[0][2]
+        batch = [_Pair(e, ctx.write_sets(Hash(e[0]))) for e in entries]
         per_node: dict[str, list[int]] = {}
         for index, pair in enumerate(batch):
             for node in dict.fromkeys(n for nodes, _q in pair.groups for n in nodes):
@@ -129,11 +148,7 @@ class AppCalls:
                 )
             elif not deleted and pair.missing and all(v is True for v in pair.missing.values()):
                 failed[(bytes(h), o)] = MissingBlockError(h, missing_text(h, sorted(pair.ok)))
-        if failed:
-            raise ReferenceBatchError(
-                f"{verb}_references", failed=failed, succeeded=len(batch) - len(failed)
-            )
-        return len(batch)
+        return failed
 
     async def _send_chunks(
         self,
