@@ -14,8 +14,6 @@ See ``docs/`` for the architecture, the on-disk formats and the operator's guide
 :mod:`trioblock.testing` for the in-memory network and cluster helpers.
 """
 
-from __future__ import annotations
-
 import importlib.metadata as _metadata
 
 from . import errors as errors
