@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
 from cli_kit import Result, cli_env
 
 import trioblock
@@ -36,3 +37,21 @@ def test_the_demo_tells_one_consistent_story_about_a_retry() -> None:
     assert len(announced) == 1, done.stderr
     at, delay = failures[-1]
     assert float(announced[0]) == float(at) + int(delay)
+
+
+@pytest.mark.parametrize(
+    ("argv", "before", "after"),
+    [
+        (["status", "-v"], 0, 1),
+        (["-v", "status"], 1, 0),
+        (["-v", "status", "--verbose", "-v"], 1, 2),
+        (["ref", "-v", "list", "00" * 32], 0, 1),
+    ],
+)
+def test_verbose_is_taken_before_or_after_the_command(
+    argv: list[str], before: int, after: int
+) -> None:
+    from trioblock._cli.main import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.verbose, args.command_verbose) == (before, after)
