@@ -55,3 +55,23 @@ def test_verbose_is_taken_before_or_after_the_command(
 
     args = build_parser().parse_args(argv)
     assert (args.verbose, args.command_verbose) == (before, after)
+
+
+def test_tables_in_a_pipe_have_no_trailing_spaces(capsys: pytest.CaptureFixture[str]) -> None:
+    from trioblock._cli.output import Output, key_value_table
+
+    Output().print(key_value_table("node", [("id", "n0"), ("a much longer key", "value")]))
+    out = capsys.readouterr().out
+    assert "a much longer key" in out and out.endswith("\n")
+    assert all(line == line.rstrip() for line in out.split("\n")), repr(out)
+
+
+def test_an_error_under_json_is_a_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from trioblock._cli.output import Output
+
+    Output(json_mode=True).error("cannot reach node n0")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert json.loads(captured.err) == {"error": "cannot reach node n0"}

@@ -9,7 +9,9 @@ Rules kept here:
   document for machines (and nothing else on stdout). Progress bars, notes and errors go
   to stderr, so ``trioblock get HASH > FILE`` and ``--json`` pipelines stay clean.
 - When stdout is not a terminal, tables are rendered without colour, 120 columns wide
-  (unless ``COLUMNS`` says otherwise), so hashes are not cut in logs and pipes.
+  (unless ``COLUMNS`` says otherwise), so hashes are not cut in logs and pipes, and
+  without trailing spaces on their lines.
+- Under ``--json`` an error is one JSON line on stderr, ``{"error": "…"}``.
 """
 
 from __future__ import annotations
@@ -97,7 +99,15 @@ class Output:
         sys.stdout.flush()
 
     def print(self, *renderables: Any) -> None:
-        self.out.print(*renderables)
+        """Tables and text on stdout; in a pipe or file, without the spaces that pad
+        the end of table lines."""
+        if self.out.is_terminal:
+            self.out.print(*renderables)
+            return
+        with self.out.capture() as captured:
+            self.out.print(*renderables)
+        sys.stdout.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
+        sys.stdout.flush()
 
     def say(self, message: str) -> None:
         """A one-line result on stdout, never re-wrapped (hashes stay whole)."""
@@ -108,6 +118,12 @@ class Output:
         self.err.print(escape(message))
 
     def error(self, message: str) -> None:
+        """The command failed: ``trioblock: MESSAGE`` on stderr; under ``--json``, one
+        JSON line ``{"error": MESSAGE}`` on stderr instead (stdout keeps only results)."""
+        if self.json:
+            sys.stderr.write(json.dumps({"error": message}) + "\n")
+            sys.stderr.flush()
+            return
         self.err.print(f"[bold red]trioblock:[/] {escape(message)}")
 
 
