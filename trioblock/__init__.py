@@ -17,6 +17,7 @@ See ``docs/`` for the architecture, the on-disk formats and the operator's guide
 import importlib.metadata as _metadata
 
 from . import errors as errors
+from ._cli.gatewayfile import open_gateway_from_config as open_gateway_from_config
 from ._core.config import Config as Config
 from ._core.config import DataDir as DataDir
 from ._core.datalayout import DataLayout as DataLayout
@@ -137,4 +138,5 @@ __all__ = [
     "errors",
     "open_block_manager",
     "open_gateway",
+    "open_gateway_from_config",
 ]

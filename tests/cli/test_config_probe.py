@@ -142,7 +142,7 @@ CASES: dict[str, Case] = {
     "rpc_timeout zero": Case("rpc_timeout", "rpc_timeout = 0\n"),
     "rpc_timeout negative": Case("rpc_timeout", "rpc_timeout = -5\n"),
     "rpc_timeout nan": Case("rpc_timeout", "rpc_timeout = nan\n"),
-    "rpc_timeout string": Case("rpc_timeout", 'rpc_timeout = "30"\n'),
+    "rpc_timeout string": Case("rpc_timeout", 'rpc_timeout = "thirty"\n'),
     "gc_delay inf": Case("gc_delay", "gc_delay = inf\n"),
     "gc_delay negative": Case("gc_delay", "gc_delay = -1\n"),
     "need_block_query_timeout inf": Case(

@@ -50,7 +50,7 @@ from typing import Any
 from .._core.config import DURATION_FIELDS, NODE_ID_RE, Config, DataDir
 from .._core.placement import StaticLayout
 from ..errors import ConfigError
-from .output import parse_duration
+from .durations import parse_duration
 from .tls import TlsSettings, parse_tls_table
 
 Address = tuple[str, int]
