@@ -93,6 +93,8 @@ async def test_a_batch_goes_as_one_message_per_storage_node(tmp_path: Path, auto
                 await trio.sleep(0.01)
         await trio.sleep(0.1)
         assert stats.requests == before + 3
+        assert await gw.missing_blocks(HASHES) == set()  # one question per storage node
+        assert stats.requests == before + 6
 
 
 @pytest.mark.parametrize("via", ["node", "gateway"])
