@@ -4,13 +4,16 @@ Run it with ``python examples/dedup_backup.py [DIRECTORY]`` (without a directory
 makes a small sample tree). It is the worked example of docs/applications.md:
 
 - files are cut into chunks of 256 KiB; every chunk is a block (content-addressed, so a
-  chunk seen before is stored once);
+  chunk seen before is stored once), and only the chunks the cluster lacks are sent
+  (``missing_blocks``, asked per batch of chunks);
 - a snapshot's manifest (paths, modes, sizes, chunk hashes) is a block too; its hash is
   the snapshot's handle;
 - every snapshot holds one reference per chunk it uses, and one to its manifest, under
-  an owner unique to the snapshot: the cluster counts them on every storage node;
-- deleting a snapshot removes its references; chunks no other snapshot uses are
-  deleted by the cluster after ``gc_delay``;
+  an owner unique to the snapshot, taken in one call (``add_references``): the cluster
+  counts them on every storage node; a chunk collected between the question and the
+  references (``MissingBlockError`` in the batch's error) is put again;
+- deleting a snapshot removes its owner's references in one call (``remove_owner``);
+  chunks no other snapshot uses are deleted by the cluster after ``gc_delay``;
 - the application talks to the cluster through a gateway: it stores nothing itself.
 
 The cluster runs in one ``trio.run`` over the in-memory network, in virtual time
@@ -32,6 +35,7 @@ import re
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +43,7 @@ from typing import Any, Protocol
 import trio
 import trio.testing
 
-from trioblock import Hash
+from trioblock import Hash, ReferenceBatchError, blake2sum
 from trioblock.testing import Cluster, open_cluster
 
 log = logging.getLogger("backup")
@@ -47,6 +51,8 @@ log = logging.getLogger("backup")
 CHUNK_SIZE = 256 * 1024
 #: Chunks sent or fetched at once.
 PARALLEL = 16
+#: Chunks asked about in one ``missing_blocks`` call (at most 16 MiB held in memory).
+BATCH = 64
 GC_DELAY = 3600.0
 BLOCK_NAME = re.compile(r"[0-9a-f]{64}(\.zst)?")
 
@@ -56,8 +62,9 @@ class BlockClient(Protocol):
 
     async def put_block(self, data: bytes, *, compress: bool = True) -> Hash: ...
     async def get_block(self, hash: bytes) -> bytes: ...
-    async def add_reference(self, hash: bytes, owner: str | bytes) -> None: ...
-    async def remove_reference(self, hash: bytes, owner: str | bytes) -> None: ...
+    async def missing_blocks(self, hashes: Iterable[bytes]) -> set[Hash]: ...
+    async def add_references(self, pairs: Iterable[tuple[bytes, str | bytes]]) -> int: ...
+    async def remove_owner(self, owner: str | bytes) -> int: ...
 
 
 @dataclass
@@ -109,19 +116,28 @@ class DedupBackup:
 
     def __init__(self, client: BlockClient) -> None:
         self.client = client
-        self._known: set[Hash] = set()
+
+    async def _send_new(self, pending: dict[Hash, bytes]) -> int:
+        """Put the chunks of ``pending`` the cluster lacks; return how many."""
+        new = sorted(await self.client.missing_blocks(pending))
+        await _parallel(new, lambda h: self.client.put_block(pending[h]))
+        pending.clear()
+        return len(new)
 
     async def backup(self, root: Path) -> Snapshot:
         owner = f"snapshot/{uuid.uuid4().hex}"  # unique per snapshot, never reused
         files: list[dict[str, Any]] = []
         chunks: list[Hash] = []
+        pending: dict[Hash, bytes] = {}  # chunks not yet asked about
         new = 0
         for path in list_files(root):
             data = path.read_bytes()
             pieces = [data[i : i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
-            hashes = await _parallel(pieces, self.client.put_block)
-            new += sum(1 for h in hashes if h not in self._known)
-            self._known.update(hashes)
+            hashes = [blake2sum(p) for p in pieces]  # the names the cluster will give them
+            for h, piece in zip(hashes, pieces, strict=True):
+                pending.setdefault(h, piece)
+                if len(pending) >= BATCH:
+                    new += await self._send_new(pending)
             chunks.extend(hashes)
             files.append(
                 {
@@ -131,15 +147,31 @@ class DedupBackup:
                     "chunks": [h.hex() for h in hashes],
                 }
             )
+        new += await self._send_new(pending)
         manifest = json.dumps({"version": 1, "owner": owner, "files": files}).encode()
         manifest_hash = await self.client.put_block(manifest)
         # References last: a snapshot whose references are all in place is complete.
-        distinct = sorted(set(chunks))
-        await _parallel(distinct, lambda h: self.client.add_reference(h, owner))
-        await self.client.add_reference(manifest_hash, owner)
+        pairs = [(h, owner) for h in sorted(set(chunks))] + [(manifest_hash, owner)]
+        try:
+            await self.client.add_references(pairs)
+        except ReferenceBatchError as exc:
+            if len(exc.missing) < len(exc.failed):
+                raise  # some pairs reached no quorum: the snapshot is incomplete
+            # Collected since missing_blocks said it was there: put it again (the
+            # references stand). Chunks are read back from the tree for that.
+            await self._put_again(root, files, set(exc.missing))
         return Snapshot(
             manifest_hash, owner, len(files), sum(f["size"] for f in files), len(chunks), new
         )
+
+    async def _put_again(self, root: Path, files: list[dict[str, Any]], wanted: set[bytes]) -> None:
+        for entry in files:
+            if wanted.isdisjoint(Hash.from_hex(c) for c in entry["chunks"]):
+                continue
+            data = (root / entry["path"]).read_bytes()
+            for i in range(0, len(data), CHUNK_SIZE):
+                if blake2sum(data[i : i + CHUNK_SIZE]) in wanted:
+                    await self.client.put_block(data[i : i + CHUNK_SIZE])
 
     async def _manifest(self, manifest: Hash) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(await self.client.get_block(manifest))
@@ -160,13 +192,8 @@ class DedupBackup:
         return written
 
     async def delete(self, manifest: Hash) -> int:
-        """Remove the snapshot's references; return how many chunks it released."""
-        parsed = await self._manifest(manifest)
-        owner = parsed["owner"]
-        distinct = sorted({Hash.from_hex(h) for f in parsed["files"] for h in f["chunks"]})
-        await _parallel(distinct, lambda h: self.client.remove_reference(h, owner))
-        await self.client.remove_reference(manifest, owner)
-        return len(distinct)
+        """Remove every reference of the snapshot (one call); return how many."""
+        return await self.client.remove_owner((await self._manifest(manifest))["owner"])
 
 
 # -- the demonstration ---------------------------------------------------------------------
@@ -189,13 +216,16 @@ def make_sample_tree(root: Path, rnd: random.Random) -> None:
             (root / "photos" / f"img-{i}.raw").read_bytes()
         )
     (root / "empty.txt").write_bytes(b"")
+    # Symbolic links are not backed up (nor followed): the tree's digest skips them too.
+    (root / "docs" / "latest.txt").symlink_to("note-0.txt")
+    (root / "all-photos").symlink_to("photos", target_is_directory=True)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    """Path → SHA-256 of every regular file the backup covers (``list_files``)."""
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
+        for p in list_files(root)
     }
 
 
@@ -265,7 +295,7 @@ async def main(source: Path | None) -> None:
             await cluster.kill("n1")
             released = await app.delete(first.manifest)
             log.info(
-                "n1 crashed; snapshot 1 deleted anyway: its references to %d chunks removed "
+                "n1 crashed; snapshot 1 deleted anyway: its %d references removed "
                 "(write quorum 2 of 3)",
                 released,
             )

@@ -145,6 +145,11 @@ MANAGER_ADDITIONS = [
     "buffer_in_use",
     "rpc_stats",
     "stored",
+    "missing_blocks",
+    "add_references",
+    "remove_references",
+    "owned_by",
+    "remove_owner",
 ]
 
 #: Internals that once were public attributes of ``BlockManager``.
@@ -339,3 +344,26 @@ def test_node_modules_import_each_other_without_cycles() -> None:
 def test_the_cycle_finder_finds_cycles() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_package_namespace_holds_no_future_import() -> None:
+    assert "annotations" not in dir(trioblock)
+
+
+def test_strategies_without_hypothesis_say_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_hypothesis(name: str, *args: object, **kwargs: object) -> object:
+        if name == "hypothesis" or name.startswith("hypothesis."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.delitem(sys.modules, "trioblock.testing.strategies", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_hypothesis)
+    with pytest.raises(ModuleNotFoundError, match=r"install trioblock\[testing\]"):
+        importlib.import_module("trioblock.testing.strategies")

@@ -14,11 +14,10 @@ See ``docs/`` for the architecture, the on-disk formats and the operator's guide
 :mod:`trioblock.testing` for the in-memory network and cluster helpers.
 """
 
-from __future__ import annotations
-
 import importlib.metadata as _metadata
 
 from . import errors as errors
+from ._cli.gatewayfile import open_gateway_from_config as open_gateway_from_config
 from ._core.config import Config as Config
 from ._core.config import DataDir as DataDir
 from ._core.datalayout import DataLayout as DataLayout
@@ -70,6 +69,7 @@ from .errors import MissingBlockError as MissingBlockError
 from .errors import NodeClosedError as NodeClosedError
 from .errors import ProtocolError as ProtocolError
 from .errors import QuorumError as QuorumError
+from .errors import ReferenceBatchError as ReferenceBatchError
 from .errors import StaleLayoutError as StaleLayoutError
 from .errors import TransactionBusyError as TransactionBusyError
 from .errors import TransportError as TransportError
@@ -114,6 +114,7 @@ __all__ = [
     "QueuedResync",
     "QuorumError",
     "RcEntry",
+    "ReferenceBatchError",
     "RebalanceReport",
     "Reference",
     "RepairReport",
@@ -137,4 +138,5 @@ __all__ = [
     "errors",
     "open_block_manager",
     "open_gateway",
+    "open_gateway_from_config",
 ]

@@ -7,6 +7,7 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     │   ├── CorruptBlockError      a copy failed verification (plaintext hash mismatch)
     │   └── MissingBlockError      no reachable node holds a valid copy
     ├── QuorumError                fewer nodes than the write quorum acknowledged
+    ├── ReferenceBatchError        some pairs of a batched reference call failed
     ├── ProtocolError              a peer sent bytes that break the wire protocol
     │   └── AuthenticationError    a peer failed the shared-secret handshake
     ├── TransportError             a peer could not be reached or the connection broke
@@ -37,6 +38,7 @@ __all__ = [
     "NodeClosedError",
     "ProtocolError",
     "QuorumError",
+    "ReferenceBatchError",
     "StaleLayoutError",
     "TransactionBusyError",
     "TransportError",
@@ -103,6 +105,46 @@ class QuorumError(TrioblockError):
         detail = "; ".join(f"{node}: {exc!r}" for node, exc in sorted(self.errors.items()))
         super().__init__(
             f"{message} ({successes}/{quorum} acknowledged){': ' + detail if detail else ''}"
+        )
+
+
+class ReferenceBatchError(TrioblockError):
+    """Some pairs of ``add_references`` / ``remove_references`` (or ``remove_owner``)
+    failed; the others were committed by their quorums.
+
+    ``failed`` maps each failed pair ``(hash, owner as bytes)`` to its own error: a
+    :class:`QuorumError` (with each node's cause) when a quorum did not commit it, or a
+    :class:`MissingBlockError` when it was committed but none of the storage nodes that
+    acknowledged it holds a copy of the block (put the block again). ``succeeded``
+    counts the pairs that went through; ``missing`` lists the hashes to put again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed: dict[tuple[bytes, bytes], TrioblockError],
+        succeeded: int,
+    ) -> None:
+        self.failed: dict[tuple[bytes, bytes], TrioblockError] = dict(failed)
+        self.succeeded = succeeded
+        first = "; ".join(
+            f"{bytes(h).hex()[:16]}/{owner!r}: {exc}"
+            for (h, owner), exc in list(self.failed.items())[:3]
+        )
+        more = len(self.failed) - 3
+        super().__init__(
+            f"{message}: {len(self.failed)} pair(s) failed, {succeeded} succeeded"
+            f"{' (' + first + (f'; {more} more' if more > 0 else '') + ')' if first else ''}"
+        )
+
+    @property
+    def missing(self) -> list[bytes]:
+        """The hashes of the pairs that failed with ``MissingBlockError``, each once."""
+        return list(
+            dict.fromkeys(
+                h for (h, _o), exc in self.failed.items() if isinstance(exc, MissingBlockError)
+            )
         )
 
 

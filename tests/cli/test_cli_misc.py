@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
 from cli_kit import Result, cli_env
 
 import trioblock
@@ -36,3 +37,41 @@ def test_the_demo_tells_one_consistent_story_about_a_retry() -> None:
     assert len(announced) == 1, done.stderr
     at, delay = failures[-1]
     assert float(announced[0]) == float(at) + int(delay)
+
+
+@pytest.mark.parametrize(
+    ("argv", "before", "after"),
+    [
+        (["status", "-v"], 0, 1),
+        (["-v", "status"], 1, 0),
+        (["-v", "status", "--verbose", "-v"], 1, 2),
+        (["ref", "-v", "list", "00" * 32], 0, 1),
+    ],
+)
+def test_verbose_is_taken_before_or_after_the_command(
+    argv: list[str], before: int, after: int
+) -> None:
+    from trioblock._cli.main import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.verbose, args.command_verbose) == (before, after)
+
+
+def test_tables_in_a_pipe_have_no_trailing_spaces(capsys: pytest.CaptureFixture[str]) -> None:
+    from trioblock._cli.output import Output, key_value_table
+
+    Output().print(key_value_table("node", [("id", "n0"), ("a much longer key", "value")]))
+    out = capsys.readouterr().out
+    assert "a much longer key" in out and out.endswith("\n")
+    assert all(line == line.rstrip() for line in out.split("\n")), repr(out)
+
+
+def test_an_error_under_json_is_a_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from trioblock._cli.output import Output
+
+    Output(json_mode=True).error("cannot reach node n0")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert json.loads(captured.err) == {"error": "cannot reach node n0"}

@@ -38,6 +38,8 @@ def test_add_list_remove_a_reference(node: NodeProcess, cli: Cli) -> None:
     added = run_cli("ref", "add", h, "backup-2024-06-01", *node.target)
     assert added.code == 0, added.stderr
     assert f"reference of backup-2024-06-01 to {h} added" in added.stdout
+    # The block was never put: recorded all the same, with a warning to put it.
+    assert f"no storage node that recorded the reference holds block {h}" in added.stderr
 
     listing = refs_of(cli, node, h)
     assert listing["refcount"] == 1

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from cli_kit import SECRET_HEX, Result, cli_env, write_node_files
 
+from trioblock import ConfigError
 from trioblock._cli.nodefile import load_node_file
 
 Cli = Callable[..., Result]
@@ -141,7 +142,7 @@ CASES: dict[str, Case] = {
     "rpc_timeout zero": Case("rpc_timeout", "rpc_timeout = 0\n"),
     "rpc_timeout negative": Case("rpc_timeout", "rpc_timeout = -5\n"),
     "rpc_timeout nan": Case("rpc_timeout", "rpc_timeout = nan\n"),
-    "rpc_timeout string": Case("rpc_timeout", 'rpc_timeout = "30"\n'),
+    "rpc_timeout string": Case("rpc_timeout", 'rpc_timeout = "thirty"\n'),
     "gc_delay inf": Case("gc_delay", "gc_delay = inf\n"),
     "gc_delay negative": Case("gc_delay", "gc_delay = -1\n"),
     "need_block_query_timeout inf": Case(
@@ -373,3 +374,31 @@ def test_metadata_fsync_is_read_from_the_node_file(
 ) -> None:
     config, _ = write_node_files(tmp_path, 0, extra)
     assert load_node_file(config).config.metadata_fsync is expected
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "seconds"),
+    [
+        ('rpc_timeout = "5s"', "rpc_timeout", 5.0),
+        ('gc_delay = "10m"', "gc_delay", 600.0),
+        ('gc_delay = "0s"', "gc_delay", 0.0),
+        ('ref_sync_interval = "1h30m"', "ref_sync_interval", 5400.0),
+        ('scrub_interval = "2d"', "scrub_interval", 2 * 86400.0),
+        ("rpc_timeout = 7.5", "rpc_timeout", 7.5),
+    ],
+)
+def test_durations_in_the_node_file_take_units_as_capacities_do(
+    tmp_path: Path, line: str, field: str, seconds: float
+) -> None:
+    config, _ = write_node_files(tmp_path, 0, line + "\n")
+    assert getattr(load_node_file(config).config, field) == seconds
+
+
+@pytest.mark.parametrize(
+    "line", ['rpc_timeout = "5 parsecs"', 'rpc_timeout = "0s"', 'gc_delay = "soon"']
+)
+def test_a_bad_duration_in_the_node_file_names_its_key(tmp_path: Path, line: str) -> None:
+    config, _ = write_node_files(tmp_path, 0, line + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_node_file(config)
+    assert info.value.field == line.split()[0]

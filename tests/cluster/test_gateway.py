@@ -86,6 +86,7 @@ async def test_a_gateway_write_needs_the_quorum(tmp_path: Path, autojump_clock) 
         open_cluster(tmp_path, n=3, rpc_timeout=5.0) as cluster,
         cluster.open_gateway("app") as gw,
     ):
+        await gw.put_block(DATA)
         await cluster.stop("n1")
         await gw.add_reference(H, "ok with two of three")
         await cluster.stop("n2")
@@ -93,3 +94,31 @@ async def test_a_gateway_write_needs_the_quorum(tmp_path: Path, autojump_clock) 
             await gw.add_reference(H, "one of three is not enough")
         with pytest.raises(trioblock.QuorumError):
             await gw.put_block(DATA)
+
+
+async def test_a_gateway_opened_from_a_nodes_file(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path / "c", n=3, transport="tcp") as cluster:
+        peers = "\n".join(f'{n} = "{cluster.address(n)}"' for n in sorted(cluster.nodes))
+        node_file = tmp_path / "n0.toml"
+        node_file.write_text(
+            'node_id = "n0"\nmetadata_dir = "meta"\ndata_dir = "data"\n'
+            'rpc_secret = "test"\nreplication_factor = 3\nwrite_quorum = 2\n'
+            f'rpc_timeout = "5s"\n\n[peers]\n{peers}\n'
+        )
+        async with trioblock.open_gateway_from_config(node_file, "app") as gw:
+            assert gw.is_gateway and gw.config.rpc_timeout == 5.0
+            assert gw.layout.write_quorum == 2
+            assert await gw.put_block(DATA) == H
+            await gw.add_reference(H, "from the node's file")
+            assert await gw.get_block(H) == DATA
+            assert await gw.missing_blocks([H]) == set()
+        assert not (tmp_path / "meta").exists()  # a gateway stores nothing
+
+
+async def test_a_gateway_needs_a_file_that_lists_the_cluster(tmp_path: Path) -> None:
+    node_file = tmp_path / "alone.toml"
+    node_file.write_text('node_id = "n0"\nmetadata_dir = "meta"\ndata_dir = "data"\n')
+    with pytest.raises(ConfigError) as info:
+        async with trioblock.open_gateway_from_config(node_file):
+            pass
+    assert info.value.field == "peers"

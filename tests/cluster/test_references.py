@@ -3,16 +3,24 @@ tombstone collection, over the in-memory network in virtual time (and once over 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 import trio
 
-from trioblock import QuorumError, blake2sum
+from trioblock import BlockManager, MissingBlockError, QuorumError, blake2sum
 from trioblock.testing import Cluster, open_cluster
 
 DATA = b"a referenced block " * 200
 H = blake2sum(DATA)
+
+
+async def reference_only(bm: BlockManager, h: bytes, owner: str) -> None:
+    """``add_reference`` in a test of references alone: the block was never put, so
+    the add raises ``MissingBlockError`` once a quorum has recorded it."""
+    with contextlib.suppress(MissingBlockError):
+        await bm.add_reference(h, owner)
 
 
 def counts(cluster: Cluster, h: bytes = H) -> dict[str, int]:
@@ -98,6 +106,7 @@ async def test_tombstones_are_collected_only_once_every_node_holds_them(
 ) -> None:
     async with open_cluster(tmp_path, n=3, gc_delay=60.0, rpc_timeout=5.0) as cluster:
         n0 = cluster.nodes["n0"]
+        await n0.put_block(DATA)
         await n0.add_reference(H, "v1")
         await trio.sleep(1)
         await cluster.stop("n2")
@@ -127,7 +136,7 @@ async def test_sync_between_many_entries_uses_the_digest_tree(
         n0 = cluster.nodes["n0"]
         hashes = [blake2sum(b"%d" % i) for i in range(1500)]
         for h in hashes:
-            await n0.add_reference(h, "owner")
+            await reference_only(n0, h, "owner")
         n2 = await cluster.start("n2")
         report = await n2.sync_references()
         assert report.pulled == 1500
@@ -149,6 +158,7 @@ async def test_many_concurrent_updates_do_not_deadlock_on_background_slots(
     monkeypatch.setattr(references_module, "MAX_BACKGROUND_SENDS", 4)
     async with open_cluster(tmp_path, n=3, rpc_timeout=5.0) as cluster:
         n0 = cluster.nodes["n0"]
+        await n0.put_block(DATA)
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for i in range(16):
@@ -167,7 +177,7 @@ async def test_an_unresponsive_peer_costs_one_timeout_per_pass_not_one_per_batch
         n0 = cluster.nodes["n0"]
         hashes = [blake2sum(b"%d" % i) for i in range(700)]  # several collection batches
         for h in hashes:
-            await n0.add_reference(h, "o")
+            await reference_only(n0, h, "o")
             await n0.remove_reference(h, "o")
         await trio.sleep(120)
         cluster.net.set_delay("n2", 1000.0)  # n2 answers nothing in time
@@ -191,6 +201,8 @@ async def test_one_block_with_thousands_of_owners_syncs_in_windows(
         tmp_path, n=2, replication_factor=2, write_quorum=1, rpc_timeout=5.0
     ) as cluster:
         n0, n1 = cluster.nodes["n0"], cluster.nodes["n1"]
+        await n0.put_block(DATA)  # on both nodes (write quorum 1: let the second land)
+        await trio.sleep(1)
         cluster.net.partition(["n0"], ["n1"])
         for i in range(1200):
             await n0.add_reference(H, f"{i:05d}-a")

@@ -62,7 +62,11 @@ class Schedule:
                 await bm.remove_reference(h, owner)
             else:
                 await bm.put_block(self.data[h])
-                await bm.add_reference(h, owner)
+                try:
+                    await bm.add_reference(h, owner)
+                except trioblock.MissingBlockError:
+                    # Recorded, but the acknowledging nodes lack the block: put it again.
+                    await bm.put_block(self.data[h])
         except (QuorumError, trioblock.StaleLayoutError) as exc:
             self.last_error = exc
             self.pending.append((h, owner, deleted))

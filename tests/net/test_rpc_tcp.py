@@ -150,3 +150,12 @@ async def test_a_client_with_a_signed_certificate_is_served(
     tls_ca.issue_cert("n1").configure_cert(client_ctx)
     server = TcpTransport(listen=("127.0.0.1", 0), server_ssl_context=server_ctx)
     await exercise(TcpTransport(ssl_context=client_ctx), server)
+
+
+async def test_a_tcp_transport_is_an_async_context_manager() -> None:
+    async with TcpTransport(listen=("127.0.0.1", 0)) as transport:
+        host, port = await transport.bind()
+        assert port > 0
+    # Closed on the way out: the port can be bound again at once.
+    async with TcpTransport(listen=(host, port)) as again:
+        assert (await again.bind())[1] == port

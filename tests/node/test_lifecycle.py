@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import sqlite3
 from pathlib import Path
@@ -306,3 +307,18 @@ async def test_every_public_method_after_close_raises_node_closed_error(
         with pytest.raises(NodeClosedError):
             await acall()
             pytest.fail(f"{name} did not raise")
+
+
+async def test_a_sweep_of_stale_temp_files_is_logged_once_with_the_node_id(
+    open_node, make_config, autojump_clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config()
+    async with open_node(config) as bm:
+        await bm.put_block(b"a block next to a torn temp file" * 10)
+    final = next((tmp_path / "data").rglob("*.zst"))
+    final.with_name(final.name + ".tmp0badc0de").write_bytes(b"torn")
+    caplog.set_level(logging.INFO, logger="trioblock")
+    async with open_node(config):
+        await trio.sleep(1)  # the sweep runs in the background
+    lines = [r.getMessage() for r in caplog.records if "stale temp files" in r.getMessage()]
+    assert lines == [f"{config.node_id}: removed 1 stale temp files left by an earlier crash"]

@@ -238,3 +238,16 @@ async def test_manager_is_exported_type(open_node) -> None:
     async with open_node() as bm:
         assert isinstance(bm, trioblock.BlockManager)
         assert isinstance(bm.metrics, trioblock.Metrics)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [(None, "not NoneType"), (5, "not int"), ("text", "not str: encode the text first")],
+)
+async def test_a_put_of_something_else_than_bytes_says_what_a_block_is(
+    open_node, data: object, words: str
+) -> None:
+    async with open_node() as bm:
+        with pytest.raises(TypeError, match=words):
+            await bm.put_block(data)  # type: ignore[arg-type]
+        assert await bm.put_block(bytearray(b"bytes-like")) == blake2sum(b"bytes-like")

@@ -103,6 +103,7 @@ async def test_tombstones_are_collected_after_gc_delay_only(open_node, autojump_
         assert report.collected == 1
         assert bm.references(H) == []
         # Once collected, a new add of the pair is a new reference.
+        await bm.put_block(DATA)
         await bm.add_reference(H, "a")
         assert bm.get_block_rc(H) == 1
 
@@ -110,6 +111,7 @@ async def test_tombstones_are_collected_after_gc_delay_only(open_node, autojump_
 async def test_references_survive_a_restart(open_node, make_config) -> None:
     config = make_config()
     async with open_node(config) as bm:
+        await bm.put_block(DATA)
         await bm.add_reference(H, "a")
         await bm.add_reference(H, "b")
         await bm.remove_reference(H, "b")

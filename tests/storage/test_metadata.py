@@ -363,6 +363,7 @@ async def test_background_writes_wait_for_another_process_in_trio(
     """An async (background) write retries while another process holds the file,
     waiting in Trio, and lands once the file is free."""
     async with open_node() as bm:
+        assert await bm.put_block(b"metadata test block") == H  # a reference needs its block
         path = db_path(bm)
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")

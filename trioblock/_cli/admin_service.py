@@ -57,7 +57,7 @@ from .._core.hashing import Hash
 from .._net.messages import PROTOCOL_VERSION
 from .._node.manager import BlockManager
 from .._node.scrubstate import ScrubState
-from ..errors import TrioblockError
+from ..errors import MissingBlockError, TrioblockError
 from . import layout_admin
 
 log = logging.getLogger("trioblock.admin")
@@ -431,10 +431,15 @@ async def _operation(bm: BlockManager, request: dict[str, Any], body: bytes | No
 async def _ref_update(bm: BlockManager, request: dict[str, Any], *, deleted: bool) -> AdminResult:
     h = _hash_arg(request)
     owner = _owner_arg(request)
+    block_missing = False
     if deleted:
         await bm.remove_reference(h, owner)
     else:
-        await bm.add_reference(h, owner)
+        try:
+            await bm.add_reference(h, owner)
+        except MissingBlockError:
+            # Committed all the same: the operator is told to put the block.
+            block_missing = True
     state = next((r for r in bm.references(h) if r.owner == owner), None)
     return {
         "hash": h.hex(),
@@ -446,6 +451,8 @@ async def _ref_update(bm: BlockManager, request: dict[str, Any], *, deleted: boo
         else {"deleted": state.deleted, "updated_msec": state.updated_msec},
         "refcount": bm.get_block_rc(h),
         "now": bm.now_msec(),
+        # An add none of whose acknowledging storage nodes holds the block.
+        "block_missing": block_missing,
     }
 
 

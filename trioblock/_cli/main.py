@@ -113,7 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (help_text, (configure, _run)) in COMMANDS.items():
-        configure(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        configure(command)
+        # Also after the command (``trioblock status -v``), counted with the one before it.
+        command.add_argument(
+            "-v",
+            "--verbose",
+            dest="command_verbose",
+            action="count",
+            default=0,
+            help="more logging (as trioblock -v COMMAND)",
+        )
     return parser
 
 
@@ -134,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
         return exc.code if isinstance(exc.code, int) else Exit.USAGE
     if args.command != "demo":  # demo configures its own narration
-        setup_logging(args.verbose - (0 if args.command in _CHATTY else 1))
+        verbosity = args.verbose + args.command_verbose
+        setup_logging(verbosity - (0 if args.command in _CHATTY else 1))
     _help, (_configure, run) = COMMANDS[args.command]
     return int(run(args))

@@ -68,6 +68,8 @@ _COUNTER_HELP: Final = {
     "resync_received": "Missing blocks fetched from peers by the resync.",
     "puts": "put_block calls.",
     "gets": "get_block calls.",
+    "puts_served": "Blocks stored here for peers (PutBlock requests served).",
+    "gets_served": "Blocks sent to peers (GetBlock requests served).",
     "hedged_reads": "Reads that started a second request because the first was slow.",
     "ref_sync_passes": "Reference anti-entropy passes completed.",
     "ref_entries_pulled": "Reference entries merged here from peers by anti-entropy.",

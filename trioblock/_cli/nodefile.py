@@ -46,21 +46,25 @@ Every other :class:`~trioblock.Config` field (``gc_delay``, ``rpc_timeout``, …
 by name. Errors are ``ConfigError`` naming the key, raised while loading (nothing is
 started with a bad file): the file and the secret file must be regular UTF-8 text files,
 every value has the type of its setting (``resync_workers = "2"`` and ``data_fsync = 1``
-are errors, as are infinite or non-positive durations).
+are errors, as are infinite or non-positive durations). Durations are seconds, or text
+with units as capacities are: ``gc_delay = "10m"``, ``rpc_timeout = "5s"``,
+``scrub_interval = "1d"``, ``ref_sync_interval = "1h30m"``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .._core.config import NODE_ID_RE, Config, DataDir
+from .._core.config import DURATION_FIELDS, NODE_ID_RE, Config, DataDir
 from .._core.placement import JoinCluster, StaticLayout
 from ..errors import ConfigError
+from .durations import parse_duration
 from .tls import TlsSettings, parse_tls_table
 
 Address = tuple[str, int]
@@ -208,6 +212,20 @@ def _data_dirs(base: Path, data_dir: object) -> Path | list[DataDir]:
     return dirs
 
 
+def _duration(text: str, key: str) -> float:
+    """A duration written with units, as capacities are (``"5s"``, ``"10m"``, ``"1h30m"``,
+    ``"2d"``; ``"0s"`` where 0 is allowed): seconds, checked by ``Config`` afterwards."""
+    if _ZERO.fullmatch(text):
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+_ZERO = re.compile(r"\s*0+(\.0*)?\s*[smhdw]?\s*")
+
+
 def _count(raw: dict[str, Any], key: str) -> int | None:
     value = raw.get(key)
     if value is None:
@@ -257,6 +275,9 @@ def load_node_file(path: Path | str) -> NodeFile:
         raise ConfigError(sorted(unknown)[0], "unknown setting")
 
     values: dict[str, Any] = {k: v for k, v in raw.items() if k in _CONFIG_FIELDS}
+    for key in DURATION_FIELDS:
+        if isinstance(values.get(key), str):
+            values[key] = _duration(values[key], key)
     for key in ("node_id", "metadata_dir", "data_dir"):
         if key not in values:
             raise ConfigError(key, "missing")

@@ -9,7 +9,9 @@ Rules kept here:
   document for machines (and nothing else on stdout). Progress bars, notes and errors go
   to stderr, so ``trioblock get HASH > FILE`` and ``--json`` pipelines stay clean.
 - When stdout is not a terminal, tables are rendered without colour, 120 columns wide
-  (unless ``COLUMNS`` says otherwise), so hashes are not cut in logs and pipes.
+  (unless ``COLUMNS`` says otherwise), so hashes are not cut in logs and pipes, and
+  without trailing spaces on their lines.
+- Under ``--json`` an error is one JSON line on stderr, ``{"error": "…"}``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import argparse
 import datetime
 import enum
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -34,6 +35,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+from .durations import parse_duration
 
 #: Width of tables when stdout is not a terminal and ``COLUMNS`` is unset.
 PIPE_WIDTH = 120
@@ -97,7 +100,15 @@ class Output:
         sys.stdout.flush()
 
     def print(self, *renderables: Any) -> None:
-        self.out.print(*renderables)
+        """Tables and text on stdout; in a pipe or file, without the spaces that pad
+        the end of table lines."""
+        if self.out.is_terminal:
+            self.out.print(*renderables)
+            return
+        with self.out.capture() as captured:
+            self.out.print(*renderables)
+        sys.stdout.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
+        sys.stdout.flush()
 
     def say(self, message: str) -> None:
         """A one-line result on stdout, never re-wrapped (hashes stay whole)."""
@@ -108,6 +119,12 @@ class Output:
         self.err.print(escape(message))
 
     def error(self, message: str) -> None:
+        """The command failed: ``trioblock: MESSAGE`` on stderr; under ``--json``, one
+        JSON line ``{"error": MESSAGE}`` on stderr instead (stdout keeps only results)."""
+        if self.json:
+            sys.stderr.write(json.dumps({"error": message}) + "\n")
+            sys.stderr.flush()
+            return
         self.err.print(f"[bold red]trioblock:[/] {escape(message)}")
 
 
@@ -166,48 +183,6 @@ def timestamp(msec: int | None) -> str:
         return "-"
     when = datetime.datetime.fromtimestamp(msec / 1000).astimezone()
     return when.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` or ``1h30m`` → seconds; ``ValueError``.
-
-    The result is finite and more than zero: ``inf``, ``nan``, ``0`` and negative values
-    are refused.
-    """
-    value = text.strip().lower()
-    if not value:
-        raise ValueError("empty duration")
-    try:
-        total = float(value)
-    except ValueError:
-        total = _with_units(value, text)
-    if not math.isfinite(total) or total <= 0:
-        raise ValueError(f"bad duration {text!r}: a finite number of seconds more than zero")
-    return total
-
-
-def _with_units(value: str, text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    total = 0.0
-    number = ""
-    for char in value:
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in units and number:
-            total += _number(number, text) * units[char]
-            number = ""
-        else:
-            raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 1d or 1h30m")
-    if number:
-        raise ValueError(f"bad duration {text!r}: a number needs a unit (s, m, h, d, w)")
-    return total
-
-
-def _number(digits: str, text: str) -> float:
-    try:
-        return float(digits)
-    except ValueError:
-        raise ValueError(f"bad duration {text!r}: {digits!r} is not a number") from None
 
 
 def duration_arg(text: str) -> float:

@@ -4,6 +4,8 @@
   ``remove_reference`` on the block's storage nodes, through the node the command talks
   to (any node of the cluster); they return once a write quorum committed the change.
   ``OWNER`` is text (its UTF-8 bytes), or hex bytes with ``--hex``; 1..128 bytes.
+  An add of a block none of the acknowledging storage nodes holds is still recorded,
+  with a warning on stderr (``"block_missing": true`` under ``--json``): put the block.
 - ``ref list HASH``: the node's own view of the block's references, tombstones included
   (a node that does not store the block holds none).
 - ``ref sync``: run a reference anti-entropy pass on the node now and print its report.
@@ -100,6 +102,11 @@ async def _update(client: AdminClient, out: Output, args: argparse.Namespace) ->
         out.say(f"reference of {_shown_owner(reply)} to {h.hex()} {verb}")
         if local is not None:
             out.note(f"node {client.node_id}: refcount {reply['refcount']}")
+    if reply.get("block_missing"):
+        out.note(
+            f"warning: no storage node that recorded the reference holds block {h.hex()} "
+            "(never put, or collected before the reference came): put it again"
+        )
     if stays_removed:
         out.error(
             f"{_shown_owner(reply)}'s reference to {h.hex()} was removed earlier and stays "

@@ -128,6 +128,10 @@ def render_status(out: Output, status: dict[str, Any]) -> None:
             [
                 ("puts / gets", f"{counters.get('puts', 0)} / {counters.get('gets', 0)}"),
                 (
+                    "served puts / gets",
+                    f"{counters.get('puts_served', 0)} / {counters.get('gets_served', 0)}",
+                ),
+                (
                     "bytes written / read",
                     f"{human_bytes(counters.get('bytes_written', 0))} / "
                     f"{human_bytes(counters.get('bytes_read', 0))}",

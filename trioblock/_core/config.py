@@ -45,6 +45,8 @@ _DURATIONS: Final[dict[str, bool]] = {
     "scrub_interval": False,
     "ref_sync_interval": False,
 }
+#: The settings that are durations (seconds).
+DURATION_FIELDS: Final = tuple(_DURATIONS)
 _BOOLS: Final = ("data_fsync", "metadata_fsync", "disable_scrub")
 #: Integers: name -> (low, high), both included.
 _INTS: Final[dict[str, tuple[int, int]]] = {

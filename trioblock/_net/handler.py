@@ -65,6 +65,23 @@ class RpcHandler(Protocol):
         """Merge reference entries ``(hash, owner, deleted, ts)`` sent by ``peer``."""
         ...
 
+    async def rpc_ref_update_report(self, peer: str, entries: list[RefTuple]) -> list[bool]:
+        """:meth:`rpc_ref_update`, then one flag per entry: True when it left an alive
+        reference here to a block this node holds no copy of (a ``RefUpdate`` with
+        ``report``). Optional: without it, such a request is answered a plain ``Ok``."""
+        ...
+
+    async def rpc_blocks_held(self, hashes: list[Hash]) -> list[bool]:
+        """Whether this node holds a copy of each of ``hashes``, in order."""
+        ...
+
+    async def rpc_owned(
+        self, owner: bytes, after: bytes, limit: int
+    ) -> tuple[list[tuple[Hash, bool]], bool]:
+        """Up to ``limit`` of this node's rows of ``owner`` after hash ``after`` (empty:
+        from the start), as ``(hash, deleted)`` in hash order; and whether more follow."""
+        ...
+
     async def rpc_ref_digests(self, peer: str, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
         """``(count, 32-byte digest)`` of the references under each hash prefix, in order."""
         ...

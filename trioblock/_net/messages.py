@@ -25,6 +25,11 @@ Rules kept here:
   through one partition.
 - :class:`NeedBlocksQuery` asks about 1..256 blocks at once; its reply holds one boolean
   per hash, in order.
+- For applications: :class:`RefUpdate` may ask (``"report": true``) which of its alive
+  entries reference a block the receiver holds no copy of, answered by
+  :class:`RefUpdateReply` (an older peer ignores the flag and answers ``Ok``);
+  :class:`BlocksHeldQuery` asks which of 1..1024 blocks the peer holds a copy of;
+  :class:`OwnedQuery` pages through the references of one owner.
 - :class:`LayoutExchange` compares two nodes' layout histories by digest; a history
   travels as the message's body (its own CBOR encoding, checked by the layout code), so
   it is bounded by the body limit, not the message-frame limit.
@@ -38,6 +43,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 from .._core.block import BlockHeader
 from .._core.hashing import HASH_LEN, Hash
+from .._core.refs import MAX_OWNER_LEN
 from ..errors import ProtocolError
 from .fields import (
     MAX_OPAQUE_DEPTH,
@@ -60,6 +66,7 @@ from .fields import (
 __all__ = [
     "ERROR_KINDS",
     "MAX_ERROR_MESSAGE_LEN",
+    "MAX_HELD_QUERY",
     "MAX_NEED_BLOCKS",
     "MAX_OPAQUE_DEPTH",
     "MAX_PREFIX_LEN",
@@ -71,6 +78,8 @@ __all__ = [
     "Admin",
     "AdminReply",
     "Auth",
+    "BlocksHeldQuery",
+    "BlocksHeldReply",
     "CorruptReport",
     "Error",
     "GetBlock",
@@ -83,6 +92,8 @@ __all__ = [
     "NeedBlocksQuery",
     "NeedBlocksReply",
     "Ok",
+    "OwnedQuery",
+    "OwnedReply",
     "PutBlock",
     "RefCollect",
     "RefDigests",
@@ -91,6 +102,7 @@ __all__ = [
     "RefFetch",
     "RefTuple",
     "RefUpdate",
+    "RefUpdateReply",
     "has_body",
     "message_from_map",
     "message_to_map",
@@ -110,6 +122,8 @@ MAX_ERROR_MESSAGE_LEN: Final = 4096
 MAX_REF_ENTRIES: Final = 4096
 #: Most hashes asked in one ``NeedBlocksQuery`` (and answers in its reply).
 MAX_NEED_BLOCKS: Final = 256
+#: Most hashes asked in one ``BlocksHeldQuery`` (and answers in its reply).
+MAX_HELD_QUERY: Final = 1024
 #: Most partitions asked in one ``RefDigests``.
 MAX_REF_PREFIXES: Final = 256
 #: Longest partition prefix, in bytes.
@@ -540,23 +554,142 @@ class LayoutExchangeReply(_Wire):
 @_message
 @dataclass(frozen=True, slots=True)
 class RefUpdate(_Wire):
-    """Merge reference entries: ``{entries: [[hash, owner, deleted, ts], …]}`` → :class:`Ok`.
+    """Merge reference entries: ``{entries: [[hash, owner, deleted, ts], …], report?}``
+    → :class:`Ok`, or :class:`RefUpdateReply` when ``report`` is true.
 
     Always sent as the list form (1..4096 entries); the single form
     ``{hash, owner, deleted, ts}`` is accepted on receipt as a one-entry list.
+    ``report`` (absent when false): say which entries left an alive reference to a
+    block the receiver holds no copy of. A peer that does not know the flag ignores it
+    and answers ``Ok``, which the sender takes as "nothing to report".
     """
 
     entries: list[RefTuple]
+    report: bool = False
 
     def to_map(self) -> dict[str, Any]:
-        return {"entries": _entries_to_wire(self.entries)}
+        out: dict[str, Any] = {"entries": _entries_to_wire(self.entries)}
+        if self.report:
+            out["report"] = True
+        return out
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> RefUpdate:
+        report = m.get("report", False)
+        if not isinstance(report, bool):
+            raise ProtocolError("RefUpdate.report must be a boolean")
         if "entries" in m:
-            return cls(_read_entries(m, "RefUpdate", 1))
+            return cls(_read_entries(m, "RefUpdate", 1), report)
         single = [get(m, key, "RefUpdate") for key in ("hash", "owner", "deleted", "ts")]
-        return cls([read_ref_entry(single, "RefUpdate")])
+        return cls([read_ref_entry(single, "RefUpdate")], report)
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class RefUpdateReply(_Wire):
+    """Answer to a :class:`RefUpdate` with ``report``: ``{missing: [bool, …]}``, one per
+    entry in order (0..4096; the sender checks the length). ``missing[i]`` is true when
+    entry ``i`` left an alive reference here to a block this node holds no copy of."""
+
+    missing: list[bool]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"missing": list(self.missing)}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> RefUpdateReply:
+        items = read_list(m, "missing", "RefUpdateReply", 0, MAX_REF_ENTRIES)
+        return cls([check_bool(v, f"RefUpdateReply.missing[{i}]") for i, v in enumerate(items)])
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class BlocksHeldQuery(_Wire):
+    """Which of these blocks does the peer hold a copy of: ``{hashes: [hash, …]}`` (1..1024
+    hashes of 32 bytes). Answered by :class:`BlocksHeldReply`."""
+
+    hashes: list[Hash]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"hashes": [_b(h) for h in self.hashes]}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> BlocksHeldQuery:
+        items = read_list(m, "hashes", "BlocksHeldQuery", 1, MAX_HELD_QUERY)
+        return cls(
+            [
+                Hash(check_bytes(h, f"BlocksHeldQuery.hashes[{i}]", HASH_LEN, HASH_LEN))
+                for i, h in enumerate(items)
+            ]
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class BlocksHeldReply(_Wire):
+    """Answer to :class:`BlocksHeldQuery`: ``{held: [bool, …]}``, one per hash asked, in
+    order (0..1024; the asking side checks the length)."""
+
+    held: list[bool]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"held": list(self.held)}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> BlocksHeldReply:
+        items = read_list(m, "held", "BlocksHeldReply", 0, MAX_HELD_QUERY)
+        return cls([check_bool(v, f"BlocksHeldReply.held[{i}]") for i, v in enumerate(items)])
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class OwnedQuery(_Wire):
+    """Page through one owner's references: ``{owner: 1..128 bytes, after: 0 or 32 bytes,
+    limit: 1..4096}``; ``after`` is the last hash of the previous page (empty: from the
+    start). Answered by :class:`OwnedReply`."""
+
+    owner: bytes
+    after: bytes
+    limit: int
+
+    def to_map(self) -> dict[str, Any]:
+        return {"owner": _b(self.owner), "after": _b(self.after), "limit": self.limit}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> OwnedQuery:
+        after = read_bytes(m, "after", "OwnedQuery", 0, HASH_LEN)
+        if len(after) not in (0, HASH_LEN):
+            raise ProtocolError("OwnedQuery.after must be empty or a 32-byte hash")
+        return cls(
+            read_bytes(m, "owner", "OwnedQuery", 1, MAX_OWNER_LEN),
+            after,
+            read_int(m, "limit", "OwnedQuery", 1, MAX_REF_ENTRIES),
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class OwnedReply(_Wire):
+    """Answer to :class:`OwnedQuery`: ``{entries: [[hash, deleted], …], more}``, the
+    owner's rows (tombstones included) in hash order after ``after``."""
+
+    entries: list[tuple[Hash, bool]]
+    more: bool
+
+    def to_map(self) -> dict[str, Any]:
+        return {"entries": [[_b(h), d] for h, d in self.entries], "more": self.more}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> OwnedReply:
+        items = read_list(m, "entries", "OwnedReply", 0, MAX_REF_ENTRIES)
+        entries: list[tuple[Hash, bool]] = []
+        for i, item in enumerate(items):
+            what = f"OwnedReply.entries[{i}]"
+            if not isinstance(item, list) or len(item) != 2:
+                raise ProtocolError(f"{what} must be an array [hash, deleted]")
+            h = Hash(check_bytes(item[0], f"{what}.hash", HASH_LEN, HASH_LEN))
+            entries.append((h, check_bool(item[1], f"{what}.deleted")))
+        return cls(entries, read_bool(m, "more", "OwnedReply"))
 
 
 @_message
@@ -673,6 +806,11 @@ Message: TypeAlias = (
     | Admin
     | AdminReply
     | RefUpdate
+    | RefUpdateReply
+    | BlocksHeldQuery
+    | BlocksHeldReply
+    | OwnedQuery
+    | OwnedReply
     | RefCollect
     | RefDigests
     | RefDigestsReply

@@ -48,6 +48,8 @@ from .handshake import server_handshake
 from .messages import (
     Admin,
     AdminReply,
+    BlocksHeldQuery,
+    BlocksHeldReply,
     CorruptReport,
     Error,
     GetBlock,
@@ -59,6 +61,8 @@ from .messages import (
     NeedBlocksQuery,
     NeedBlocksReply,
     Ok,
+    OwnedQuery,
+    OwnedReply,
     PutBlock,
     RefCollect,
     RefDigests,
@@ -66,6 +70,7 @@ from .messages import (
     RefEntries,
     RefFetch,
     RefUpdate,
+    RefUpdateReply,
     checked,
 )
 from .pool import RpcStats
@@ -107,8 +112,30 @@ async def _corrupt_report(handler: RpcHandler, peer: str, request: CorruptReport
 
 
 async def _ref_update(handler: RpcHandler, peer: str, request: RefUpdate) -> Message:
-    await handler.rpc_ref_update(peer, request.entries)
-    return Ok()
+    reporting = getattr(handler, "rpc_ref_update_report", None) if request.report else None
+    if reporting is None:
+        # Not asked, or a handler written before the report: a plain Ok says nothing.
+        await handler.rpc_ref_update(peer, request.entries)
+        return Ok()
+    missing = [bool(v) for v in await reporting(peer, request.entries)]
+    if len(missing) != len(request.entries):
+        raise ValueError(f"{len(missing)} flags returned for {len(request.entries)} entries")
+    return RefUpdateReply(missing)
+
+
+async def _blocks_held(handler: RpcHandler, peer: str, request: BlocksHeldQuery) -> Message:
+    held = [bool(v) for v in await handler.rpc_blocks_held(request.hashes)]
+    if len(held) != len(request.hashes):
+        raise ValueError(f"{len(held)} answers returned for {len(request.hashes)} blocks")
+    return BlocksHeldReply(held)
+
+
+async def _owned(handler: RpcHandler, peer: str, request: OwnedQuery) -> Message:
+    entries, more = await handler.rpc_owned(request.owner, request.after, request.limit)
+    entries = list(entries)
+    if len(entries) > request.limit:
+        raise ValueError(f"{len(entries)} rows returned, {request.limit} asked")
+    return checked(OwnedReply(entries, more))
 
 
 async def _ref_digests(handler: RpcHandler, peer: str, request: RefDigests) -> Message:
@@ -137,6 +164,8 @@ SIMPLE_ROUTES: Final[dict[type[Any], SimpleRoute]] = {
     NeedBlocksQuery: _need_blocks,
     CorruptReport: _corrupt_report,
     RefUpdate: _ref_update,
+    BlocksHeldQuery: _blocks_held,
+    OwnedQuery: _owned,
     RefDigests: _ref_digests,
     RefFetch: _ref_fetch,
     RefCollect: _ref_collect,

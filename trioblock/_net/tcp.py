@@ -225,6 +225,13 @@ class TcpTransport:
                 await trio.aclose_forcefully(listener)
             self._bound = None
 
+    async def __aenter__(self) -> TcpTransport:
+        """``async with TcpTransport(...) as t:`` calls :meth:`aclose` on the way out."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
 
 #: Seconds a server waits for a refused TLS client to read the alert and close.
 ALERT_LINGER = 2.0

@@ -86,6 +86,7 @@ class RpcEndpoint:
         block, _loc = found
         ctx.metrics.read_duration.observe(trio.current_time() - started)
         ctx.metrics.bytes_read += len(block)
+        ctx.metrics.gets_served += 1
         return block
 
     async def rpc_corrupt_report(self, peer: str, hash: Hash) -> None:
@@ -151,6 +152,7 @@ class RpcEndpoint:
             # Verified before anything touches the disk (in the same worker-thread trip as
             # the write): a peer never makes us store bytes that do not match their name.
             await self._writer.write_local(hash, block, verify=True)
+            ctx.metrics.puts_served += 1
         finally:
             budget.release(taken)
 
@@ -206,6 +208,26 @@ class RpcEndpoint:
     async def rpc_ref_update(self, peer: str, entries: list[RefTuple]) -> None:
         """Merge a peer's reference entries (its quorum writes and anti-entropy pushes)."""
         await self._references.serve_update(peer, entries)
+
+    async def rpc_ref_update_report(self, peer: str, entries: list[RefTuple]) -> list[bool]:
+        """Merge a peer's reference entries; say which left an alive reference here to
+        a block this node holds no copy of (an application's add)."""
+        return await self._references.serve_update_report(peer, entries)
+
+    async def rpc_blocks_held(self, hashes: list[Hash]) -> list[bool]:
+        """A peer's ``BlocksHeldQuery``: whether a copy of each block is here (looked up
+        in one worker-thread trip; an application's ``missing_blocks``)."""
+        store = self._ctx.store
+        return await run_blocking(
+            lambda: [store.find_sync(h) is not None for h in hashes], limiter=store.limiter
+        )
+
+    async def rpc_owned(
+        self, owner: bytes, after: bytes, limit: int
+    ) -> tuple[list[tuple[Hash, bool]], bool]:
+        """A peer's ``OwnedQuery``: a page of this node's rows of ``owner``."""
+        rows, more = await self._ctx.db.refs.owned(owner, after, limit)
+        return [(Hash(r[0]), r[2]) for r in rows], more
 
     async def rpc_ref_digests(self, peer: str, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
         """Digests of the entries shared with ``peer`` under each prefix."""

@@ -7,6 +7,11 @@ peer that does not know the batch form), all nodes at once. The few blocks some 
 needs are then read (verified) and sent. A block whose storage nodes could not all be
 asked, or which some node needing it did not receive, gets a :class:`DeletionDeferred`
 naming each node and its cause; the other blocks of the batch go on.
+
+One exception, for blocks managed by cluster references: when fewer storage nodes than
+the write quorum could not be asked, the block may be deleted without them (see
+:func:`decidable_without`; the argument is in docs/cluster.md, "Deleting while a node is
+down"). One INFO line per batch says so.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class OffloadResult:
 
     deferred: dict[Hash, DeletionDeferred] = field(default_factory=dict)
     sent: dict[Hash, list[str]] = field(default_factory=dict)
+    #: blocks deleted without asking these storage nodes (they could not be asked)
+    without: dict[Hash, list[str]] = field(default_factory=dict)
 
 
 class Offloader:
@@ -92,10 +99,22 @@ class Offloader:
             for node, batch in asked.items():
                 nursery.start_soon(ask, node, batch)
         for hash, failed in failures.items():
+            if self.decidable_without(hash, len(failed)):
+                result.without[hash] = sorted(failed)
+                continue
             result.deferred[hash] = DeletionDeferred(
                 f"not deleting {hash.hex()} yet: cannot ask "
                 + "; ".join(f"{n} ({_cause(e)})" for n, e in sorted(failed.items()))
                 + " whether it is needed"
+            )
+        if result.without:
+            unasked = sorted({n for nodes in result.without.values() for n in nodes})
+            log.info(
+                "%s: deleting %d unreferenced block(s) without asking %s (could not be "
+                "asked): the storage nodes asked exclude any acknowledged reference",
+                ctx.node_id,
+                len(result.without),
+                ", ".join(unasked),
             )
         for hash, nodes in needing.items():
             if hash in result.deferred:
@@ -109,6 +128,24 @@ class Offloader:
             else:
                 result.sent[hash] = sorted(nodes)
         return result
+
+    def decidable_without(self, hash: Hash, unasked: int) -> bool:
+        """Whether ``hash`` may be deleted although ``unasked`` of its other storage
+        nodes could not be asked.
+
+        Only for a block managed by cluster references (this node holds rows of it in
+        ``block_ref``, none alive) under a single live layout version, and only when
+        ``unasked < write_quorum``: an acknowledged reference is held by at least
+        ``write_quorum`` storage nodes, so one of them answered (this node holds none
+        alive). Such a node keeps its own copy (its count is non-zero) or said it needs
+        the block and is sent this copy first. A block counted only with local
+        ``incref``/``decref`` always waits for every node.
+        """
+        ctx = self._ctx
+        if len(ctx.live_layouts) != 1 or unasked >= ctx.layout.write_quorum:
+            return False
+        alive, rows = ctx.db.refs.count_alive(hash)
+        return rows > 0 and alive == 0
 
     async def _send(self, hash: Hash, nodes: list[str]) -> dict[str, BaseException]:
         """Send the local copy of ``hash`` to ``nodes``; the failures, per node."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ from .._core.refs import Reference
 from .._net.rpc import AdminResult, RpcStats
 from .._storage import ResyncErrorInfo, StoredBlocks, Transaction, run_blocking
 from ..errors import GatewayError, NodeClosedError
+from .appcalls import AppCalls
 from .context import NodeContext, PeerContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
 from .membership import LayoutStatus, Membership
@@ -103,6 +104,7 @@ class BlockManager:
         self._writer = writer
         self._reader = reader
         self._references = references
+        self._app = AppCalls(ctx, references)
         self._storage = storage
 
     @property
@@ -314,7 +316,9 @@ class BlockManager:
         refcount; the others get it in the background or, should they miss it, through
         anti-entropy. Idempotent; a pair that was removed stays removed. ``owner`` is
         1..128 bytes (a ``str`` is its UTF-8 encoding). ``QuorumError`` (with each
-        node's cause) when no quorum committed it.
+        node's cause) when no quorum committed it. ``MissingBlockError`` when it was
+        committed but none of the storage nodes that acknowledged it holds a copy of the
+        block (never put, or collected before the reference came): put the block again.
         """
         nursery = self._open().require_open()
         await self._references.update(nursery, hash, owner, deleted=False)
@@ -327,6 +331,73 @@ class BlockManager:
         """
         nursery = self._open().require_open()
         await self._references.update(nursery, hash, owner, deleted=True)
+
+    async def add_references(self, pairs: Iterable[tuple[bytes, str | bytes]]) -> int:
+        """:meth:`add_reference` for many ``(hash, owner)`` pairs in one call (async).
+
+        One ``RefUpdate`` message per storage node (per 4096 pairs) instead of one per
+        pair and node; each pair needs the same quorum as a single add. Returns the
+        number of distinct pairs once every pair is settled. Raises
+        ``ReferenceBatchError`` when some pairs failed: its ``failed`` maps each
+        ``(hash, owner bytes)`` to a ``QuorumError`` (with each node's cause) or a
+        ``MissingBlockError`` (the reference is recorded but no storage node that
+        acknowledged it holds the block: put it again, see ``missing``); the other
+        pairs are committed.
+
+        Example::
+
+            await bm.add_references([(h, "snapshot-7") for h in chunk_hashes])
+        """
+        nursery = self._open().require_open()
+        return await self._app.update_many(nursery, pairs, deleted=False)
+
+    async def remove_references(self, pairs: Iterable[tuple[bytes, str | bytes]]) -> int:
+        """:meth:`remove_reference` for many ``(hash, owner)`` pairs in one call (async).
+
+        Like :meth:`add_references` (a removal never raises ``MissingBlockError``).
+        """
+        nursery = self._open().require_open()
+        return await self._app.update_many(nursery, pairs, deleted=True)
+
+    async def missing_blocks(self, hashes: Iterable[bytes]) -> set[Hash]:
+        """Which of ``hashes`` the cluster does not hold safely (async): those of which
+        fewer than ``write_quorum`` storage nodes of the current layout version hold a
+        copy. One question per storage node (per 1024 hashes); a node that cannot be
+        asked counts as holding nothing. Put every hash returned (a put of a block some
+        nodes hold only completes the missing copies), then add its references.
+
+        Example::
+
+            new = await bm.missing_blocks(chunk_hashes)
+            for h in new:
+                await bm.put_block(chunks[h])
+        """
+        self._open()
+        return await self._app.missing_blocks(hashes)
+
+    def owned_by(self, owner: str | bytes) -> AsyncGenerator[Hash, None]:
+        """The hashes the cluster holds an alive reference of ``owner`` for (an async
+        iterator, not a coroutine: ``async for h in bm.owned_by("snap-7")``).
+
+        Every storage node of a live layout version is asked page by page (through its
+        owner index); each hash comes once, in hash order, and a hash any node holds a
+        tombstone of the pair for is left out. ``QuorumError`` when more storage nodes
+        could not be asked than ``replication_factor - write_quorum`` (the listing could
+        then miss references).
+        """
+        self._open()
+        return self._app.owned_by(owner)
+
+    async def remove_owner(self, owner: str | bytes) -> int:
+        """Remove every reference of ``owner`` the cluster holds (async); return how many.
+
+        :meth:`owned_by`, then :meth:`remove_references` in batches of 1024:
+        deleting a snapshot, or the chunks of a lost manifest, is one call.
+        ``ReferenceBatchError`` (``succeeded`` counting the pairs removed so far) or
+        ``QuorumError`` (the listing failed) otherwise; calling it again is harmless.
+        """
+        nursery = self._open().require_open()
+        return await self._app.remove_owner(nursery, owner)
 
     def ref_len(self) -> int:
         """Rows in this node's reference table (``block_ref``), tombstones included."""

@@ -34,20 +34,21 @@ class Duration:
 class Metrics:
     """What a node has done since it opened (``BlockManager.metrics``).
 
-    Counters (since the node opened): ``bytes_read`` (plaintext bytes of blocks read,
-    local copies and peers), ``bytes_written`` (bytes of blocks written to this node's
-    data directories), ``corruptions`` (copies that failed verification), ``deletes``
-    (unreferenced blocks deleted by the garbage collector), ``resyncs`` /
-    ``resync_errors`` (resync steps completed / failed), ``resync_sent`` (blocks sent to
-    peers that needed them before a local delete), ``resync_received`` (missing blocks
-    fetched from peers), ``puts`` / ``gets`` (``put_block`` / ``get_block`` and
-    ``stream_block`` calls), ``hedged_reads`` (reads that started a second request
-    because the first was slow); reference anti-entropy: ``ref_sync_passes`` (passes
-    completed), ``ref_entries_pulled`` / ``ref_entries_pushed`` (reference entries merged
-    here from peers / sent to peers that lacked them), ``ref_tombstones_collected``
-    (tombstones dropped once every storage node held them), ``ref_missing_queued``
-    (referenced blocks without a local copy queued for fetching),
-    ``ref_sync_peer_failures`` (peers a pass could not sync with).
+    Counters (since the node opened): ``bytes_read`` (plaintext bytes of blocks read, local
+    copies and peers), ``bytes_written`` (bytes of blocks written to this node's data
+    directories), ``corruptions`` (copies that failed verification), ``deletes``
+    (unreferenced blocks deleted by the garbage collector), ``resyncs`` / ``resync_errors``
+    (resync steps completed / failed), ``resync_sent`` (blocks sent to peers that needed
+    them before a local delete), ``resync_received`` (missing blocks fetched from peers),
+    ``puts`` / ``gets`` (this node's own ``put_block`` / ``get_block`` and ``stream_block``
+    calls), ``puts_served`` / ``gets_served`` (blocks this node stored / sent for peers: a
+    gateway's or another node's put or read, a peer's resync fetch, offloads and hand-offs),
+    ``hedged_reads`` (reads that started a second request because the first was slow);
+    reference anti-entropy: ``ref_sync_passes`` (passes completed), ``ref_entries_pulled`` /
+    ``ref_entries_pushed`` (reference entries merged here from peers / sent to peers that
+    lacked them), ``ref_tombstones_collected`` (tombstones dropped once every storage node
+    held them), ``ref_missing_queued`` (referenced blocks without a local copy queued for
+    fetching), ``ref_sync_peer_failures`` (peers a pass could not sync with).
 
     Durations (count, total and longest, in seconds): ``read_duration``,
     ``write_duration``, ``resync_duration``.
@@ -63,6 +64,8 @@ class Metrics:
     resync_received: int = 0
     puts: int = 0
     gets: int = 0
+    puts_served: int = 0
+    gets_served: int = 0
     hedged_reads: int = 0
     ref_sync_passes: int = 0
     ref_entries_pulled: int = 0

@@ -69,6 +69,21 @@ class RefCounts:
             ctx.notify_resync()
         return entry.count
 
+    def unreferenced(self, hash: Hash, tx: Transaction) -> bool:
+        """A tombstone was merged for a pair never seen alive here. When the block has
+        no count row (nothing counted, no deletion pending), queue the deletion check
+        for ``gc_delay + 10 s``, as a decref to zero would: a copy held here (a put that
+        went through this node, an add that never reached it) then goes the ordinary
+        GC way (offload, then delete; a copy written less than ``gc_delay`` before the
+        check waits its turn), and without a copy the check does nothing. No count
+        changes. Returns whether a check was queued."""
+        ctx = self._ctx
+        delay = ctx.config.gc_delay_msec + GC_CHECK_SLACK_MSEC
+        queued = ctx.db.queue_if_absent(hash, when_msec=ctx.clock.now_msec() + delay, tx=tx)
+        if queued:
+            tx.on_commit.append(ctx.notify_resync)
+        return queued
+
     def decref_handed_off(self, hash: Hash, tx: Transaction) -> int:
         """Drop a reference this node handed off to the block's new storage nodes: at
         zero the block is deletable at once (they hold the reference, so they ask for

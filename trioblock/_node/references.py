@@ -18,8 +18,14 @@ import trio
 
 from .._core.hashing import Hash
 from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
-from .._storage import MetadataDb, Transaction
-from ..errors import QuorumError, StaleLayoutError, TransportError, TrioblockError
+from .._storage import MetadataDb, Transaction, run_blocking
+from ..errors import (
+    MissingBlockError,
+    QuorumError,
+    StaleLayoutError,
+    TransportError,
+    TrioblockError,
+)
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum
 from .refcounts import RefCounts
@@ -63,6 +69,9 @@ class References:
         this node learned a different set of live versions meanwhile (the exchange that
         follows such an answer), the update is sent once more to the new storage nodes
         (updates are idempotent).
+
+        An add raises ``MissingBlockError`` (the reference is recorded all the same)
+        when every storage node that acknowledged it said it holds no copy of the block.
         """
         h = as_hash(hash)
         entry: RefTuple = (bytes(h), owner_bytes(owner), deleted, self._ctx.clock.now_msec())
@@ -84,46 +93,72 @@ class References:
         verb = "remove" if deleted else "add"
         # Take a slot for every remote send before starting any: the sends that go on
         # after the quorum are bounded, and a caller waits here when they pile up.
-        remote = sum(1 for n in targets if n != ctx.node_id)
+        await self.take_slots(sum(1 for n in targets if n != ctx.node_id))
+        #: node -> whether it said it lacks the block (None: it did not say)
+        missing: dict[str, bool | None] = {}
+
+        async def send(node: str) -> None:
+            try:
+                flags = await self.deliver(node, [entry], report=not deleted)
+            finally:
+                if node != ctx.node_id:
+                    self.release_slot()
+            missing[node] = None if flags is None else flags[0]
+
+        await call_quorum(
+            nursery,
+            targets,
+            ctx.layout.write_quorum,
+            send,
+            what=f"{verb} reference {entry[1]!r} to {h.short()}",
+            groups=groups,
+        )
+        if not deleted and missing and all(v is True for v in missing.values()):
+            raise MissingBlockError(h, missing_text(h, sorted(missing)))
+
+    async def take_slots(self, n: int) -> None:
+        """Take ``n`` background-send slots (waiting while others hold them); each is
+        given back with :meth:`release_slot` when its send ends."""
         taken = 0
         try:
             async with self._collecting:
-                while taken < remote:
+                while taken < n:
                     await self._sends.acquire()
                     taken += 1
         except BaseException:
             for _ in range(taken):
                 self._sends.release()
             raise
-        await call_quorum(
-            nursery,
-            targets,
-            ctx.layout.write_quorum,
-            lambda node: self._send(node, entry),
-            what=f"{verb} reference {entry[1]!r} to {h.short()}",
-            groups=groups,
-        )
 
-    async def _send(self, node: str, entry: RefTuple) -> None:
+    def release_slot(self) -> None:
+        """Give back one slot taken with :meth:`take_slots`."""
+        self._sends.release()
+
+    async def deliver(
+        self, node: str, entries: list[RefTuple], *, report: bool
+    ) -> list[bool] | None:
+        """Have ``node`` (this node included) merge ``entries``; with ``report``, one
+        flag per entry: it left an alive reference there to a block that node holds
+        no copy of (None: an older peer did not say). A peer that answers
+        ``StaleLayoutError`` is tried once more after the layouts are exchanged."""
         ctx = self._ctx
         if node == ctx.node_id:
-            await self.merge([entry])
-            return
+            if report:
+                return await self.merge_reporting(entries)
+            await self.merge(entries)
+            return None
+        if ctx.rpc is None:
+            raise TransportError(f"no transport configured to reach node {node}")
         try:
-            if ctx.rpc is None:
-                raise TransportError(f"no transport configured to reach node {node}")
-            try:
-                with trio.fail_after(ctx.config.rpc_timeout):
-                    await ctx.rpc.ref_update(node, [entry], background=False)
-            except StaleLayoutError:
-                if self._on_stale is None:
-                    raise
-                # One of us has an older layout: exchange, then try once more.
-                with trio.fail_after(ctx.config.rpc_timeout):
-                    await self._on_stale(node)
-                    await ctx.rpc.ref_update(node, [entry], background=False)
-        finally:
-            self._sends.release()
+            with trio.fail_after(ctx.config.rpc_timeout):
+                return await ctx.rpc.ref_update(node, entries, background=False, report=report)
+        except StaleLayoutError:
+            if self._on_stale is None:
+                raise
+            # One of us has an older layout: exchange, then try once more.
+            with trio.fail_after(ctx.config.rpc_timeout):
+                await self._on_stale(node)
+                return await ctx.rpc.ref_update(node, entries, background=False, report=report)
 
     def of_block(self, hash: bytes) -> list[Reference]:
         """This node's rows for ``hash``, tombstones included."""
@@ -162,12 +197,36 @@ class References:
                     counts.incref(Hash(entry[0]), tx)
                 elif delta < 0:
                     counts.decref(Hash(entry[0]), tx)
+                elif did_change and entry[2]:
+                    # A tombstone for a pair this node never saw alive: no count
+                    # changes, but a copy held here (a put that went through this node,
+                    # an add that never reached it) may have no other way to go.
+                    counts.unreferenced(Hash(entry[0]), tx)
             return changed
 
         changed = await _write_in_chunks(db, merge_chunk, entries)
         if changed:
             local.notify_resync()
         return changed
+
+    async def merge_reporting(self, entries: list[RefTuple]) -> list[bool]:
+        """:meth:`merge`, then one flag per entry: True when the entry is an add whose
+        pair is alive here after the merge and this node holds no copy of its block
+        (looked up in one worker-thread trip). A copy found here stays: its count is
+        non-zero from the merge on, and the GC re-derives counts before deleting."""
+        await self.merge(entries)
+        local = self._local
+        assert local is not None  # merge refused a gateway
+        refs = local.db.refs
+        alive = [not e[2] and refs.is_alive(e[0], e[1]) for e in entries]
+        wanted = sorted({Hash(e[0]) for e, a in zip(entries, alive, strict=True) if a})
+        if not wanted:
+            return [False] * len(entries)
+        store = local.store
+        found = await run_blocking(
+            lambda: {h for h in wanted if store.find_sync(h) is not None}, limiter=store.limiter
+        )
+        return [a and Hash(e[0]) not in found for e, a in zip(entries, alive, strict=True)]
 
     async def collect(self, entries: list[RefTuple]) -> int:
         """Drop these tombstones (never an alive row, never a newer tombstone)."""
@@ -210,6 +269,9 @@ class References:
     async def serve_update(self, peer: str, entries: list[RefTuple]) -> None:
         await self.merge(entries)
 
+    async def serve_update_report(self, peer: str, entries: list[RefTuple]) -> list[bool]:
+        return await self.merge_reporting(entries)
+
     async def serve_digests(self, peer: str, prefixes: list[bytes]) -> list[tuple[int, bytes]]:
         db = self._require_db()
         return await db.refs.digests(prefixes, self.shared_with(peer))
@@ -247,4 +309,13 @@ async def _write_in_chunks(
     return total
 
 
-__all__ = ["MAX_BACKGROUND_SENDS", "References"]
+def missing_text(h: Hash, nodes: list[str]) -> str:
+    """The message of a ``MissingBlockError`` raised by an add whose block is gone."""
+    return (
+        f"block {h.hex()} is not held by any storage node that recorded the reference "
+        f"({', '.join(nodes)}): it was never put, or was collected before the reference "
+        "came; put it again (the reference stands)"
+    )
+
+
+__all__ = ["MAX_BACKGROUND_SENDS", "References", "missing_text"]

@@ -19,10 +19,16 @@ time, storage node?, when the copy was last written); the executor performs it:
   leaves each block deleted with its rows dropped, or kept with its rows;
 - **clear**: a Deletable row with no copy left is dropped.
 
+Fetches are logged in summary: one INFO line per :data:`FETCH_LOG_WINDOW` seconds in
+which the resync fetched blocks (how many, how many failed), each block at debug; a node
+catching up thousands of blocks after a restart writes a handful of lines, not one per
+block.
+
 A storage node that cannot be asked or does not receive a block defers that block's
 deletion with a :class:`DeletionDeferred` naming each node and its cause (logged once
-per block; the resync retries with back-off); the other blocks of a batch go on. A batch
-logs one info line (how many deleted, offloaded, deferred); single blocks at debug.
+per block, in one warning per batch for the new ones; the resync retries with back-off);
+the other blocks of a batch go on. A batch logs one info line (how many deleted,
+offloaded, deferred); single blocks at debug.
 """
 
 from __future__ import annotations
@@ -46,6 +52,54 @@ from .reads import Reader
 from .writes import Writer
 
 log = logging.getLogger("trioblock.resync")
+
+#: Seconds of fetches summarised in one log line.
+FETCH_LOG_WINDOW = 10.0
+
+
+class FetchLog:
+    """Counts the resync's fetches and logs them in one INFO line per window.
+
+    The first fetch after a quiet spell opens a window (a task in the node's nursery);
+    when it ends, one line says how many blocks were fetched and how many failed.
+    """
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        self.fetched = 0
+        self.failed = 0
+        self._open = False
+
+    def record(self, ok: bool) -> None:
+        """Count one fetch (``ok``: the block was stored here)."""
+        if ok:
+            self.fetched += 1
+        else:
+            self.failed += 1
+        if not self._open:
+            self._open = True
+            self._ctx.spawn_background("resync fetch log", self._window)
+
+    async def _window(self) -> None:
+        try:
+            await trio.sleep(FETCH_LOG_WINDOW)
+        finally:
+            self._open = False
+            self.flush()
+
+    def flush(self) -> None:
+        """Log what was counted since the last line (nothing when nothing was)."""
+        fetched, failed = self.fetched, self.failed
+        self.fetched = self.failed = 0
+        if fetched or failed:
+            log.info(
+                "%s: resync fetched %d referenced but absent block(s) from peers"
+                "%s in the last %.0f s",
+                self._ctx.node_id,
+                fetched,
+                f" ({failed} failed, retried later)" if failed else "",
+                FETCH_LOG_WINDOW,
+            )
 
 
 @dataclass(slots=True)
@@ -81,6 +135,7 @@ class ResyncExecutor:
         self._ctx = ctx
         self._reader = reader
         self._offloader = Offloader(ctx, writer)
+        self.fetch_log = FetchLog(ctx)
         #: blocks whose deferred deletion was logged (logged once per block)
         self._deferral_logged: set[Hash] = set()
 
@@ -116,12 +171,17 @@ class ResyncExecutor:
 
     async def _fetch_missing(self, hash: Hash) -> None:
         ctx = self._ctx
-        log.info("resync %s: referenced but absent, fetching from peers", hash.short())
+        log.debug("%s: resync %s: referenced but absent, fetching", ctx.node_id, hash.short())
         if not ctx.peers_for_read(hash) or ctx.rpc is None:
             raise MissingBlockError(
                 hash, f"block {hash.hex()} is referenced but absent and no peer can provide it"
             )
-        await self._reader.fetch_and_store(hash)
+        try:
+            await self._reader.fetch_and_store(hash)
+        except Exception:
+            self.fetch_log.record(ok=False)
+            raise
+        self.fetch_log.record(ok=True)
         ctx.metrics.resync_received += 1
 
     async def _offload_and_delete(self, hash: Hash) -> int | None:
@@ -160,8 +220,7 @@ class ResyncExecutor:
             await self._end(entries, _Removal(failed=dict.fromkeys(hashes, exc)), outcome)
             log.warning("%s: %d deletion(s) failed: %s", ctx.node_id, len(hashes), describe(exc))
             return outcome
-        for hash, deferral in offload.deferred.items():
-            self._log_deferral(hash, deferral)
+        self._log_deferrals(offload.deferred)
         go = [h for h in hashes if h not in offload.deferred]
         self._deferral_logged.difference_update(go)
         ended = False
@@ -320,6 +379,24 @@ class ResyncExecutor:
         if trash is None:
             removal.kept[hash] = None
         return trash
+
+    def _log_deferrals(self, deferred: dict[Hash, DeletionDeferred]) -> None:
+        """Log a batch's new deferrals in one warning (the first one's cause and how
+        many more); each block is logged once until its deletion goes ahead."""
+        new = [(h, exc) for h, exc in deferred.items() if h not in self._deferral_logged]
+        if len(new) <= 1:
+            for hash, exc in new:
+                self._log_deferral(hash, exc)
+            return
+        self._deferral_logged.update(h for h, _exc in new)
+        log.warning(
+            "%s: %d unreferenced blocks kept for now (retrying with back-off), e.g. %s; "
+            "and %d more",
+            self._ctx.node_id,
+            len(new),
+            new[0][1],
+            len(new) - 1,
+        )
 
     def _log_deferral(self, hash: Hash, exc: DeletionDeferred) -> None:
         if hash not in self._deferral_logged:

@@ -50,7 +50,13 @@ class Writer:
         #: this node's storage (None on a gateway, which never writes locally)
         self._local = ctx if isinstance(ctx, NodeContext) else None
 
-    def _check_size(self, data: bytes) -> None:
+    def _check_size(self, data: object) -> None:
+        if isinstance(data, str):
+            raise TypeError("a block is bytes, not str: encode the text first (e.g. text.encode())")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"a block is bytes (or a bytearray or memoryview), not {type(data).__name__}"
+            )
         limit = self._ctx.config.max_block_size
         if len(data) > limit:
             raise ValueError(f"block of {len(data)} bytes exceeds max_block_size ({limit})")

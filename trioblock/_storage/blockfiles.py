@@ -427,8 +427,7 @@ class BlockStore:
                     limiter=self.limiter,
                 )
                 removed += n
-        if removed:
-            log.info("removed %d stale temp files left by an earlier crash", removed)
+        # Logged by the node, with its id (``lifecycle._sweep``).
         await self.stored.rebuild(self.limiter)  # then count the copies (``stored``)
         return removed
 

@@ -47,7 +47,9 @@ from ..errors import DatabaseError, TransactionBusyError
 from .offload import run_blocking
 
 DB_NAME = "trioblock.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Older schema versions this trioblock migrates in place when it opens their file.
+MIGRATES_FROM = (1, 2)
 READER_BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_EVERY = 500
 #: How long a background write waits for another process that holds the file.
@@ -60,10 +62,12 @@ log = logging.getLogger("trioblock.storage")
 #: trioblock's key/value tables (keys ordered, WITHOUT ROWID) and their counted rows.
 KV_TABLES = ("block_rc", "resync_queue", "resync_errors", "block_ref")
 #: Secondary indexes: purge finds a block's queue entries by hash; tombstone
-#: collection finds old tombstones by state.
+#: collection finds old tombstones by state; ``owned_by`` finds an owner's rows (the
+#: owner is the key after its 32-byte hash), in hash order.
 INDEXES = {
     "resync_queue_by_hash": "resync_queue(value)",
     "block_ref_by_state": "block_ref(value)",
+    "block_ref_by_owner": "block_ref(substr(key, 33), key)",
 }
 
 
@@ -176,10 +180,10 @@ class Database:
                 "SELECT value FROM settings WHERE key='schema_version'"
             ).fetchone()
             version = cbor2.loads(row[0]) if row else None
-            if version not in (1, SCHEMA_VERSION):
+            if version not in (*MIGRATES_FROM, SCHEMA_VERSION):
                 raise DatabaseError(
-                    f"{self.path}: schema version {version!r}; this trioblock reads 1 and "
-                    f"{SCHEMA_VERSION}"
+                    f"{self.path}: schema version {version!r}; this trioblock reads "
+                    f"{', '.join(map(str, MIGRATES_FROM))} and {SCHEMA_VERSION}"
                 )
         if version == SCHEMA_VERSION:
             return

@@ -123,6 +123,15 @@ class MetadataDb(Database):
                 queue_put(t, hash, now_msec + resync_delay_msec)
         return new, queued
 
+    def queue_if_absent(self, hash: bytes, *, when_msec: int, tx: Transaction) -> bool:
+        """Queue a resync check of ``hash`` at ``when_msec`` when it has no count row (no
+        live reference counted, no deletion already pending); whether it did."""
+        with sql_errors("queue check"):
+            if not self.get_rc_in(tx, hash).is_absent:
+                return False
+            queue_put(tx, hash, when_msec)
+        return True
+
     def raise_rc_to(self, hash: bytes, count: int) -> RcEntry:
         """Make the count at least ``count`` (a recount found more live references)."""
         with self.transaction() as tx, sql_errors("recount"):

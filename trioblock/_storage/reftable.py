@@ -105,6 +105,11 @@ class RefTable:
         rows = self._db.read_all(*_range_sql(bytes(hash)))
         return [(split_key(bytes(k))[1], RefState.decode(bytes(v))) for k, v in rows]
 
+    def is_alive(self, hash: bytes, owner: bytes) -> bool:
+        """Whether the pair's row exists and is alive (a point read)."""
+        row = self._db.read_one("SELECT value FROM block_ref WHERE key=?", (ref_key(hash, owner),))
+        return row is not None and RefState.decode(bytes(row[0])).alive
+
     def count_alive(self, hash: bytes) -> tuple[int, int]:
         """(alive rows, all rows) of one block, counted by SQLite (no row is loaded)."""
         lo, hi = prefix_bounds(bytes(hash))
@@ -152,6 +157,27 @@ class RefTable:
                 state = RefState.decode(value)
                 out.append((bytes(hash), owner, state.deleted, state.ts))
             return out, False
+
+        return await self._db.scan(run)
+
+    async def owned(self, owner: bytes, after: bytes, limit: int) -> tuple[list[RefTuple], bool]:
+        """Up to ``limit`` rows of ``owner`` (tombstones included) whose hash comes after
+        ``after`` (``b""``: from the first), in hash order, found through the owner
+        index; and whether more follow."""
+        start = ref_key(after, owner) if after else b""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[RefTuple], bool]:
+            rows = conn.execute(
+                "SELECT key, value FROM block_ref INDEXED BY block_ref_by_owner "
+                "WHERE substr(key, 33) = ? AND key > ? ORDER BY key LIMIT ?",
+                (bytes(owner), start, limit + 1),
+            ).fetchall()
+            out: list[RefTuple] = []
+            for key, value in rows[:limit]:
+                hash, own = split_key(bytes(key))
+                state = RefState.decode(bytes(value))
+                out.append((bytes(hash), own, state.deleted, state.ts))
+            return out, len(rows) > limit
 
         return await self._db.scan(run)
 

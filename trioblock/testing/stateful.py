@@ -47,7 +47,13 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, preco
 from .._core.hashing import Hash, blake2sum
 from .._core.layoutversion import NodeRole
 from .._node.manager import BlockManager
-from ..errors import LayoutError, QuorumError, StaleLayoutError, TrioblockError
+from ..errors import (
+    LayoutError,
+    MissingBlockError,
+    QuorumError,
+    StaleLayoutError,
+    TrioblockError,
+)
 from ._cluster import Cluster, open_cluster
 
 T = TypeVar("T")
@@ -197,7 +203,13 @@ class ReferenceMachine(RuleBasedStateMachine):
             try:
                 if not deleted:
                     await bm.put_block(data)  # put, then reference (as an application does)
-                    await bm.add_reference(h, owner)
+                    try:
+                        await bm.add_reference(h, owner)
+                    except MissingBlockError:
+                        # The nodes that acknowledged lack the block (wiped or crashed
+                        # since the put): recorded all the same; put it again, as the
+                        # docs tell an application to.
+                        await bm.put_block(data)
                 else:
                     await bm.remove_reference(h, owner)
             except (QuorumError, StaleLayoutError):

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as exc:  # an extra: say how to get it
+    raise ModuleNotFoundError(
+        "trioblock.testing.strategies needs hypothesis: install trioblock[testing]",
+        name=exc.name,
+    ) from exc
 
 from ._model import (
     Advance,
