@@ -287,3 +287,25 @@ async def test_a_dead_removed_node_can_be_forgotten(tmp_path, autojump_clock):
             while not bm.layout_status().nodes["n2"].drained or n2.stored().blocks:  # noqa: ASYNC110
                 await trio.sleep(1)
         assert await holders(c, h) == set(c.layout.storage_nodes(h))
+
+
+async def test_handed_off_copies_go_within_the_gc_delay(tmp_path, autojump_clock):
+    # A reference's arrival queues a check of its block 2 x rpc_timeout later (here
+    # 240 s); the hand-off's deletion check must not be put off until then.
+    async with open_cluster(tmp_path, n=3, gc_delay=10.0, rpc_timeout=120.0) as c:
+        bm = c.nodes["n0"]
+        hashes = []
+        for i in range(20):
+            h = await bm.put_block(os.urandom(300) + bytes([i]))
+            await bm.add_reference(h, "o")
+            hashes.append(h)
+        await c.add_node("n3")
+        await bm.apply_layout({"n3": trioblock.NodeRole(capacity=TiB)})
+        with trio.fail_after(600):
+            while bm.layout_status().live_versions != [2]:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        retired = trio.current_time()
+        await settle(c)
+        for h in hashes:
+            assert await holders(c, h) == set(c.layout.storage_nodes(h))
+        assert trio.current_time() - retired < 60

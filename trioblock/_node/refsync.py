@@ -181,6 +181,11 @@ class RefSyncWorker(Worker):
             self.tranquilizer.record(trio.current_time() - started)
             if not self._units:
                 self._finish_pass()
+        if self._mover is not None and self._mover.moving():
+            # A layout change is under way: the pass goes on at once (its fetches are
+            # bounded by the survey, and the sooner nodes are synced, the sooner the
+            # old version stops costing every reference update a second quorum).
+            return Throttled(0)
         return Throttled(self.tranquilizer.delay(self.tranquility))
 
     def _count_in_metrics(self, before: SyncReport) -> None:

@@ -80,13 +80,20 @@ async def resync_succeeded_many(db: Database, entries: list[tuple[bytes, bytes]]
         await db.write(lambda tx: resync_done_many(tx, entries))
 
 
+#: A deferred check is merged into another entry of its block due at most this long
+#: (msec) after it; a later one would put the check off too far (a hand-off's deletion
+#: behind the two-minute check a reference's arrival queued, say).
+COALESCE_WINDOW_MSEC = 10_000
+
+
 def defer_many(tx: Transaction, entries: list[tuple[bytes, bytes, int]]) -> int:
     merged = 0
     for key, hash, when in entries:
         new_key = queue_key(when, hash)
+        until = queue_key(when + COALESCE_WINDOW_MSEC, b"\xff" * 32)
         later = tx.execute(
-            "SELECT 1 FROM resync_queue WHERE value=? AND key>=? AND key<>? LIMIT 1",
-            (bytes(hash), new_key, key),
+            "SELECT 1 FROM resync_queue WHERE value=? AND key>=? AND key<=? AND key<>? LIMIT 1",
+            (bytes(hash), new_key, until, key),
         ).fetchone()
         if later is None:
             queue_put(tx, hash, when)
@@ -101,8 +108,9 @@ def defer_many(tx: Transaction, entries: list[tuple[bytes, bytes, int]]) -> int:
 async def resync_defer_many(db: Database, entries: list[tuple[bytes, bytes, int]]) -> int:
     """Reschedule many ``(key, hash, when_msec)`` queue entries in one transaction.
 
-    An entry whose block already has another entry at or after ``when_msec`` is dropped
-    instead (that later check covers it: a check looks at the facts of its time);
+    An entry whose block already has another entry due from ``when_msec`` to
+    :data:`COALESCE_WINDOW_MSEC` after it is dropped instead (that check covers it: a
+    check looks at the facts of its time);
     returns how many were merged that way. Each new entry is written before the old one
     is removed, as for ``MetadataDb.queue_move``.
     """
