@@ -4,7 +4,13 @@
   fault injection (``partition``, ``heal``, ``set_delay``, ``set_drop``,
   ``corrupt_next``);
 - :func:`open_cluster`: N nodes over a ``MemoryNetwork`` with ``stop``/``start``/
-  ``kill``/``wipe``;
+  ``kill``/``wipe`` (and, with ``disk="simulated"``, ``disk(node_id)`` and
+  ``power_loss(node_id)``);
+- :class:`SimulatedDisk`: an in-memory disk for a node's block files that loses
+  unsynced changes on ``power_loss()`` (kept, dropped or torn, from a seed), fails
+  operations on demand (``fail``, with fsyncgate semantics for fsync), fills up
+  (``set_capacity``), slows down (``set_latency``) and rots (``rot``); :class:`PowerLoss`
+  says what a power loss did;
 - :func:`check_transport`: a conformance suite for anyone plugging their own
   :class:`~trioblock.Transport`-compatible transport;
 - :func:`run_operations`, :class:`ClusterModel`, :func:`check_converged`: drive a
@@ -48,6 +54,8 @@ from ._model import Wipe as Wipe
 from ._model import check_converged as check_converged
 from ._model import run_operations as run_operations
 from ._model import settle as settle
+from ._simdisk import SimulatedDisk as SimulatedDisk
+from ._simfs import PowerLoss as PowerLoss
 
 __all__ = [
     "Advance",
@@ -61,8 +69,10 @@ __all__ = [
     "Isolate",
     "MemoryNetwork",
     "Operation",
+    "PowerLoss",
     "Put",
     "Settle",
+    "SimulatedDisk",
     "Start",
     "Stop",
     "Wipe",
