@@ -197,7 +197,9 @@ def test_fail_open_read_write_list_rename_unlink_stat_raise_their_errno() -> Non
 
     disk.fail("open", "*.zst", errno.EACCES)
     f = disk.open_file(ROOT, "ab/cd/y")[0]  # not matching: opens
-    raises(errno.EACCES, disk.open_file, ROOT, "ab/cd/x.zst")
+    with pytest.raises(PermissionError) as denied:
+        disk.open_file(ROOT, "ab/cd/x.zst")
+    assert denied.value.filename == f"{ROOT}/ab/cd/x.zst"
     disk.close(disk.open_file(ROOT, "ab/cd/x.zst")[0])  # times=1: used up
     disk.fail("read", "ab/cd/y", times=2)
     raises(errno.EIO, disk.read, f, 10)

@@ -18,9 +18,10 @@ import os
 import stat
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .._core.disk import NotASubdir
+from .._core.disk import Handle, NotASubdir
 from ._simfs import Dir, File, Inode, Link, Rename, Special
 
 
@@ -39,6 +40,25 @@ def _absent(shown: str) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), shown)
 
 
+@dataclass
+class OpenHandle:
+    """An open handle: what it names, and where (for errors and fault matching)."""
+
+    inode: Inode
+    root: str
+    rel: str
+    writable: bool = False
+    pos: int = 0
+
+    @property
+    def shown(self) -> str:
+        return f"{self.root}/{self.rel}" if self.rel else self.root
+
+    def child(self, name: str) -> str:
+        """The rel path of ``name`` in this directory."""
+        return f"{self.rel}/{name}" if self.rel else name
+
+
 class SimTree:
     """The trees of a simulated disk's roots (base of ``SimulatedDisk``)."""
 
@@ -46,6 +66,8 @@ class SimTree:
         self._lock = threading.RLock()
         self._roots: dict[str, Dir] = {}
         self._last_ino = 1
+        self._handles: dict[Handle, OpenHandle] = {}
+        self._next_handle = 3
 
     # == introspection and set-up, for tests ==========================================
 
@@ -258,4 +280,4 @@ class SimTree:
         return total
 
 
-__all__ = ["SimTree", "kind_of"]
+__all__ = ["OpenHandle", "SimTree", "kind_of"]
