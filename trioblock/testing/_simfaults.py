@@ -4,9 +4,13 @@ in its docstring and each method's).
 
 Rules kept here:
 
-- Every random choice comes from one ``random.Random(seed)``, drawn only by
-  :meth:`SimFaults.power_loss` and :meth:`SimFaults.rot`, in the order the changes were
-  made: the same seed and the same sequence of calls give the same result.
+- Every random choice comes from the seed. A power loss decides each change with a
+  ``random.Random`` of its own, seeded with the disk's seed, the number of power losses
+  before, what the change is (its operation and path below its data directory, a temp
+  name's random suffix left out, its byte range) and how many such changes came before
+  it: the same seed and the same changes give the same result, whatever order
+  concurrent tasks made them in and wherever the test's directories are. :meth:`rot`
+  draws from one ``random.Random(seed)``, in the order of its calls.
 - A rule of :meth:`SimFaults.fail` is checked by each call of its operation before the
   call does anything; the oldest matching rule fires and is used up.
 """
@@ -17,6 +21,7 @@ import errno
 import fnmatch
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,8 @@ from ._simfs import (
 )
 from ._simtree import SimTree
 
+#: The random part of a temp file's name (trioblock's ``<name>.tmp<8 hex>``).
+_TEMP_SUFFIX = re.compile(r"\.tmp[0-9a-f]{8}")
 #: What ``statvfs`` reports as the size of a disk without a capacity (1 TiB).
 DEFAULT_TOTAL = 1 << 40
 #: The operations :meth:`SimFaults.fail` and :meth:`SimFaults.set_latency` name.
@@ -76,18 +83,31 @@ class SimFaults(SimTree):
         self.power_losses = 0
 
     def power_loss(self, outcome: Outcome = "random") -> PowerLoss:
-        """Cut the power: decide each change not yet durable, in the order it was made
-        (kept, dropped, or a write torn: kept up to a 512-byte boundary of the file
-        strictly inside it; a write within one sector is kept or dropped), make what
-        remains the whole disk, and invalidate every open handle.
+        """Cut the power: decide each change not yet durable on its own (kept, dropped,
+        or a write torn: kept up to a 512-byte boundary of the file strictly inside it; a
+        write within one sector is kept or dropped), apply the kept ones in the order
+        they were made, make the result the whole disk, and invalidate every open handle.
 
-        ``outcome``: ``"random"`` (each choice drawn from the seed, equally likely) or one
+        ``outcome``: ``"random"`` (each choice equally likely, drawn from the seed and
+        what the change is: the same seed and the same changes give the same result,
+        whatever order concurrent tasks made them in) or one
         answer for every change: ``"keep"``, ``"drop"``, or ``"tear"`` (every write torn
         where it can be, every other change kept). Returns what was done with each
         change. Faults armed with :meth:`fail` stay armed.
         """
         with self._lock:
-            done = lose_power(self._rng, self._dirty_files, self._dirty_dirs, outcome)
+            seen: dict[str, int] = {}
+
+            def chooser(what: str) -> random.Random:
+                # Each change's own generator, from the seed, the power loss and what
+                # the change is (paths below their roots, temp names' random suffix left
+                # out): the choices do not depend on the order in which concurrent tasks
+                # made the changes, nor on where the test's directories are.
+                key = self._stable(what)
+                seen[key] = nth = seen.get(key, 0) + 1
+                return random.Random(f"{self.seed}/{self.power_losses}/{key}/{nth}")
+
+            done = lose_power(chooser, self._dirty_files, self._dirty_dirs, outcome)
             self._dirty_files.clear()
             self._dirty_dirs.clear()
             self._handles.clear()
@@ -190,6 +210,12 @@ class SimFaults(SimTree):
             return [c.what for c in sorted(changes, key=lambda c: c.seq)]
 
     # == internals ===================================================================
+
+    def _stable(self, what: str) -> str:
+        """A change's description without its roots nor its temp names' random part."""
+        for root in sorted(self._roots, key=len, reverse=True):
+            what = what.replace(root + "/", "/")
+        return _TEMP_SUFFIX.sub(".tmp*", what)
 
     def _delay(self, op: str) -> None:
         seconds = self._latency.get(op) or self._latency.get(None)

@@ -16,13 +16,14 @@ Rules kept here:
 - A failed fsync (fsyncgate) forgets the pending changes of that file or directory
   without applying them: the live view keeps them (as the page cache does) until a power
   loss, and the next fsync has nothing left to do.
-- A power loss (:func:`lose_power`) decides every pending change on its own, in the
-  order the changes were made: kept, dropped, or (a write only) torn — kept up to a
-  512-byte boundary of the file strictly inside the write (a write within one sector
-  cannot tear: it is kept or dropped). The live view of every file and directory is then
-  its durable view. A kept rename gives the inode its new name whether or not the change
-  that first named it was kept (each change is independent); a kept unlink removes the
-  name only if it still names the same inode.
+- A power loss (:func:`lose_power`) decides every pending change on its own, with a
+  generator the caller gives for the change's description: kept, dropped, or (a write
+  only) torn — kept up to a 512-byte boundary of the file strictly inside the write (a
+  write within one sector cannot tear: it is kept or dropped). The kept changes are
+  applied in the order they were made, and the live view of every file and directory is
+  then its durable view. A kept rename gives the inode its new name whether or not the
+  change that first named it was kept (each change is independent); a kept unlink
+  removes the name only if it still names the same inode.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
@@ -222,16 +224,20 @@ class _Decisions:
     torn: list[str] = field(default_factory=list)
 
 
-def lose_power(rng: random.Random, files: set[File], dirs: set[Dir], outcome: Outcome) -> PowerLoss:
+def lose_power(
+    chooser: Callable[[str], random.Random], files: set[File], dirs: set[Dir], outcome: Outcome
+) -> PowerLoss:
     """Decide every pending change of ``files`` and ``dirs`` (module rules), then make
-    every live view its durable one. ``outcome`` other than ``"random"`` decides every
-    change the same way (``"tear"``: every write torn where it can be, every other change
-    kept)."""
+    every live view its durable one. Each change is decided with the generator
+    ``chooser`` gives for its description (``what``); ``outcome`` other than
+    ``"random"`` decides every change the same way (``"tear"``: every write torn where it
+    can be, every other change kept)."""
     changes: list[Change] = [c for f in files for c in f.pending]
     changes += [c for d in dirs for c in d.pending]
     changes.sort(key=lambda c: c.seq)
     done = _Decisions()
     for change in changes:
+        rng = chooser(change.what)
         if isinstance(change, Write):
             points = change.tear_points()
             choice = _choose(rng, outcome, tearable=bool(points))
