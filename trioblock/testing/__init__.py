@@ -15,8 +15,8 @@
   :class:`~trioblock.Transport`-compatible transport;
 - :func:`run_operations`, :class:`ClusterModel`, :func:`check_converged`: drive a
   cluster with a sequence of operations (``Put``, ``Get``, ``Incref``, ``Decref``,
-  ``Stop``, ``Start``, ``Wipe``, ``Isolate``, ``Heal``, ``Corrupt``, ``Advance``,
-  ``Settle``: the :data:`Operation` union) against a model of an application that keeps
+  ``Stop``, ``Start``, ``Wipe``, ``Isolate``, ``Heal``, ``Corrupt``, ``PowerCut``,
+  ``Advance``, ``Settle``: the :data:`Operation` union) against a model of an application that keeps
   its own references with the low-level ``incref``/``decref`` (replaying what a node
   missed) and check the invariants (no referenced block lost, no wrong bytes returned,
   garbage eventually collected);
@@ -46,6 +46,7 @@ from ._model import Heal as Heal
 from ._model import Incref as Incref
 from ._model import Isolate as Isolate
 from ._model import Operation as Operation
+from ._model import PowerCut as PowerCut
 from ._model import Put as Put
 from ._model import Settle as Settle
 from ._model import Start as Start
@@ -69,6 +70,7 @@ __all__ = [
     "Isolate",
     "MemoryNetwork",
     "Operation",
+    "PowerCut",
     "PowerLoss",
     "Put",
     "Settle",

@@ -115,6 +115,15 @@ class Corrupt:
 
 
 @dataclass(frozen=True)
+class PowerCut:
+    """Cut ``node``'s power: ``cluster.power_loss`` (kill, lose what was not fsynced on
+    its simulated disk, start again). Skipped on the real disk, on a stopped node, and
+    while another node is unavailable."""
+
+    node: str
+
+
+@dataclass(frozen=True)
 class Advance:
     """Let ``seconds`` of (virtual) time pass."""
 
@@ -127,7 +136,19 @@ class Settle:
 
 
 Operation = (
-    Put | Incref | Decref | Get | Stop | Start | Wipe | Isolate | Heal | Corrupt | Advance | Settle
+    Put
+    | Incref
+    | Decref
+    | Get
+    | Stop
+    | Start
+    | Wipe
+    | Isolate
+    | Heal
+    | Corrupt
+    | PowerCut
+    | Advance
+    | Settle
 )
 
 
@@ -343,6 +364,18 @@ async def run_operations(
                 model.skipped += 1
                 continue
             model.corrupted.add((victim, op.node))
+        elif isinstance(op, PowerCut):
+            if (
+                cluster.disk_kind != "simulated"
+                or model.unavailable() - {op.node}
+                or op.node in model.stopped
+            ):
+                model.skipped += 1
+                continue
+            if model.isolated == op.node:
+                cluster.net.heal()
+                model.isolated = None
+            await cluster.power_loss(op.node)
         elif isinstance(op, Advance):
             await trio.sleep(op.seconds)
         elif isinstance(op, Settle):
@@ -396,6 +429,7 @@ __all__ = [
     "Incref",
     "Isolate",
     "Operation",
+    "PowerCut",
     "Put",
     "Settle",
     "Start",
