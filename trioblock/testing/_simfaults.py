@@ -90,10 +90,10 @@ class SimFaults(SimTree):
 
         ``outcome``: ``"random"`` (each choice equally likely, drawn from the seed and
         what the change is: the same seed and the same changes give the same result,
-        whatever order concurrent tasks made them in) or one
-        answer for every change: ``"keep"``, ``"drop"``, or ``"tear"`` (every write torn
-        where it can be, every other change kept). Returns what was done with each
-        change. Faults armed with :meth:`fail` stay armed.
+        whatever order concurrent tasks made them in) or one answer for every change:
+        ``"keep"``, ``"drop"``, or ``"tear"`` (every write torn where it can be, every
+        other change kept). Returns what was done with each change. Faults armed with
+        :meth:`fail` stay armed.
         """
         with self._lock:
             seen: dict[str, int] = {}
