@@ -235,3 +235,24 @@ def test_statvfs_reports_size_and_free_space(bench: Bench) -> None:
     assert usage.total >= usage.free > 0
     with pytest.raises(FileNotFoundError):
         bench.disk.statvfs(bench.root + "-missing")
+
+
+def test_a_missing_root_is_absent_and_a_file_is_no_root(bench: Bench) -> None:
+    disk, missing = bench.disk, bench.root + "-missing"
+    with pytest.raises(FileNotFoundError):
+        disk.lstat(missing, "x")
+    with pytest.raises(FileNotFoundError):
+        disk.open_file(missing, "ab/cd/x")
+    with pytest.raises(FileNotFoundError):
+        disk.open_dir(missing, "ab")
+    handle, made = disk.make_dir(missing, "ab", fsync=True)  # made with its root
+    disk.close(handle)
+    assert made
+    disk.close(disk.open_dir(missing))
+    bench.plant("file", b"")
+    for call in (
+        lambda: disk.open_dir(f"{bench.root}/file"),
+        lambda: disk.make_dir(f"{bench.root}/file", "", fsync=False),
+    ):
+        with pytest.raises(NotADirectoryError):
+            call()
