@@ -151,3 +151,45 @@ async def test_a_copy_whose_directory_fsync_failed_is_not_acknowledged_by_a_late
         h = await cluster.nodes["n0"].put_block(data)  # acknowledged by all three
         await cluster.power_loss("n1", "drop")
         assert await cluster.nodes["n1"].has_local_block(h)
+
+
+async def test_a_referenced_block_a_full_node_missed_is_fetched_once_space_returns(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, disk="simulated", resync_retry_delay=5.0) as cluster:
+        cluster.disk("n2").set_capacity(0)
+        data = random.Random(2).randbytes(3000)
+        h = await cluster.nodes["n0"].put_block(data)
+        await cluster.nodes["n0"].add_reference(h, "app")
+        await trio.sleep(30)
+        assert not await cluster.nodes["n2"].has_local_block(h)
+        assert temp_files(cluster, "n2") == []
+        cluster.disk("n2").set_capacity(None)
+        await trio.sleep(600)  # the resync's retries
+        assert await cluster.nodes["n2"].has_local_block(h)
+        path = await cluster.nodes["n2"].local_block_path(h)
+        peer = await cluster.nodes["n0"].local_block_path(h)
+        assert path is not None and peer is not None
+        assert cluster.disk("n2").read_file(path) == cluster.disk("n0").read_file(peer)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A corrupt local copy that cannot be quarantined makes get_block fail: the "
+        "rename to .corrupted raises EIO in _storage/removal.py quarantine_copy (only "
+        "EROFS, EPERM and EACCES are logged and tolerated), and the OSError leaves "
+        "get_block instead of the read going on to the two peers holding valid copies."
+    ),
+)
+async def test_a_get_goes_on_to_peers_when_a_corrupt_copy_cannot_be_quarantined(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, write_quorum=3, disk="simulated") as cluster:
+        data = random.Random(1).randbytes(3000)
+        h = await cluster.nodes["n0"].put_block(data)
+        path = await cluster.nodes["n1"].local_block_path(h)
+        assert path is not None
+        cluster.disk("n1").rot(path)
+        cluster.disk("n1").fail("rename", times=None)
+        assert await cluster.nodes["n1"].get_block(h) == data
