@@ -6,13 +6,19 @@
 - :func:`open_cluster`: N nodes over a ``MemoryNetwork`` with ``stop``/``start``/
   ``kill``/``wipe``, and ``await cluster.add_node(node_id)`` for a node that joins (it
   holds no role until ``apply_layout`` gives it one); ``cluster.layout`` is the current
-  layout version;
+  layout version; with ``disk="simulated"``, ``disk(node_id)`` and
+  ``power_loss(node_id)``;
+- :class:`SimulatedDisk`: an in-memory disk for a node's block files that loses
+  unsynced changes on ``power_loss()`` (kept, dropped or torn, from a seed), fails
+  operations on demand (``fail``, with fsyncgate semantics for fsync), fills up
+  (``set_capacity``), slows down (``set_latency``) and rots (``rot``); :class:`PowerLoss`
+  says what a power loss did;
 - :func:`check_transport`: a conformance suite for anyone plugging their own
   :class:`~trioblock.Transport`-compatible transport;
 - :func:`run_operations`, :class:`ClusterModel`, :func:`check_converged`: drive a
   cluster with a sequence of operations (``Put``, ``Get``, ``Incref``, ``Decref``,
-  ``Stop``, ``Start``, ``Wipe``, ``Isolate``, ``Heal``, ``Corrupt``, ``Advance``,
-  ``Settle``: the :data:`Operation` union) against a model of an application that keeps
+  ``Stop``, ``Start``, ``Wipe``, ``Isolate``, ``Heal``, ``Corrupt``, ``PowerCut``,
+  ``Advance``, ``Settle``: the :data:`Operation` union) against a model of an application that keeps
   its own references with the low-level ``incref``/``decref`` (replaying what a node
   missed) and check the invariants (no referenced block lost, no wrong bytes returned,
   garbage eventually collected);
@@ -44,6 +50,7 @@ from ._model import Heal as Heal
 from ._model import Incref as Incref
 from ._model import Isolate as Isolate
 from ._model import Operation as Operation
+from ._model import PowerCut as PowerCut
 from ._model import Put as Put
 from ._model import Settle as Settle
 from ._model import Start as Start
@@ -52,6 +59,8 @@ from ._model import Wipe as Wipe
 from ._model import check_converged as check_converged
 from ._model import run_operations as run_operations
 from ._model import settle as settle
+from ._simdisk import SimulatedDisk as SimulatedDisk
+from ._simfs import PowerLoss as PowerLoss
 
 __all__ = [
     "Advance",
@@ -65,8 +74,11 @@ __all__ = [
     "Isolate",
     "MemoryNetwork",
     "Operation",
+    "PowerCut",
+    "PowerLoss",
     "Put",
     "Settle",
+    "SimulatedDisk",
     "Start",
     "Stop",
     "Wipe",

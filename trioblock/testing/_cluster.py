@@ -5,16 +5,22 @@ under ``tmp_path/<node_id>``. ``stop`` closes a node cleanly, ``kill`` cancels i
 abruptly (as a crash would: durable writes in progress still complete, nothing else is
 waited for), ``start`` opens it again on the same directories, and ``wipe`` stops it,
 deletes its metadata and data, and starts it empty.
+
+With ``disk="simulated"`` each node's block files live on its own
+:class:`~trioblock.testing.SimulatedDisk` (``cluster.disk(node_id)``), and
+``power_loss`` cuts a node's power. The SQLite metadata stays on the real disk under
+``tmp_path`` either way: Python's ``sqlite3`` cannot run on a simulated file system.
 """
 
 from __future__ import annotations
 
+import random
 import shutil
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -28,6 +34,11 @@ from .._node.manager import BlockManager
 from .._node.nurseries import service_nursery
 from .._storage.offload import run_blocking
 from ._memory import MemoryNetwork
+from ._simdisk import SimulatedDisk
+from ._simfs import Outcome, PowerLoss
+
+#: What ``open_cluster(disk=...)`` accepts: the real disk or one simulated disk per node.
+DiskKind = Literal["real", "simulated"]
 
 
 @dataclass
@@ -46,7 +57,8 @@ class Cluster:
     cluster's current :class:`~trioblock.LayoutVersion`: the newest any running node
     holds), ``bootstrap`` (the :class:`~trioblock.StaticLayout` the first nodes started
     from), ``root`` (the directory holding each node's ``<id>/meta`` and ``<id>/data``),
-    ``rpc_secret`` and ``config_overrides``.
+    ``rpc_secret``, ``config_overrides``, ``disk_kind`` (``"real"`` or ``"simulated"``)
+    and ``seed`` (the simulated disks').
     """
 
     def __init__(
@@ -60,7 +72,14 @@ class Cluster:
         config_overrides: Mapping[str, Any],
         nursery: trio.Nursery,
         transports: Mapping[str, Transport] | None = None,
+        disk: DiskKind = "real",
+        seed: int = 0,
     ) -> None:
+        if disk not in ("real", "simulated"):
+            raise ValueError(f"disk must be 'real' or 'simulated', got {disk!r}")
+        self.disk_kind: DiskKind = disk
+        self.seed = seed
+        self._disks: dict[str, SimulatedDisk] = {}
         self.root = root
         self.node_ids = node_ids
         self.net = net
@@ -127,18 +146,34 @@ class Cluster:
         """Where node ``node_id`` keeps its blocks."""
         return self.root / node_id / "data"
 
+    def disk(self, node_id: str) -> SimulatedDisk:
+        """Node ``node_id``'s :class:`SimulatedDisk` (``disk="simulated"`` only), made on
+        first use and kept across restarts, seeded from the cluster's ``seed`` and the
+        node id: its faults are the test's to arm (``fail``, ``set_capacity``, ``rot``…).
+        """
+        if self.disk_kind != "simulated":
+            raise RuntimeError("this cluster runs on the real disk: open it with disk='simulated'")
+        found = self._disks.get(node_id)
+        if found is None:
+            node_seed = random.Random(f"{self.seed}/{node_id}").getrandbits(64)
+            found = self._disks[node_id] = SimulatedDisk(node_seed)
+        return found
+
     def metadata_dir(self, node_id: str) -> Path:
         """Where node ``node_id`` keeps its database."""
         return self.root / node_id / "meta"
 
     def config(self, node_id: str) -> Config:
         """The configuration node ``node_id`` is started with."""
+        overrides = dict(self.config_overrides)
+        if self.disk_kind == "simulated":
+            overrides["disk"] = self.disk(node_id)
         return Config(
             node_id=node_id,
             metadata_dir=self.metadata_dir(node_id),
             data_dir=self.data_dir(node_id),
             rpc_secret=self.rpc_secret,
-            **self.config_overrides,
+            **overrides,
         )
 
     def transport(self, node_id: str) -> Transport:
@@ -196,6 +231,20 @@ class Cluster:
         task.scope.cancel()
         await task.closed.wait()
 
+    async def power_loss(self, node_id: str, outcome: Outcome = "random") -> PowerLoss:
+        """Cut node ``node_id``'s power: :meth:`kill` it, apply
+        :meth:`SimulatedDisk.power_loss` to its disk (``outcome`` as there) and start it
+        again (``disk="simulated"`` only; a node that was not running stays stopped).
+        Its metadata, on the real disk, keeps every committed transaction. Returns what
+        the power loss did."""
+        disk = self.disk(node_id)
+        running = node_id in self._tasks
+        await self.kill(node_id)
+        done = disk.power_loss(outcome)
+        if running:
+            await self.start(node_id)
+        return done
+
     async def restart(self, node_id: str) -> BlockManager:
         """Stop ``node_id`` cleanly and start it again; the new node."""
         await self.stop(node_id)
@@ -205,6 +254,9 @@ class Cluster:
         """Stop ``node_id``, delete its metadata and data, and start it empty."""
         await self.stop(node_id)
         await run_blocking(shutil.rmtree, self.root / node_id, True)
+        simulated = self._disks.get(node_id)
+        if simulated is not None and simulated.exists(self.data_dir(node_id)):
+            simulated.delete(self.data_dir(node_id))
         return await self.start(node_id)
 
     @asynccontextmanager
@@ -262,6 +314,8 @@ async def open_cluster(
     rpc_secret: bytes = b"test",
     zones: Mapping[str, str] | None = None,
     transport: str = "memory",
+    disk: DiskKind = "real",
+    seed: int = 0,
     **config_overrides: Any,
 ) -> AsyncIterator[Cluster]:
     """Run ``n`` nodes ``"n0"``, ``"n1"``, … over a :class:`MemoryNetwork`.
@@ -274,6 +328,11 @@ async def open_cluster(
     127.0.0.1 (free ports) instead; the ``MemoryNetwork`` fault controls then do
     nothing, and tests should use the real clock (sockets and a MockClock's autojump do
     not mix).
+
+    ``disk="simulated"`` gives each node its own :class:`SimulatedDisk` for its block
+    files (``cluster.disk(node_id)``; seeded from ``seed`` and the node id), and enables
+    ``cluster.power_loss(node_id)``; the metadata stays on the real disk. ``"real"``
+    (the default) keeps everything under ``tmp_path``.
     """
     root = Path(tmp_path)
     node_ids = [f"n{i}" for i in range(n)]
@@ -303,6 +362,8 @@ async def open_cluster(
             config_overrides=config_overrides,
             nursery=nursery,
             transports=transports,
+            disk=disk,
+            seed=seed,
         )
         try:
             for node_id in node_ids:

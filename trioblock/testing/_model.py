@@ -23,6 +23,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
@@ -114,6 +115,15 @@ class Corrupt:
 
 
 @dataclass(frozen=True)
+class PowerCut:
+    """Cut ``node``'s power: ``cluster.power_loss`` (kill, lose what was not fsynced on
+    its simulated disk, start again). Skipped on the real disk, on a stopped node, and
+    while another node is unavailable."""
+
+    node: str
+
+
+@dataclass(frozen=True)
 class Advance:
     """Let ``seconds`` of (virtual) time pass."""
 
@@ -126,8 +136,40 @@ class Settle:
 
 
 Operation = (
-    Put | Incref | Decref | Get | Stop | Start | Wipe | Isolate | Heal | Corrupt | Advance | Settle
+    Put
+    | Incref
+    | Decref
+    | Get
+    | Stop
+    | Start
+    | Wipe
+    | Isolate
+    | Heal
+    | Corrupt
+    | PowerCut
+    | Advance
+    | Settle
 )
+
+
+def _corrupt_copy(cluster: Cluster, node_id: str, path: Path) -> bool:
+    """Flip a byte of a node's copy, keeping its size and modification time (the node's
+    record of when the copy was written, on its clock, which the GC reads); False when
+    the copy is empty."""
+    if cluster.disk_kind == "simulated":
+        sim = cluster.disk(node_id)
+        if not sim.read_file(path):
+            return False
+        sim.rot(path)  # damage at rest: size and mtime kept
+        return True
+    raw = bytearray(path.read_bytes())
+    if not raw:
+        return False
+    raw[len(raw) // 2] ^= 0x55
+    mtime_ns = path.stat().st_mtime_ns
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return True
 
 
 # -- the model -------------------------------------------------------------------------
@@ -318,17 +360,22 @@ async def run_operations(
                 model.skipped += 1
                 continue
             path = await bm.local_block_path(victim)
-            raw = bytearray(path.read_bytes()) if path is not None else bytearray()
-            if path is None or not raw:
+            if path is None or not _corrupt_copy(cluster, op.node, path):
                 model.skipped += 1
                 continue
-            raw[len(raw) // 2] ^= 0x55
-            # Keep the modification time: it is the node's record of when the copy was
-            # written (on its clock, virtual under a MockClock), which the GC reads.
-            mtime_ns = path.stat().st_mtime_ns
-            path.write_bytes(bytes(raw))
-            os.utime(path, ns=(mtime_ns, mtime_ns))
             model.corrupted.add((victim, op.node))
+        elif isinstance(op, PowerCut):
+            if (
+                cluster.disk_kind != "simulated"
+                or model.unavailable() - {op.node}
+                or op.node in model.stopped
+            ):
+                model.skipped += 1
+                continue
+            if model.isolated == op.node:
+                cluster.net.heal()
+                model.isolated = None
+            await cluster.power_loss(op.node)
         elif isinstance(op, Advance):
             await trio.sleep(op.seconds)
         elif isinstance(op, Settle):
@@ -382,6 +429,7 @@ __all__ = [
     "Incref",
     "Isolate",
     "Operation",
+    "PowerCut",
     "Put",
     "Settle",
     "Start",

@@ -3,7 +3,9 @@
 :class:`ReferenceMachine` is a ``hypothesis.stateful.RuleBasedStateMachine`` whose rules
 are what an application does — put a block and reference it, reference it again, remove
 a reference, through any running node or a gateway — while the cluster underneath is
-stopped, crashed, restarted, wiped and partitioned, and time passes. The application
+stopped, crashed, restarted, wiped and partitioned, and time passes; on simulated disks
+(a subclass setting ``CLUSTER = {**ReferenceMachine.CLUSTER, "disk": "simulated",
+"data_fsync": True}``) nodes also lose power (``power_cut``). The application
 never replays anything: an update that failed for lack of a quorum is simply retried
 later, as any application retries a failed write.
 
@@ -37,7 +39,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import trio
 import trio.testing
@@ -142,12 +144,18 @@ class ReferenceMachine(RuleBasedStateMachine):
     blocks = Bundle("blocks")
     refs = Bundle("refs")
 
+    #: ``open_cluster`` options of the cluster under test. No fsync by default: what is
+    #: checked then is the logic, not durability against power loss.
+    CLUSTER: ClassVar[dict[str, Any]] = {
+        "gc_delay": GC_DELAY,
+        "rpc_timeout": RPC_TIMEOUT,
+        "data_fsync": False,
+        "metadata_fsync": False,
+    }
+
     def __init__(self) -> None:
         super().__init__()
-        # No fsync: what is checked here is the logic, not durability against power loss.
-        self.env = ClusterThread(
-            gc_delay=GC_DELAY, rpc_timeout=RPC_TIMEOUT, data_fsync=False, metadata_fsync=False
-        )
+        self.env = ClusterThread(**self.CLUSTER)
         self.data: dict[Hash, bytes] = {}
         #: owners whose add committed, and owners removed (remove wins for ever)
         self.alive: dict[Hash, set[str]] = {}
@@ -292,6 +300,17 @@ class ReferenceMachine(RuleBasedStateMachine):
 
         self.env.run(go)
         self.wiped = True
+
+    @precondition(lambda self: not self.down and self.env.cluster.disk_kind == "simulated")
+    @rule(index=st.integers(0, 7))
+    def power_cut(self, index: int) -> None:
+        """Kill a node, cut its disk's power, start it again (simulated disks only)."""
+        node = self._member(index)
+
+        async def go(cluster: Cluster) -> None:
+            await cluster.power_loss(node)
+
+        self.env.run(go)
 
     @rule(index=st.integers(0, 7))
     def partition(self, index: int) -> None:

@@ -3,7 +3,8 @@
 ``block_contents()`` draws block plaintexts with many duplicates and a few large or
 incompressible ones; ``cluster_operations(node_ids)`` draws sequences of operations for
 :func:`trioblock.testing.run_operations`: puts, reference changes, reads, stops and
-restarts, wipes, partitions, corruptions and the passing of virtual time. Sequences are
+restarts, wipes, partitions, corruptions and the passing of virtual time (and, with
+``power_cuts=True``, power cuts, for clusters on simulated disks). Sequences are
 shaped so that, without a bug, no referenced block can be lost: at most one node is
 unavailable (stopped or isolated) at a time, a wipe happens only while every other node is
 up, and at most one copy of a block is corrupted between two settles.
@@ -30,6 +31,7 @@ from ._model import (
     Incref,
     Isolate,
     Operation,
+    PowerCut,
     Put,
     Settle,
     Start,
@@ -56,11 +58,14 @@ def block_contents(*, max_size: int = 8192) -> st.SearchStrategy[bytes]:
 
 
 def cluster_operations(
-    node_ids: Sequence[str], *, max_ops: int = 30, max_size: int = 8192
+    node_ids: Sequence[str], *, max_ops: int = 30, max_size: int = 8192, power_cuts: bool = False
 ) -> st.SearchStrategy[list[Operation]]:
-    """Sequences of cluster operations for :func:`~trioblock.testing.run_operations`."""
+    """Sequences of cluster operations for :func:`~trioblock.testing.run_operations`;
+    with ``power_cuts``, ``PowerCut`` too (for clusters on simulated disks:
+    ``open_cluster(..., disk="simulated")``)."""
     nodes = st.sampled_from(list(node_ids))
     block = st.integers(min_value=0, max_value=1 << 16)
+    extra = [st.builds(PowerCut, nodes), st.builds(PowerCut, nodes)] if power_cuts else []
     op = st.one_of(
         st.builds(Put, block_contents(max_size=max_size), nodes),
         st.builds(Put, block_contents(max_size=max_size), nodes),
@@ -76,6 +81,7 @@ def cluster_operations(
         st.builds(Corrupt, block, nodes),
         st.builds(Advance, st.sampled_from([1.0, 30.0, 61.0, 300.0, 700.0])),
         st.just(Settle()),
+        *extra,
     )
     return st.lists(op, max_size=max_ops)
 

@@ -1,0 +1,195 @@
+"""A cluster's nodes under the simulated disk's other faults (EIO, fsyncgate, ENOSPC,
+rot), through the public API in virtual time. The ``xfail(strict=True)`` tests are
+bugs found this way: each describes what goes wrong today (DESIGN §11 says what
+should happen)."""
+
+from __future__ import annotations
+
+import errno
+import random
+from pathlib import Path
+
+import pytest
+import trio
+
+from trioblock import QuorumError
+from trioblock.testing import Cluster, open_cluster
+
+#: The ``aa/bb`` directories of a data directory (a glob for ``SimulatedDisk.fail``).
+SUBDIRS = "[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]"
+
+
+def temp_files(cluster: Cluster, node_id: str) -> list[str]:
+    return [p for p in cluster.disk(node_id).files() if ".tmp" in p.rsplit("/", 1)[1]]
+
+
+@pytest.mark.parametrize(("op", "code"), [("write", errno.EIO), ("fsync", errno.EIO)])
+async def test_a_peer_whose_disk_fails_a_write_leaves_no_temp_file_and_the_put_succeeds(
+    tmp_path: Path, autojump_clock: object, op: str, code: int
+) -> None:
+    async with open_cluster(tmp_path, n=3, disk="simulated") as cluster:
+        cluster.disk("n1").fail(op, errno=code, times=None)
+        data = b"a peer's disk fails" * 300
+        h = await cluster.nodes["n0"].put_block(data)  # n0 and n2 make the quorum
+        await trio.sleep(5)
+        assert cluster.disk("n1").injected
+        assert not await cluster.nodes["n1"].has_local_block(h)
+        assert temp_files(cluster, "n1") == []
+        cluster.disk("n1").clear_faults()
+        assert await cluster.nodes["n1"].get_block(h) == data  # from a peer
+
+
+async def test_a_full_peer_fails_its_part_and_takes_blocks_again_once_space_is_freed(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, disk="simulated") as cluster:
+        disk = cluster.disk("n1")
+        disk.set_capacity(3000)
+        blocks = [random.Random(i).randbytes(2000) for i in range(4)]  # incompressible
+        hashes = [await cluster.nodes["n0"].put_block(data) for data in blocks]
+        await trio.sleep(5)
+        held = [await cluster.nodes["n1"].has_local_block(h) for h in hashes]
+        assert held.count(True) == 1  # the first fits, the others do not
+        assert temp_files(cluster, "n1") == []  # partial writes removed
+        assert disk.statvfs(str(cluster.data_dir("n1"))).total == 3000
+        disk.set_capacity(None)
+        h = await cluster.nodes["n0"].put_block(b"space again" * 100)
+        await trio.sleep(5)
+        assert await cluster.nodes["n1"].has_local_block(h)
+
+
+async def test_a_rotten_copy_is_never_served_and_comes_back_from_a_peer(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, write_quorum=3, disk="simulated") as cluster:
+        data = random.Random(3).randbytes(5000)
+        h = await cluster.nodes["n0"].put_block(data)
+        await cluster.nodes["n0"].add_reference(h, "app")
+        n1 = cluster.nodes["n1"]
+        path = await n1.local_block_path(h)
+        assert path is not None
+        good = cluster.disk("n1").read_file(path)
+        cluster.disk("n1").rot(path, 4)
+        assert await n1.get_block(h) == data
+        assert n1.metrics.corruptions == 1
+        await trio.sleep(60)  # the resync fetches the block back
+        assert cluster.disk("n1").read_file(path) == good
+
+
+async def test_a_stream_goes_on_to_peers_when_the_local_copy_cannot_be_read(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, write_quorum=3, disk="simulated") as cluster:
+        data = b"eio on read" * 500
+        h = await cluster.nodes["n0"].put_block(data)
+        cluster.disk("n1").fail("read", times=None)
+        async with cluster.nodes["n1"].stream_block(h) as chunks:
+            assert b"".join([c async for c in chunks]) == data
+        assert cluster.disk("n1").injected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "get_block does not go on to peers when the local copy cannot be read: "
+        "Reader.read_local lets the OSError (EIO) of BlockStore.read_verified out of "
+        "get_block, although two peers hold valid copies (stream_block does fall back)."
+    ),
+)
+async def test_a_get_goes_on_to_peers_when_the_local_copy_cannot_be_read(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, write_quorum=3, disk="simulated") as cluster:
+        data = b"eio on read" * 500
+        h = await cluster.nodes["n0"].put_block(data)
+        cluster.disk("n1").fail("read", times=None)
+        assert await cluster.nodes["n1"].get_block(h) == data
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A put through a node whose disk is full fails with the bare OSError(ENOSPC) of "
+        "its local write, although the two other storage nodes acknowledged it (write "
+        "quorum 2): the local part's failure is not counted as one failed node."
+    ),
+)
+async def test_a_put_through_a_full_node_succeeds_on_the_other_nodes(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, disk="simulated") as cluster:
+        cluster.disk("n1").set_capacity(0)
+        data = b"through a full node" * 100
+        h = await cluster.nodes["n1"].put_block(data)
+        assert await cluster.nodes["n0"].get_block(h) == data
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "fsyncgate through a second put: the fsync of the aa/bb directory after the "
+        "rename fails (its new name is forgotten, still visible until a power loss), the "
+        "node's part of the put fails; a second put of the same block then finds the "
+        "visible copy, verifies and keeps it (_storage/writepath.py _write_over: "
+        "WriteOutcome.KEPT, mtime refreshed, nothing fsynced) and acknowledges a copy "
+        "that was never made durable: a power loss loses it on that node although it "
+        "acknowledged it with data_fsync=True."
+    ),
+)
+async def test_a_copy_whose_directory_fsync_failed_is_not_acknowledged_by_a_later_put(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(
+        tmp_path, n=3, write_quorum=3, disk="simulated", data_fsync=True
+    ) as cluster:
+        disk = cluster.disk("n1")
+        disk.fail("fsync", SUBDIRS)
+        data = b"fsyncgate" * 500
+        with pytest.raises(QuorumError):  # n1's part fails
+            await cluster.nodes["n0"].put_block(data)
+        assert [op for op, _path, _code in disk.injected] == ["fsync"]
+        h = await cluster.nodes["n0"].put_block(data)  # acknowledged by all three
+        await cluster.power_loss("n1", "drop")
+        assert await cluster.nodes["n1"].has_local_block(h)
+
+
+async def test_a_referenced_block_a_full_node_missed_is_fetched_once_space_returns(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, disk="simulated", resync_retry_delay=5.0) as cluster:
+        cluster.disk("n2").set_capacity(0)
+        data = random.Random(2).randbytes(3000)
+        h = await cluster.nodes["n0"].put_block(data)
+        await cluster.nodes["n0"].add_reference(h, "app")
+        await trio.sleep(30)
+        assert not await cluster.nodes["n2"].has_local_block(h)
+        assert temp_files(cluster, "n2") == []
+        cluster.disk("n2").set_capacity(None)
+        await trio.sleep(600)  # the resync's retries
+        assert await cluster.nodes["n2"].has_local_block(h)
+        path = await cluster.nodes["n2"].local_block_path(h)
+        peer = await cluster.nodes["n0"].local_block_path(h)
+        assert path is not None and peer is not None
+        assert cluster.disk("n2").read_file(path) == cluster.disk("n0").read_file(peer)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A corrupt local copy that cannot be quarantined makes get_block fail: the "
+        "rename to .corrupted raises EIO in _storage/removal.py quarantine_copy (only "
+        "EROFS, EPERM and EACCES are logged and tolerated), and the OSError leaves "
+        "get_block instead of the read going on to the two peers holding valid copies."
+    ),
+)
+async def test_a_get_goes_on_to_peers_when_a_corrupt_copy_cannot_be_quarantined(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, n=3, write_quorum=3, disk="simulated") as cluster:
+        data = random.Random(1).randbytes(3000)
+        h = await cluster.nodes["n0"].put_block(data)
+        path = await cluster.nodes["n1"].local_block_path(h)
+        assert path is not None
+        cluster.disk("n1").rot(path)
+        cluster.disk("n1").fail("rename", times=None)
+        assert await cluster.nodes["n1"].get_block(h) == data
