@@ -63,6 +63,8 @@ from .errors import BlockError as BlockError
 from .errors import ConfigError as ConfigError
 from .errors import CorruptBlockError as CorruptBlockError
 from .errors import DatabaseError as DatabaseError
+from .errors import DiskError as DiskError
+from .errors import DiskFullError as DiskFullError
 from .errors import GatewayError as GatewayError
 from .errors import LayoutError as LayoutError
 from .errors import MissingBlockError as MissingBlockError
@@ -100,6 +102,8 @@ __all__ = [
     "DataDirUsage",
     "DataLayout",
     "DatabaseError",
+    "DiskError",
+    "DiskFullError",
     "Duration",
     "GatewayError",
     "Hash",

@@ -15,6 +15,8 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     │   └── LayoutError            a layout change is invalid, or the layout is fixed
     ├── NodeClosedError            the node was used after its context was left
     ├── GatewayError               a gateway was asked for something only storage nodes have
+    ├── DiskError                  a data directory's disk failed a write (names it)
+    │   └── DiskFullError          ... because it is full (ENOSPC)
     └── DatabaseError              the node's metadata database failed (busy, closed, corrupt)
         └── TransactionBusyError   another task's ``bm.transaction()`` is open
 
@@ -32,6 +34,8 @@ __all__ = [
     "ConfigError",
     "CorruptBlockError",
     "DatabaseError",
+    "DiskError",
+    "DiskFullError",
     "GatewayError",
     "LayoutError",
     "MissingBlockError",
@@ -205,6 +209,22 @@ class GatewayError(TrioblockError):
             f"node {node_id} is a gateway: it stores no blocks and keeps no reference "
             "counts (use put_block, get_block, stream_block, add_reference, remove_reference)"
         )
+
+
+class DiskError(TrioblockError):
+    """This node could not store a block: its data directory's disk failed a write,
+    fsync or rename (``errno`` and ``directory`` say which; the temporary file is gone).
+    In a cluster it fails this node's part of a put only: the put succeeds when the
+    other storage nodes make the write quorum."""
+
+    def __init__(self, directory: str, errno: int | None, message: str) -> None:
+        self.directory = directory
+        self.errno = errno
+        super().__init__(message)
+
+
+class DiskFullError(DiskError):
+    """:class:`DiskError` for a full disk (ENOSPC)."""
 
 
 class DatabaseError(TrioblockError):

@@ -1,7 +1,6 @@
 """A cluster's nodes under the simulated disk's other faults (EIO, fsyncgate, ENOSPC,
-rot), through the public API in virtual time. The ``xfail(strict=True)`` tests are
-bugs found this way: each describes what goes wrong today (DESIGN §11 says what
-should happen)."""
+rot), through the public API in virtual time. An ``xfail(strict=True)`` test is a bug
+found this way and not fixed yet: it describes what goes wrong today."""
 
 from __future__ import annotations
 
@@ -12,8 +11,9 @@ from pathlib import Path
 import pytest
 import trio
 
+import trioblock
 from trioblock import QuorumError
-from trioblock.testing import Cluster, open_cluster
+from trioblock.testing import Cluster, SimulatedDisk, open_cluster
 
 #: The ``aa/bb`` directories of a data directory (a glob for ``SimulatedDisk.fail``).
 SUBDIRS = "[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]"
@@ -88,14 +88,6 @@ async def test_a_stream_goes_on_to_peers_when_the_local_copy_cannot_be_read(
         assert cluster.disk("n1").injected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "get_block does not go on to peers when the local copy cannot be read: "
-        "Reader.read_local lets the OSError (EIO) of BlockStore.read_verified out of "
-        "get_block, although two peers hold valid copies (stream_block does fall back)."
-    ),
-)
 async def test_a_get_goes_on_to_peers_when_the_local_copy_cannot_be_read(
     tmp_path: Path, autojump_clock: object
 ) -> None:
@@ -106,14 +98,6 @@ async def test_a_get_goes_on_to_peers_when_the_local_copy_cannot_be_read(
         assert await cluster.nodes["n1"].get_block(h) == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A put through a node whose disk is full fails with the bare OSError(ENOSPC) of "
-        "its local write, although the two other storage nodes acknowledged it (write "
-        "quorum 2): the local part's failure is not counted as one failed node."
-    ),
-)
 async def test_a_put_through_a_full_node_succeeds_on_the_other_nodes(
     tmp_path: Path, autojump_clock: object
 ) -> None:
@@ -173,15 +157,6 @@ async def test_a_referenced_block_a_full_node_missed_is_fetched_once_space_retur
         assert cluster.disk("n2").read_file(path) == cluster.disk("n0").read_file(peer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A corrupt local copy that cannot be quarantined makes get_block fail: the "
-        "rename to .corrupted raises EIO in _storage/removal.py quarantine_copy (only "
-        "EROFS, EPERM and EACCES are logged and tolerated), and the OSError leaves "
-        "get_block instead of the read going on to the two peers holding valid copies."
-    ),
-)
 async def test_a_get_goes_on_to_peers_when_a_corrupt_copy_cannot_be_quarantined(
     tmp_path: Path, autojump_clock: object
 ) -> None:
@@ -193,3 +168,30 @@ async def test_a_get_goes_on_to_peers_when_a_corrupt_copy_cannot_be_quarantined(
         cluster.disk("n1").rot(path)
         cluster.disk("n1").fail("rename", times=None)
         assert await cluster.nodes["n1"].get_block(h) == data
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"), [("full", trioblock.DiskFullError), ("eio", trioblock.DiskError)]
+)
+async def test_a_single_node_says_which_directory_failed_a_write(
+    tmp_path: Path, autojump_clock: object, fault: str, error: type[Exception]
+) -> None:
+    disk = SimulatedDisk(seed=1)
+    config = trioblock.Config(
+        node_id="solo", metadata_dir=tmp_path / "meta", data_dir=tmp_path / "data", disk=disk
+    )
+    async with trioblock.open_block_manager(config) as bm:
+        if fault == "full":
+            disk.set_capacity(0)
+        else:
+            disk.fail("write", times=None)
+        with pytest.raises(error) as caught:
+            await bm.put_block(b"nowhere to go" * 100)
+        assert isinstance(caught.value, trioblock.DiskError)
+        assert caught.value.directory == str(tmp_path / "data")
+        assert caught.value.errno == (errno.ENOSPC if fault == "full" else errno.EIO)
+        assert [p for p in disk.files() if ".tmp" in p] == []
+        disk.set_capacity(None)
+        disk.clear_faults()
+        h = await bm.put_block(b"room again")
+        assert await bm.get_block(h) == b"room again"

@@ -61,6 +61,7 @@ _COUNTER_HELP: Final = {
     "bytes_read": "Plaintext bytes of blocks read (local copies and peers).",
     "bytes_written": "Bytes of blocks written to this node's data directories.",
     "corruptions": "Block copies that failed verification.",
+    "read_errors": "Local copies the disk could not read (the read went on to peers).",
     "deletes": "Unreferenced blocks deleted by the garbage collector.",
     "resyncs": "Resync steps completed.",
     "resync_errors": "Resync steps that failed.",

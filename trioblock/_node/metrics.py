@@ -36,7 +36,8 @@ class Metrics:
 
     Counters (since the node opened): ``bytes_read`` (plaintext bytes of blocks read, local
     copies and peers), ``bytes_written`` (bytes of blocks written to this node's data
-    directories), ``corruptions`` (copies that failed verification), ``deletes``
+    directories), ``corruptions`` (copies that failed verification), ``read_errors``
+    (local copies the disk could not read: the read went on to peers), ``deletes``
     (unreferenced blocks deleted by the garbage collector), ``resyncs`` / ``resync_errors``
     (resync steps completed / failed), ``resync_sent`` (blocks sent to peers that needed
     them before a local delete), ``resync_received`` (missing blocks fetched from peers),
@@ -57,6 +58,7 @@ class Metrics:
     bytes_read: int = 0
     bytes_written: int = 0
     corruptions: int = 0
+    read_errors: int = 0
     deletes: int = 0
     resyncs: int = 0
     resync_errors: int = 0

@@ -79,6 +79,14 @@ class Reader:
         ctx.metrics.bytes_read += len(block)
         return plaintext, block
 
+    async def _local_read_failed(self, hash: Hash, exc: OSError) -> None:
+        ctx = self._local
+        if ctx is None:
+            return
+        ctx.metrics.read_errors += 1
+        log.warning("%s: cannot read the copy of %s: %s", ctx.node_id, hash.short(), exc)
+        await ctx.put_to_resync(hash, 0)
+
     async def local_block_path(self, hash: Hash) -> Path | None:
         if self._local is None:
             return None
@@ -191,10 +199,16 @@ class Reader:
         ctx = self._ctx
         ctx.metrics.gets += 1
         local_corrupt: CorruptBlockError | None = None
+        local_error: OSError | None = None
         try:
             local = await self.read_local(hash)
         except CorruptBlockError as exc:
             local_corrupt, local = exc, None
+        except OSError as exc:
+            # The disk failed the read (EIO...): a failed source, like a peer that
+            # cannot answer. The peers are asked, and the resync looks at the copy.
+            local_error, local = exc, None
+            await self._local_read_failed(hash, exc)
         if local is not None:
             return local[0]
         try:
@@ -202,6 +216,12 @@ class Reader:
         except MissingBlockError:
             if local_corrupt is not None:
                 raise local_corrupt from None
+            if local_error is not None:
+                raise MissingBlockError(
+                    hash,
+                    f"block {hash.hex()}: the local copy cannot be read ({local_error}) "
+                    "and no other node returned a valid copy",
+                ) from local_error
             raise
         if self._should_hold(hash):
             # We should have had it: keep the verified copy we just received.

@@ -20,6 +20,7 @@ block is busy, the write takes the lock on the Trio thread as before.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,14 @@ from .._core.hashing import Hash
 from .._core.layoutversion import LayoutVersion
 from .._core.placement import LocalLayout, StaticLayout
 from .._storage import BlockStore, WriteOutcome, run_blocking
-from ..errors import QuorumError, StaleLayoutError, TransportError, TrioblockError
+from ..errors import (
+    DiskError,
+    DiskFullError,
+    QuorumError,
+    StaleLayoutError,
+    TransportError,
+    TrioblockError,
+)
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum
 
@@ -140,10 +148,13 @@ class Writer:
         if ctx is None:
             raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no blocks")
         started = trio.current_time()
-        if verify:
-            outcome = await ctx.store.write_verified_block(hash, block, ctx.clock.now_msec())
-        else:
-            outcome = await ctx.store.write_block(hash, block, ctx.clock.now_msec())
+        try:
+            if verify:
+                outcome = await ctx.store.write_verified_block(hash, block, ctx.clock.now_msec())
+            else:
+                outcome = await ctx.store.write_block(hash, block, ctx.clock.now_msec())
+        except OSError as exc:
+            raise disk_error(ctx, hash, exc) from exc
         self._written(outcome, len(block), trio.current_time() - started)
         return outcome
 
@@ -232,6 +243,18 @@ class Writer:
         )
 
 
+def disk_error(ctx: NodeContext, hash: bytes, exc: OSError) -> DiskError:
+    """The ``DiskError`` (``DiskFullError`` for ENOSPC) for a failed local write."""
+    directory = str(ctx.store.layout.primary_dir(hash))
+    kind = DiskFullError if exc.errno == errno.ENOSPC else DiskError
+    return kind(
+        directory,
+        exc.errno,
+        f"{ctx.node_id}: cannot store block {bytes(hash).hex()} in {directory}: "
+        f"{exc.strerror or exc}",
+    )
+
+
 class _WriteHere:
     """In a worker thread: whether a freshly hashed block is to be written on this node
     (one of its storage nodes, and the hash the caller expected if it gave one).
@@ -270,7 +293,12 @@ def _encode_and_write(
     if not write_here(hash):
         return hash, block, None, 0.0
     started = time.perf_counter()
-    outcome = store.try_write_sync(hash, block, written_at_msec, token)
+    try:
+        outcome = store.try_write_sync(hash, block, written_at_msec, token)
+    except OSError:
+        # Not written here: the put goes the usual way, where this node's write is
+        # one of the quorum's (and its failure that node's part only).
+        return hash, block, None, 0.0
     return hash, block, outcome, time.perf_counter() - started
 
 
