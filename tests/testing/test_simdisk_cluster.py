@@ -184,17 +184,6 @@ async def test_the_same_seed_loses_the_same_copies_in_a_cluster(
     assert any([await lost_in_a_power_loss(tmp_path / f"s{s}", seed=s) != first for s in (5, 6)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "With data_fsync=False, prepare_dirs (_storage/markers.py) writes trioblock-marker "
-        "(fsync of the file, rename) but fsyncs the data directory only when data_fsync "
-        "is on, while the marker's token is committed to the database at once. A power "
-        "loss that drops the unsynced rename leaves a directory without its marker, and "
-        "the node then refuses to start (ConfigError: 'has no trioblock-marker file "
-        "although this node wrote blocks there: is the disk mounted?')."
-    ),
-)
 async def test_without_data_fsync_a_node_restarts_after_a_power_loss(
     tmp_path: Path, autojump_clock: object
 ) -> None:

@@ -129,7 +129,7 @@ class BlockStore:
 
     def prepare_dirs_sync(self, known: dict[str, str], node_id: str) -> dict[str, str]:
         """Create missing directories and check their markers (see ``markers``)."""
-        return prepare_dirs(self.disk, self.layout, known, node_id, fsync=self.fsync)
+        return prepare_dirs(self.disk, self.layout, known, node_id)
 
     def in_read_only_dir(self, path: Path | str) -> bool:
         """Whether a block file's path lies in a read-only data directory."""

@@ -84,7 +84,7 @@ def _write_marker(disk: Disk, root_fd: Handle, token: str) -> None:
 
 
 def prepare_dirs(
-    disk: Disk, layout: DataLayout, known: dict[str, str], node_id: str, *, fsync: bool
+    disk: Disk, layout: DataLayout, known: dict[str, str], node_id: str
 ) -> dict[str, str]:
     """Create missing directories and check each one's marker (see module rules).
 
@@ -120,8 +120,10 @@ def prepare_dirs(
                 if token is None and not read_only:
                     token = f"{node_id}:{secrets.token_hex(8)}"
                     _write_marker(disk, root_fd, token)
-                    if fsync:
-                        disk.fsync(root_fd)
+                    # Always, whatever data_fsync says: the token is committed to the
+                    # database at once, and a marker lost to a power cut would make the
+                    # next start refuse the directory as another one.
+                    disk.fsync(root_fd)
             finally:
                 disk.close(root_fd)
         except NotABlockFile as exc:
