@@ -211,16 +211,16 @@ class GatewayError(TrioblockError):
         )
 
 
-class DiskError(TrioblockError):
+class DiskError(TrioblockError, OSError):
     """This node could not store a block: its data directory's disk failed a write,
     fsync or rename (``errno`` and ``directory`` say which; the temporary file is gone).
     In a cluster it fails this node's part of a put only: the put succeeds when the
-    other storage nodes make the write quorum."""
+    other storage nodes make the write quorum. It is an ``OSError`` too."""
 
     def __init__(self, directory: str, errno: int | None, message: str) -> None:
+        super().__init__(message)
         self.directory = directory
         self.errno = errno
-        super().__init__(message)
 
 
 class DiskFullError(DiskError):

@@ -12,6 +12,7 @@ from faulty_disk import FaultyDisk
 
 from trioblock import blake2sum
 from trioblock._storage.verify import verify_dir
+from trioblock.errors import DiskError
 
 DATA = b"the disk seam\n" * 400
 H = blake2sum(DATA)
@@ -44,10 +45,13 @@ async def test_a_failed_write_fails_the_put_and_leaves_no_temp_file(
     disk = FaultyDisk()
     async with open_node(disk=disk) as bm:
         before = files_under(data_dir)
-        disk.fail(op, err)
-        with pytest.raises(OSError) as info:  # (a DiskError naming the directory: §11)
+        # Twice: the write done in the hashing thread, then the put's own write (a
+        # failure of the first is not the put's: the usual path tries again).
+        disk.fail(op, err, times=2)
+        with pytest.raises(DiskError) as info:
             await bm.put_block(DATA)
         assert info.value.errno == err
+        assert info.value.directory == str(data_dir)
         assert files_under(data_dir) == before  # neither a temp file nor the block
         assert await bm.put_block(DATA) == H  # the disk works again: so does the put
         assert await bm.get_block(H) == DATA
