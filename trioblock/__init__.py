@@ -37,12 +37,12 @@ from ._net.tcp import TcpTransport as TcpTransport
 from ._net.transport import StreamHandler as StreamHandler
 from ._net.transport import Transport as Transport
 from ._node.diskusage import DataDirUsage as DataDirUsage
+from ._node.layoutstatus import LayoutStatus as LayoutStatus
+from ._node.layoutstatus import NodeLayoutState as NodeLayoutState
 from ._node.lifecycle import open_block_manager as open_block_manager
 from ._node.lifecycle import open_gateway as open_gateway
 from ._node.manager import AdminHandler as AdminHandler
 from ._node.manager import BlockManager as BlockManager
-from ._node.membership import LayoutStatus as LayoutStatus
-from ._node.membership import NodeLayoutState as NodeLayoutState
 from ._node.metrics import Duration as Duration
 from ._node.metrics import Metrics as Metrics
 from ._node.operations import OperationState as OperationState

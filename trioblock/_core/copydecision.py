@@ -1,6 +1,6 @@
 """What a write of a block does with the copies already there: one pure decision.
 
-Rules (DESIGN §2, "Durable write"):
+Rules (the durable write of docs/formats.md):
 
 1. A copy in a read-only data directory counts for nothing: it is never modified (not
    even its mtime), so it cannot stand for a fresh write; the block is written as if it

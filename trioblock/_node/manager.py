@@ -44,7 +44,8 @@ from ..errors import GatewayError, NodeClosedError
 from .appcalls import AppCalls
 from .context import NodeContext, PeerContext, as_hash
 from .diskusage import DataDirUsage, disk_usage_sync
-from .membership import LayoutStatus, Membership
+from .layoutstatus import LayoutStatus
+from .membership import Membership
 from .metrics import Metrics
 from .operations import OperationName, Operations, OperationStatus
 from .reads import Reader

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import trio
 from trio_util import AsyncValue, move_on_when
@@ -34,6 +34,7 @@ from .._core.placement import JoinCluster, Layout, StaticLayout
 from .._storage import MetadataDb
 from ..errors import LayoutError, ProtocolError, TrioblockError
 from .context import PeerContext, describe
+from .layoutstatus import LayoutStatus, NodeLayoutState
 
 log = logging.getLogger("trioblock.layout")
 
@@ -43,64 +44,6 @@ GOSSIP_INTERVAL = 5.0
 HISTORY_KEY = "cluster_layout"
 #: Spreads running at once after an apply or a report.
 MAX_SPREAD = 32
-
-
-@dataclass(frozen=True)
-class NodeLayoutState:
-    """One node's part in a layout change (``LayoutStatus.nodes``).
-
-    ``role`` in the current version (None: none); ``synced_version``: the newest version
-    whose blocks and references it holds; ``drained``: outside every live version and
-    holding nothing (it may be switched off). At its last report: ``blocks_to_fetch``,
-    referenced blocks the current version gives it and it lacks; ``blocks_to_hand_off``,
-    copies it holds that the current version does not give it (handed off once no live
-    version does, then deleted); ``bytes_to_move``, their size.
-    """
-
-    role: NodeRole | None
-    synced_version: int
-    drained: bool
-    blocks_to_fetch: int
-    blocks_to_hand_off: int
-    bytes_to_move: int
-
-
-@dataclass(frozen=True)
-class LayoutStatus:
-    """Where a layout change stands (``bm.layout_status()``).
-
-    ``version``: the current version (0: none known yet); ``live_versions``: the
-    versions still in use, oldest first; ``nodes``: every node of a live version and
-    every node still draining. ``settled`` is true once one version is live, every node
-    with a role is synced to it and has nothing left to fetch or hand off (its surplus
-    copies are deleted), and every other node is drained.
-    """
-
-    version: int
-    live_versions: list[int]
-    nodes: dict[str, NodeLayoutState]
-
-    @property
-    def settled(self) -> bool:
-        return len(self.live_versions) == 1 and all(
-            (
-                s.synced_version >= self.version
-                and s.blocks_to_fetch == 0
-                and s.blocks_to_hand_off == 0
-            )
-            if s.role is not None
-            else s.drained
-            for s in self.nodes.values()
-        )
-
-    @property
-    def blocks_left(self) -> int:
-        """Blocks still to fetch or hand off, over every node's last report."""
-        return sum(s.blocks_to_fetch + s.blocks_to_hand_off for s in self.nodes.values())
-
-    @property
-    def bytes_to_move(self) -> int:
-        return sum(s.bytes_to_move for s in self.nodes.values())
 
 
 def initial_history(layout: Layout, stored: bytes | None, node_id: str) -> LayoutHistory | None:
@@ -505,8 +448,6 @@ def _format(address: tuple[str, int]) -> str:
 __all__ = [
     "GOSSIP_INTERVAL",
     "HISTORY_KEY",
-    "LayoutStatus",
     "Membership",
-    "NodeLayoutState",
     "initial_history",
 ]
