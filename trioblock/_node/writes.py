@@ -154,7 +154,7 @@ class Writer:
             else:
                 outcome = await ctx.store.write_block(hash, block, ctx.clock.now_msec())
         except OSError as exc:
-            raise disk_error(ctx, hash, exc) from exc
+            raise _disk_error(ctx, hash, exc) from exc
         self._written(outcome, len(block), trio.current_time() - started)
         return outcome
 
@@ -243,7 +243,7 @@ class Writer:
         )
 
 
-def disk_error(ctx: NodeContext, hash: bytes, exc: OSError) -> DiskError:
+def _disk_error(ctx: NodeContext, hash: bytes, exc: OSError) -> DiskError:
     """The ``DiskError`` (``DiskFullError`` for ENOSPC) for a failed local write."""
     directory = str(ctx.store.layout.primary_dir(hash))
     kind = DiskFullError if exc.errno == errno.ENOSPC else DiskError
