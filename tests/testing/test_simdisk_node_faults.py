@@ -108,18 +108,6 @@ async def test_a_put_through_a_full_node_succeeds_on_the_other_nodes(
         assert await cluster.nodes["n0"].get_block(h) == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fsyncgate through a second put: the fsync of the aa/bb directory after the "
-        "rename fails (its new name is forgotten, still visible until a power loss), the "
-        "node's part of the put fails; a second put of the same block then finds the "
-        "visible copy, verifies and keeps it (_storage/writepath.py _write_over: "
-        "WriteOutcome.KEPT, mtime refreshed, nothing fsynced) and acknowledges a copy "
-        "that was never made durable: a power loss loses it on that node although it "
-        "acknowledged it with data_fsync=True."
-    ),
-)
 async def test_a_copy_whose_directory_fsync_failed_is_not_acknowledged_by_a_later_put(
     tmp_path: Path, autojump_clock: object
 ) -> None:

@@ -48,7 +48,7 @@ from .._core.disk import Disk, NotABlockFile
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .batching import TripBatcher
-from .durable import LiveTemps, Placed, place_copy
+from .durable import LiveTemps, Placed, UnsyncedDirs, place_copy
 from .fileops import read_bounded
 from .locks import KeyedLock
 from .lookup import find_copy, read_first_copy
@@ -107,6 +107,8 @@ class BlockStore:
         self.locks = KeyedLock()
         #: temp files being written (never removed by a sweep)
         self.live_temps = LiveTemps()
+        #: ``aa/bb`` directories whose fsync failed (their copies are written again)
+        self.unsynced_dirs = UnsyncedDirs()
         #: counts copies: see ``stored`` and ``@counted``
         self.stored = StoredTally(layout, self.disk)
         self.read_only_roots = frozenset(str(d) for d in layout.read_only_dirs)
@@ -261,7 +263,14 @@ class BlockStore:
         if str(root) in self.read_only_roots:
             raise ValueError(f"{root} is a read-only data directory")
         return place_copy(
-            self.disk, str(root), hash, block, mtime_ns, fsync=self.fsync, live=self.live_temps
+            self.disk,
+            str(root),
+            hash,
+            block,
+            mtime_ns,
+            fsync=self.fsync,
+            live=self.live_temps,
+            unsynced=self.unsynced_dirs,
         )
 
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:

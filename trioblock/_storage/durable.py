@@ -69,6 +69,27 @@ class LiveTemps:
         return path in self._names
 
 
+class UnsyncedDirs:
+    """``aa/bb`` directories whose fsync failed in this process (thread-safe under the
+    GIL).
+
+    After a failed fsync the kernel may have dropped the pending changes and report the
+    next fsync as a success ("fsyncgate"): a name renamed into such a directory can
+    vanish at the next power cut while it is still visible now. A copy found there is
+    never kept as a put's durable write: it is written again (and the directory synced).
+    The mark lasts as long as the process.
+    """
+
+    def __init__(self) -> None:
+        self._dirs: set[str] = set()
+
+    def add(self, dir_path: str) -> None:
+        self._dirs.add(dir_path)
+
+    def __contains__(self, dir_path: object) -> bool:
+        return dir_path in self._dirs
+
+
 def refresh_mtime(disk: Disk, dir: Handle, name: str, mtime_ns: int) -> None:
     """Move a kept copy's mtime forward to ``mtime_ns`` (never back); best effort."""
     try:
@@ -152,6 +173,7 @@ def place_copy(
     *,
     fsync: bool,
     live: LiveTemps,
+    unsynced: UnsyncedDirs | None = None,
 ) -> Placed:
     """Durably store ``block`` in ``root``'s ``aa/bb`` unless an equal or better copy
     is there (then its mtime is refreshed); a plain copy there is superseded by a
@@ -164,7 +186,9 @@ def place_copy(
         dir = disk.make_dir(root, f"{aa}/{bb}", fsync=fsync)[0]
     try:
         shown = f"{root}/{aa}/{bb}"
-        return place_in(disk, dir, shown, hash, block, mtime_ns, fsync=fsync, live=live)[0]
+        return place_in(
+            disk, dir, shown, hash, block, mtime_ns, fsync=fsync, live=live, unsynced=unsynced
+        )[0]
     finally:
         disk.close(dir)
 
@@ -180,13 +204,15 @@ def place_in(
     fsync: bool,
     live: LiveTemps,
     seen: tuple[os.stat_result | None, ...] | None = None,
+    unsynced: UnsyncedDirs | None = None,
 ) -> tuple[Placed, tuple[int, int] | None]:
     """:func:`place_copy` into the open ``aa/bb`` directory ``dir`` (left open).
 
     ``seen``: the ``lstat`` of the ``.zst`` and plain names, just taken by the caller
     (None: looked at here). Returns what was done, with the copies and bytes it added
     when it went exactly as those ``lstat`` said (None when something else changed
-    meanwhile).
+    meanwhile). ``unsynced``: directories whose fsync failed (a copy there is written
+    again rather than kept, and a failed fsync of ``dir`` is recorded there).
     """
     name = block_name(hash, block.header)
     if seen is None:
@@ -203,7 +229,8 @@ def place_in(
         for header, st in ((BlockHeader.COMPRESSED, zst), (BlockHeader.PLAIN, plain))
         if st is not None and stat.S_ISREG(st.st_mode)
     ]
-    decision = decide(block.header, existing)
+    suspect = fsync and unsynced is not None and shown in unsynced
+    decision = decide(block.header, [] if suspect else existing)
     if decision.keep is not None:
         refresh_mtime(disk, dir, block_name(hash, decision.keep.header), mtime_ns)
         return Placed.KEPT, (0, 0)
@@ -215,14 +242,22 @@ def place_in(
         with contextlib.suppress(FileNotFoundError):
             disk.unlink_at(dir, block_name(hash, old.header))
             replaced = True
+    if suspect:
+        added = None  # written over a copy that was there: look again
     if fsync:
-        disk.fsync(dir)
+        try:
+            disk.fsync(dir)
+        except OSError:
+            if unsynced is not None:
+                unsynced.add(shown)
+            raise
     return (Placed.REPLACED if replaced else Placed.WRITTEN), added
 
 
 __all__ = [
     "LiveTemps",
     "Placed",
+    "UnsyncedDirs",
     "place_copy",
     "place_in",
     "refresh_mtime",

@@ -112,6 +112,7 @@ def _write_new(
         fsync=store.fsync,
         live=store.live_temps,
         seen=stats,
+        unsynced=store.unsynced_dirs,
     )
     return _OUTCOMES[placed], effect
 
@@ -120,6 +121,14 @@ def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) 
     """Write ``block`` where a copy may exist: verify it, then keep or supersede it."""
     existing: list[Existing[BlockLocation]] = []
     found = store.find_sync(hash)
+    if (
+        found is not None
+        and store.fsync
+        and found.path_str.rsplit("/", 1)[0] in store.unsynced_dirs
+    ):
+        # Its directory's fsync failed: it may vanish at a power cut although it is
+        # visible now. Never kept as this write's durable copy: written again.
+        found = None
     if found is not None:
         read_only = store.in_read_only_dir(found.path_str)
         # A put is a chance to heal: a corrupt copy is quarantined, not kept.
