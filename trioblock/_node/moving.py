@@ -29,7 +29,7 @@ import trio
 
 from .._core.hashing import Hash
 from .._core.layoutversion import LayoutVersion
-from .._core.refs import RefTuple
+from .._core.refs import RefTuple, ref_key
 from .._storage import Transaction, run_blocking
 from ..errors import TransportError
 from .blockwalk import BlockWalk
@@ -73,7 +73,7 @@ async def hand_off_references(ctx: NodeContext, counts: RefCounts) -> tuple[int,
         page, more = await ctx.db.refs.page(b"", after, HAND_OFF_PAGE, not_mine)
         if not page:
             return dropped, left
-        after = page[-1][0] + page[-1][1]
+        after = ref_key(page[-1][0], page[-1][1])
         by_node: dict[str, list[RefTuple]] = defaultdict(list)
         targets: dict[int, list[str]] = {}
         for i, entry in enumerate(page):
