@@ -10,11 +10,16 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     ├── ReferenceBatchError        some pairs of a batched reference call failed
     ├── ProtocolError              a peer sent bytes that break the wire protocol
     │   └── AuthenticationError    a peer failed the shared-secret handshake
+    ├── DeletionDeferred           an unreferenced block is kept for now (GC retries)
     ├── TransportError             a peer could not be reached or the connection broke
+    │   └── RequestFailed          a node answered with an error of no type of its own
+    │       └── AdminRequestFailed ... to an operator request
     ├── ConfigError                the configuration is invalid (names the field)
     │   └── LayoutError            a layout change is invalid, or the layout is fixed
     ├── NodeClosedError            the node was used after its context was left
     ├── GatewayError               a gateway was asked for something only storage nodes have
+    ├── AdminUnavailableError      the node takes no operator requests
+    ├── AdminRequestError          an operator request was malformed or cannot be applied
     ├── DiskError                  a data directory's disk failed a write (names it)
     │   └── DiskFullError          ... because it is full (ENOSPC)
     └── DatabaseError              the node's metadata database failed (busy, closed, corrupt)
@@ -29,6 +34,11 @@ negative size) raises the usual ``ValueError``/``TypeError``.
 from __future__ import annotations
 
 __all__ = [
+    "RequestFailed",
+    "DeletionDeferred",
+    "AdminUnavailableError",
+    "AdminRequestFailed",
+    "AdminRequestError",
     "AuthenticationError",
     "BlockError",
     "ConfigError",
@@ -152,6 +162,11 @@ class ReferenceBatchError(TrioblockError):
         )
 
 
+class DeletionDeferred(TrioblockError):
+    """An unreferenced block is kept for now (a storage node could not be asked or
+    could not receive it); the resync retries with back-off."""
+
+
 class ProtocolError(TrioblockError):
     """A peer sent something that breaks the wire protocol.
 
@@ -165,6 +180,28 @@ class AuthenticationError(ProtocolError):
 
 class TransportError(TrioblockError):
     """A peer could not be reached, timed out, or its connection broke mid-request."""
+
+
+class RequestFailed(TransportError):
+    """A node answered a request with an error that has no exception type of its own.
+
+    ``kind`` is the error kind the node sent (``refused`` for a bad or impossible
+    request, ``internal`` for a bug on the node, …); ``remote_message`` is the node's
+    explanation.
+    """
+
+    def __init__(self, peer: str, kind: str, remote_message: str) -> None:
+        self.peer = peer
+        self.kind = kind
+        self.remote_message = remote_message
+        super().__init__(f"{peer} failed the request ({kind}): {remote_message}")
+
+
+class AdminRequestFailed(RequestFailed):
+    """A node answered an admin request with an error (``missing`` included: no hash).
+
+    ``remote_message`` is the node's explanation, meant for the operator.
+    """
 
 
 class ConfigError(TrioblockError, ValueError):
@@ -225,6 +262,14 @@ class DiskError(TrioblockError, OSError):
 
 class DiskFullError(DiskError):
     """:class:`DiskError` for a full disk (ENOSPC)."""
+
+
+class AdminUnavailableError(TrioblockError):
+    """This node takes no operator requests (no admin handler installed)."""
+
+
+class AdminRequestError(TrioblockError):
+    """An operator request was malformed or cannot be applied (the caller's fault)."""
 
 
 class DatabaseError(TrioblockError):

@@ -57,7 +57,7 @@ from .._core.hashing import Hash
 from .._net.messages import PROTOCOL_VERSION
 from .._node.manager import BlockManager
 from .._node.scrubstate import ScrubState
-from ..errors import MissingBlockError, TrioblockError
+from ..errors import AdminRequestError, MissingBlockError, TrioblockError
 from . import layout_admin
 
 log = logging.getLogger("trioblock.admin")
@@ -75,10 +75,6 @@ MAX_REFS_PAGE: Final = 100
 REF_SYNC_WORKER: Final = "ref-sync"
 #: Long-running operations that ``repair`` / ``rebalance`` start and ``operation`` reports.
 BACKGROUND_OPERATIONS: Final = ("repair", "rebalance")
-
-
-class AdminRequestError(TrioblockError):
-    """An operator request was malformed or cannot be applied (the caller's fault)."""
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,14 @@ from __future__ import annotations
 from typing import Final
 
 from ..errors import (
+    AdminRequestFailed,
     AuthenticationError,
     BlockError,
     CorruptBlockError,
     MissingBlockError,
     ProtocolError,
+    RequestFailed,
     StaleLayoutError,
-    TransportError,
     TrioblockError,
 )
 from .messages import MAX_ERROR_MESSAGE_LEN, Error
@@ -63,28 +64,6 @@ REFUSED: Final = "refused"
 INTERNAL: Final = "internal"
 
 _BY_KIND: Final = dict(KINDS)
-
-
-class RequestFailed(TransportError):
-    """A node answered a request with an error that has no exception type of its own.
-
-    ``kind`` is the error kind the node sent (``refused`` for a bad or impossible
-    request, ``internal`` for a bug on the node, …); ``remote_message`` is the node's
-    explanation.
-    """
-
-    def __init__(self, peer: str, kind: str, remote_message: str) -> None:
-        self.peer = peer
-        self.kind = kind
-        self.remote_message = remote_message
-        super().__init__(f"{peer} failed the request ({kind}): {remote_message}")
-
-
-class AdminRequestFailed(RequestFailed):
-    """A node answered an admin request with an error (``missing`` included: no hash).
-
-    ``remote_message`` is the node's explanation, meant for the operator.
-    """
 
 
 def kind_of(exc: TrioblockError) -> str:

@@ -31,6 +31,7 @@ from .._core.refs import RefTuple
 from .._net.rpc import AdminResult
 from .._storage import run_blocking
 from ..errors import (
+    AdminUnavailableError,
     CorruptBlockError,
     MissingBlockError,
     StaleLayoutError,
@@ -47,10 +48,6 @@ log = logging.getLogger("trioblock.node")
 
 #: What serves ``Admin`` requests: ``await handler(request, body)``.
 AdminCallback = Callable[[dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
-
-
-class AdminUnavailableError(TrioblockError):
-    """This node takes no operator requests (no admin handler installed)."""
 
 
 class RpcEndpoint:

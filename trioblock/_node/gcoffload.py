@@ -24,16 +24,11 @@ import trio
 
 from .._core.hashing import Hash
 from .._core.resync import offload_allowed
-from ..errors import CorruptBlockError, TransportError, TrioblockError
+from ..errors import CorruptBlockError, DeletionDeferred, TransportError
 from .context import NodeContext, describe
 from .writes import Writer
 
 log = logging.getLogger("trioblock.resync")
-
-
-class DeletionDeferred(TrioblockError):
-    """An unreferenced block is kept for now (a storage node could not be asked or
-    could not receive it); the resync retries with back-off."""
 
 
 @dataclass(slots=True)
