@@ -183,6 +183,14 @@ def _read_entries(m: Mapping[str, Any], kind: str, min_len: int) -> list[RefTupl
     return [read_ref_entry(item, f"{kind}.entries[{i}]") for i, item in enumerate(items)]
 
 
+def _read_hashes(m: Mapping[str, Any], kind: str, max_len: int) -> list[Hash]:
+    """The ``hashes`` field: 1..``max_len`` hashes of 32 bytes."""
+    items = read_list(m, "hashes", kind, 1, max_len)
+    return [
+        Hash(check_bytes(h, f"{kind}.hashes[{i}]", HASH_LEN, HASH_LEN)) for i, h in enumerate(items)
+    ]
+
+
 def _read_prefix(value: Any, what: str) -> bytes:
     return check_bytes(value, what, 0, MAX_PREFIX_LEN)
 
@@ -332,13 +340,7 @@ class NeedBlocksQuery(_Wire):
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> NeedBlocksQuery:
-        items = read_list(m, "hashes", "NeedBlocksQuery", 1, MAX_NEED_BLOCKS)
-        return cls(
-            [
-                Hash(check_bytes(h, f"NeedBlocksQuery.hashes[{i}]", HASH_LEN, HASH_LEN))
-                for i, h in enumerate(items)
-            ]
-        )
+        return cls(_read_hashes(m, "NeedBlocksQuery", MAX_NEED_BLOCKS))
 
 
 @_message
@@ -615,13 +617,7 @@ class BlocksHeldQuery(_Wire):
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> BlocksHeldQuery:
-        items = read_list(m, "hashes", "BlocksHeldQuery", 1, MAX_HELD_QUERY)
-        return cls(
-            [
-                Hash(check_bytes(h, f"BlocksHeldQuery.hashes[{i}]", HASH_LEN, HASH_LEN))
-                for i, h in enumerate(items)
-            ]
-        )
+        return cls(_read_hashes(m, "BlocksHeldQuery", MAX_HELD_QUERY))
 
 
 @_message
