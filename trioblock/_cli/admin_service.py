@@ -55,8 +55,7 @@ from typing import Any, Final
 
 from .._core.hashing import Hash
 from .._net.messages import PROTOCOL_VERSION
-from .._node.manager import BlockManager
-from .._node.scrubstate import ScrubState
+from .._node import BlockManager, ScrubState
 from ..errors import AdminRequestError, MissingBlockError, TrioblockError
 from . import layout_admin
 

@@ -17,8 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .._net.tcp import TcpTransport
-from .._node.lifecycle import open_gateway
-from .._node.manager import BlockManager
+from .._node import BlockManager, open_gateway
 from ..errors import ConfigError
 from .nodefile import load_node_file
 

@@ -31,10 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .. import LayoutStatus
 from .._core.config import NODE_ID_RE
 from .._core.layoutversion import LayoutVersion, NodeRole
-from .._node.manager import BlockManager
+from .._node import BlockManager, LayoutStatus
 from ..errors import LayoutError
 
 #: The admin service's table of staged layout changes in the node's database.

@@ -44,7 +44,7 @@ from .admin_service import data_dir_usage, reference_rows
 from .layout_admin import is_fixed
 
 if TYPE_CHECKING:
-    from .._node.manager import BlockManager
+    from .._node import BlockManager
 
 log = logging.getLogger("trioblock.metrics")
 

@@ -37,7 +37,7 @@ import trio
 
 from .._core.config import Config
 from .._net.tcp import TcpTransport
-from .._node.lifecycle import open_block_manager
+from .._node import open_block_manager
 from ..errors import ConfigError, TrioblockError
 from .admin_service import admin_handler
 from .client import describe_error, root_causes

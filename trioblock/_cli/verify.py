@@ -24,7 +24,7 @@ from rich.table import Table
 
 from .._core.block import DEFAULT_MAX_BLOCK_SIZE
 from .._core.config import parse_size
-from .._storage.verify import VerifyReport, verify_dir
+from .._storage import VerifyReport, verify_dir
 from ..errors import ConfigError
 from .nodefile import load_node_file
 from .output import Exit, Output, human_bytes

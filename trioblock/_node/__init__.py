@@ -1,0 +1,20 @@
+"""The node layer's face for the edges (the CLI, the testing kit): the names they use."""
+
+from __future__ import annotations
+
+from .layoutstatus import LayoutStatus
+from .lifecycle import open_block_manager, open_gateway
+from .manager import BlockManager
+from .nurseries import service_nursery
+from .refcounts import GC_CHECK_SLACK_MSEC
+from .scrubstate import ScrubState
+
+__all__ = [
+    "GC_CHECK_SLACK_MSEC",
+    "BlockManager",
+    "LayoutStatus",
+    "ScrubState",
+    "open_block_manager",
+    "open_gateway",
+    "service_nursery",
+]

@@ -24,9 +24,12 @@ from .queuerows import (
 from .realdisk import RealDisk
 from .reftable import Keep
 from .stored import StoredBlocks
+from .verify import VerifyReport, verify_dir
 from .walk import EntryKind, WalkEntry, walk_data_dir
 
 __all__ = [
+    "VerifyReport",
+    "verify_dir",
     "BlockLocation",
     "BlockStore",
     "EntryKind",

@@ -29,10 +29,8 @@ from .._core.layoutversion import LayoutVersion
 from .._core.placement import JoinCluster, Layout, StaticLayout
 from .._net.tcp import TcpTransport
 from .._net.transport import Transport
-from .._node.lifecycle import open_block_manager, open_gateway
-from .._node.manager import BlockManager
-from .._node.nurseries import service_nursery
-from .._storage.offload import run_blocking
+from .._node import BlockManager, open_block_manager, open_gateway, service_nursery
+from .._storage import run_blocking
 from ._memory import MemoryNetwork
 from ._simdisk import SimulatedDisk
 from ._simfs import Outcome, PowerLoss

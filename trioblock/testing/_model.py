@@ -28,8 +28,7 @@ from pathlib import Path
 import trio
 
 from .._core.hashing import Hash
-from .._node.manager import BlockManager
-from .._node.refcounts import GC_CHECK_SLACK_MSEC
+from .._node import GC_CHECK_SLACK_MSEC, BlockManager
 from ..errors import CorruptBlockError, MissingBlockError
 from ._cluster import Cluster
 

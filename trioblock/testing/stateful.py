@@ -48,7 +48,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, preco
 
 from .._core.hashing import Hash, blake2sum
 from .._core.layoutversion import NodeRole
-from .._node.manager import BlockManager
+from .._node import BlockManager
 from ..errors import (
     LayoutError,
     MissingBlockError,
