@@ -6,10 +6,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._net.rpc import AdminResult
 from .._node import BlockManager
 
-#: An op's answer: a reply map, or a reply map and a body to stream after it.
-AdminResult = dict[str, Any] | tuple[dict[str, Any], bytes]
+#: An op: answers one request (an op's answer, an ``AdminResult``, is a reply map, or a
+#: reply map and a body to stream after it).
 AdminOp = Callable[[BlockManager, dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
 
 

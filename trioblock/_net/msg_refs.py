@@ -10,7 +10,7 @@ from .._core.hashing import HASH_LEN, Hash
 from .._core.refs import MAX_OWNER_LEN
 from ..errors import ProtocolError
 from .fields import (
-    MAX_TIMESTAMP,
+    MAX_TS,
     RefTuple,
     check_bool,
     check_bytes,
@@ -226,7 +226,7 @@ class RefDigestsReply(Wire):
             what = f"RefDigestsReply.digests[{i}]"
             if not isinstance(item, list) or len(item) != 2:
                 raise ProtocolError(f"{what} must be an array [count, digest]")
-            count = check_int(item[0], f"{what}.count", 0, MAX_TIMESTAMP)
+            count = check_int(item[0], f"{what}.count", 0, MAX_TS)
             digests.append((count, check_bytes(item[1], f"{what}.digest", HASH_LEN, HASH_LEN)))
         return cls(digests)
 

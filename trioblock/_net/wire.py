@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .._core.hashing import HASH_LEN, Hash
+from .._core.refs import MAX_PREFIX_LEN
 from ..errors import ProtocolError
 from .fields import (
     RefTuple,
@@ -40,8 +41,6 @@ MAX_NEED_BLOCKS: Final = 256
 MAX_HELD_QUERY: Final = 1024
 #: Most partitions asked in one ``RefDigests``.
 MAX_REF_PREFIXES: Final = 256
-#: Longest partition prefix, in bytes.
-MAX_PREFIX_LEN: Final = 4
 #: Longest resume key of a ``RefFetch``, in bytes.
 MAX_RESUME_KEY_LEN: Final = 160
 
