@@ -56,7 +56,7 @@ class Writer:
         #: called with a peer that answered StaleLayoutError (the layouts are exchanged)
         self._on_stale = on_stale
         #: this node's storage (None on a gateway, which never writes locally)
-        self._local = ctx if isinstance(ctx, NodeContext) else None
+        self._local = ctx.local
 
     def _check_size(self, data: object) -> None:
         if isinstance(data, str):
