@@ -39,9 +39,10 @@ from typing import Any
 import trio
 
 from .._net.channel import Channel
-from .._net.messages import NONCE_LEN, PROTOCOL_VERSION, Error, Hello
+from .._net.handshake import send_hello
+from .._net.messages import Error, Hello
 from .._net.rpc import AdminRequestFailed, RpcNode
-from .._net.tcp import TcpTransport
+from .._net.tcp import TcpTransport, open_stream
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -200,21 +201,10 @@ async def learn_node_id(
     host, port = address
     try:
         with trio.fail_after(timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-            if ssl_context is not None:
-                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
-                try:
-                    await stream.do_handshake()
-                except trio.BrokenResourceError as exc:
-                    await trio.aclose_forcefully(stream)
-                    raise TransportError(
-                        f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}"
-                    ) from None
+            stream = await open_stream(address, ssl_context)
             channel = Channel(stream, peer=f"{host}:{port}")
             try:
-                await channel.send_message(
-                    Hello(PROTOCOL_VERSION, client_id, secrets.token_bytes(NONCE_LEN))
-                )
+                await send_hello(channel, client_id)
                 event = await channel.receive_event()
             finally:
                 await channel.aclose()
