@@ -221,8 +221,10 @@ async def test_delete_removes_the_copy_without_temp_leftovers(tmp_path: Path) ->
     loc = store.find_sync(H)
     assert loc is not None
     async with store.locks.hold(H):
-        assert await store.delete_locked(loc)
-        assert not await store.delete_locked(loc)
+        trash = store.detach_now(loc)
+        assert trash is not None
+        await store.discard(trash)
+        assert store.detach_now(loc) is None
     assert files_under(tmp_path) == []
 
 

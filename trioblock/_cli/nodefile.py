@@ -166,14 +166,6 @@ class NodeFile:
             known.setdefault(self.config.node_id, own)
         return {n: _address_text(a) for n, a in sorted(known.items())}
 
-    def address_of(self, node_id: str) -> Address:
-        if node_id == self.config.node_id and self.listen is not None:
-            return self.listen
-        try:
-            return self.peers[node_id]
-        except KeyError:
-            raise ConfigError("peers", f"no address for node {node_id!r}") from None
-
 
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 

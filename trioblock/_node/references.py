@@ -257,12 +257,6 @@ class References:
 
         return keep
 
-    def alive_count(self, hash: bytes) -> tuple[int, int]:
-        """(alive rows, all rows) for ``hash`` in this node's ``block_ref``."""
-        if self._local is None:
-            return 0, 0
-        return self._local.db.refs.count_alive(hash)
-
     # -- RPC handlers ----------------------------------------------------------------------
 
     async def serve_update(self, peer: str, entries: list[RefTuple]) -> None:

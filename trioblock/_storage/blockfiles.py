@@ -391,13 +391,6 @@ class BlockStore:
     async def discard(self, trash: Path) -> None:
         await run_blocking(self.discard_sync, trash, limiter=self.limiter)
 
-    async def delete_locked(self, loc: BlockLocation) -> bool:
-        trash = self.detach_now(loc)
-        if trash is None:
-            return False
-        await self.discard(trash)
-        return True
-
     # -- stale temp files -------------------------------------------------------------------
 
     def cleanup_temps_sync(self) -> int:
