@@ -52,6 +52,7 @@ from ..errors import (
 )
 from .nodefile import (
     MAX_SECRET_BYTES,
+    WILDCARD_HOSTS,
     Address,
     NodeFile,
     load_node_file,
@@ -66,7 +67,6 @@ from .tls import TlsSettings
 SECRET_ENV = "TRIOBLOCK_SECRET"
 #: Default deadline of one admin request, seconds (``--timeout``).
 DEFAULT_TIMEOUT = 60.0
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,13 @@ def resolve_target(args: argparse.Namespace) -> Target:
     except ConfigError as exc:
         raise CliError(Exit.USAGE, str(exc)) from None
     host, port = address
-    address = (_WILDCARDS.get(host, host), port)
+    address = (WILDCARD_HOSTS.get(host, host), port)
     node_id = args.node_id
     if node_id is None and node is not None:
         if args.node is None:
             node_id = node.config.node_id
         else:
-            listed = {(_WILDCARDS.get(h, h), p): n for n, (h, p) in node.peers.items()}
+            listed = {(WILDCARD_HOSTS.get(h, h), p): n for n, (h, p) in node.peers.items()}
             node_id = listed.get(address)
     client_cert = tls is not None and tls.cert_file is not None
     return Target(address, secret, node_id, ssl_context, client_cert)
