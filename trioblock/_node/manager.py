@@ -7,10 +7,18 @@ the work to the collaborator that does that one job —
 - ``reads.Reader``: local reads, hedged peer reads, read repair, streaming;
 - ``refcounts.RefCounts``: reference counts, transactions, the resync queue as seen by
   users and operators, purge;
-- ``resync.ResyncWorker`` / ``resync_exec.ResyncExecutor``: what the resync workers do;
+- ``resync.ResyncPool`` / ``resync.ResyncWorker`` / ``resync_exec.ResyncExecutor``: the
+  resync workers, their settings and what they do;
+- ``refsync.RefSyncWorker``: reference anti-entropy (and a pass on demand);
 - ``endpoint.RpcEndpoint``: the answers to peers (and to operators, through the admin
   handler given to ``open_block_manager``);
 - ``operations.Operations``: scrub, repair, rebalance.
+
+The members live in rooms by job: blocks and node state here, the cluster layout in
+``manager_layout``, references in ``manager_refs``, resync and operations in
+``manager_upkeep``, over ``manager_base`` (the one open check, ``_open``, and the
+storage check, ``_local``). Whether the node stores anything is decided when it is
+built (``StorageParts`` or None; ``PeerContext.local``).
 
 They share a ``context.NodeContext``. ``open_block_manager`` owns the node's nursery:
 inside it run the RPC server (when a transport is given), the resync workers and the
