@@ -32,6 +32,7 @@ from trio_util import move_on_when
 
 from .._core.config import Config
 from .._core.datalayout import DataLayout
+from .._core.dirhealth import DataDirState
 from .._core.hashing import Hash
 from .._core.layouthistory import VersionRecord
 from .._core.layoutversion import NodeRole
@@ -39,11 +40,11 @@ from .._core.placement import Layout
 from .._core.refcount import RcEntry
 from .._core.refs import Reference
 from .._net.rpc import AdminResult, RpcStats
-from .._storage import ResyncErrorInfo, StoredBlocks, Transaction, run_blocking
+from .._storage import ResyncErrorInfo, StoredBlocks, Transaction
 from ..errors import GatewayError, NodeClosedError
 from .appcalls import AppCalls
 from .context import NodeContext, PeerContext, as_hash
-from .diskusage import DataDirUsage, disk_usage_sync
+from .diskusage import DataDirUsage, clear_data_dir, data_dir_usage
 from .layoutstatus import LayoutStatus
 from .membership import Membership
 from .metrics import Metrics
@@ -585,16 +586,15 @@ class BlockManager:
         return self._local().ctx.store.layout
 
     async def data_dir_usage(self) -> list[DataDirUsage]:
-        """Size and free space of the filesystem of each data directory."""
+        """Size, free space and health (ok / full / failing) of each data directory."""
         ctx = self._local().ctx
-        layout = ctx.store.layout
-        return await run_blocking(
-            disk_usage_sync,
-            ctx.store.disk,
-            list(layout.dirs),
-            layout.read_only_dirs,
-            limiter=ctx.cpu_limiter,
-        )
+        return await data_dir_usage(ctx.store, ctx.cpu_limiter)
+
+    def clear_data_dir(self, path: str | Path) -> DataDirState:
+        """Mark the data directory ``path`` ok again (an operator's word that its disk
+        works): new blocks go there again, its errors are forgotten. Returns the state
+        it had. ``ValueError`` if ``path`` is not one of this node's data directories."""
+        return clear_data_dir(self._local().ctx.store, path)
 
     def stored(self) -> StoredBlocks:
         """How many block copies this node's data directories hold, and their bytes.
