@@ -37,7 +37,8 @@ map, optionally followed by a body (the block of a ``get``). Rules kept here:
   file (``[peers]`` and ``rpc_bind_addr``), which they record in roles lacking one.
 
 Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
-``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
+``set_resync``, ``data_dir_clear`` (a full or failing data directory back to ok),
+``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
 ``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``,
 ``layout_show``, ``layout_stage``, ``layout_revert``, ``layout_forget``, ``layout_apply``,
 ``layout_status``, ``layout_history``.
@@ -192,10 +193,17 @@ def as_plain(value: Any) -> Any:
 
 
 async def data_dir_usage(bm: BlockManager) -> list[dict[str, Any]]:
-    """Total and free bytes of the filesystem of each data directory, as plain maps."""
+    """Total and free bytes of the filesystem of each data directory, and its health
+    (``state``: ok / full / failing, ``errors`` in a row, ``last_error``), as plain maps."""
     out: list[dict[str, Any]] = []
     for usage in await bm.data_dir_usage():
-        entry: dict[str, Any] = {"path": str(usage.path), "read_only": usage.read_only}
+        entry: dict[str, Any] = {
+            "path": str(usage.path),
+            "read_only": usage.read_only,
+            "state": usage.state.value,
+            "errors": usage.errors,
+            "last_error": usage.last_error,
+        }
         if usage.error is not None:
             entry["error"] = usage.error
         else:
@@ -341,6 +349,17 @@ async def _purge(bm: BlockManager, request: dict[str, Any], body: bytes | None) 
         "removed_copies": removed,
         "known": bool(refcount or had_error or removed),
     }
+
+
+@op("data_dir_clear")
+async def _data_dir_clear(
+    bm: BlockManager, request: dict[str, Any], body: bytes | None
+) -> AdminResult:
+    path = request.get("path")
+    if not isinstance(path, str) or not path:
+        raise ValueError("data_dir_clear needs a 'path': one of the node's data directories")
+    was = bm.clear_data_dir(path)
+    return {"path": path, "was": was.value, "state": "ok"}
 
 
 @op("set_resync")
