@@ -257,3 +257,33 @@ async def test_a_copy_the_node_may_not_read_on_a_real_disk_is_a_failed_source(
             assert n1.metrics.read_errors == 1
         finally:
             path.chmod(0o644)
+
+
+async def test_one_unreadable_copy_among_good_ones_does_not_make_a_directory_failing(
+    tmp_path: Path, autojump_clock: object, no_livelock: Any
+) -> None:
+    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, a, _b):
+        datas = blocks(12)
+        hashes = [await bm.put_block(d) for d in datas]
+        in_a = [h for h in hashes if await where(bm, h) == a]
+        bad = in_a[0]
+        disk.fail("read", f"{bad.hex()[:2]}/{bad.hex()[2:4]}/*", root=a, times=None)
+        for _ in range(5):
+            with pytest.raises(trioblock.MissingBlockError):
+                await bm.get_block(bad)
+            assert await bm.get_block(in_a[1]) == datas[hashes.index(in_a[1])]
+        assert (await states(bm))[a] is DataDirState.OK
+
+
+async def test_a_directory_that_cannot_even_be_looked_in_does_not_stop_puts(
+    tmp_path: Path, autojump_clock: object, no_livelock: Any
+) -> None:
+    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, a, b):
+        for op in ("open", "stat", "list"):
+            disk.fail(op, root=a, errno=errno.EACCES, times=None)
+        datas = blocks(12)
+        hashes = [await bm.put_block(d) for d in datas]
+        assert {await where(bm, h) for h in hashes} == {b}
+        assert (await states(bm))[a] is DataDirState.FAILING
+        for h, d in zip(hashes, datas, strict=True):
+            assert await bm.get_block(h) == d

@@ -9,7 +9,8 @@ Rules kept here:
   a read or lookup of a copy: ``EIO``, ``EACCES``...) counts one error; after
   :data:`FAILING_AFTER` errors in a row with no successful write between them, the
   directory is **failing**. A successful write returns a directory to ok and forgets
-  its errors.
+  its errors; a successful read forgets the errors of an ok directory (one unreadable
+  copy among good ones does not make a directory failing) but changes no state.
 - Which directory a new block goes to (:func:`pick_dir`): the first ok directory in the
   block's order (its primary first); if there is none, the first full one that has room
   again (free space at least the margin); else none: this node cannot take the block.
@@ -66,6 +67,11 @@ def after_write(h: DirHealth) -> DirHealth:
     return DirHealth()
 
 
+def after_read(h: DirHealth) -> DirHealth:
+    """A read in the directory succeeded."""
+    return replace(h, errors=0) if h.state is DataDirState.OK else h
+
+
 def after_error(h: DirHealth, code: int | None, what: str) -> DirHealth:
     """An operation in the directory failed with ``code`` (``what`` says how)."""
     if code in NO_SPACE:
@@ -119,6 +125,7 @@ __all__ = [
     "DirHealth",
     "after_error",
     "after_failed_probe",
+    "after_read",
     "after_write",
     "next_probe_delay",
     "pick_dir",

@@ -176,7 +176,7 @@ class BlockStore:
         A copy larger than its encoding's limit raises ``CorruptBlockError`` (with its
         ``location``) without being read.
         """
-        return read_first_copy(
+        found = read_first_copy(
             self.disk,
             self.layout.search_roots(hash),
             hash,
@@ -184,6 +184,9 @@ class BlockStore:
             self.max_block_size,
             self.health.failed,
         )
+        if found is not None:
+            self.health.read(found[1].path_str.rsplit("/", 3)[0])
+        return found
 
     def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
         """Read and verify the first copy: (plaintext, encoded, where) or None if absent.

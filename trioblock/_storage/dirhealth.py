@@ -29,6 +29,7 @@ from .._core.dirhealth import (
     DirHealth,
     after_error,
     after_failed_probe,
+    after_read,
     after_write,
     pick_dir,
 )
@@ -138,6 +139,14 @@ class DirHealthBook:
             if h is None or h == DirHealth():
                 return
             self._set(root, after_write(h), "a write succeeded")
+
+    def read(self, root: str) -> None:
+        """A read in ``root`` succeeded."""
+        h = self._health.get(root)
+        if h is None or not h.errors:  # the common case, without the lock
+            return
+        with self._lock:
+            self._health[root] = after_read(self._health[root])
 
     def failed(self, root: str, exc: OSError) -> None:
         """An operation in ``root`` failed with ``exc``."""

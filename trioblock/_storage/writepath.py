@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .._core.block import BlockHeader, DataBlock
 from .._core.copydecision import Action, Existing, decide
 from .._core.hashing import Hash
+from ..errors import DiskError
 from .durable import Placed, place_in, refresh_mtime
 from .fileops import regular_at
 from .lookup import is_regular
@@ -156,7 +157,10 @@ def _into_a_dir(store: BlockStore, hash: Hash, write: Callable[[str], T]) -> T:
 def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) -> WriteOutcome:
     """Write ``block`` where a copy may exist: verify it, then keep or supersede it."""
     existing: list[Existing[BlockLocation]] = []
-    found = store.find_sync(hash)
+    try:
+        found = store.find_sync(hash)
+    except DiskError:
+        found = None  # no copy seen, a directory unreadable: one more copy, elsewhere
     if (
         found is not None
         and store.fsync
