@@ -58,7 +58,8 @@ from .._core.hashing import Hash
 from .._net.messages import PROTOCOL_VERSION
 from .._node import BlockManager, ScrubState
 from ..errors import AdminRequestError, MissingBlockError, TrioblockError
-from . import layout_admin
+from . import dirs, layout_admin
+from .dirs import data_dir_usage
 
 log = logging.getLogger("trioblock.admin")
 
@@ -190,26 +191,6 @@ def as_plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-async def data_dir_usage(bm: BlockManager) -> list[dict[str, Any]]:
-    """Total and free bytes of the filesystem of each data directory, and its health
-    (``state``: ok / full / failing, ``errors`` in a row, ``last_error``), as plain maps."""
-    out: list[dict[str, Any]] = []
-    for usage in await bm.data_dir_usage():
-        entry: dict[str, Any] = {
-            "path": str(usage.path),
-            "read_only": usage.read_only,
-            "state": usage.state.value,
-            "errors": usage.errors,
-            "last_error": usage.last_error,
-        }
-        if usage.error is not None:
-            entry["error"] = usage.error
-        else:
-            entry.update(total=usage.total, free=usage.free)
-        out.append(entry)
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,15 +332,7 @@ async def _purge(bm: BlockManager, request: dict[str, Any], body: bytes | None) 
     }
 
 
-@op("data_dir_clear")
-async def _data_dir_clear(
-    bm: BlockManager, request: dict[str, Any], body: bytes | None
-) -> AdminResult:
-    path = request.get("path")
-    if not isinstance(path, str) or not path:
-        raise ValueError("data_dir_clear needs a 'path': one of the node's data directories")
-    was = bm.clear_data_dir(path)
-    return {"path": path, "was": was.value, "state": "ok"}
+op("data_dir_clear")(dirs.data_dir_clear)
 
 
 @op("set_resync")

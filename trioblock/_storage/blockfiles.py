@@ -244,8 +244,15 @@ class BlockStore:
 
         ``FileNotFoundError`` when the copy is gone, ``NotABlockFile`` when it is not a
         regular file; the chunks stop with ``CorruptBlockError`` past the size limit.
+        Another ``OSError`` of the open counts towards the directory's health.
         """
-        fd, _st = await run_blocking(open_location, self.disk, loc, limiter=self.limiter)
+        try:
+            fd, _st = await run_blocking(open_location, self.disk, loc, limiter=self.limiter)
+        except (FileNotFoundError, NotABlockFile):
+            raise
+        except OSError as exc:
+            self.health.failed(loc.path_str.rsplit("/", 3)[0], exc)
+            raise
         try:
             yield FileChunks(self.disk, fd, self.limiter, loc.hash, self.size_limit(loc.header))
         finally:
