@@ -14,14 +14,21 @@ import trioblock
 from trioblock import DataDir
 from trioblock._cli.admin_service import AdminRequestError, answer_admin
 from trioblock._cli.metrics_http import registry_for, render_metrics
+from trioblock._cli.output import Output
+from trioblock._cli.reports import render_status
 from trioblock.testing import SimulatedDisk
 
 Cli = Callable[..., Result]
 
 
 async def test_a_failing_directory_shows_in_status_and_metrics_until_cleared(
-    tmp_path: Path, autojump_clock: object, no_livelock: Callable[[], Any]
+    tmp_path: Path,
+    autojump_clock: object,
+    no_livelock: Callable[[], Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # table cells unwrapped
     a, b = tmp_path / "a", tmp_path / "b"
     disk = SimulatedDisk()
     config = trioblock.Config(
@@ -42,6 +49,10 @@ async def test_a_failing_directory_shows_in_status_and_metrics_until_cleared(
             assert dirs[str(a)]["errors"] == 3
             assert "Input/output error" in dirs[str(a)]["last_error"]
             assert dirs[str(b)]["state"] == "ok"
+            render_status(Output(), status)
+            shown = capsys.readouterr()
+            assert "failing (3 errors)" in shown.out
+            assert f"{a} is failing" in shown.err and "trioblock dir clear" in shown.err
 
             text = (await render_metrics(bm, *registry_for(bm))).decode()
             assert f'trioblock_data_dir_state{{path="{a}",state="failing"}} 1.0' in text

@@ -24,6 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from .._core.dirhealth import (
+    NO_SPACE,
     PROBE_FIRST,
     DataDirState,
     DirHealth,
@@ -121,7 +122,7 @@ class DirHealthBook:
         else:
             code, where = errno.EIO, order[0] if order else ""
             why = "every writable data directory is failing"
-        kind = DiskFullError if code == errno.ENOSPC or (full and last is None) else DiskError
+        kind = DiskFullError if code in NO_SPACE or (full and last is None) else DiskError
         return kind(where, code, why)
 
     def _has_room(self, root: str) -> bool:
