@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import blocks, demo, layout, operations, refs, reports, serve, verify
+from . import blocks, demo, dirs, layout, operations, refs, reports, serve, verify
 from .output import Exit
 
 EXIT_OK = Exit.OK
@@ -88,6 +88,10 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "set-resync": (
         "change the number of resync workers or their tranquility",
         (blocks.configure_set_resync, blocks.run_set_resync),
+    ),
+    "dir": (
+        "a node's data directories: clear PATH (a full or failing one back to ok)",
+        (dirs.configure, dirs.run),
     ),
     "verify-dir": (
         "verify every block of a data directory offline (ours or Garage's)",

@@ -55,6 +55,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from .._core.dirhealth import DataDirState
 from ..errors import TransportError
 from .admin_service import data_dir_usage, reference_rows
 from .layout_admin import is_fixed
@@ -111,6 +112,10 @@ _COUNTER_HELP: Final = {
     "ref_missing_queued": "Referenced blocks without a local copy queued for fetching.",
     "ref_sync_peer_failures": "Peers a reference anti-entropy pass could not sync with.",
 }
+
+
+#: The values of ``trioblock_data_dir_state``'s ``state`` label.
+DIR_STATES = tuple(s.value for s in DataDirState)
 
 
 class NodeCollector:
@@ -358,12 +363,28 @@ class NodeCollector:
             "Free space on the filesystem holding a data directory.",
             labels=["path"],
         )
+        state = GaugeMetricFamily(
+            "trioblock_data_dir_state",
+            "Health of a data directory: 1 for its state (ok, full: out of space, failing: "
+            "its disk keeps failing), 0 for the others. Only ok directories take new blocks.",
+            labels=["path", "state"],
+        )
+        errors = GaugeMetricFamily(
+            "trioblock_data_dir_errors",
+            "Failed operations in a row in a data directory since its last successful write.",
+            labels=["path"],
+        )
         for entry in self.disk:
             if "error" not in entry:
                 size.add_metric([entry["path"]], entry["total"])
                 free.add_metric([entry["path"]], entry["free"])
+            for name in DIR_STATES:
+                state.add_metric([entry["path"], name], 1 if entry["state"] == name else 0)
+            errors.add_metric([entry["path"]], entry["errors"])
         yield size
         yield free
+        yield state
+        yield errors
 
 
 def _le(bound: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .blockfiles import BlockStore, WriteOutcome
 from .database import Transaction
+from .dirhealth import DirHealthView
 from .durable import Placed
 from .metadata import MetadataDb, ResyncErrorInfo
 from .offload import run_blocking
@@ -32,6 +33,7 @@ __all__ = [
     "verify_dir",
     "BlockLocation",
     "BlockStore",
+    "DirHealthView",
     "EntryKind",
     "Keep",
     "MetadataDb",
