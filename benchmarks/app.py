@@ -58,7 +58,7 @@ import trioblock
 from trioblock import Hash, ReferenceBatchError, blake2sum
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import _text_pool, bench_root, environment  # noqa: E402
+from _common import _text_pool, bench_root, environment
 
 CHUNK_SIZE = 256 * 1024
 PARALLEL = 16
@@ -271,11 +271,15 @@ class Nodes:
 
     def cpu(self) -> list[float]:
         """CPU seconds (user + system) of each node so far."""
+        return [user + system for user, system in self.cpu_split()]
+
+    def cpu_split(self) -> list[tuple[float, float]]:
+        """(user, system) CPU seconds of each node so far."""
         out = []
         for proc in self.procs:
             with open(f"/proc/{proc.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out.append((int(fields[11]) + int(fields[12])) / CLK_TCK)
+            out.append((int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK))
         return out
 
     def stop(self) -> None:
@@ -303,6 +307,9 @@ class Phase:
     seconds: float
     app_cpu: float
     node_cpu: list[float]
+    #: system CPU seconds: this process's, then the nodes' added up
+    app_sys: float = 0.0
+    nodes_sys: float = 0.0
 
 
 @dataclass
@@ -330,11 +337,23 @@ class Run:
         }
 
 
+def self_sys() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 async def _timed(nodes: Nodes, fn: Any, *args: Any) -> tuple[Phase, Any]:
-    cpu0, nodes0, t0 = self_cpu(), nodes.cpu(), time.perf_counter()
+    cpu0, sys0, nodes0, t0 = self_cpu(), self_sys(), nodes.cpu_split(), time.perf_counter()
     result = await fn(*args)
-    t1, cpu1, nodes1 = time.perf_counter(), self_cpu(), nodes.cpu()
-    return Phase(t1 - t0, cpu1 - cpu0, [b - a for a, b in zip(nodes0, nodes1, strict=True)]), result
+    t1, cpu1, sys1, nodes1 = time.perf_counter(), self_cpu(), self_sys(), nodes.cpu_split()
+    pairs = list(zip(nodes0, nodes1, strict=True))
+    phase = Phase(
+        t1 - t0,
+        cpu1 - cpu0,
+        [sum(b) - sum(a) for a, b in pairs],
+        sys1 - sys0,
+        sum(b[1] - a[1] for a, b in pairs),
+    )
+    return phase, result
 
 
 async def _app_phases(nodes: Nodes, tree: Path, dest: Path, run: Run) -> None:
@@ -403,10 +422,14 @@ def report(runs: Sequence[Run]) -> str:
         lines.append(
             f"  {name:<14} {_fmt(min(xs)):>9} {_fmt(statistics.median(xs)):>9} {_fmt(max(xs)):>9}"
         )
-    lines.append("CPU seconds of the first backup (app+gateway | n0 n1 n2):")
+    lines.append("CPU seconds (app+gateway | n0 n1 n2; of which system: app | nodes):")
     for r in runs:
-        p = r.phases["backup"]
-        lines.append(f"  {p.app_cpu:.2f} | " + " ".join(f"{c:.2f}" for c in p.node_cpu))
+        for name, p in r.phases.items():
+            lines.append(
+                f"  {name:<14} {p.app_cpu:5.2f} | "
+                + " ".join(f"{c:5.2f}" for c in p.node_cpu)
+                + f"; sys {p.app_sys:5.2f} | {p.nodes_sys:5.2f}"
+            )
     lines.append("ratios (min / median / max; target):")
     for name in runs[0].ratios():
         xs = [r.ratios()[name] for r in runs]
