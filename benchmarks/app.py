@@ -324,8 +324,9 @@ def _free_ports(n: int) -> list[int]:
 class Nodes:
     """Three ``trioblock serve`` processes and their TOML files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
+        self.fsync = fsync
         self.procs: list[subprocess.Popen[bytes]] = []
         self.configs: list[Path] = []
 
@@ -342,7 +343,9 @@ class Nodes:
                 f'data_dir = "n{i}/data"\n'
                 f'rpc_bind_addr = "127.0.0.1:{port}"\n'
                 'rpc_secret_file = "secret"\n'
-                "replication_factor = 3\nwrite_quorum = 2\n\n"
+                "replication_factor = 3\nwrite_quorum = 2\n"
+                f"data_fsync = {str(self.fsync).lower()}\n"
+                f"metadata_fsync = {str(self.fsync).lower()}\n\n"
                 f"[peers]\n{peers}\n"
             )
             self.configs.append(path)
@@ -410,6 +413,8 @@ class Run:
     baselines: dict[str, float] = field(default_factory=dict)
     blocks_put: int = 0
     chunks: int = 0
+    #: the gateway's connections opened, and its requests, over the three phases
+    connections: tuple[int, int] = (0, 0)
 
     def mb_s(self, name: str) -> float:
         seconds = self.phases[name].seconds if name in self.phases else self.baselines[name]
@@ -456,6 +461,9 @@ async def _app_phases(nodes: Nodes, tree: Path, dest: Path, run: Run, naive: boo
         if again.new != 0:
             raise SystemExit(f"the second backup put {again.new} blocks, expected none")
         run.phases["restore"], _ = await _timed(nodes, app.restore, snap.manifest, dest)
+        stats = gw.rpc_stats()
+        if stats is not None:
+            run.connections = (stats.connections_opened, stats.requests)
 
 
 def _sh(cmd: str) -> float:
@@ -478,11 +486,11 @@ def baselines(tree: Path, work: Path) -> dict[str, float]:
     return out
 
 
-def one_run(root: Path, tree: Path, files: int, size: int, naive: bool) -> Run:
+def one_run(root: Path, tree: Path, files: int, size: int, naive: bool, fsync: bool) -> Run:
     run = Run(size, files)
     work = root / f"run-{uuid.uuid4().hex[:8]}"
     work.mkdir()
-    nodes = Nodes(work)
+    nodes = Nodes(work, fsync=fsync)
     nodes.start()
     try:
         trio.run(_app_phases, nodes, tree, work / "restored", run, naive)
@@ -520,6 +528,10 @@ def report(runs: Sequence[Run]) -> str:
                 + " ".join(f"{c:5.2f}" for c in p.node_cpu)
                 + f"; sys {p.app_sys:5.2f} | {p.nodes_sys:5.2f}"
             )
+    lines.append(
+        "gateway connections opened / requests: "
+        + ", ".join(f"{r.connections[0]} / {r.connections[1]}" for r in runs)
+    )
     lines.append("ratios (min / median / max; target):")
     for name in runs[0].ratios():
         xs = [r.ratios()[name] for r in runs]
@@ -553,6 +565,11 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the application's first shape: a thread trip per file, one file restored at a time",
     )
+    p.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="nodes with data_fsync and metadata_fsync off (not durable: to see their cost)",
+    )
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--full", action="store_true", help="(accepted for nox; same as default)")
     return p.parse_args(None if argv is None else list(argv))
@@ -570,7 +587,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"{env['python']} on {env['platform']}, {env['cpus']} CPUs, {env['filesystem']}")
         runs = []
         for i in range(args.runs):
-            runs.append(one_run(root, tree, n, size, args.naive))
+            runs.append(one_run(root, tree, n, size, args.naive, not args.no_fsync))
             print(
                 f"run {i + 1}/{args.runs}: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].ratios().items()),
@@ -589,6 +606,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                                 "files": r.files,
                                 "chunks": r.chunks,
                                 "blocks_put": r.blocks_put,
+                                "connections_opened": r.connections[0],
+                                "requests": r.connections[1],
                                 "phases": {k: vars(v) for k, v in r.phases.items()},
                                 "baselines": r.baselines,
                                 "ratios": r.ratios(),
