@@ -48,7 +48,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -523,8 +523,6 @@ def baselines(tree: Path, work: Path) -> dict[str, float]:
         f"tar -cf - -C {q(tree.parent)} {q(tree.name)} | zstd -1 -T1 -q -o {q(work / 't.zst')}"
     )
     out["cp+sync"] = _sh(f"cp -r {q(tree)} {q(work / 'copy')} && sync")
-    shutil.rmtree(work / "copy")
-    os.unlink(work / "t.zst")
     return out
 
 
@@ -541,7 +539,8 @@ def one_run(root: Path, tree: Path, files: int, size: int, naive: bool, fsync: b
     if tree_digest(work / "restored") != tree_digest(tree):
         raise SystemExit("the restored tree differs from the original")
     run.baselines = baselines(tree, work)
-    shutil.rmtree(work)
+    # Nothing is deleted before the end: on ext4 a large delete slows the file
+    # creations that follow (the next run's nodes and restore would pay for it).
     return run
 
 
@@ -608,6 +607,11 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         help="the application's first shape: a thread trip per file, one file restored at a time",
     )
     p.add_argument(
+        "--both",
+        action="store_true",
+        help="each run does the first shape and the current one, alternating",
+    )
+    p.add_argument(
         "--no-fsync",
         action="store_true",
         help="nodes with data_fsync and metadata_fsync off (not durable: to see their cost)",
@@ -627,14 +631,23 @@ def main(argv: Iterable[str] | None = None) -> int:
         n, size = make_tree(tree, files, int(mb * MB))
         env = environment(str(root))
         print(f"{env['python']} on {env['platform']}, {env['cpus']} CPUs, {env['filesystem']}")
-        runs = []
+        runs: list[Run] = []
+        naive_runs: list[Run] = []
         for i in range(args.runs):
-            runs.append(one_run(root, tree, n, size, args.naive, not args.no_fsync))
-            print(
-                f"run {i + 1}/{args.runs}: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].ratios().items()),
-                flush=True,
-            )
+            # With --both, the two shapes alternate: A B, then B A, ...
+            order = [args.naive] if not args.both else [bool(i % 2), not i % 2]
+            for naive in order:
+                run = one_run(root, tree, n, size, naive, not args.no_fsync)
+                (naive_runs if naive and args.both else runs).append(run)
+                print(
+                    f"run {i + 1}/{args.runs}{' (naive)' if naive else ''}: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in run.ratios().items()),
+                    flush=True,
+                )
+        if naive_runs:
+            print("== the application's first shape (--naive)")
+            print(report(naive_runs))
+            print("== the application as docs/applications.md shows it now")
         print(report(runs))
         if args.json:
             with open(args.json, "w") as f:
@@ -642,6 +655,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                     {
                         "benchmark": "app",
                         "environment": env,
+                        "naive_runs": [asdict(r) | {"ratios": r.ratios()} for r in naive_runs],
                         "runs": [
                             {
                                 "tree_bytes": r.tree_bytes,
