@@ -35,7 +35,7 @@ def bench(session: nox.Session) -> None:
     """Throughput benchmarks; each reports ratios against a baseline from the same run."""
     session.install("-e", ".")
     # `nox -s bench` runs them all; `nox -s bench -- local --quick` one, with options.
-    names = ["local", "cluster", "scrub", "membership"]
+    names = ["local", "cluster", "scrub", "membership", "app"]
     chosen = [a for a in session.posargs if a in names] or names
     options = [a for a in session.posargs if a not in names]
     for name in chosen:
