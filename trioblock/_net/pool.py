@@ -12,6 +12,11 @@ Rules kept here:
 - Foreground requests (a user's put or get) and background ones (resync) use separate
   pools, and background connections to a peer are capped, so resync traffic cannot
   starve foreground traffic.
+- Foreground connections to a peer are capped too (:data:`MAX_CONNECTIONS_PER_PEER`): a
+  peer that answers slowly makes further requests wait for a connection, within their
+  deadline, instead of opening one connection (and one handshake) per request. A put
+  returns at its quorum while its last copies are still being sent, so without the cap
+  a lagging node would gather an unbounded number of connections.
 - :meth:`ConnectionPool.call` runs an exchange under a deadline (the pool's default, or
   one given per call); running out raises :class:`~trioblock.errors.TransportError`.
 """
@@ -31,7 +36,13 @@ from .codec import ConnectionClosed, Event
 from .handshake import client_handshake
 from .transport import Transport
 
-__all__ = ["MAX_IDLE_PER_PEER", "Connection", "ConnectionPool", "RpcStats"]
+__all__ = [
+    "MAX_CONNECTIONS_PER_PEER",
+    "MAX_IDLE_PER_PEER",
+    "Connection",
+    "ConnectionPool",
+    "RpcStats",
+]
 
 log = logging.getLogger("trioblock.net")
 
@@ -41,6 +52,8 @@ T = TypeVar("T")
 #: the usual concurrency of puts (16 in the benchmarks): a smaller pool made a loaded
 #: node reconnect and redo the handshake for a good share of its requests.
 MAX_IDLE_PER_PEER = 32
+#: Foreground connections leased to one peer at once; more requests wait for one.
+MAX_CONNECTIONS_PER_PEER = 64
 
 
 @dataclass
@@ -73,7 +86,7 @@ class Connection:
     got_reply: bool = False
     #: The exchange completed cleanly: the connection may go back to the pool.
     done: bool = False
-    #: Background slot held while leased.
+    #: The pool's slot for this peer, held while leased.
     slot: trio.Semaphore | None = None
 
     async def receive(self) -> Event:
@@ -100,20 +113,24 @@ class ConnectionPool:
         background_connections_per_peer: int,
         max_idle_per_peer: int,
         stats: RpcStats,
+        connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
     ) -> None:
         if background_connections_per_peer < 1:
             raise ValueError("background_connections_per_peer must be at least 1")
+        if connections_per_peer < 1:
+            raise ValueError("connections_per_peer must be at least 1")
         self.node_id = node_id
         self.transport = transport
         self.timeout = timeout
         self.handshake_timeout = handshake_timeout
         self.max_body_size = max_body_size
         self.background_connections_per_peer = background_connections_per_peer
+        self.connections_per_peer = connections_per_peer
         self.max_idle_per_peer = max_idle_per_peer
         self.stats = stats
         self._secret = secret
         self._idle: dict[tuple[str, bool], list[Connection]] = {}
-        self._background_slots: dict[str, trio.Semaphore] = {}
+        self._slots: dict[tuple[str, bool], trio.Semaphore] = {}
         self._closed = False
 
     async def _connect(self, peer: str, background: bool) -> Connection:
@@ -143,13 +160,11 @@ class ConnectionPool:
     async def _acquire(self, peer: str, background: bool, *, fresh: bool) -> Connection:
         if self._closed:
             raise TransportError(f"{self.node_id}: the RPC node is closed")
-        slot: trio.Semaphore | None = None
-        if background:
-            slot = self._background_slots.get(peer)
-            if slot is None:
-                slot = trio.Semaphore(self.background_connections_per_peer)
-                self._background_slots[peer] = slot
-            await slot.acquire()
+        slot = self._slots.get((peer, background))
+        if slot is None:
+            cap = self.background_connections_per_peer if background else self.connections_per_peer
+            slot = self._slots[(peer, background)] = trio.Semaphore(cap)
+        await slot.acquire()
         try:
             idle = self._idle.get((peer, background))
             if idle and not fresh:
@@ -159,8 +174,7 @@ class ConnectionPool:
             else:
                 conn = await self._connect(peer, background)
         except BaseException:
-            if slot is not None:
-                slot.release()
+            slot.release()
             raise
         conn.slot = slot
         conn.got_reply = False

@@ -25,12 +25,13 @@ from .codec import DEFAULT_MAX_BODY_SIZE
 from .errormap import AdminRequestFailed, RequestFailed
 from .handler import AdminReplyBody, AdminResult, RpcHandler
 from .handshake import DEFAULT_HANDSHAKE_TIMEOUT
-from .pool import MAX_IDLE_PER_PEER, ConnectionPool, RpcStats
+from .pool import MAX_CONNECTIONS_PER_PEER, MAX_IDLE_PER_PEER, ConnectionPool, RpcStats
 from .server import DRAIN_TIMEOUT, RpcServer
 from .transport import Transport
 
 __all__ = [
     "DRAIN_TIMEOUT",
+    "MAX_CONNECTIONS_PER_PEER",
     "MAX_IDLE_PER_PEER",
     "AdminReplyBody",
     "AdminRequestFailed",
@@ -48,7 +49,8 @@ class RpcNode(RpcClient):
     ``node_id`` is this node's id (sent in the handshake); ``secret`` the cluster's
     ``rpc_secret``; ``timeout`` the default deadline of a request; ``max_body_size`` the
     largest body accepted from a peer (the largest encoded block);
-    ``background_connections_per_peer`` caps concurrent background requests to a peer;
+    ``background_connections_per_peer`` caps concurrent background requests to a peer,
+    ``connections_per_peer`` concurrent foreground ones (more wait for a connection);
     ``handshake_timeout`` bounds a handshake (default ``min(timeout, 10 s)``);
     ``max_idle_per_peer`` bounds each idle pool.
     """
@@ -64,6 +66,7 @@ class RpcNode(RpcClient):
         background_connections_per_peer: int = 2,
         handshake_timeout: float | None = None,
         max_idle_per_peer: int = MAX_IDLE_PER_PEER,
+        connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
     ) -> None:
         if not secret:
             raise ValueError("the cluster secret must not be empty")
@@ -86,6 +89,7 @@ class RpcNode(RpcClient):
                 max_body_size=max_body_size,
                 background_connections_per_peer=background_connections_per_peer,
                 max_idle_per_peer=max_idle_per_peer,
+                connections_per_peer=connections_per_peer,
                 stats=self.stats,
             )
         )
