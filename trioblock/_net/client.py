@@ -46,6 +46,8 @@ from .messages import (
     NeedBlockReply,
     NeedBlocksQuery,
     NeedBlocksReply,
+    NodeReportQuery,
+    NodeReportReply,
     Ok,
     OwnedQuery,
     OwnedReply,
@@ -531,6 +533,25 @@ class RpcClient:
                 )
             answers.extend(reply.held)
         return answers
+
+    async def node_report(
+        self,
+        peer: str,
+        what: str,
+        hash: Hash | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> dict[str, Any]:
+        """``peer``'s operator report ``what`` (``"block"`` about ``hash``, or
+        ``"stats"``): a map of plain data, for the caller to check."""
+        reply = await self._request(
+            peer,
+            checked(NodeReportQuery(what, hash)),
+            NodeReportReply,
+            background=False,
+            timeout=timeout,
+        )
+        return reply.report
 
     async def owned(
         self,

@@ -91,6 +91,9 @@ __all__ = [
     "NeedBlockReply",
     "NeedBlocksQuery",
     "NeedBlocksReply",
+    "NODE_REPORTS",
+    "NodeReportQuery",
+    "NodeReportReply",
     "Ok",
     "OwnedQuery",
     "OwnedReply",
@@ -785,6 +788,51 @@ class RefEntries(_Wire):
         return cls(_read_entries(m, "RefEntries", 0), read_bool(m, "more", "RefEntries"))
 
 
+# -- operator reports gathered from peers ---------------------------------------------
+
+#: What a :class:`NodeReportQuery` may ask for.
+NODE_REPORTS: Final = ("block", "stats")
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class NodeReportQuery(_Wire):
+    """Ask a storage node for an operator report: ``{what, hash?}``; ``what`` is
+    ``"block"`` (everything the node holds about block ``hash``) or ``"stats"`` (its
+    counts and free space). Answered by :class:`NodeReportReply`."""
+
+    what: str
+    hash: Hash | None = None
+
+    def to_map(self) -> dict[str, Any]:
+        return {"what": self.what, **({"hash": _b(self.hash)} if self.hash is not None else {})}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> NodeReportQuery:
+        what = read_str(m, "what", "NodeReportQuery", max_len=16, empty=False)
+        if what not in NODE_REPORTS:
+            raise ProtocolError(f"NodeReportQuery.what must be one of {', '.join(NODE_REPORTS)}")
+        if what == "block":
+            return cls(what, read_hash(m, "NodeReportQuery"))
+        return cls(what)
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class NodeReportReply(_Wire):
+    """Answer to :class:`NodeReportQuery`: ``{report}``, a map of plain data (checked by
+    the node layer that reads it)."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"report": self.report}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> NodeReportReply:
+        return cls(read_opaque(m, "report", "NodeReportReply"))
+
+
 Message: TypeAlias = (
     Hello
     | Auth
@@ -812,6 +860,8 @@ Message: TypeAlias = (
     | RefDigestsReply
     | RefFetch
     | RefEntries
+    | NodeReportQuery
+    | NodeReportReply
 )
 
 

@@ -32,6 +32,7 @@ from .context import NodeContext, PeerContext, ResyncShared
 from .endpoint import RpcEndpoint
 from .manager import AdminHandler, BlockManager, StorageParts
 from .membership import HISTORY_KEY, Membership, initial_history
+from .metasnap import MetadataSnapshots
 from .nurseries import service_nursery
 from .operations import Operations
 from .reads import Reader
@@ -141,6 +142,7 @@ async def open_block_manager(
             resync=resync_pool,
             operations=operations,
             ref_sync=ref_sync,
+            snapshots=MetadataSnapshots(ctx),
         )
         bm = BlockManager(
             ctx,
@@ -158,6 +160,7 @@ async def open_block_manager(
             # node is ready at once, however many blocks it stores.
             ctx.spawn_background("temp-file sweep", _sweep, store, config.node_id)
             nursery.start_soon(db.run_checkpoints)
+            nursery.start_soon(storage.snapshots.run_auto)
             if rpc is not None:
                 await nursery.start(rpc.serve, endpoint)
                 nursery.start_soon(membership.run_gossip)
