@@ -118,7 +118,9 @@ class Operations:
         ctx = self._ctx
         nursery = ctx.require_open()
         run = self._runs.get(name)
-        if run is not None and run.finished_at is None:
+        # A run whose worker has finished is over, even before ``_watch`` has recorded
+        # it: a call right after it starts a new run rather than returning its report.
+        if run is not None and run.finished_at is None and not run.worker.finished.is_set():
             return run.worker
         worker: _Workers
         if name == "repair":

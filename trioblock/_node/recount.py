@@ -11,8 +11,8 @@ Rules kept here:
   in ``2 × rpc_timeout`` (fetch the block if missing); dropped to zero, deletable after
   ``gc_delay`` with its deletion check. The resync workers are notified per batch.
 - A block without ``block_ref`` rows keeps its count (local ``incref``/``decref``).
-- Each change is logged (a warning: a drift is a bug somewhere) and reported: the
-  totals, and the first :data:`MAX_REPORTED_FIXES` changes.
+- The first :data:`MAX_REPORTED_FIXES` changes are logged (warnings: a drift is a bug
+  somewhere) and listed in the report; the totals count them all.
 - Tranquility-throttled like repair; progress is the position in hash space.
 """
 
@@ -99,7 +99,8 @@ class RecountWorker(Worker):
                 ctx.clock.now_msec(),
             )
             self.finished.set()
-            log.info(
+            log.log(
+                logging.WARNING if self.raised + self.lowered else logging.INFO,
                 "%s: reference recount: %d blocks checked, %d counts raised, %d lowered",
                 ctx.node_id,
                 self.checked,
@@ -133,10 +134,9 @@ class RecountWorker(Worker):
             self.raised += 1
         else:
             self.lowered += 1
-        if len(self.changes) < MAX_REPORTED_FIXES:
-            self.changes.append(
-                CountChange(fix.hash, fix.old.count, fix.new.count, fix.new.deletable_at)
-            )
+        if len(self.changes) >= MAX_REPORTED_FIXES:
+            return  # counted; the final log line and the report give the totals
+        self.changes.append(CountChange(fix.hash, fix.old.count, fix.new.count, fix.new.deletable_at))
         log.warning(
             "%s: block %s counted %s but has %d live reference(s): count set to %s",
             self._ctx.node_id,
