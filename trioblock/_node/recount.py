@@ -136,7 +136,9 @@ class RecountWorker(Worker):
             self.lowered += 1
         if len(self.changes) >= MAX_REPORTED_FIXES:
             return  # counted; the final log line and the report give the totals
-        self.changes.append(CountChange(fix.hash, fix.old.count, fix.new.count, fix.new.deletable_at))
+        self.changes.append(
+            CountChange(fix.hash, fix.old.count, fix.new.count, fix.new.deletable_at)
+        )
         log.warning(
             "%s: block %s counted %s but has %d live reference(s): count set to %s",
             self._ctx.node_id,
