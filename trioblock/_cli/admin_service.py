@@ -40,7 +40,8 @@ Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
 ``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
 ``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``,
 ``layout_show``, ``layout_stage``, ``layout_revert``, ``layout_forget``, ``layout_apply``,
-``layout_status``, ``layout_history``.
+``layout_status``, ``layout_history``; and those of :mod:`.admin_reports`
+(``block_info``, ``stats``, ``repair_refcounts``, ``meta_snapshot``, ``meta_snapshots``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ MAX_REFS_PAGE: Final = 100
 #: The name of the reference anti-entropy worker in ``workers()``.
 REF_SYNC_WORKER: Final = "ref-sync"
 #: Long-running operations that ``repair`` / ``rebalance`` start and ``operation`` reports.
-BACKGROUND_OPERATIONS: Final = ("repair", "rebalance")
+BACKGROUND_OPERATIONS: Final = ("repair", "rebalance", "refcounts")
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def _operation_view(bm: BlockManager, name: str) -> dict[str, Any]:
             "now": now,
         }
     if name not in BACKGROUND_OPERATIONS:
-        raise ValueError(f"unknown operation {name!r}: scrub, repair or rebalance")
+        raise ValueError(f"unknown operation {name!r}: scrub, repair, rebalance or refcounts")
     view: dict[str, Any] = as_plain(bm.operation_status(name))
     if view["state"] == "running" and view["progress"] is None:
         view["progress"] = 0.0
@@ -588,6 +589,9 @@ async def _layout_history(
     )
     return layout_admin.history_view(bm, start, limit)
 
+
+# The ops of operators' reports and maintenance register themselves on import.
+from . import admin_reports as _admin_reports  # noqa: E402, F401
 
 __all__ = [
     "MAX_ERRORS_PAGE",
