@@ -124,8 +124,9 @@ async def test_a_node_restored_from_its_snapshot_catches_up(
         assert all(isinstance(v, BlockInfo) and v.refcount == 1 for v in views.values())
 
 
+@pytest.mark.parametrize("data", ["kept", "lost"])
 async def test_a_node_whose_database_is_lost_starts_empty_and_catches_up(
-    tmp_path: Path, autojump_clock: Any
+    tmp_path: Path, autojump_clock: Any, data: str
 ) -> None:
     async with open_cluster(tmp_path, n=3, replication_factor=3) as cluster:
         n0 = cluster.nodes["n0"]
@@ -135,7 +136,8 @@ async def test_a_node_whose_database_is_lost_starts_empty_and_catches_up(
         await cluster.stop("n2")
         for f in cluster.metadata_dir("n2").glob("trioblock.sqlite*"):
             f.unlink()
-        shutil.rmtree(cluster.data_dir("n2"))
+        if data == "lost":
+            shutil.rmtree(cluster.data_dir("n2"))
         n2 = await cluster.start("n2")
         assert n2.ref_len() == 0
         await converge(cluster, "n2", {h: {b"o"} for h in hashes})

@@ -265,12 +265,12 @@ def render_stats(out: Output, stats: dict[str, Any]) -> None:
     out.print(table)
     rows: list[tuple[str, Any]] = [
         ("replication factor", stats["replication_factor"]),
-        ("usable data capacity", human_bytes(stats["usable_data"])),
+        ("usable data capacity", f"{human_bytes(stats['usable_data'])} (new distinct data)"),
         ("usable metadata capacity", human_bytes(stats["usable_metadata"])),
     ]
     if not stats["complete"]:
         rows.append(("estimate", "partial: some nodes of the layout did not answer"))
-    out.print(key_value_table("cluster (estimated space for new distinct data)", rows))
+    out.print(key_value_table("cluster", rows))
 
 
 async def _stats(client: AdminClient, out: Output, args: argparse.Namespace) -> int:

@@ -97,7 +97,7 @@ def restore_metadata(
     meta = Path(os.path.abspath(metadata_dir))
     chosen = None if snapshot is None else Path(os.path.abspath(snapshot))
     result = restore_snapshot_sync(meta / DB_NAME, meta, chosen, int(time.time() * 1000))
-    log.warning(
+    log.info(
         "metadata database %s restored from snapshot %s%s",
         result.database,
         result.snapshot,
