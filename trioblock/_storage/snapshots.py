@@ -116,10 +116,15 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _read_only_uri(path: Path) -> str:
+    """A read-only SQLite URI for ``path`` (percent-encoded: any file name works)."""
+    return path.absolute().as_uri() + "?mode=ro"
+
+
 def _check_file(path: Path) -> None:
     """``PRAGMA quick_check`` of a database file; ``MetadataCorruptError`` if it fails."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(_read_only_uri(path), uri=True)
         try:
             rows = conn.execute("PRAGMA quick_check").fetchall()
         finally:
@@ -155,7 +160,7 @@ def take_snapshot_sync(
         final = directory / (_stamp(now_msec) + SNAPSHOT_SUFFIX)
     tmp = final.with_name(final.name + _TMP_SUFFIX)
     try:
-        source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        source = sqlite3.connect(_read_only_uri(db_path), uri=True)
         try:
             dest = sqlite3.connect(tmp)
             try:
