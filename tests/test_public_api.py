@@ -253,9 +253,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imported_modules(path: Path) -> list[str]:
+def imported_modules(path: Path, name: str | None = None) -> list[str]:
     """Every module an ``import``/``from`` anywhere in the file refers to (absolute names)."""
-    name = module_name(path)
+    name = name or module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -374,3 +374,78 @@ def test_strategies_without_hypothesis_say_which_extra_to_install(
     monkeypatch.setattr(builtins, "__import__", no_hypothesis)
     with pytest.raises(ModuleNotFoundError, match=r"install trioblock\[testing\]"):
         importlib.import_module("trioblock.testing.strategies")
+
+
+# -- faces and private names -----------------------------------------------------------
+
+#: The edges that reach the node and storage layers only through their faces.
+FACE_EDGES = ("trioblock._cli", "trioblock.testing")
+#: The layers with a face (``__init__``) for the edges.
+FACED_LAYERS = ("trioblock._node", "trioblock._storage")
+
+
+def is_module(name: str) -> bool:
+    """Whether ``name`` (absolute) is a module or package of trioblock."""
+    rel = Path(*name.split(".")[1:])
+    return (PACKAGE_ROOT / rel).with_suffix(".py").is_file() or (
+        PACKAGE_ROOT / rel / "__init__.py"
+    ).is_file()
+
+
+def private_names_imported(path: Path, name: str | None = None) -> list[str]:
+    """``from M import _x`` where ``M`` is another trioblock module and ``_x`` not a module."""
+    name = name or module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package.split(".")
+            base = base[: len(base) - (node.level - 1)]
+            target = ".".join([*base, node.module] if node.module else base)
+        else:
+            target = node.module or ""
+        if target.split(".")[0] != "trioblock" or target == name:
+            continue
+        found.extend(
+            f"{target}.{alias.name}"
+            for alias in node.names
+            if alias.name.startswith("_")
+            and not alias.name.startswith("__")
+            and not is_module(f"{target}.{alias.name}")
+        )
+    return found
+
+
+def behind_the_faces(path: Path, name: str | None = None) -> list[str]:
+    """The modules of a faced layer, other than its face, that ``path`` imports."""
+    inner = tuple(f"{layer}." for layer in FACED_LAYERS)
+    return [t for t in imported_modules(path, name) if t.startswith(inner)]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if module_name(p).startswith(FACE_EDGES)],
+    ids=lambda p: str(p.relative_to(PACKAGE_ROOT)),
+)
+def test_edges_import_the_node_and_storage_layers_through_their_faces(path: Path) -> None:
+    found = behind_the_faces(path)
+    assert found == [], f"{module_name(path)} imports {found}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE_ROOT)))
+def test_no_module_imports_another_modules_private_names(path: Path) -> None:
+    assert private_names_imported(path) == []
+
+
+def test_the_face_and_private_name_checks_catch_offenders(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.py"
+    fake.write_text(
+        "from trioblock._node.manager import BlockManager, _hidden\n"
+        "from trioblock import _node\n"
+        "from trioblock._node import open_block_manager\n"
+    )
+    name = "trioblock._cli.fake"
+    assert private_names_imported(fake, name) == ["trioblock._node.manager._hidden"]
+    assert behind_the_faces(fake, name) == ["trioblock._node.manager"]

@@ -1,7 +1,7 @@
 """Admin ops for operators' inspection and maintenance: ``block_info``, ``stats``,
 ``repair_refcounts``, ``meta_snapshot`` and ``meta_snapshots``.
 
-Registered on the admin service's ops when it is imported. Like the other ops they use
+Registered with ``@op`` when the admin service imports this module. Like the other ops they use
 nothing but the ``BlockManager``'s public API and answer with CBOR-friendly maps that
 fit in one message frame:
 
@@ -20,26 +20,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .._core.hashing import Hash
 from .._node import BlockInfo, BlockManager
-from .admin_service import AdminResult, as_plain, op, owner_view
+from .admin_args import as_plain, hash_arg, owner_view
+from .admin_registry import AdminResult, op
 
 #: References listed per view by ``block_info`` (an owner is up to 128 bytes, shown
 #: as text and in hex), and per node with ``cluster``.
 MAX_REFS_SHOWN: Final = 100
 MAX_REFS_SHOWN_CLUSTER: Final = 20
-
-
-def _hash(request: dict[str, Any]) -> Hash:
-    value = request.get("hash")
-    if isinstance(value, bytes) and len(value) == 32:
-        return Hash(value)
-    if isinstance(value, str):
-        try:
-            return Hash.from_hex(value)
-        except ValueError:
-            pass
-    raise ValueError(f"'hash' must be a block hash: 64 hex digits, got {value!r}")
 
 
 def block_view(info: BlockInfo, max_refs: int) -> dict[str, Any]:
@@ -54,7 +42,7 @@ def block_view(info: BlockInfo, max_refs: int) -> dict[str, Any]:
 
 @op("block_info")
 async def _block_info(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
-    h = _hash(request)
+    h = hash_arg(request)
     if not request.get("cluster"):
         return {
             "hash": h.hex(),

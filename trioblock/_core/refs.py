@@ -26,13 +26,16 @@ from dataclasses import dataclass
 
 from .hashing import HASH_LEN, Hash
 
+#: Longest reference owner, in bytes.
 MAX_OWNER_LEN = 128
+#: Longest partition prefix of the reference table's hash space, in bytes.
 MAX_PREFIX_LEN = 4
 #: A prefix holding at most this many entries (on either side) is compared entry by
 #: entry; a larger one is split into its 256 children first.
 LEAF_ENTRIES = 512
 
 _VALUE = struct.Struct(">BQ")
+#: Largest timestamp of a reference entry (msec; a signed 64-bit integer on the wire).
 MAX_TS = (1 << 63) - 1
 
 #: The wire and exchange form of one entry: (hash, owner, deleted, ts).

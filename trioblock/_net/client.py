@@ -10,8 +10,9 @@ Rules kept here:
 - Blocks received are *not* verified here: the caller verifies.
 - What we send is checked as the receiving peer would check it (:func:`.messages.checked`):
   a bad argument is a ``ValueError`` here, never a ``ProtocolError`` on the peer.
-- Adding a request: a message class in :mod:`.messages`, a method here (most are one
-  :meth:`RpcClient._request` call), a handler method in :mod:`.handler` and a route in
+- Adding a request: a message class in :mod:`.messages`, a method here (or, for cluster
+  references, in :mod:`.client_refs`; most are one ``_request`` call of
+  :mod:`.client_base`), a handler method in :mod:`.handler` and a route in
   :mod:`.server`.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import trio
 
@@ -27,21 +28,19 @@ from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
 from ..errors import ProtocolError, TransportError, TrioblockError
 from .body import BodyReader
+from .client_base import unexpected_reply
+from .client_refs import RefRequests
 from .codec import Event
 from .errormap import AdminRequestFailed, remote_error
 from .messages import (
-    MAX_HELD_QUERY,
     MAX_NEED_BLOCKS,
     Admin,
     AdminReply,
-    BlocksHeldQuery,
-    BlocksHeldReply,
     CorruptReport,
     Error,
     GetBlock,
     LayoutExchange,
     LayoutExchangeReply,
-    Message,
     NeedBlockQuery,
     NeedBlockReply,
     NeedBlocksQuery,
@@ -49,24 +48,12 @@ from .messages import (
     NodeReportQuery,
     NodeReportReply,
     Ok,
-    OwnedQuery,
-    OwnedReply,
     PutBlock,
-    RefCollect,
-    RefDigests,
-    RefDigestsReply,
-    RefEntries,
-    RefFetch,
-    RefTuple,
-    RefUpdate,
-    RefUpdateReply,
     checked,
 )
 from .pool import Connection, ConnectionPool
 
 __all__ = ["BATCH_RETRY_AFTER", "RpcClient"]
-
-R = TypeVar("R", bound=Message)
 
 #: Blocks up to this size are sent whole before the reply is awaited; larger ones are
 #: streamed while listening for an early reply (a peer refusing the block at once).
@@ -81,44 +68,13 @@ class _BatchUnsupported(Exception):
     """The peer answered a batch request with a ``protocol`` error: it does not know it."""
 
 
-class RpcClient:
+class RpcClient(RefRequests):
     """Requests to other nodes, over the connections of ``pool``."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
         #: peer → when (Trio time) it was found not to know ``NeedBlocksQuery``
         self._no_batch: dict[str, float] = {}
-
-    @property
-    def timeout(self) -> float:
-        """The default deadline of a request, in seconds."""
-        return self.pool.timeout
-
-    async def _request(
-        self,
-        peer: str,
-        request: Message,
-        reply_type: type[R],
-        *,
-        background: bool,
-        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
-        hash: Hash | None = None,
-    ) -> R:
-        """Send ``request`` (no body) and return its reply of type ``reply_type``."""
-
-        async def op(conn: Connection) -> R:
-            await conn.channel.send_message(request)
-            event = await conn.receive()
-            if isinstance(event, reply_type):
-                conn.done = True
-                return event
-            if isinstance(event, Error):
-                # A server closes the connection after a protocol error: do not pool it.
-                conn.done = event.kind != "protocol"
-                raise remote_error(peer, event, hash)
-            raise _unexpected(peer, request, event)
-
-        return await self.pool.call(peer, background, timeout, op)
 
     # -- blocks ------------------------------------------------------------------------
 
@@ -312,7 +268,7 @@ class RpcClient:
                     raise _BatchUnsupported(event.message)
                 conn.done = True
                 raise remote_error(peer, event)
-            raise _unexpected(peer, request, event)
+            raise unexpected_reply(peer, request, event)
 
         try:
             reply = await self.pool.call(peer, background, timeout, op)
@@ -386,7 +342,7 @@ class RpcClient:
                 conn.done = event.kind != "protocol"
                 raise remote_error(peer, event)
             if not isinstance(event, LayoutExchangeReply):
-                raise _unexpected(peer, request, event)
+                raise unexpected_reply(peer, request, event)
             body = None
             if event.with_body:
                 body = await BodyReader(channel, self.timeout).read_all()
@@ -460,80 +416,6 @@ class RpcClient:
 
         return await self.pool.call(peer, False, timeout, op)
 
-    # -- cluster references ------------------------------------------------------------
-
-    async def ref_update(
-        self,
-        peer: str,
-        entries: Iterable[RefTuple],
-        *,
-        background: bool,
-        report: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
-    ) -> list[bool] | None:
-        """Send reference entries ``(hash, owner, deleted, ts)`` (1..4096) for ``peer`` to merge.
-
-        With ``report``, returns one flag per entry: True when it left an alive
-        reference on ``peer`` to a block ``peer`` holds no copy of; None when the peer
-        answered a plain ``Ok`` (an older peer, which does not say). A reply of the
-        wrong length is a ``ProtocolError``. ``ValueError`` if an entry is malformed
-        (before anything is sent).
-        """
-        request = checked(RefUpdate(list(entries), report))
-        assert isinstance(request, RefUpdate)
-
-        async def op(conn: Connection) -> list[bool] | None:
-            await conn.channel.send_message(request)
-            event = await conn.receive()
-            if isinstance(event, Ok | RefUpdateReply):
-                conn.done = True
-                return event.missing if isinstance(event, RefUpdateReply) else None
-            if isinstance(event, Error):
-                conn.done = event.kind != "protocol"
-                raise remote_error(peer, event)
-            raise _unexpected(peer, request, event)
-
-        missing = await self.pool.call(peer, background, timeout, op)
-        if missing is not None and len(missing) != len(request.entries):
-            raise ProtocolError(
-                f"{peer} answered RefUpdate of {len(request.entries)} entries with "
-                f"{len(missing)} flags"
-            )
-        return missing if report else None
-
-    async def blocks_held(
-        self,
-        peer: str,
-        hashes: Iterable[Hash],
-        *,
-        background: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
-    ) -> list[bool]:
-        """Whether ``peer`` holds a copy of each block of ``hashes``; one answer per hash.
-
-        Sent as ``BlocksHeldQuery`` messages of up to ``MAX_HELD_QUERY`` hashes each,
-        one after the other, each under ``timeout`` (or the default). A reply of the
-        wrong length is a ``ProtocolError``; any failure raises (no partial answer).
-        """
-        hashes = list(hashes)
-        answers: list[bool] = []
-        for start in range(0, len(hashes), MAX_HELD_QUERY):
-            chunk = hashes[start : start + MAX_HELD_QUERY]
-            reply = await self._request(
-                peer,
-                checked(BlocksHeldQuery(chunk)),
-                BlocksHeldReply,
-                background=background,
-                timeout=timeout,
-            )
-            if len(reply.held) != len(chunk):
-                raise ProtocolError(
-                    f"{peer} answered BlocksHeldQuery of {len(chunk)} blocks with "
-                    f"{len(reply.held)} answers"
-                )
-            answers.extend(reply.held)
-        return answers
-
     async def node_report(
         self,
         peer: str,
@@ -552,74 +434,3 @@ class RpcClient:
             timeout=timeout,
         )
         return reply.report
-
-    async def owned(
-        self,
-        peer: str,
-        owner: bytes,
-        after: bytes,
-        limit: int,
-        *,
-        background: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
-    ) -> tuple[list[tuple[Hash, bool]], bool]:
-        """Up to ``limit`` of ``peer``'s rows of ``owner`` after hash ``after`` (``b""``:
-        from the start): ``(hash, deleted)`` in hash order, and whether more follow.
-        More than ``limit`` rows, or rows out of order, is a ``ProtocolError``."""
-        request = checked(OwnedQuery(owner, after, limit))
-        reply = await self._request(
-            peer, request, OwnedReply, background=background, timeout=timeout
-        )
-        if len(reply.entries) > limit:
-            raise ProtocolError(f"{peer} sent {len(reply.entries)} rows, {limit} asked")
-        previous = bytes(after)
-        for h, _deleted in reply.entries:
-            if bytes(h) <= previous:
-                raise ProtocolError(f"{peer} sent the rows of an owner out of order")
-            previous = bytes(h)
-        return reply.entries, reply.more
-
-    async def ref_digests(
-        self, peer: str, prefixes: Iterable[bytes], *, background: bool
-    ) -> list[tuple[int, bytes]]:
-        """``(count, digest)`` of ``peer``'s references under each prefix (1..256), in order.
-
-        A reply of another length than the request is a ``ProtocolError``.
-        """
-        request = checked(RefDigests(list(prefixes)))
-        assert isinstance(request, RefDigests)
-        reply = await self._request(peer, request, RefDigestsReply, background=background)
-        if len(reply.digests) != len(request.prefixes):
-            raise ProtocolError(
-                f"{peer} answered {len(request.prefixes)} prefixes with "
-                f"{len(reply.digests)} digests"
-            )
-        return reply.digests
-
-    async def ref_fetch(
-        self, peer: str, prefix: bytes, after: bytes, limit: int, *, background: bool
-    ) -> tuple[list[RefTuple], bool]:
-        """Up to ``limit`` of ``peer``'s entries whose hash starts with ``prefix``.
-
-        ``after`` is a resume key (``b""``: from the start). Returns the entries and
-        whether more follow. More than ``limit`` entries, or an entry outside the prefix,
-        is a ``ProtocolError``.
-        """
-        request = checked(RefFetch(prefix, after, limit))
-        reply = await self._request(peer, request, RefEntries, background=background)
-        if len(reply.entries) > limit:
-            raise ProtocolError(f"{peer} sent {len(reply.entries)} entries, {limit} asked")
-        if any(not entry[0].startswith(prefix) for entry in reply.entries):
-            raise ProtocolError(f"{peer} sent an entry outside prefix {bytes(prefix).hex()}")
-        return reply.entries, reply.more
-
-    async def ref_collect(
-        self, peer: str, entries: Iterable[RefTuple], *, background: bool
-    ) -> None:
-        """Tell ``peer`` to drop the collected tombstones ``entries`` (1..4096)."""
-        request = checked(RefCollect(list(entries)))
-        await self._request(peer, request, Ok, background=background)
-
-
-def _unexpected(peer: str, request: Message, event: Event) -> ProtocolError:
-    return ProtocolError(f"{peer} answered {type(request).__name__} with {type(event).__name__}")

@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refs import MAX_OWNER_LEN, RefTuple
+from .._core.refs import MAX_OWNER_LEN, MAX_TS, RefTuple
 from ..errors import ProtocolError
 
 __all__ = [
     "MAX_OPAQUE_DEPTH",
     "MAX_OWNER_LEN",
-    "MAX_TIMESTAMP",
+    "MAX_TS",
     "RefTuple",
     "get",
     "read_bool",
@@ -37,9 +37,6 @@ __all__ = [
 
 #: Deepest nesting accepted in an opaque admin map.
 MAX_OPAQUE_DEPTH: Final = 32
-#: Longest reference owner, in bytes.
-#: Largest timestamp of a reference entry (milliseconds; a signed 64-bit integer).
-MAX_TIMESTAMP: Final = 2**63 - 1
 
 
 def get(m: Mapping[str, Any], key: str, kind: str) -> Any:
@@ -129,7 +126,7 @@ def read_ref_entry(value: Any, what: str) -> RefTuple:
         check_bytes(hash_, f"{what}.hash", HASH_LEN, HASH_LEN),
         check_bytes(owner, f"{what}.owner", 1, MAX_OWNER_LEN),
         check_bool(deleted, f"{what}.deleted"),
-        check_int(ts, f"{what}.ts", 0, MAX_TIMESTAMP),
+        check_int(ts, f"{what}.ts", 0, MAX_TS),
     )
 
 

@@ -69,12 +69,6 @@ class Writer:
         if len(data) > limit:
             raise ValueError(f"block of {len(data)} bytes exceeds max_block_size ({limit})")
 
-    async def encode(self, data: bytes, *, compress: bool = True) -> tuple[Hash, DataBlock]:
-        """Hash and (unless ``compress`` is false) compress ``data`` in a worker thread."""
-        self._check_size(data)
-        level = self._ctx.config.compression_level if compress else None
-        return await run_blocking(hash_and_encode, data, level, limiter=self._ctx.cpu_limiter)
-
     async def put_block(self, data: bytes, *, compress: bool = True) -> Hash:
         return await self._put(data, None, compress)
 
