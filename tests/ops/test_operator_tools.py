@@ -149,6 +149,8 @@ async def test_snapshots_keep_the_newest_and_are_consistent_copies(
         assert not taken[0].path.exists()
         assert kept[0].taken_msec < kept[1].taken_msec
         assert all(s.path.parent == bm.config.metadata_dir / "snapshots" for s in kept)
+        # Nothing else is left there (no temp file, no -wal or -shm beside a snapshot).
+        assert sorted((bm.config.metadata_dir / "snapshots").iterdir()) == [s.path for s in kept]
         # Each is a database as of its moment: 2 and 3 references.
         for snap, alive in zip(kept, (2, 3), strict=True):
             conn = sqlite3.connect(snap.path)

@@ -137,10 +137,23 @@ def _check_file(path: Path) -> None:
 
 
 def _remove_stale_temps(directory: Path) -> None:
+    """Left by a snapshot interrupted by a crash: ``.tmp`` files (and their journals)."""
     for name in os.listdir(directory):
-        if name.endswith(_TMP_SUFFIX):
+        if _TMP_SUFFIX in name:
             with contextlib.suppress(FileNotFoundError):
                 (directory / name).unlink()
+
+
+def _unlink_with_journals(path: Path) -> bool:
+    """Remove a snapshot and any ``-wal`` / ``-shm`` / ``-journal`` beside it."""
+    for extra in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + extra).unlink()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def take_snapshot_sync(
@@ -165,6 +178,9 @@ def take_snapshot_sync(
             dest = sqlite3.connect(tmp)
             try:
                 source.backup(dest)
+                # A rollback-journal file: read alone (checked, listed, restored) it
+                # needs no -wal or -shm beside it; the node turns WAL on when it opens.
+                dest.execute("PRAGMA journal_mode = DELETE")
             finally:
                 dest.close()
         finally:
@@ -181,8 +197,7 @@ def take_snapshot_sync(
         raise
     removed: list[Path] = []
     for old in list_snapshots(metadata_dir)[:-keep]:
-        with contextlib.suppress(FileNotFoundError):
-            old.path.unlink()
+        if _unlink_with_journals(old.path):
             removed.append(old.path)
     return SnapshotInfo(final, final.stat().st_size, now_msec), removed
 
