@@ -21,6 +21,7 @@ from ._cli.gatewayfile import open_gateway_from_config as open_gateway_from_conf
 from ._core.config import Config as Config
 from ._core.config import DataDir as DataDir
 from ._core.datalayout import DataLayout as DataLayout
+from ._core.dirhealth import DataDirState as DataDirState
 from ._core.hashing import Hash as Hash
 from ._core.hashing import blake2sum as blake2sum
 from ._core.layouthistory import VersionRecord as VersionRecord
@@ -121,6 +122,7 @@ __all__ = [
     "ConfigError",
     "CorruptBlockError",
     "DataDir",
+    "DataDirState",
     "DataDirUsage",
     "DataLayout",
     "DatabaseError",

@@ -20,7 +20,7 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     ├── GatewayError               a gateway was asked for something only storage nodes have
     ├── AdminUnavailableError      the node takes no operator requests
     ├── AdminRequestError          an operator request was malformed or cannot be applied
-    ├── DiskError                  a data directory's disk failed a write (names it)
+    ├── DiskError                  a data directory's disk failed a write or read (names it)
     │   └── DiskFullError          ... because it is full (ENOSPC)
     └── DatabaseError              the node's metadata database failed (busy, closed, corrupt)
         └── TransactionBusyError   another task's ``bm.transaction()`` is open
@@ -250,10 +250,15 @@ class GatewayError(TrioblockError):
 
 
 class DiskError(TrioblockError, OSError):
-    """This node could not store a block: its data directory's disk failed a write,
-    fsync or rename (``errno`` and ``directory`` say which; the temporary file is gone).
-    In a cluster it fails this node's part of a put only: the put succeeds when the
-    other storage nodes make the write quorum. It is an ``OSError`` too."""
+    """A data directory's disk failed (``errno`` and ``directory`` say which; it is an
+    ``OSError`` too).
+
+    On a write: this node could not store a block in any of its data directories (a
+    write, fsync, create or rename failed, the temporary file is gone; the directory
+    named is the last one tried). In a cluster it fails this node's part of a put only:
+    the put succeeds when the other storage nodes make the write quorum. On a lookup
+    (``has_local_block``...): a directory could not be searched (``EIO``, ``EACCES``)
+    and no copy was found elsewhere; a get then reads from peers instead."""
 
     def __init__(self, directory: str, errno: int | None, message: str) -> None:
         super().__init__(message)
@@ -262,7 +267,8 @@ class DiskError(TrioblockError, OSError):
 
 
 class DiskFullError(DiskError):
-    """:class:`DiskError` for a full disk (ENOSPC)."""
+    """:class:`DiskError` for a full disk (ENOSPC): every writable data directory of
+    the node is full (or failing)."""
 
 
 class AdminUnavailableError(TrioblockError):

@@ -17,7 +17,6 @@ from trioblock._core.block import (
     decode_block,
     encode_block,
     hash_and_encode,
-    verify_block,
 )
 
 # Compressible-ish contents: a small alphabet makes runs that zstd can shrink.
@@ -106,15 +105,11 @@ def test_decoder_rejects_the_wrong_hash_for_any_split(
 
 
 def _decode_or_corrupt(h: bytes, block: DataBlock) -> bytes | None:
-    """The plaintext, or None when both decoders report ``CorruptBlockError``."""
+    """The plaintext, or None when decoding reports ``CorruptBlockError``."""
     try:
-        out = decode_block(h, block)
+        return decode_block(h, block)
     except CorruptBlockError:
-        with pytest.raises(CorruptBlockError):
-            verify_block(h, block)
         return None
-    verify_block(h, block)
-    return out
 
 
 @pytest.mark.parametrize("level", [None, 1, 19], ids=["plain", "zstd1", "zstd19"])
@@ -221,24 +216,6 @@ def test_decompression_bomb_stops_before_finish() -> None:
         decoder.feed(b"")
     with pytest.raises(CorruptBlockError):
         decoder.finish()
-
-
-def test_verify_block_handles_blocks_larger_than_its_slice() -> None:
-    data = os.urandom(3 << 20)
-    for level in (None, 1):
-        block = encode_block(data, level)
-        verify_block(blake2sum(data), block)
-        with pytest.raises(CorruptBlockError):
-            verify_block(blake2sum(data[:-1]), block)
-
-
-def test_decoder_reports_plaintext_size() -> None:
-    data = b"abc" * 1000
-    block = encode_block(data, 1)
-    decoder = BlockDecoder(blake2sum(data), block.header)
-    decoder.feed(block.payload)
-    decoder.finish()
-    assert decoder.plaintext_size == len(data)
 
 
 def test_two_decoders_fed_alternately_in_one_thread_both_verify() -> None:

@@ -11,7 +11,7 @@ import trio
 from faulty_disk import FaultyDisk
 
 import trioblock
-from trioblock import ConfigError, DataDir, blake2sum
+from trioblock import ConfigError, DataDir, DiskError, blake2sum
 from trioblock._core.block import BlockHeader, encode_block
 from trioblock._core.datalayout import DataLayout
 from trioblock._storage.blockfiles import MARKER_NAME, BlockStore, WriteOutcome, block_path
@@ -221,8 +221,10 @@ async def test_delete_removes_the_copy_without_temp_leftovers(tmp_path: Path) ->
     loc = store.find_sync(H)
     assert loc is not None
     async with store.locks.hold(H):
-        assert await store.delete_locked(loc)
-        assert not await store.delete_locked(loc)
+        trash = store.detach_now(loc)
+        assert trash is not None
+        await store.discard(trash)
+        assert store.detach_now(loc) is None
     assert files_under(tmp_path) == []
 
 
@@ -309,8 +311,10 @@ def test_a_write_gives_up_when_every_temp_name_is_taken(tmp_path: Path) -> None:
     disk = FaultyDisk()
     disk.fail("create_at", FileExistsError(errno.EEXIST, "taken"), times=TEMP_NAME_TRIES)
     store = make_store(tmp_path, disk=disk)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(DiskError) as info:  # naming the directory
         store.write_sync(H, encode_block(DATA, 1), NOW_MSEC)
+    assert isinstance(info.value.__cause__, FileExistsError)
+    assert info.value.directory == str(tmp_path)
     assert disk.ops().count("create_at") == TEMP_NAME_TRIES
     assert files_under(tmp_path) == []
 

@@ -78,19 +78,6 @@ def as_plain(value: Any) -> Any:
     return value
 
 
-async def data_dir_usage(bm: BlockManager) -> list[dict[str, Any]]:
-    """Total and free bytes of the filesystem of each data directory, as plain maps."""
-    out: list[dict[str, Any]] = []
-    for usage in await bm.data_dir_usage():
-        entry: dict[str, Any] = {"path": str(usage.path), "read_only": usage.read_only}
-        if usage.error is not None:
-            entry["error"] = usage.error
-        else:
-            entry.update(total=usage.total, free=usage.free)
-        out.append(entry)
-    return out
-
-
 # ---------------------------------------------------------------------------------------
 # Background operations (repair, rebalance) and the scrub, as ``operation`` reports them
 
@@ -136,7 +123,6 @@ __all__ = [
     "BACKGROUND_OPERATIONS",
     "SCRUB_VIEW_STATE",
     "as_plain",
-    "data_dir_usage",
     "hash_arg",
     "int_arg",
     "operation_view",

@@ -37,7 +37,8 @@ map, optionally followed by a body (the block of a ``get``). Rules kept here:
   file (``[peers]`` and ``rpc_bind_addr``), which they record in roles lacking one.
 
 Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
-``set_resync``, ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
+``set_resync``, ``data_dir_clear`` (a full or failing data directory back to ok),
+``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
 ``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``,
 ``layout_show``, ``layout_stage``, ``layout_revert``, ``layout_forget``, ``layout_apply``,
 ``layout_status``, ``layout_history``; and those of :mod:`.admin_reports`
@@ -53,11 +54,10 @@ from typing import Any, Final
 from .._net.messages import PROTOCOL_VERSION
 from .._node import BlockManager
 from ..errors import AdminRequestError, TrioblockError
-from . import admin_layout_ops, admin_ref_ops, admin_reports, layout_admin
+from . import admin_layout_ops, admin_ref_ops, admin_reports, dirs, layout_admin
 from .admin_args import (
     BACKGROUND_OPERATIONS,
     as_plain,
-    data_dir_usage,
     hash_arg,
     int_arg,
     operation_view,
@@ -66,6 +66,7 @@ from .admin_args import (
 )
 from .admin_ref_ops import MAX_REFS_PAGE
 from .admin_registry import OPS, AdminOp, AdminResult, op
+from .dirs import data_dir_usage
 
 log = logging.getLogger("trioblock.admin")
 
@@ -206,6 +207,9 @@ async def _purge(bm: BlockManager, request: dict[str, Any], body: bytes | None) 
         "removed_copies": removed,
         "known": bool(refcount or had_error or removed),
     }
+
+
+op("data_dir_clear")(dirs.data_dir_clear)
 
 
 @op("set_resync")

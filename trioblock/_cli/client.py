@@ -39,9 +39,10 @@ from typing import Any
 import trio
 
 from .._net.channel import Channel
-from .._net.messages import NONCE_LEN, PROTOCOL_VERSION, Error, Hello
+from .._net.handshake import send_hello
+from .._net.messages import Error, Hello
 from .._net.rpc import AdminRequestFailed, RpcNode
-from .._net.tcp import TcpTransport
+from .._net.tcp import TcpTransport, open_stream
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -51,6 +52,7 @@ from ..errors import (
 )
 from .nodefile import (
     MAX_SECRET_BYTES,
+    WILDCARD_HOSTS,
     Address,
     NodeFile,
     load_node_file,
@@ -65,7 +67,6 @@ from .tls import TlsSettings
 SECRET_ENV = "TRIOBLOCK_SECRET"
 #: Default deadline of one admin request, seconds (``--timeout``).
 DEFAULT_TIMEOUT = 60.0
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,13 @@ def resolve_target(args: argparse.Namespace) -> Target:
     except ConfigError as exc:
         raise CliError(Exit.USAGE, str(exc)) from None
     host, port = address
-    address = (_WILDCARDS.get(host, host), port)
+    address = (WILDCARD_HOSTS.get(host, host), port)
     node_id = args.node_id
     if node_id is None and node is not None:
         if args.node is None:
             node_id = node.config.node_id
         else:
-            listed = {(_WILDCARDS.get(h, h), p): n for n, (h, p) in node.peers.items()}
+            listed = {(WILDCARD_HOSTS.get(h, h), p): n for n, (h, p) in node.peers.items()}
             node_id = listed.get(address)
     client_cert = tls is not None and tls.cert_file is not None
     return Target(address, secret, node_id, ssl_context, client_cert)
@@ -200,21 +201,10 @@ async def learn_node_id(
     host, port = address
     try:
         with trio.fail_after(timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-            if ssl_context is not None:
-                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
-                try:
-                    await stream.do_handshake()
-                except trio.BrokenResourceError as exc:
-                    await trio.aclose_forcefully(stream)
-                    raise TransportError(
-                        f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}"
-                    ) from None
+            stream = await open_stream(address, ssl_context)
             channel = Channel(stream, peer=f"{host}:{port}")
             try:
-                await channel.send_message(
-                    Hello(PROTOCOL_VERSION, client_id, secrets.token_bytes(NONCE_LEN))
-                )
+                await send_hello(channel, client_id)
                 event = await channel.receive_event()
             finally:
                 await channel.aclose()

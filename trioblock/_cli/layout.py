@@ -44,6 +44,7 @@ from typing import Any, Final
 
 import trio
 
+from .._core.layoutversion import NODE_ID_PATTERN
 from .client import AdminClient, add_target_arguments, run_session
 from .layout_render import (
     change_line,
@@ -58,7 +59,6 @@ from .layout_render import (
 from .operations import POLL_INTERVAL
 from .output import Exit, Output, duration_arg, human_bytes
 
-_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CAPACITY = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGTP])(i?B)?|(B))?", re.IGNORECASE)
 _POWERS: Final = "KMGTP"
 CAPACITY_HELP: Final = (
@@ -91,7 +91,7 @@ def capacity_arg(text: str) -> int:
 
 
 def node_arg(text: str) -> str:
-    if not _NODE_ID.fullmatch(text):
+    if not NODE_ID_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"bad node id {text!r}: 1-64 of [A-Za-z0-9._-]")
     return text
 

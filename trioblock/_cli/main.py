@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import blocks, demo, layout, maintenance, operations, refs, reports, serve, verify
+from . import blocks, demo, dirs, layout, maintenance, operations, refs, reports, serve, verify
 from .output import Exit
 
 EXIT_OK = Exit.OK
@@ -100,6 +100,10 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "meta": (
         "the metadata database: snapshot, list, restore (node stopped)",
         (maintenance.configure_meta, maintenance.run_meta),
+    ),
+    "dir": (
+        "a node's data directories: clear PATH (a full or failing one back to ok)",
+        (dirs.configure, dirs.run),
     ),
     "verify-dir": (
         "verify every block of a data directory offline (ours or Garage's)",

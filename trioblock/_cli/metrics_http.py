@@ -3,8 +3,10 @@
 :class:`NodeCollector` is a ``prometheus_client`` custom collector that reads the node
 at scrape time (``bm.metrics``, queue and error lengths, workers, scrub status, RPC
 statistics, data directory space); :func:`serve_metrics` answers ``GET /metrics`` with
-``prometheus_client.generate_latest`` from a tiny HTTP/1.1 server on Trio. The list of
-metrics and their meaning is in ``docs/metrics.md``.
+``prometheus_client.generate_latest`` from a tiny HTTP/1.1 server on Trio. The registry
+also holds ``prometheus_client``'s standard process collector (``process_*``: start time,
+CPU, memory, open files; on Linux). The list of metrics and their meaning is in
+``docs/metrics.md``.
 
 Rules kept here:
 
@@ -14,7 +16,12 @@ Rules kept here:
   runs in a worker thread before each scrape.
 - The server is deliberately minimal: one request per connection (``Connection:
   close``), a request head of at most 16 KiB read within 10 s, ``GET`` and ``HEAD``
-  only; anything else gets a 4xx answer. A broken client costs its own connection only.
+  only; anything else gets a 4xx answer (any other path: 404). A broken client costs its
+  own connection only.
+- Names follow Prometheus' conventions: durations are histograms, the start time is a
+  timestamp (``process_start_time_seconds``, ``trioblock_node_start_time_seconds``), the
+  version is ``trioblock_build_info``. The names they replaced (``DEPRECATED``) are still
+  exported for one release.
 - A scrape that fails (any exception while reading the node) is answered
   ``500 Internal Server Error``, logged with its traceback, and the server keeps
   serving: the metrics endpoint never takes the node down.
@@ -27,18 +34,28 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
+import math
+import platform
+import time
 from collections.abc import Iterator
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 
+from .._core.dirhealth import DataDirState
 from ..errors import TransportError
 from .admin_service import data_dir_usage, reference_rows
 from .layout_admin import is_fixed
@@ -56,6 +73,22 @@ WORKER_STATES: Final = ("busy", "throttled", "idle", "done")
 SCRUB_STATES: Final = ("running", "paused", "finished", "idle")
 MAX_REQUEST_HEAD: Final = 16 * 1024
 REQUEST_TIMEOUT: Final = 10.0
+#: Metrics kept for one release under their old names, each with what replaces it.
+DEPRECATED: Final = {
+    "trioblock_uptime_seconds": "trioblock_node_start_time_seconds",
+    "trioblock_read_duration_max_seconds": "trioblock_read_duration_seconds (histogram)",
+    "trioblock_write_duration_max_seconds": "trioblock_write_duration_seconds (histogram)",
+    "trioblock_resync_duration_max_seconds": "trioblock_resync_duration_seconds (histogram)",
+}
+
+
+def trioblock_version() -> str:
+    """The installed trioblock's version (``0+unknown`` when not installed)."""
+    try:
+        return metadata.version("trioblock")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
 
 _COUNTER_HELP: Final = {
     "bytes_read": "Plaintext bytes of blocks read (local copies and peers).",
@@ -81,6 +114,10 @@ _COUNTER_HELP: Final = {
 }
 
 
+#: The values of ``trioblock_data_dir_state``'s ``state`` label.
+DIR_STATES = tuple(s.value for s in DataDirState)
+
+
 class NodeCollector:
     """Reads a node's state at each scrape (a ``prometheus_client`` custom collector)."""
 
@@ -88,15 +125,30 @@ class NodeCollector:
         self.bm = bm
         #: Free space per data directory, refreshed (in a thread) before each scrape.
         self.disk: list[dict[str, Any]] = []
+        #: When the node opened (Unix time), fixed once so that scrapes agree.
+        self.started_at = time.time() - bm.uptime()
+        self.version = trioblock_version()
 
     def collect(self) -> Iterator[Metric]:
         bm = self.bm
         info = GaugeMetricFamily("trioblock_node_info", "This node's id.", labels=["node_id"])
         info.add_metric([bm.node_id], 1)
         yield info
+        build = GaugeMetricFamily(
+            "trioblock_build_info",
+            "Always 1: the trioblock and Python versions the node runs.",
+            labels=["version", "python_version"],
+        )
+        build.add_metric([self.version, platform.python_version()], 1)
+        yield build
+        yield GaugeMetricFamily(
+            "trioblock_node_start_time_seconds",
+            "When the node opened (Unix time).",
+            value=self.started_at,
+        )
         yield GaugeMetricFamily(
             "trioblock_uptime_seconds",
-            "Seconds since the node opened.",
+            "DEPRECATED (use trioblock_node_start_time_seconds): seconds since the node opened.",
             value=bm.uptime(),
         )
         yield from self._counters()
@@ -115,15 +167,16 @@ class NodeCollector:
             )
         for name, duration in self.bm.metrics.durations().items():
             what = name.removesuffix("_duration")
-            yield SummaryMetricFamily(
+            yield HistogramMetricFamily(
                 f"trioblock_{what}_duration_seconds",
                 f"Duration of block {what}s.",
-                count_value=duration.count,
+                buckets=[(_le(bound), n) for bound, n in duration.cumulative()],
                 sum_value=duration.total,
             )
             yield GaugeMetricFamily(
                 f"trioblock_{what}_duration_max_seconds",
-                f"Longest block {what} since the node opened.",
+                f"DEPRECATED (use the trioblock_{what}_duration_seconds histogram): "
+                f"longest block {what} since the node opened.",
                 value=duration.max,
             )
 
@@ -310,19 +363,42 @@ class NodeCollector:
             "Free space on the filesystem holding a data directory.",
             labels=["path"],
         )
+        state = GaugeMetricFamily(
+            "trioblock_data_dir_state",
+            "Health of a data directory: 1 for its state (ok, full: out of space, failing: "
+            "its disk keeps failing), 0 for the others. Only ok directories take new blocks.",
+            labels=["path", "state"],
+        )
+        errors = GaugeMetricFamily(
+            "trioblock_data_dir_errors",
+            "Failed operations in a row in a data directory since its last successful write.",
+            labels=["path"],
+        )
         for entry in self.disk:
             if "error" not in entry:
                 size.add_metric([entry["path"]], entry["total"])
                 free.add_metric([entry["path"]], entry["free"])
+            for name in DIR_STATES:
+                state.add_metric([entry["path"], name], 1 if entry["state"] == name else 0)
+            errors.add_metric([entry["path"]], entry["errors"])
         yield size
         yield free
+        yield state
+        yield errors
+
+
+def _le(bound: float) -> str:
+    """A bucket's ``le`` label as Prometheus writes it."""
+    return "+Inf" if math.isinf(bound) else repr(bound)
 
 
 def registry_for(bm: BlockManager) -> tuple[CollectorRegistry, NodeCollector]:
-    """A registry holding only the node's collector (no process or GC metrics)."""
+    """A registry holding the node's collector and the standard process collector
+    (no GC or platform metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     collector = NodeCollector(bm)
     registry.register(collector)
+    ProcessCollector(registry=registry)
     return registry, collector
 
 
@@ -393,9 +469,6 @@ async def _answer(
                 reply = _response("500 Internal Server Error", "text/plain; charset=utf-8", text)
             else:
                 reply = _response("200 OK", CONTENT_TYPE_LATEST, body, head=method == "HEAD")
-        elif path == "/":
-            text = b"trioblock node metrics: see /metrics\n"
-            reply = _response("200 OK", "text/plain; charset=utf-8", text)
         else:
             reply = _response("404 Not Found", "text/plain", b"not found\n")
         await stream.send_all(reply)

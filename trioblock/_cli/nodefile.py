@@ -59,7 +59,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .._core.config import DURATION_FIELDS, NODE_ID_RE, Config, DataDir
 from .._core.placement import JoinCluster, StaticLayout
@@ -162,20 +162,13 @@ class NodeFile:
         own ``rpc_bind_addr``), as layout roles write them."""
         known = dict(self.peers)
         own = self.listen
-        if own is not None and own[0] not in _WILDCARD_HOSTS:  # 0.0.0.0 reaches nobody
+        if own is not None and own[0] not in WILDCARD_HOSTS:  # 0.0.0.0 reaches nobody
             known.setdefault(self.config.node_id, own)
         return {n: _address_text(a) for n, a in sorted(known.items())}
 
-    def address_of(self, node_id: str) -> Address:
-        if node_id == self.config.node_id and self.listen is not None:
-            return self.listen
-        try:
-            return self.peers[node_id]
-        except KeyError:
-            raise ConfigError("peers", f"no address for node {node_id!r}") from None
 
-
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+#: Wildcard bind hosts, each with the loopback address that reaches a node bound to it.
+WILDCARD_HOSTS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def _address_text(address: Address) -> str:

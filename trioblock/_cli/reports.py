@@ -29,6 +29,15 @@ from .output import (
 # status
 
 
+def _dir_state(d: dict[str, Any]) -> str:
+    """A data directory's health as a table cell: ``ok``, or the state in bold red and
+    the failed operations in a row."""
+    state = str(d.get("state", "ok"))
+    if state == "ok":
+        return "ok" if not d.get("errors") else f"ok ({d['errors']} errors)"
+    return f"[bold red]{escape(state)}[/] ({d.get('errors', 0)} errors)"
+
+
 def configure_status(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
 
@@ -105,10 +114,12 @@ def render_status(out: Output, status: dict[str, Any]) -> None:
     dirs.add_column("size", justify="right")
     dirs.add_column("free", justify="right")
     dirs.add_column("used", justify="right")
+    dirs.add_column("state")
     for d in status["data_dirs"]:
         mode = "read-only" if d.get("read_only") else "read-write"
+        state = _dir_state(d)
         if "error" in d:
-            dirs.add_row(escape(d["path"]), mode, "-", "-", escape(d["error"]))
+            dirs.add_row(escape(d["path"]), mode, "-", "-", escape(d["error"]), state)
             continue
         used = 1 - d["free"] / d["total"] if d["total"] else 0.0
         dirs.add_row(
@@ -117,8 +128,20 @@ def render_status(out: Output, status: dict[str, Any]) -> None:
             human_bytes(d["total"]),
             human_bytes(d["free"]),
             f"{used:.0%}",
+            state,
         )
     out.print(dirs)
+    for d in status["data_dirs"]:
+        if d.get("state", "ok") != "ok":
+            fix = (
+                "free space there (the node notices by itself)"
+                if d["state"] == "full"
+                else "fix the disk: the node probes it, or `trioblock dir clear PATH`"
+            )
+            out.note(
+                f"{d['path']} is {d['state']}: no new blocks go there "
+                f"(last error: {d.get('last_error')}); {fix}"
+            )
     out.print()
 
     counters = status["metrics"]

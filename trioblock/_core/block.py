@@ -129,10 +129,6 @@ class BlockDecoder:
             else None
         )
 
-    @property
-    def plaintext_size(self) -> int:
-        return self._size
-
     def _fail(self, reason: str) -> CorruptBlockError:
         self._failed = reason
         return CorruptBlockError(self.expected, f"block {self.expected.hex()} is corrupt: {reason}")
@@ -226,16 +222,3 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 def _corrupt(expected: Hash, reason: str) -> CorruptBlockError:
     return CorruptBlockError(expected, f"block {expected.hex()} is corrupt: {reason}")
-
-
-def verify_block(
-    expected: Hash, block: DataBlock, *, max_size: int = DEFAULT_MAX_BLOCK_SIZE
-) -> None:
-    """Raise ``CorruptBlockError`` unless ``block`` decodes to plaintext named ``expected``."""
-    decoder = BlockDecoder(expected, block.header, max_size=max_size)
-    view = memoryview(block.payload)
-    step = 1 << 20
-    # Decode in slices so that verifying a large compressed block needs bounded memory.
-    for offset in range(0, len(view), step):
-        decoder.feed(view[offset : offset + step])
-    decoder.finish()

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias
 
@@ -350,10 +350,6 @@ class Config:
                     d.capacity_bytes("data_dir")
         if writable == 0:
             raise ConfigError("data_dir", "at least one data directory must be writable")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:

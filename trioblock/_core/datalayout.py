@@ -10,6 +10,9 @@ Rules kept here:
   moves their blocks to the primary and clears them. Read-only directories stay
   secondary for every partition (a rebalance copies their blocks out but never deletes
   from them); the layout remembers which they are (``read_only``).
+- A block may also sit in any other directory of the node: one written there because
+  its primary was full or failing. Lookups try those last (``search_roots``); a
+  rebalance moves such blocks to their primary.
 - Updating the layout for a new set of directories keeps every partition where it is
   unless its directory is gone, read-only, or holds more than its new share; only the
   excess moves.
@@ -179,6 +182,14 @@ class DataLayout:
         part = partition_of(hash)
         names = self.dir_names
         return [names[self.primary[part]], *(names[i] for i in self.secondary[part])]
+
+    def search_roots(self, hash: bytes) -> list[str]:
+        """Every directory, in the order a lookup tries them: :meth:`candidate_roots`,
+        then the others (where a block goes when its primary is full or failing)."""
+        roots = self.candidate_roots(hash)
+        if len(roots) < len(self.dirs):
+            roots += [n for n in self.dir_names if n not in roots]
+        return roots
 
     def candidate_dirs(self, hash: bytes) -> list[Path]:
         """Where a copy may be: the primary first, then the secondaries."""

@@ -33,7 +33,8 @@ from .assignment import N_PARTITIONS, assign_partitions, partition_of_hash
 
 #: Most roles one version may hold (bounds what a peer can make us decode).
 MAX_ROLES = 1024
-_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: What a node id of a layout role is made of.
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ADDRESS = re.compile(r"[^\s:]{1,253}:[0-9]{1,5}|\[[0-9A-Fa-f:.]{2,45}\]:[0-9]{1,5}")
 #: Nominal capacity of the roles of a version bootstrapped from a ``StaticLayout``
 #: (which has none): every node gets the same share.
@@ -45,7 +46,7 @@ def _majority(replication_factor: int) -> int:
 
 
 def check_node_id(node_id: object) -> str:
-    if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
+    if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
         raise LayoutError(f"node id {node_id!r} must be 1-64 characters of [A-Za-z0-9._-]")
     return node_id
 
@@ -330,6 +331,7 @@ def _check(roles: Mapping[str, NodeRole], rf: object, quorum: object | None) -> 
 
 __all__ = [
     "MAX_ROLES",
+    "NODE_ID_PATTERN",
     "NOMINAL_CAPACITY",
     "LayoutVersion",
     "NodeRole",

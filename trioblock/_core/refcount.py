@@ -63,10 +63,6 @@ class RcEntry:
     # -- predicates ---------------------------------------------------------------
 
     @property
-    def is_present(self) -> bool:
-        return self.count > 0
-
-    @property
     def is_absent(self) -> bool:
         return self.count == 0 and self.deletable_at is None
 
@@ -78,9 +74,6 @@ class RcEntry:
         if self.count > 0:
             return False
         return self.deletable_at is None or now_msec > self.deletable_at
-
-    def is_needed(self, now_msec: int) -> bool:
-        return not self.is_deletable(now_msec)
 
     # -- transitions --------------------------------------------------------------
 

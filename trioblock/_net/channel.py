@@ -130,10 +130,6 @@ class Channel:
         """Send one message frame."""
         await self._send(self.codec.send_message(message))
 
-    async def send_body(self, payload: bytes) -> None:
-        """Send a whole body (the message announcing it was sent): chunks, then the end."""
-        await self._send_frames([], payload)
-
     async def send_with_body(self, message: Message, payload: bytes) -> None:
         """Send ``message`` and the body it announces, in as few writes as is simple."""
         await self._send_frames([self.codec.send_message(message)], payload)

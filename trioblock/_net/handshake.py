@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "client_handshake",
     "compute_proof",
+    "send_hello",
     "server_handshake",
 ]
 
@@ -124,6 +125,14 @@ def _raise_remote_error(event: Error) -> None:
     raise ProtocolError(f"peer refused the handshake ({event.kind}): {event.message}")
 
 
+async def send_hello(channel: Channel, node_id: str) -> bytes:
+    """Open the handshake as ``node_id``: send our ``Hello`` with a fresh nonce (returned).
+    The peer answers with its own ``Hello``, which names it, before any proof."""
+    nonce = secrets.token_bytes(NONCE_LEN)
+    await channel.send_message(Hello(PROTOCOL_VERSION, node_id, nonce))
+    return nonce
+
+
 async def client_handshake(
     channel: Channel,
     *,
@@ -132,8 +141,7 @@ async def client_handshake(
     secret: bytes,
 ) -> None:
     """Authenticate a connection we opened to ``expected_peer``, and have it authenticate us."""
-    nonce = secrets.token_bytes(NONCE_LEN)
-    await channel.send_message(Hello(PROTOCOL_VERSION, node_id, nonce))
+    nonce = await send_hello(channel, node_id)
     event = await _receive(channel, "waiting for Hello")
     if isinstance(event, Error):
         _raise_remote_error(event)

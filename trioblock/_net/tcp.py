@@ -36,7 +36,7 @@ import trio
 from ..errors import TransportError
 from .transport import StreamHandler
 
-__all__ = ["TcpTransport"]
+__all__ = ["TcpTransport", "open_stream"]
 
 log = logging.getLogger("trioblock.net")
 
@@ -109,27 +109,10 @@ class TcpTransport:
     async def connect(self, node_id: str) -> trio.abc.Stream:
         """Open a TCP (and TLS, if configured) stream to ``node_id``."""
         try:
-            host, port = self._peers[node_id]
+            address = self._peers[node_id]
         except KeyError:
             raise TransportError(f"unknown node {node_id!r}: no address registered") from None
-        try:
-            tcp = await trio.open_tcp_stream(host, port)
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {node_id} at {host}:{port}: {exc}") from exc
-        if self._client_ssl is None:
-            return tcp
-        stream = trio.SSLStream(tcp, self._client_ssl, server_hostname=host)
-        try:
-            await stream.do_handshake()
-        except trio.BrokenResourceError as exc:
-            await trio.aclose_forcefully(stream)
-            raise TransportError(
-                f"TLS handshake with {node_id} at {host}:{port} failed: {exc.__cause__ or exc}"
-            ) from exc
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        return stream
+        return await open_stream(address, self._client_ssl, name=node_id)
 
     # -- server side ----------------------------------------------------------------
 
@@ -235,6 +218,32 @@ class TcpTransport:
 
 #: Seconds a server waits for a refused TLS client to read the alert and close.
 ALERT_LINGER = 2.0
+
+
+async def open_stream(
+    address: Address, ssl_context: ssl.SSLContext | None, *, name: str | None = None
+) -> trio.abc.Stream:
+    """Open a TCP stream to ``address`` and, given ``ssl_context``, complete the TLS
+    handshake on it. ``TransportError`` naming the node (``name``) and address when
+    either fails."""
+    host, port = address
+    who = f"{name} at {host}:{port}" if name else f"{host}:{port}"
+    try:
+        tcp = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {who}: {exc}") from exc
+    if ssl_context is None:
+        return tcp
+    stream = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        raise TransportError(f"TLS handshake with {who} failed: {exc.__cause__ or exc}") from exc
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
 
 
 class _OutgoingTap:

@@ -38,7 +38,7 @@ from ..errors import (
     TransportError,
     TrioblockError,
 )
-from .context import NodeContext, PeerContext, as_hash
+from .context import PeerContext, as_hash
 from .references import References, missing_text
 
 log = logging.getLogger("trioblock.refs")
@@ -81,7 +81,7 @@ class AppCalls:
     def __init__(self, ctx: PeerContext, references: References) -> None:
         self._ctx = ctx
         self._refs = references
-        self._local = ctx if isinstance(ctx, NodeContext) else None
+        self._local = ctx.local
 
     # -- batched references --------------------------------------------------------------
 
@@ -212,7 +212,6 @@ class AppCalls:
         layout version hold a copy (a node that cannot be asked holds none)."""
         ctx = self._ctx
         wanted = list(dict.fromkeys(as_hash(h) for h in hashes))
-        ctx.require_open()
         layout = ctx.layout
         per_node: dict[str, list[Hash]] = {}
         for h in wanted:

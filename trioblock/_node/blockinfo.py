@@ -173,7 +173,7 @@ async def local_block_info(ctx: NodeContext, hash: Hash) -> BlockInfo:
     rc = ctx.db.get_rc(hash)
     refs, alive, removed = _reference_rows(ctx, hash)
     error = ctx.db.get_error(hash)
-    state = "present" if rc.is_present else ("absent" if rc.is_absent else "deletable")
+    state = "present" if rc.is_nonzero else ("absent" if rc.is_absent else "deletable")
     return BlockInfo(
         hash=hash,
         node_id=ctx.node_id,

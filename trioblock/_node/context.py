@@ -117,6 +117,9 @@ class PeerContext:
         self.hedge = HedgePolicy(ceiling=self.config.rpc_timeout)
         #: the live layout versions, oldest first (the last is ``layout``)
         self.live_layouts: tuple[Layout, ...] = (self.layout,)
+        #: this node's storage side: itself on a storage node, None on a gateway (which
+        #: stores nothing); decided here, when the node is built, for every collaborator
+        self.local: NodeContext | None = None
 
     def set_layouts(self, live: Sequence[Layout]) -> None:
         """Make ``live`` (oldest first) the live layouts; the last is the current one."""
@@ -199,6 +202,7 @@ class NodeContext(PeerContext):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.cpu_limiter = self.store.limiter
+        self.local = self
 
     @property
     def resync_retry_delay_msec(self) -> int:

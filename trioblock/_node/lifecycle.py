@@ -29,6 +29,7 @@ from .._storage import BlockStore, MetadataDb, run_blocking
 from ..errors import ConfigError
 from .clock import NodeClock
 from .context import NodeContext, PeerContext, ResyncShared
+from .diskusage import watch_data_dirs
 from .endpoint import RpcEndpoint
 from .manager import AdminHandler, BlockManager, StorageParts
 from .membership import HISTORY_KEY, Membership, initial_history
@@ -112,6 +113,7 @@ async def open_block_manager(
             max_block_size=config.max_block_size,
             disk=config.disk,
         )
+        store.health.label = config.node_id
         markers = db.get_setting("data_dir_markers", {})
         new_markers = await run_blocking(store.prepare_dirs_sync, markers, config.node_id)
         if new_markers != markers:
@@ -161,6 +163,7 @@ async def open_block_manager(
             ctx.spawn_background("temp-file sweep", _sweep, store, config.node_id)
             nursery.start_soon(db.run_checkpoints)
             nursery.start_soon(storage.snapshots.run_auto)
+            nursery.start_soon(watch_data_dirs, store)
             if rpc is not None:
                 await nursery.start(rpc.serve, endpoint)
                 nursery.start_soon(membership.run_gossip)

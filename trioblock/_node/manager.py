@@ -7,10 +7,18 @@ the work to the collaborator that does that one job —
 - ``reads.Reader``: local reads, hedged peer reads, read repair, streaming;
 - ``refcounts.RefCounts``: reference counts, transactions, the resync queue as seen by
   users and operators, purge;
-- ``resync.ResyncWorker`` / ``resync_exec.ResyncExecutor``: what the resync workers do;
+- ``resync.ResyncPool`` / ``resync.ResyncWorker`` / ``resync_exec.ResyncExecutor``: the
+  resync workers, their settings and what they do;
+- ``refsync.RefSyncWorker``: reference anti-entropy (and a pass on demand);
 - ``endpoint.RpcEndpoint``: the answers to peers (and to operators, through the admin
   handler given to ``open_block_manager``);
 - ``operations.Operations``: scrub, repair, rebalance.
+
+The members live in rooms by job: blocks and node state here, the cluster layout in
+``manager_layout``, references in ``manager_refs``, resync and operations in
+``manager_upkeep``, over ``manager_base`` (the one open check, ``_open``, and the
+storage check, ``_local``). Whether the node stores anything is decided when it is
+built (``StorageParts`` or None; ``PeerContext.local``).
 
 They share a ``context.NodeContext``. ``open_block_manager`` owns the node's nursery:
 inside it run the RPC server (when a transport is given), the resync workers and the
@@ -29,12 +37,13 @@ from typing import Any
 
 from .._core.config import Config
 from .._core.datalayout import DataLayout
+from .._core.dirhealth import DataDirState
 from .._core.hashing import Hash
 from .._net.rpc import AdminResult, RpcStats
-from .._storage import StoredBlocks, run_blocking
+from .._storage import StoredBlocks
 from .appcalls import AppCalls
 from .context import PeerContext, as_hash
-from .diskusage import DataDirUsage, disk_usage_sync
+from .diskusage import DataDirUsage, clear_data_dir, data_dir_usage
 from .manager_base import ManagerBase, StorageParts
 from .manager_layout import LayoutMembers
 from .manager_ops import OperatorMembers
@@ -179,16 +188,15 @@ class BlockManager(LayoutMembers, ReferenceMembers, UpkeepMembers, OperatorMembe
         return self._local().ctx.store.layout
 
     async def data_dir_usage(self) -> list[DataDirUsage]:
-        """Size and free space of the filesystem of each data directory."""
+        """Size, free space and health (ok / full / failing) of each data directory."""
         ctx = self._local().ctx
-        layout = ctx.store.layout
-        return await run_blocking(
-            disk_usage_sync,
-            ctx.store.disk,
-            list(layout.dirs),
-            layout.read_only_dirs,
-            limiter=ctx.cpu_limiter,
-        )
+        return await data_dir_usage(ctx.store, ctx.cpu_limiter)
+
+    def clear_data_dir(self, path: str | Path) -> DataDirState:
+        """Mark the data directory ``path`` ok again (an operator's word that its disk
+        works): new blocks go there again, its errors are forgotten. Returns the state
+        it had. ``ValueError`` if ``path`` is not one of this node's data directories."""
+        return clear_data_dir(self._local().ctx.store, path)
 
     def stored(self) -> StoredBlocks:
         """How many block copies this node's data directories hold, and their bytes.

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import trio
+
 from ..errors import GatewayError
 from .appcalls import AppCalls
 from .context import NodeContext, PeerContext
@@ -48,13 +50,14 @@ class ManagerBase:
     _membership: Membership
     node_id: str
 
-    def _open(self) -> PeerContext:
-        self._ctx.require_open()
-        return self._ctx
+    def _open(self) -> trio.Nursery:
+        """The node's nursery: the one check that the node is open (every member calls it,
+        or :meth:`_local`, before handing the work on)."""
+        return self._ctx.require_open()
 
     def _local(self) -> StorageParts:
         """The storage collaborators; a clear error on a gateway or a closed node."""
-        self._ctx.require_open()
+        self._open()
         if self._storage is None:
             raise GatewayError(self.node_id)
         return self._storage

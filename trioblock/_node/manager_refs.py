@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import AbstractContextManager
 
-from trio_util import move_on_when
-
 from .._core.hashing import Hash
 from .._core.refcount import RcEntry
 from .._core.refs import Reference
 from .._storage import Transaction
-from ..errors import NodeClosedError
 from .context import as_hash
 from .manager_base import ManagerBase
 from .refsync import SyncReport
@@ -30,7 +27,6 @@ class ReferenceMembers(ManagerBase):
         caller's rows and the reference change together. Do not ``await`` inside it:
         the connection is shared with the node's synchronous API.
         """
-        self._open()
         return self._local().refs.transaction()
 
     def incref(self, hash: bytes, tx: Transaction | None = None) -> int:
@@ -40,7 +36,6 @@ class ReferenceMembers(ManagerBase):
         the same transaction) to fetch the block should it not arrive.
         """
         h = as_hash(hash)
-        self._open()
         return self._local().refs.incref(h, tx)
 
     def decref(self, hash: bytes, tx: Transaction | None = None) -> int:
@@ -50,7 +45,6 @@ class ReferenceMembers(ManagerBase):
         check is queued for ``gc_delay + 10 s`` in the same transaction.
         """
         h = as_hash(hash)
-        self._open()
         return self._local().refs.decref(h, tx)
 
     def get_block_rc(self, hash: bytes) -> int:
@@ -60,7 +54,6 @@ class ReferenceMembers(ManagerBase):
     def get_rc_entry(self, hash: bytes) -> RcEntry:
         """The block's row of the reference-count table: present, deletable or absent."""
         h = as_hash(hash)
-        self._open()
         return self._local().refs.rc_entry(h)
 
     def rc_len(self) -> int:
@@ -80,7 +73,7 @@ class ReferenceMembers(ManagerBase):
         committed but none of the storage nodes that acknowledged it holds a copy of the
         block (never put, or collected before the reference came): put the block again.
         """
-        nursery = self._open().require_open()
+        nursery = self._open()
         await self._references.update(nursery, hash, owner, deleted=False)
 
     async def remove_reference(self, hash: bytes, owner: str | bytes) -> None:
@@ -89,7 +82,7 @@ class ReferenceMembers(ManagerBase):
         Like :meth:`add_reference`. A removed reference never comes back; once no live
         reference remains, the block is deleted after ``gc_delay``.
         """
-        nursery = self._open().require_open()
+        nursery = self._open()
         await self._references.update(nursery, hash, owner, deleted=True)
 
     async def add_references(self, pairs: Iterable[tuple[bytes, str | bytes]]) -> int:
@@ -108,7 +101,7 @@ class ReferenceMembers(ManagerBase):
 
             await bm.add_references([(h, "snapshot-7") for h in chunk_hashes])
         """
-        nursery = self._open().require_open()
+        nursery = self._open()
         return await self._app.update_many(nursery, pairs, deleted=False)
 
     async def remove_references(self, pairs: Iterable[tuple[bytes, str | bytes]]) -> int:
@@ -116,7 +109,7 @@ class ReferenceMembers(ManagerBase):
 
         Like :meth:`add_references` (a removal never raises ``MissingBlockError``).
         """
-        nursery = self._open().require_open()
+        nursery = self._open()
         return await self._app.update_many(nursery, pairs, deleted=True)
 
     async def missing_blocks(self, hashes: Iterable[bytes]) -> set[Hash]:
@@ -156,7 +149,7 @@ class ReferenceMembers(ManagerBase):
         ``ReferenceBatchError`` (``succeeded`` counting the pairs removed so far) or
         ``QuorumError`` (the listing failed) otherwise; calling it again is harmless.
         """
-        nursery = self._open().require_open()
+        nursery = self._open()
         return await self._app.remove_owner(nursery, owner)
 
     def ref_len(self) -> int:
@@ -170,13 +163,7 @@ class ReferenceMembers(ManagerBase):
 
     async def sync_references(self) -> SyncReport:
         """Run a reference anti-entropy pass now (with every peer); return what it did."""
-        worker = self._local().ref_sync
-        wanted = worker.request()
-        async with move_on_when(self._ctx.stopping.wait) as closing:
-            await worker.completed.wait_value(lambda v: v >= wanted)
-        if closing.cancelled_caught or worker.last_report is None:
-            raise NodeClosedError(self.node_id)
-        return worker.last_report
+        return await self._local().ref_sync.sync_now()
 
 
 __all__ = ["ReferenceMembers"]

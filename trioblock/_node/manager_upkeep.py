@@ -3,10 +3,7 @@ rebalance."""
 
 from __future__ import annotations
 
-from trio_util import move_on_when
-
 from .._storage import ResyncErrorInfo
-from ..errors import NodeClosedError
 from .context import as_hash
 from .manager_base import ManagerBase
 from .operations import OperationName, OperationStatus
@@ -31,12 +28,10 @@ class UpkeepMembers(ManagerBase):
 
     def list_resync_errors(self) -> list[ResyncErrorInfo]:
         """Blocks whose resync failed, with their back-off state."""
-        self._open()
         return self._local().refs.list_resync_errors()
 
     def list_resync_queue(self, limit: int = 1000) -> list[QueuedResync]:
         """The first ``limit`` entries of the resync queue, earliest first."""
-        self._open()
         return self._local().refs.list_resync_queue(limit)
 
     def retry_now(self, hash: bytes) -> bool:
@@ -45,12 +40,10 @@ class UpkeepMembers(ManagerBase):
         Returns whether the block had a resync error.
         """
         h = as_hash(hash)
-        self._open()
         return self._local().refs.retry_now(h)
 
     def retry_all_now(self) -> int:
         """:meth:`retry_now` for every errored block; returns how many were queued."""
-        self._open()
         return self._local().refs.retry_all_now()
 
     def purge(self, hash: bytes) -> int:
@@ -60,18 +53,17 @@ class UpkeepMembers(ManagerBase):
         in the background). Returns the number of local copies removed.
         """
         h = as_hash(hash)
-        self._open()
         return self._local().refs.purge(h)
 
     @property
     def resync_workers(self) -> int:
         """The resync workers always running (see :meth:`set_resync_workers`)."""
-        return self._local().ctx.resync.n_workers
+        return self._local().resync.n_workers
 
     @property
     def resync_tranquility(self) -> int:
         """The resync tranquility (see :meth:`set_resync_tranquility`)."""
-        return self._local().ctx.resync.tranquility
+        return self._local().resync.tranquility
 
     def set_resync_workers(self, n: int) -> int:
         """Run at least ``n`` (1..8) resync workers from now on; persisted across restarts.
@@ -80,27 +72,14 @@ class UpkeepMembers(ManagerBase):
         time, the node adds workers (up to 8) and lets them go after ten seconds with
         nothing due. Returns ``n``.
         """
-        parts = self._local()
-        ctx = parts.ctx
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
-            raise ValueError(f"resync workers must be 1..8, got {n!r}")
-        ctx.db.set_setting("resync_workers", n)
-        ctx.resync.n_workers = n
-        parts.resync.ensure_running()
-        ctx.notify_resync()
-        return n
+        return self._local().resync.set_workers(n)
 
     def set_resync_tranquility(self, tranquility: int) -> int:
         """Sleep ``tranquility`` × the mean step time between resync steps; persisted.
 
         Returns ``tranquility``.
         """
-        ctx = self._local().ctx
-        if isinstance(tranquility, bool) or not isinstance(tranquility, int) or tranquility < 0:
-            raise ValueError(f"tranquility must be a non-negative integer, got {tranquility!r}")
-        ctx.db.set_setting("resync_tranquility", tranquility)
-        ctx.resync.tranquility = tranquility
-        return tranquility
+        return self._local().resync.set_tranquility(tranquility)
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -110,12 +89,10 @@ class UpkeepMembers(ManagerBase):
 
         Returns the status after the command. ``ValueError`` for an unknown command.
         """
-        self._open()
         return await self._local().operations.scrub(cmd, seconds)
 
     def scrub_status(self) -> ScrubStatus:
         """State, progress 0..1, last completion, next automatic run, corruptions found."""
-        self._open()
         return self._local().operations.scrub_status()
 
     async def wait_scrub_runs(self, n: int = 1) -> None:
@@ -123,11 +100,7 @@ class UpkeepMembers(ManagerBase):
 
         ``NodeClosedError`` if the node closes first.
         """
-        self._open()
-        async with move_on_when(self._ctx.stopping.wait) as closing:
-            await self._local().operations.wait_scrub_runs(n)
-        if closing.cancelled_caught:
-            raise NodeClosedError(self.node_id)
+        await self._local().operations.wait_scrub_runs(n)
 
     async def repair(self, *, tranquility: int | None = None) -> RepairReport:
         """Queue every block known to the rc table or found on disk for resync (now).
@@ -135,14 +108,12 @@ class UpkeepMembers(ManagerBase):
         Returns once everything is queued; the resync workers do the rest. A second
         call while one runs waits for the same repair.
         """
-        self._open()
         report = await self._local().operations.run("repair", tranquility=tranquility)
         assert isinstance(report, RepairReport)
         return report
 
     async def rebalance(self, *, tranquility: int | None = None) -> RebalanceReport:
         """Move every block to its primary directory; then forget the secondaries."""
-        self._open()
         report = await self._local().operations.run("rebalance", tranquility=tranquility)
         assert isinstance(report, RebalanceReport)
         return report
@@ -153,13 +124,11 @@ class UpkeepMembers(ManagerBase):
 
         Returns its status; follow it with :meth:`operation_status`.
         """
-        self._open()
         self._local().operations.start(name)
         return self._local().operations.status(name)
 
     def operation_status(self, name: str) -> OperationStatus:
         """Where the last ``"repair"`` or ``"rebalance"`` started since opening is."""
-        self._open()
         return self._local().operations.status(name)
 
 

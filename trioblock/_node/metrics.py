@@ -1,28 +1,67 @@
 """Counters and durations kept by a node (``BlockManager.metrics``).
 
 Plain attributes, cheap to bump from the Trio thread; exported in Prometheus text form by
-the metrics edge. Durations keep a count, a sum and a maximum (seconds).
+the metrics edge. Durations keep a count, a sum, a maximum and a histogram (seconds).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, fields
+from typing import Final
+
+#: Upper bounds (seconds, inclusive) of the buckets of every duration's histogram; a
+#: last, unbounded bucket holds what took longer.
+DURATION_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 @dataclass
 class Duration:
     """How long something took, over every time it happened: count, total and longest
-    (seconds); ``mean`` is total / count (0 when it never happened)."""
+    (seconds); ``mean`` is total / count (0 when it never happened). ``buckets`` counts
+    the occurrences per bucket, from 1 ms to 30 s (each one in the first bucket whose
+    bound it does not exceed; those longer than 30 s in none); :meth:`cumulative` gives
+    them with their bounds, as a Prometheus histogram does."""
 
     count: int = 0
     total: float = 0.0
     max: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
 
     def observe(self, seconds: float) -> None:
         """Record one occurrence that took ``seconds``."""
         self.count += 1
         self.total += seconds
         self.max = max(self.max, seconds)
+        index = bisect_left(DURATION_BUCKETS, seconds)
+        if index < len(self.buckets):
+            self.buckets[index] += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(bound, occurrences that took at most bound)`` for each bucket, and
+        ``(inf, count)`` last."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, n in zip(DURATION_BUCKETS, self.buckets, strict=True):
+            running += n
+            out.append((bound, running))
+        out.append((float("inf"), self.count))
+        return out
 
     @property
     def mean(self) -> float:
@@ -51,7 +90,7 @@ class Metrics:
     held them), ``ref_missing_queued`` (referenced blocks without a local copy queued for
     fetching), ``ref_sync_peer_failures`` (peers a pass could not sync with).
 
-    Durations (count, total and longest, in seconds): ``read_duration``,
+    Durations (count, total, longest and a histogram, in seconds): ``read_duration``,
     ``write_duration``, ``resync_duration``.
     """
 

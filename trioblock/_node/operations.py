@@ -109,7 +109,12 @@ class Operations:
         return self._scrub.status()
 
     async def wait_scrub_runs(self, n: int) -> None:
-        await self._scrub.runs.wait_value(lambda v: v >= n)
+        """Wait until ``n`` scrub runs have completed since the node opened;
+        ``NodeClosedError`` if the node closes first."""
+        async with move_on_when(self._ctx.stopping.wait) as closing:
+            await self._scrub.runs.wait_value(lambda v: v >= n)
+        if closing.cancelled_caught:
+            raise NodeClosedError(self._ctx.node_id)
 
     # -- repair and rebalance ---------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from .._core.block import BlockHeader, DataBlock, decode_block, hash_and_encode
 from .._core.hashing import Hash
 from .._storage import run_blocking
 from ..errors import CorruptBlockError, MissingBlockError, TrioblockError
-from .context import NodeContext, PeerContext
+from .context import PeerContext
 from .streaming import VerifiedChunks
 from .writes import Writer
 
@@ -57,7 +57,7 @@ class Reader:
         self._ctx = ctx
         self._writer = writer
         #: this node's storage (None on a gateway: reads go to the peers only)
-        self._local = ctx if isinstance(ctx, NodeContext) else None
+        self._local = ctx.local
 
     # -- local ------------------------------------------------------------------------------
 

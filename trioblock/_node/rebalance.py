@@ -19,6 +19,8 @@ Rules kept here:
   immediate resync.
 - Read-only directories are never written: blocks found there are *copied* to their
   primary, never removed, and read-only directories stay secondary locations.
+- No block is moved into a primary that is full or failing (``dirhealth``): it stays
+  where it is (a lookup tries every directory) and counts as not moved.
 - When the walk is over without errors, the layout loses its secondaries (read-only
   dirs excepted): it is persisted in the ``data_layout`` setting and installed in the
   store, so lookups stop probing the old directories.
@@ -38,6 +40,7 @@ from pathlib import Path
 import trio
 
 from .._core.block import decode_block
+from .._core.dirhealth import DataDirState
 from .._core.tranquilizer import Tranquilizer
 from .._storage import BlockLocation, BlockStore, Placed, run_blocking
 from ..errors import CorruptBlockError
@@ -130,6 +133,11 @@ class RebalanceWorker(Worker):
             primary = store.layout.primary_dir(loc.hash)
             if primary == root:
                 continue
+            if store.health.state(str(primary)) is not DataDirState.OK:
+                # Full or failing: the block stays where it is (counted as not moved,
+                # so the old directories stay secondary); no line per block.
+                self.move_errors += 1
+                continue
             started = time.perf_counter()
             await self._move(loc, primary, remove_source=not store.layout.is_read_only(root))
             self.tranquilizer.record(time.perf_counter() - started)
@@ -148,6 +156,7 @@ class RebalanceWorker(Worker):
                 )
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
+                    store.health.failed(str(primary), exc)  # marked full
                     log.error("rebalance: %s is full, %s stays where it is", primary, loc.path)
                 else:
                     log.warning("rebalance: could not move %s: %s", loc.path, exc)

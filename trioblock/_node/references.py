@@ -26,7 +26,7 @@ from ..errors import (
     TransportError,
     TrioblockError,
 )
-from .context import NodeContext, PeerContext, as_hash
+from .context import PeerContext, as_hash
 from .quorum import call_quorum
 from .refcounts import RefCounts
 
@@ -51,7 +51,7 @@ class References:
         #: called with a peer that answered StaleLayoutError (the layouts are exchanged)
         self._on_stale = on_stale
         #: this node's storage and counts (None on a gateway, which stores nothing)
-        self._local = ctx if isinstance(ctx, NodeContext) else None
+        self._local = ctx.local
         self._counts = counts
         self._sends = trio.Semaphore(MAX_BACKGROUND_SENDS)
         #: One caller at a time collects its slots: callers that each held part of what
@@ -75,7 +75,6 @@ class References:
         """
         h = as_hash(hash)
         entry: RefTuple = (bytes(h), owner_bytes(owner), deleted, self._ctx.clock.now_msec())
-        self._ctx.require_open()
         live = self._ctx.live_layouts
         try:
             await self._update_once(nursery, h, entry)
@@ -257,12 +256,6 @@ class References:
             return ctx.stores_in_live(me, hash) and ctx.stores_in_live(peer, hash)
 
         return keep
-
-    def alive_count(self, hash: bytes) -> tuple[int, int]:
-        """(alive rows, all rows) for ``hash`` in this node's ``block_ref``."""
-        if self._local is None:
-            return 0, 0
-        return self._local.db.refs.count_alive(hash)
 
     # -- RPC handlers ----------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import trio
-from trio_util import AsyncValue
+from trio_util import AsyncValue, move_on_when
 
 from .._core.hashing import Hash
 from .._core.refs import (
@@ -49,6 +49,7 @@ from .._core.refs import (
 from .._core.tranquilizer import Tranquilizer
 from .._net.rpc import RpcNode
 from .._storage import BlockStore, Keep, MetadataDb
+from ..errors import NodeClosedError
 from .clock import NodeClock
 from .context import NodeContext
 from .membership import Membership
@@ -149,6 +150,16 @@ class RefSyncWorker(Worker):
         self.requested.value += 1
         wanted: int = self.requested.value
         return wanted
+
+    async def sync_now(self) -> SyncReport:
+        """Run a pass now (or join the one asked for) and return what it did;
+        ``NodeClosedError`` if the node closes first."""
+        wanted = self.request()
+        async with move_on_when(self.ctx.stopping.wait) as closing:
+            await self.completed.wait_value(lambda v: v >= wanted)
+        if closing.cancelled_caught or self.last_report is None:
+            raise NodeClosedError(self.ctx.node_id)
+        return self.last_report
 
     # -- the worker loop -------------------------------------------------------------------
 

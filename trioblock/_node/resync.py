@@ -379,6 +379,34 @@ class ResyncPool:
             if index not in running:
                 self._workers.add(nursery, ResyncWorker(index, self._ctx, self._target, self))
 
+    @property
+    def n_workers(self) -> int:
+        """The operator's worker count: the pool's floor."""
+        return self._ctx.resync.n_workers
+
+    @property
+    def tranquility(self) -> int:
+        """The workers' tranquility."""
+        return self._ctx.resync.tranquility
+
+    def set_workers(self, n: int) -> int:
+        """Run at least ``n`` (1..8) workers from now on; persisted. Returns ``n``."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_RESYNC_WORKERS:
+            raise ValueError(f"resync workers must be 1..{MAX_RESYNC_WORKERS}, got {n!r}")
+        self._ctx.db.set_setting("resync_workers", n)
+        self._ctx.resync.n_workers = n
+        self.ensure_running()
+        self._ctx.notify_resync()
+        return n
+
+    def set_tranquility(self, tranquility: int) -> int:
+        """Sleep ``tranquility`` x the mean step time between steps; persisted."""
+        if isinstance(tranquility, bool) or not isinstance(tranquility, int) or tranquility < 0:
+            raise ValueError(f"tranquility must be a non-negative integer, got {tranquility!r}")
+        self._ctx.db.set_setting("resync_tranquility", tranquility)
+        self._ctx.resync.tranquility = tranquility
+        return tranquility
+
     def grow(self) -> None:
         """Run one more worker (none past ``MAX_RESYNC_WORKERS``, none once closing)."""
         shared = self._ctx.resync

@@ -16,7 +16,7 @@ from .._core.block import BlockDecoder, BlockHeader
 from .._core.hashing import Hash
 from .._storage import BlockLocation, run_blocking
 from ..errors import CorruptBlockError
-from .context import NodeContext, PeerContext
+from .context import PeerContext
 
 
 class VerifiedChunks:
@@ -48,8 +48,9 @@ class VerifiedChunks:
         node = self._node
         if self._on_corrupt is not None:
             self._on_corrupt()
-        if self._local is not None and isinstance(node, NodeContext):
-            await node.corrupt_copy_found(self._hash, self._local)
+        storage = node.local
+        if self._local is not None and storage is not None:
+            await storage.corrupt_copy_found(self._hash, self._local)
         else:
             node.metrics.corruptions += 1  # a peer's copy: reported by ``on_corrupt``
 

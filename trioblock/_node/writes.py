@@ -56,7 +56,7 @@ class Writer:
         #: called with a peer that answered StaleLayoutError (the layouts are exchanged)
         self._on_stale = on_stale
         #: this node's storage (None on a gateway, which never writes locally)
-        self._local = ctx if isinstance(ctx, NodeContext) else None
+        self._local = ctx.local
 
     def _check_size(self, data: object) -> None:
         if isinstance(data, str):
@@ -239,8 +239,11 @@ class Writer:
 
 def _disk_error(ctx: NodeContext, hash: bytes, exc: OSError) -> DiskError:
     """The ``DiskError`` (``DiskFullError`` for ENOSPC) for a failed local write."""
-    directory = str(ctx.store.layout.primary_dir(hash))
-    kind = DiskFullError if exc.errno == errno.ENOSPC else DiskError
+    if isinstance(exc, DiskError):  # the store names the directory that failed
+        directory, full = exc.directory, isinstance(exc, DiskFullError)
+    else:
+        directory, full = str(ctx.store.layout.primary_dir(hash)), False
+    kind = DiskFullError if full or exc.errno == errno.ENOSPC else DiskError
     return kind(
         directory,
         exc.errno,

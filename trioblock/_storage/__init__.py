@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .blockfiles import BlockStore, WriteOutcome
 from .database import DB_NAME, Transaction
+from .dirhealth import DirHealthView
 from .durable import Placed
 from .inspect import all_copies, queued_times
 from .metadata import MetadataDb, ResyncErrorInfo
@@ -52,6 +53,7 @@ __all__ = [
     "verify_dir",
     "BlockLocation",
     "BlockStore",
+    "DirHealthView",
     "EntryKind",
     "Keep",
     "MetadataDb",

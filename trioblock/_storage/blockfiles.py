@@ -48,6 +48,7 @@ from .._core.disk import Disk, NotABlockFile
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .batching import TripBatcher
+from .dirhealth import DirHealthBook
 from .durable import LiveTemps, Placed, UnsyncedDirs, place_copy
 from .fileops import read_bounded
 from .locks import KeyedLock
@@ -112,6 +113,8 @@ class BlockStore:
         #: counts copies: see ``stored`` and ``@counted``
         self.stored = StoredTally(layout, self.disk)
         self.read_only_roots = frozenset(str(d) for d in layout.read_only_dirs)
+        #: ok / full / failing per data directory (see ``dirhealth``)
+        self.health = DirHealthBook(layout.dir_names, self.disk, margin=max_block_size)
         #: lookup order of the encodings
         self.order = (
             (BlockHeader.COMPRESSED, BlockHeader.PLAIN)
@@ -133,6 +136,16 @@ class BlockStore:
         """Create missing directories and check their markers (see ``markers``)."""
         return prepare_dirs(self.disk, self.layout, known, node_id)
 
+    def write_order(self, hash: Hash) -> list[str]:
+        """The writable directories in the order a new copy of ``hash`` tries them:
+        its primary first (``dirhealth`` picks among them)."""
+        return [r for r in self.layout.search_roots(hash) if r not in self.read_only_roots]
+
+    def counts_for_nothing(self, root: str) -> bool:
+        """Whether a copy in ``root`` cannot stand for a fresh write: the directory is
+        read-only (its mtime cannot be refreshed) or failing (it is not trusted)."""
+        return root in self.read_only_roots or self.health.failing(root)
+
     def in_read_only_dir(self, path: Path | str) -> bool:
         """Whether a block file's path lies in a read-only data directory."""
         try:
@@ -145,7 +158,9 @@ class BlockStore:
 
     def find_sync(self, hash: Hash) -> BlockLocation | None:
         """The first copy of ``hash`` in lookup order (regular files only), or None."""
-        return find_copy(self.disk, self.layout.candidate_roots(hash), hash, self.order)
+        return find_copy(
+            self.disk, self.layout.search_roots(hash), hash, self.order, self.health.failed
+        )
 
     async def find(self, hash: Hash) -> BlockLocation | None:
         return await run_blocking(self.find_sync, hash, limiter=self.limiter)
@@ -161,9 +176,17 @@ class BlockStore:
         A copy larger than its encoding's limit raises ``CorruptBlockError`` (with its
         ``location``) without being read.
         """
-        return read_first_copy(
-            self.disk, self.layout.candidate_roots(hash), hash, self.order, self.max_block_size
+        found = read_first_copy(
+            self.disk,
+            self.layout.search_roots(hash),
+            hash,
+            self.order,
+            self.max_block_size,
+            self.health.failed,
         )
+        if found is not None:
+            self.health.read(found[1].path_str.rsplit("/", 3)[0])
+        return found
 
     def read_verified_sync(self, hash: Hash) -> tuple[bytes, DataBlock, BlockLocation] | None:
         """Read and verify the first copy: (plaintext, encoded, where) or None if absent.
@@ -221,8 +244,15 @@ class BlockStore:
 
         ``FileNotFoundError`` when the copy is gone, ``NotABlockFile`` when it is not a
         regular file; the chunks stop with ``CorruptBlockError`` past the size limit.
+        Another ``OSError`` of the open counts towards the directory's health.
         """
-        fd, _st = await run_blocking(open_location, self.disk, loc, limiter=self.limiter)
+        try:
+            fd, _st = await run_blocking(open_location, self.disk, loc, limiter=self.limiter)
+        except (FileNotFoundError, NotABlockFile):
+            raise
+        except OSError as exc:
+            self.health.failed(loc.path_str.rsplit("/", 3)[0], exc)
+            raise
         try:
             yield FileChunks(self.disk, fd, self.limiter, loc.hash, self.size_limit(loc.header))
         finally:
@@ -285,10 +315,13 @@ class BlockStore:
         if self.in_read_only_dir(path):
             return False
         try:
-            return unlink_copy(self.disk, path, fsync=self.fsync)
+            removed = unlink_copy(self.disk, path, fsync=self.fsync)
         except OSError as exc:
             log.warning("could not remove superseded copy %s: %s", path, exc)
             return False
+        if removed:
+            self.health.freed(path.rsplit("/", 3)[0])
+        return removed
 
     def try_write_sync(
         self,
@@ -386,17 +419,11 @@ class BlockStore:
 
     def discard_sync(self, trash: Path) -> None:
         """Unlink a detached copy (fsyncing its directory); nothing if it is gone."""
-        unlink_copy(self.disk, str(trash), fsync=self.fsync)
+        if unlink_copy(self.disk, str(trash), fsync=self.fsync):
+            self.health.freed(str(trash).rsplit("/", 3)[0])
 
     async def discard(self, trash: Path) -> None:
         await run_blocking(self.discard_sync, trash, limiter=self.limiter)
-
-    async def delete_locked(self, loc: BlockLocation) -> bool:
-        trash = self.detach_now(loc)
-        if trash is None:
-            return False
-        await self.discard(trash)
-        return True
 
     # -- stale temp files -------------------------------------------------------------------
 

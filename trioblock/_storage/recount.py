@@ -103,7 +103,7 @@ def fix_counts_in(
                 if not old.is_nonzero:
                     queue_put(tx, h, now_msec + fetch_check_msec)
             else:
-                if not old.is_present:
+                if not old.is_nonzero:
                     continue
                 new = RcEntry.deletable(now_msec + gc_delay_msec)
                 db.set_rc(tx, h, old, new)

@@ -11,21 +11,30 @@
    kept (its mtime moved forward to the new "last written" time), or the new copy is
    written to the primary directory and the copies it supersedes are removed.
 
-A copy in a read-only directory counts for nothing (its mtime cannot be refreshed):
-the block is written to its primary directory as if it were absent. Every step goes
-through the store's ``Disk``; the caller holds the block's lock, has verified the
-block and runs this in a worker thread.
+A copy in a read-only directory counts for nothing (its mtime cannot be refreshed),
+nor does one in a failing directory: the block is written as if it were absent.
+
+**Which directory** a new copy goes to is decided in one place, :func:`_into_a_dir`:
+the primary when it is ok, else the next ok directory of the block's order
+(``BlockStore.write_order``, ``_core.dirhealth.pick_dir``). A write that fails there
+(its temp file removed by ``durable``) is told to the directory's health (``ENOSPC``
+marks it full, repeated errors failing) and tried in the next directory; when none is
+left the write fails with ``DiskError`` (``DiskFullError`` when a directory is full)
+naming the directory. Every step goes through the store's ``Disk``; the caller holds
+the block's lock, has verified the block and runs this in a worker thread.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from .._core.block import BlockHeader, DataBlock
 from .._core.copydecision import Action, Existing, decide
 from .._core.hashing import Hash
+from ..errors import DiskError
 from .durable import Placed, place_in, refresh_mtime
 from .fileops import regular_at
 from .lookup import is_regular
@@ -34,6 +43,8 @@ from .stored import SeenDir, close_seen
 
 if TYPE_CHECKING:
     from .blockfiles import BlockStore
+
+T = TypeVar("T")
 
 
 class WriteOutcome(enum.Enum):
@@ -80,47 +91,76 @@ def _write_new(
     (None, nothing done, otherwise)."""
     by_root = {d.root: d for d in seen}
     aa, bb = subdir_names(hash)
-    roots = store.layout.candidate_roots(hash)
     existing: list[Existing[str]] = []
-    for root in roots:
+    for root in store.layout.search_roots(hash):
         for header in store.order:
             st = by_root[root].stats[0 if header is BlockHeader.COMPRESSED else 1]
             if st is None:
                 continue
             path = f"{root}/{aa}/{bb}/{block_name(hash, header)}"
             if is_regular(st.st_mode, path):
-                existing.append(Existing(header, root in store.read_only_roots, path))
+                existing.append(Existing(header, store.counts_for_nothing(root), path))
     if decide(block.header, existing).action is not Action.WRITE:
         return None  # a copy to keep, verify or replace
-    primary = roots[0]
-    where = by_root[primary]
-    if where.fd is None and not where.missing:  # not a directory: place_copy says so
-        return _OUTCOMES[store.place_copy_sync(primary, hash, block, mtime_ns)], None
-    stats: tuple[os.stat_result | None, ...] | None = where.stats
-    if where.fd is None:
-        # ``aa/bb`` was absent: made now (empty when made by this call).
-        where.fd, created = store.disk.make_dir(primary, f"{aa}/{bb}", fsync=store.fsync)
-        if not created:
-            stats = None  # made meanwhile by another write: look again
-    placed, effect = place_in(
-        store.disk,
-        where.fd,
-        f"{primary}/{aa}/{bb}",
-        hash,
-        block,
-        mtime_ns,
-        fsync=store.fsync,
-        live=store.live_temps,
-        seen=stats,
-        unsynced=store.unsynced_dirs,
-    )
-    return _OUTCOMES[placed], effect
+    attempts = 0
+
+    def write(root: str) -> tuple[Placed, tuple[int, int] | None]:
+        nonlocal attempts
+        attempts += 1
+        where = by_root[root]
+        if where.fd is None and not where.missing:  # not a directory: place_copy says so
+            return store.place_copy_sync(root, hash, block, mtime_ns), None
+        stats: tuple[os.stat_result | None, ...] | None = where.stats
+        if where.fd is None:
+            # ``aa/bb`` was absent: made now (empty when made by this call).
+            where.fd, created = store.disk.make_dir(root, f"{aa}/{bb}", fsync=store.fsync)
+            if not created:
+                stats = None  # made meanwhile by another write: look again
+        return place_in(
+            store.disk,
+            where.fd,
+            f"{root}/{aa}/{bb}",
+            hash,
+            block,
+            mtime_ns,
+            fsync=store.fsync,
+            live=store.live_temps,
+            seen=stats,
+            unsynced=store.unsynced_dirs,
+        )
+
+    placed, effect = _into_a_dir(store, hash, write)
+    # After a failed attempt the look is no longer the "before" of what is there.
+    return _OUTCOMES[placed], effect if attempts == 1 else None
+
+
+def _into_a_dir(store: BlockStore, hash: Hash, write: Callable[[str], T]) -> T:
+    """``write(root)`` into the directory a new copy of ``hash`` goes to, and on an
+    ``OSError`` into the next one (module docstring): the one "which directory"
+    decision of the write path."""
+    order = store.write_order(hash)
+    tried: list[str] = []
+    last: OSError | None = None
+    while (root := store.health.pick(order, tried)) is not None:
+        try:
+            result = write(root)
+        except OSError as exc:
+            store.health.failed(root, exc)
+            tried.append(root)
+            last = exc
+            continue
+        store.health.wrote(root)
+        return result
+    raise store.health.no_room(order, last, tried) from last
 
 
 def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) -> WriteOutcome:
     """Write ``block`` where a copy may exist: verify it, then keep or supersede it."""
     existing: list[Existing[BlockLocation]] = []
-    found = store.find_sync(hash)
+    try:
+        found = store.find_sync(hash)
+    except DiskError:
+        found = None  # no copy seen, a directory unreadable: one more copy, elsewhere
     if (
         found is not None
         and store.fsync
@@ -130,7 +170,7 @@ def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) 
         # visible now. Never kept as this write's durable copy: written again.
         found = None
     if found is not None:
-        read_only = store.in_read_only_dir(found.path_str)
+        read_only = store.counts_for_nothing(found.path_str.rsplit("/", 3)[0])
         # A put is a chance to heal: a corrupt copy is quarantined, not kept.
         if read_only or store.verify_file_sync(found):
             existing.append(Existing(found.header, read_only, found))
@@ -144,7 +184,7 @@ def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) 
                 if at is not None:
                     refresh_mtime(store.disk, *at, mtime_ns)
         return WriteOutcome.KEPT
-    placed = store.place_sync(store.layout.primary_dir(hash), hash, block, mtime_ns)
+    placed = _into_a_dir(store, hash, lambda root: store.place_sync(root, hash, block, mtime_ns))
     if placed is Placed.KEPT:
         return WriteOutcome.KEPT
     for old in decision.remove:

@@ -60,6 +60,7 @@ class _Rule:
     pattern: str | None
     errno: int
     times: int | None
+    root: str | None = None
 
 
 class SimFaults(SimTree):
@@ -115,7 +116,13 @@ class SimFaults(SimTree):
             return done
 
     def fail(
-        self, op: str, path: str | None = None, errno: int = errno.EIO, times: int | None = 1
+        self,
+        op: str,
+        path: str | None = None,
+        errno: int = errno.EIO,
+        times: int | None = 1,
+        *,
+        root: str | Path | None = None,
     ) -> None:
         """The next ``times`` calls of ``op`` whose path matches raise ``OSError(errno)``
         (``times=None``: every one, until :meth:`clear_faults`).
@@ -127,7 +134,8 @@ class SimFaults(SimTree):
         ``statvfs``). ``path``: a glob (``fnmatch``, ``*`` also matching ``/``) of the
         path *below its data directory*: ``"ab/cd/*"``, ``"*.zst"``, ``"ab/cd"`` (that
         directory), ``""`` (the data directory itself); a rename matches on its source
-        or its destination; None matches every call. The call does nothing, except an
+        or its destination; None matches every call. ``root``: only calls below that
+        data directory (one of a node's several; None: any). The call does nothing, except an
         fsync, which forgets the pending changes of its file or directory (fsyncgate:
         they stay visible until a power loss and the next fsync succeeds). Several rules
         may be armed at once; the oldest matching one fires.
@@ -137,7 +145,9 @@ class SimFaults(SimTree):
         if times is not None and times < 1:
             raise ValueError("times must be at least 1 (or None: always)")
         with self._lock:
-            self._rules.append(_Rule(op, path, errno, times))
+            self._rules.append(
+                _Rule(op, path, errno, times, None if root is None else self._norm(root))
+            )
 
     def clear_faults(self) -> None:
         """Disarm every rule of :meth:`fail` (the disk works again)."""
@@ -226,7 +236,7 @@ class SimFaults(SimTree):
         """Raise the first armed fault of ``op`` matching one of ``rels`` (below
         ``root``), used up."""
         for rule in self._rules:
-            if rule.op != op:
+            if rule.op != op or (rule.root is not None and rule.root != self._norm(root)):
                 continue
             if rule.pattern is not None and not any(
                 fnmatch.fnmatchcase(rel, rule.pattern) for rel in rels
