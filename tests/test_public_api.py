@@ -151,6 +151,13 @@ MANAGER_ADDITIONS = [
     "remove_references",
     "owned_by",
     "remove_owner",
+    "block_info",
+    "cluster_block_info",
+    "repair_refcounts",
+    "node_stats",
+    "cluster_stats",
+    "snapshot_metadata",
+    "metadata_snapshots",
 ]
 
 #: Internals that once were public attributes of ``BlockManager``.

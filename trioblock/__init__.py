@@ -37,6 +37,8 @@ from ._net.rpc import RpcStats as RpcStats
 from ._net.tcp import TcpTransport as TcpTransport
 from ._net.transport import StreamHandler as StreamHandler
 from ._net.transport import Transport as Transport
+from ._node.blockinfo import BlockInfo as BlockInfo
+from ._node.blockinfo import LocalCopy as LocalCopy
 from ._node.diskusage import DataDirUsage as DataDirUsage
 from ._node.layoutstatus import LayoutStatus as LayoutStatus
 from ._node.layoutstatus import NodeLayoutState as NodeLayoutState
@@ -44,16 +46,24 @@ from ._node.lifecycle import open_block_manager as open_block_manager
 from ._node.lifecycle import open_gateway as open_gateway
 from ._node.manager import AdminHandler as AdminHandler
 from ._node.manager import BlockManager as BlockManager
+from ._node.metasnap import RestoreResult as RestoreResult
+from ._node.metasnap import SnapshotInfo as SnapshotInfo
+from ._node.metasnap import restore_metadata as restore_metadata
 from ._node.metrics import Duration as Duration
 from ._node.metrics import Metrics as Metrics
 from ._node.operations import OperationState as OperationState
 from ._node.operations import OperationStatus as OperationStatus
 from ._node.rebalance import RebalanceReport as RebalanceReport
+from ._node.recount import CountChange as CountChange
+from ._node.recount import RecountReport as RecountReport
 from ._node.refcounts import QueuedResync as QueuedResync
 from ._node.refsync import SyncReport as SyncReport
 from ._node.repair import RepairReport as RepairReport
 from ._node.scrubstate import ScrubState as ScrubState
 from ._node.scrubstate import ScrubStatus as ScrubStatus
+from ._node.stats import ClusterStats as ClusterStats
+from ._node.stats import DirSpace as DirSpace
+from ._node.stats import NodeStats as NodeStats
 from ._node.workers import WorkerInfo as WorkerInfo
 from ._node.workers import WorkerState as WorkerState
 from ._storage.metadata import ResyncErrorInfo as ResyncErrorInfo
@@ -68,6 +78,7 @@ from .errors import DiskError as DiskError
 from .errors import DiskFullError as DiskFullError
 from .errors import GatewayError as GatewayError
 from .errors import LayoutError as LayoutError
+from .errors import MetadataCorruptError as MetadataCorruptError
 from .errors import MissingBlockError as MissingBlockError
 from .errors import NodeClosedError as NodeClosedError
 from .errors import ProtocolError as ProtocolError
@@ -95,6 +106,17 @@ __all__ = [
     "AdminHandler",
     "AuthenticationError",
     "BlockError",
+    "BlockInfo",
+    "ClusterStats",
+    "CountChange",
+    "DirSpace",
+    "LocalCopy",
+    "MetadataCorruptError",
+    "NodeStats",
+    "RecountReport",
+    "RestoreResult",
+    "SnapshotInfo",
+    "restore_metadata",
     "BlockManager",
     "Config",
     "ConfigError",

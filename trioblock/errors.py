@@ -48,6 +48,7 @@ __all__ = [
     "DiskFullError",
     "GatewayError",
     "LayoutError",
+    "MetadataCorruptError",
     "MissingBlockError",
     "NodeClosedError",
     "ProtocolError",
@@ -281,6 +282,12 @@ class AdminRequestError(TrioblockError):
 class DatabaseError(TrioblockError):
     """The node's metadata database failed: busy (held by another process), corrupt,
     unreadable, or already closed. The message says which; no change was applied."""
+
+
+class MetadataCorruptError(DatabaseError):
+    """The node's metadata database is damaged (SQLite reports it malformed, or not a
+    database at all): the node does not open. The message says how to restore it from
+    a snapshot (``trioblock meta restore``) or start empty and catch up from peers."""
 
 
 class TransactionBusyError(DatabaseError):

@@ -12,7 +12,7 @@ from .._core.hashing import Hash
 from .._node import BlockManager, ScrubState
 
 #: Long-running operations that ``repair`` / ``rebalance`` start and ``operation`` reports.
-BACKGROUND_OPERATIONS: Final = ("repair", "rebalance")
+BACKGROUND_OPERATIONS: Final = ("repair", "rebalance", "refcounts")
 
 
 # ---------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def operation_view(bm: BlockManager, name: str) -> dict[str, Any]:
             "now": now,
         }
     if name not in BACKGROUND_OPERATIONS:
-        raise ValueError(f"unknown operation {name!r}: scrub, repair or rebalance")
+        raise ValueError(f"unknown operation {name!r}: scrub, repair, rebalance or refcounts")
     view: dict[str, Any] = as_plain(bm.operation_status(name))
     if view["state"] == "running" and view["progress"] is None:
         view["progress"] = 0.0

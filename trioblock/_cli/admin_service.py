@@ -41,7 +41,8 @@ Ops: ``info``, ``status``, ``workers``, ``errors``, ``retry_now``, ``purge``,
 ``put`` (body), ``get`` (reply body), ``metrics``, ``scrub``, ``repair``,
 ``rebalance``, ``operation``, ``ref_add``, ``ref_remove``, ``ref_list``, ``ref_sync``,
 ``layout_show``, ``layout_stage``, ``layout_revert``, ``layout_forget``, ``layout_apply``,
-``layout_status``, ``layout_history``.
+``layout_status``, ``layout_history``; and those of :mod:`.admin_reports`
+(``block_info``, ``stats``, ``repair_refcounts``, ``meta_snapshot``, ``meta_snapshots``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import Any, Final
 from .._net.messages import PROTOCOL_VERSION
 from .._node import BlockManager
 from ..errors import AdminRequestError, TrioblockError
-from . import admin_layout_ops, admin_ref_ops, dirs, layout_admin
+from . import admin_layout_ops, admin_ref_ops, admin_reports, dirs, layout_admin
 from .admin_args import (
     BACKGROUND_OPERATIONS,
     as_plain,
@@ -74,7 +75,7 @@ MAX_ERRORS_PAGE: Final = 200
 #: The name of the reference anti-entropy worker in ``workers()``.
 REF_SYNC_WORKER: Final = "ref-sync"
 #: The modules whose ops register themselves (with ``@op``) besides this one's.
-OP_MODULES: Final = (admin_ref_ops, admin_layout_ops)
+OP_MODULES: Final = (admin_ref_ops, admin_layout_ops, admin_reports)
 
 
 async def answer_admin(
@@ -283,7 +284,7 @@ async def _rebalance(bm: BlockManager, request: dict[str, Any], body: bytes | No
 async def _operation(bm: BlockManager, request: dict[str, Any], body: bytes | None) -> AdminResult:
     name = request.get("name")
     if not isinstance(name, str):
-        raise ValueError("operation needs 'name': scrub, repair or rebalance")
+        raise ValueError("operation needs 'name': scrub, repair, rebalance or refcounts")
     return {"operation": operation_view(bm, name)}
 
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import blocks, demo, dirs, layout, operations, refs, reports, serve, verify
+from . import blocks, demo, dirs, layout, maintenance, operations, refs, reports, serve, verify
 from .output import Exit
 
 EXIT_OK = Exit.OK
@@ -70,8 +70,8 @@ COMMANDS: dict[str, tuple[str, Command]] = {
         (operations.configure_scrub, operations.run_scrub),
     ),
     "repair": (
-        "queue every block known to the node for resync, with progress",
-        (operations.configure_operation, operations.run_repair),
+        "queue every block known to the node for resync (or: repair refcounts), with progress",
+        (operations.configure_repair, operations.run_repair),
     ),
     "rebalance": (
         "move blocks to their primary data directory, with progress",
@@ -88,6 +88,18 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "set-resync": (
         "change the number of resync workers or their tranquility",
         (blocks.configure_set_resync, blocks.run_set_resync),
+    ),
+    "block": (
+        "inspect a block: info HASH [--cluster]",
+        (maintenance.configure_block, maintenance.run_block),
+    ),
+    "stats": (
+        "per node blocks, bytes, references, queues, free space; the cluster's capacity",
+        (maintenance.configure_stats, maintenance.run_stats),
+    ),
+    "meta": (
+        "the metadata database: snapshot, list, restore (node stopped)",
+        (maintenance.configure_meta, maintenance.run_meta),
     ),
     "dir": (
         "a node's data directories: clear PATH (a full or failing one back to ok)",

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+from rich.table import Table
 
 from .client import AdminClient, add_target_arguments, run_session
 from .output import (
@@ -179,12 +180,29 @@ def _report_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return [
         (key.replace("_", " "), timestamp(value) if key.endswith("_at") else value)
         for key, value in report.items()
+        if not isinstance(value, list)  # a recount's changes: a table of their own
     ]
+
+
+def configure_repair(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "what",
+        nargs="?",
+        choices=("blocks", "refcounts"),
+        default="blocks",
+        help="blocks (default): queue every block for resync; refcounts: recompute every "
+        "reference count from the block's references and fix the drifted ones",
+    )
+    configure_operation(parser)
 
 
 def _operation_runner(name: str) -> Callable[[argparse.Namespace], int]:
     async def session(client: AdminClient, out: Output, args: argparse.Namespace) -> int:
-        view = (await client.call(name))["operation"]
+        if name == "refcounts":
+            await client.call("repair_refcounts")
+            view = (await client.call("operation", name=name))["operation"]
+        else:
+            view = (await client.call(name))["operation"]
         if not args.detach:
             view = await watch(client, out, view, args.interval)
         if out.json:
@@ -198,6 +216,8 @@ def _operation_runner(name: str) -> Callable[[argparse.Namespace], int]:
             return Exit.FAILED
         if name == "repair" and view["state"] == "done" and not out.json:
             out.note("every block is queued for resync; `trioblock workers` shows the queue")
+        if name == "refcounts" and view["state"] == "done" and not out.json:
+            render_recount(out, view["report"] or {})
         return Exit.OK
 
     def run(args: argparse.Namespace) -> int:
@@ -209,12 +229,40 @@ def _operation_runner(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-run_repair = _operation_runner("repair")
+def render_recount(out: Output, report: dict[str, Any]) -> None:
+    """The counts a reference recount changed (the first ones), after its totals."""
+    changes = report.get("changes") or []
+    if not changes:
+        out.note("every count matched its references")
+        return
+    table = Table(title="counts fixed (first ones)", title_justify="left")
+    for column in ("block", "count before", "count after"):
+        table.add_column(column, overflow="fold")
+    for change in changes:
+        after = str(change["new_count"])
+        if change["deletable_at"] is not None:
+            after += " (deletable)"
+        table.add_row(change["hash"], str(change["old_count"]), after)
+    out.print(table)
+
+
+_run_blocks = _operation_runner("repair")
+_run_refcounts = _operation_runner("refcounts")
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    """``repair`` (every block queued for resync) or ``repair refcounts``."""
+    if getattr(args, "what", "blocks") == "refcounts":
+        return _run_refcounts(args)
+    return _run_blocks(args)
+
+
 run_rebalance = _operation_runner("rebalance")
 
 
 __all__ = [
     "configure_operation",
+    "configure_repair",
     "configure_scrub",
     "render_scrub",
     "run_rebalance",

@@ -45,8 +45,10 @@ _DURATIONS: Final[dict[str, bool]] = {
     "scrub_interval": False,
     "ref_sync_interval": False,
 }
+#: Durations that may be None (off): name.
+_OPTIONAL_DURATIONS: Final = ("metadata_auto_snapshot_interval",)
 #: The settings that are durations (seconds).
-DURATION_FIELDS: Final = tuple(_DURATIONS)
+DURATION_FIELDS: Final = tuple(_DURATIONS) + _OPTIONAL_DURATIONS
 _BOOLS: Final = ("data_fsync", "metadata_fsync", "disable_scrub")
 #: Integers: name -> (low, high), both included.
 _INTS: Final[dict[str, tuple[int, int]]] = {
@@ -56,6 +58,7 @@ _INTS: Final[dict[str, tuple[int, int]]] = {
     "ram_buffer_max": (1, 1 << 50),
     "max_block_size": (1, 1 << 40),
     "disk_threads": (1, 256),
+    "metadata_snapshots_kept": (1, 1000),
 }
 
 
@@ -165,6 +168,10 @@ class Config:
     - ``disk_threads = 8``: worker threads doing disk and CPU work at once.
     - ``ref_sync_interval = 600.0``: seconds between two anti-entropy passes over the
       block references a node shares with the other storage nodes.
+    - ``metadata_auto_snapshot_interval = None``: seconds between two automatic
+      snapshots of the metadata database into ``metadata_dir/snapshots`` (None: off;
+      ``trioblock meta snapshot`` or ``bm.snapshot_metadata()`` take one on demand).
+    - ``metadata_snapshots_kept = 2``: 1..1000, the snapshots kept (the oldest go).
     - ``disk = None``: the ``Disk`` every block file operation goes through (see
       ``trioblock._core.disk``); None is the real disk. Set from code only (a test's
       simulated or fault-injecting disk), never from a config file.
@@ -197,6 +204,10 @@ class Config:
     ref_sync_interval: float = 600.0
     #: SQLite ``synchronous=FULL`` on the metadata database (``NORMAL`` when False).
     metadata_fsync: bool = True
+    #: Seconds between automatic snapshots of the metadata database (None: off).
+    metadata_auto_snapshot_interval: float | None = None
+    #: Snapshots of the metadata database kept.
+    metadata_snapshots_kept: int = 2
     #: The block files' ``Disk`` (see ``_core/disk.py``); None: the real disk.
     disk: Disk | None = None
 
@@ -224,6 +235,8 @@ class Config:
             disk_threads: int = 8,
             ref_sync_interval: float = 600.0,
             metadata_fsync: bool = True,
+            metadata_auto_snapshot_interval: float | None = None,
+            metadata_snapshots_kept: int = 2,
             disk: Disk | None = None,
         ) -> None: ...
 
@@ -285,6 +298,9 @@ class Config:
                 raise ConfigError(name, f"expected true or false, got {value!r}")
         for name, allow_zero in _DURATIONS.items():
             _check_seconds(name, getattr(self, name), allow_zero=allow_zero)
+        for name in _OPTIONAL_DURATIONS:
+            if getattr(self, name) is not None:
+                _check_seconds(name, getattr(self, name), allow_zero=False)
         for name, (low, high) in _INTS.items():
             _check_int(name, getattr(self, name), low, high)
         secret = self.rpc_secret

@@ -45,6 +45,8 @@ from .messages import (
     NeedBlockReply,
     NeedBlocksQuery,
     NeedBlocksReply,
+    NodeReportQuery,
+    NodeReportReply,
     Ok,
     PutBlock,
     checked,
@@ -413,3 +415,22 @@ class RpcClient(RefRequests):
             return event.reply, reply_body
 
         return await self.pool.call(peer, False, timeout, op)
+
+    async def node_report(
+        self,
+        peer: str,
+        what: str,
+        hash: Hash | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (per-request override of the default)
+    ) -> dict[str, Any]:
+        """``peer``'s operator report ``what`` (``"block"`` about ``hash``, or
+        ``"stats"``): a map of plain data, for the caller to check."""
+        reply = await self._request(
+            peer,
+            checked(NodeReportQuery(what, hash)),
+            NodeReportReply,
+            background=False,
+            timeout=timeout,
+        )
+        return reply.report

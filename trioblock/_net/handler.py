@@ -104,3 +104,8 @@ class RpcHandler(Protocol):
         from ``digest``, and the addresses we know. A history that does not decode or
         check raises ``ProtocolError``."""
         ...
+
+    async def rpc_node_report(self, peer: str, what: str, hash: Hash | None) -> dict[str, Any]:
+        """An operator report of this node for ``peer``: ``"block"`` (about ``hash``) or
+        ``"stats"``, as a map of plain data."""
+        ...

@@ -34,6 +34,8 @@ Rules kept here:
 - :class:`LayoutExchange` compares two nodes' layout histories by digest; a history
   travels as the message's body (its own CBOR encoding, checked by the layout code), so
   it is bounded by the body limit, not the message-frame limit.
+- :class:`NodeReportQuery` asks a storage node for an operator's report (a block's
+  view, or its stats), answered by :class:`NodeReportReply` with a map of plain data.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from .msg_refs import (
     RefUpdate,
     RefUpdateReply,
 )
+from .msg_reports import NODE_REPORTS, NodeReportQuery, NodeReportReply
 from .msg_session import (
     Admin,
     AdminReply,
@@ -122,6 +125,9 @@ __all__ = [
     "NeedBlockReply",
     "NeedBlocksQuery",
     "NeedBlocksReply",
+    "NODE_REPORTS",
+    "NodeReportQuery",
+    "NodeReportReply",
     "Ok",
     "OwnedQuery",
     "OwnedReply",
@@ -166,6 +172,8 @@ Message: TypeAlias = (
     | RefDigestsReply
     | RefFetch
     | RefEntries
+    | NodeReportQuery
+    | NodeReportReply
 )
 
 

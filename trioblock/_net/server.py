@@ -60,6 +60,8 @@ from .messages import (
     NeedBlockReply,
     NeedBlocksQuery,
     NeedBlocksReply,
+    NodeReportQuery,
+    NodeReportReply,
     Ok,
     OwnedQuery,
     OwnedReply,
@@ -158,6 +160,11 @@ async def _ref_collect(handler: RpcHandler, peer: str, request: RefCollect) -> M
     return Ok()
 
 
+async def _node_report(handler: RpcHandler, peer: str, request: NodeReportQuery) -> Message:
+    report = await handler.rpc_node_report(peer, request.what, request.hash)
+    return checked(NodeReportReply(report))
+
+
 #: Requests answered by one reply message and no body: request type → route.
 SIMPLE_ROUTES: Final[dict[type[Any], SimpleRoute]] = {
     NeedBlockQuery: _need_block,
@@ -169,6 +176,7 @@ SIMPLE_ROUTES: Final[dict[type[Any], SimpleRoute]] = {
     RefDigests: _ref_digests,
     RefFetch: _ref_fetch,
     RefCollect: _ref_collect,
+    NodeReportQuery: _node_report,
 }
 
 

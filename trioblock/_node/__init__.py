@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from .blockinfo import BlockInfo
 from .layoutstatus import LayoutStatus
 from .lifecycle import open_block_manager, open_gateway
 from .manager import BlockManager
+from .metasnap import restore_metadata
 from .nurseries import service_nursery
 from .refcounts import GC_CHECK_SLACK_MSEC
 from .scrubstate import ScrubState
 
 __all__ = [
+    "BlockInfo",
     "GC_CHECK_SLACK_MSEC",
     "BlockManager",
     "LayoutStatus",
     "ScrubState",
     "open_block_manager",
     "open_gateway",
+    "restore_metadata",
     "service_nursery",
 ]

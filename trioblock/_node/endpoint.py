@@ -38,10 +38,12 @@ from ..errors import (
     TransportError,
     TrioblockError,
 )
+from .blockinfo import local_block_info
 from .context import NodeContext
 from .membership import Membership
 from .reads import Reader
 from .references import References
+from .stats import local_node_stats
 from .writes import Writer
 
 log = logging.getLogger("trioblock.node")
@@ -239,6 +241,15 @@ class RpcEndpoint:
     async def rpc_ref_collect(self, peer: str, entries: list[RefTuple]) -> None:
         """Drop tombstones every storage node holds (asked by the collecting node)."""
         await self._references.serve_collect(peer, entries)
+
+    async def rpc_node_report(self, peer: str, what: str, hash: Hash | None) -> dict[str, Any]:
+        """A peer's ``NodeReportQuery`` (an operator's ``block info --cluster`` or
+        ``stats`` through another node): this node's view, as plain data."""
+        if what == "block" and hash is not None:
+            return (await local_block_info(self._ctx, hash)).to_map()
+        if what == "stats":
+            return (await local_node_stats(self._ctx)).to_map()
+        raise TrioblockError(f"unknown node report {what!r}")
 
 
 __all__ = ["AdminCallback", "AdminUnavailableError", "RpcEndpoint"]

@@ -33,6 +33,7 @@ from .diskusage import watch_data_dirs
 from .endpoint import RpcEndpoint
 from .manager import AdminHandler, BlockManager, StorageParts
 from .membership import HISTORY_KEY, Membership, initial_history
+from .metasnap import MetadataSnapshots
 from .nurseries import service_nursery
 from .operations import Operations
 from .reads import Reader
@@ -143,6 +144,7 @@ async def open_block_manager(
             resync=resync_pool,
             operations=operations,
             ref_sync=ref_sync,
+            snapshots=MetadataSnapshots(ctx),
         )
         bm = BlockManager(
             ctx,
@@ -160,6 +162,7 @@ async def open_block_manager(
             # node is ready at once, however many blocks it stores.
             ctx.spawn_background("temp-file sweep", _sweep, store, config.node_id)
             nursery.start_soon(db.run_checkpoints)
+            nursery.start_soon(storage.snapshots.run_auto)
             nursery.start_soon(watch_data_dirs, store)
             if rpc is not None:
                 await nursery.start(rpc.serve, endpoint)

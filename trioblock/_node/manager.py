@@ -46,6 +46,7 @@ from .context import PeerContext, as_hash
 from .diskusage import DataDirUsage, clear_data_dir, data_dir_usage
 from .manager_base import ManagerBase, StorageParts
 from .manager_layout import LayoutMembers
+from .manager_ops import OperatorMembers
 from .manager_refs import ReferenceMembers
 from .manager_upkeep import UpkeepMembers
 from .membership import Membership
@@ -61,7 +62,7 @@ log = logging.getLogger("trioblock.node")
 AdminHandler = Callable[["BlockManager", dict[str, Any], "bytes | None"], Awaitable[AdminResult]]
 
 
-class BlockManager(LayoutMembers, ReferenceMembers, UpkeepMembers, ManagerBase):
+class BlockManager(LayoutMembers, ReferenceMembers, UpkeepMembers, OperatorMembers, ManagerBase):
     """One trioblock node. Create it with :func:`open_block_manager`.
 
     Besides the members below: ``config``, ``node_id``, ``layout`` (the cluster layout)

@@ -3,8 +3,9 @@ collaborators, and the checks that the node is open and stores blocks.
 
 :class:`ManagerBase` is the root of :class:`~trioblock._node.manager.BlockManager`; the
 members are grouped by job in ``manager_layout`` (the cluster layout), ``manager_refs``
-(reference counts and cluster references), ``manager_upkeep`` (resync and operations)
-and ``manager`` itself (blocks and node state).
+(reference counts and cluster references), ``manager_upkeep`` (resync and operations),
+``manager_ops`` (operators' inspection and maintenance) and ``manager`` itself (blocks
+and node state).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..errors import GatewayError
 from .appcalls import AppCalls
 from .context import NodeContext, PeerContext
 from .membership import Membership
+from .metasnap import MetadataSnapshots
 from .operations import Operations
 from .refcounts import RefCounts
 from .references import References
@@ -35,6 +37,7 @@ class StorageParts:
     resync: ResyncPool
     operations: Operations
     ref_sync: RefSyncWorker
+    snapshots: MetadataSnapshots
 
 
 class ManagerBase:

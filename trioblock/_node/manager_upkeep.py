@@ -119,7 +119,8 @@ class UpkeepMembers(ManagerBase):
         return report
 
     def start_operation(self, name: OperationName) -> OperationStatus:
-        """Start ``"repair"`` or ``"rebalance"`` without waiting (or join the one running).
+        """Start ``"repair"``, ``"rebalance"`` or ``"refcounts"`` (:meth:`repair_refcounts`)
+        without waiting (or join the one running).
 
         Returns its status; follow it with :meth:`operation_status`.
         """

@@ -27,6 +27,7 @@ from trio_util import move_on_when
 from ..errors import NodeClosedError
 from .context import NodeContext
 from .rebalance import DEFAULT_REBALANCE_TRANQUILITY, RebalanceReport, RebalanceWorker
+from .recount import DEFAULT_RECOUNT_TRANQUILITY, RecountReport, RecountWorker
 from .repair import DEFAULT_REPAIR_TRANQUILITY, RepairReport, RepairWorker
 from .scrub import ScrubWorker
 from .scrubstate import ScrubStatus
@@ -34,8 +35,9 @@ from .workers import WorkerRegistry
 
 log = logging.getLogger("trioblock.operations")
 
-OperationName = Literal["repair", "rebalance"]
-OPERATION_NAMES: tuple[OperationName, ...] = ("repair", "rebalance")
+OperationName = Literal["repair", "rebalance", "refcounts"]
+OPERATION_NAMES: tuple[OperationName, ...] = ("repair", "rebalance", "refcounts")
+_Workers = RepairWorker | RebalanceWorker | RecountWorker
 
 
 class OperationState(enum.StrEnum):
@@ -62,13 +64,13 @@ class OperationStatus:
     info: str | None
     started_at: int | None
     finished_at: int | None
-    report: RepairReport | RebalanceReport | None
+    report: RepairReport | RebalanceReport | RecountReport | None
     error: str | None
 
 
 @dataclass
 class _Run:
-    worker: RepairWorker | RebalanceWorker
+    worker: _Workers
     started_at: int
     finished_at: int | None = None
     error: str | None = None
@@ -116,16 +118,16 @@ class Operations:
 
     # -- repair and rebalance ---------------------------------------------------------------
 
-    def start(
-        self, name: OperationName, *, tranquility: int | None = None
-    ) -> RepairWorker | RebalanceWorker:
+    def start(self, name: OperationName, *, tranquility: int | None = None) -> _Workers:
         """Start ``name`` unless it runs already; return its worker."""
         ctx = self._ctx
         nursery = ctx.require_open()
         run = self._runs.get(name)
-        if run is not None and run.finished_at is None:
+        # A run whose worker has finished is over, even before ``_watch`` has recorded
+        # it: a call right after it starts a new run rather than returning its report.
+        if run is not None and run.finished_at is None and not run.worker.finished.is_set():
             return run.worker
-        worker: RepairWorker | RebalanceWorker
+        worker: _Workers
         if name == "repair":
             worker = RepairWorker(
                 ctx, tranquility=DEFAULT_REPAIR_TRANQUILITY if tranquility is None else tranquility
@@ -135,8 +137,12 @@ class Operations:
                 ctx,
                 tranquility=DEFAULT_REBALANCE_TRANQUILITY if tranquility is None else tranquility,
             )
+        elif name == "refcounts":
+            worker = RecountWorker(
+                ctx, tranquility=DEFAULT_RECOUNT_TRANQUILITY if tranquility is None else tranquility
+            )
         else:
-            raise ValueError(f"unknown operation {name!r}: repair or rebalance")
+            raise ValueError(f"unknown operation {name!r}: repair, rebalance or refcounts")
         run = _Run(worker, started_at=ctx.clock.now_msec())
         self._runs[name] = run
         self._workers.add(nursery, worker)
@@ -163,7 +169,7 @@ class Operations:
 
     def status(self, name: str) -> OperationStatus:
         if name not in OPERATION_NAMES:
-            raise ValueError(f"unknown operation {name!r}: repair or rebalance")
+            raise ValueError(f"unknown operation {name!r}: repair, rebalance or refcounts")
         run = self._runs.get(name)
         if run is None:
             return OperationStatus(name, OperationState.IDLE, None, None, None, None, None, None)

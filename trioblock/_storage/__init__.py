@@ -9,9 +9,10 @@ here, never from the modules that hold them.
 from __future__ import annotations
 
 from .blockfiles import BlockStore, WriteOutcome
-from .database import Transaction
+from .database import DB_NAME, Transaction
 from .dirhealth import DirHealthView
 from .durable import Placed
+from .inspect import all_copies, queued_times
 from .metadata import MetadataDb, ResyncErrorInfo
 from .offload import run_blocking
 from .paths import BlockLocation, block_path
@@ -23,12 +24,31 @@ from .queuerows import (
     resync_succeeded_many,
 )
 from .realdisk import RealDisk
+from .recount import CountFix, fix_counts_in, referenced_hashes
 from .reftable import Keep
+from .snapshots import (
+    RestoreResult,
+    SnapshotInfo,
+    list_snapshots,
+    restore_snapshot_sync,
+    take_snapshot_sync,
+)
 from .stored import StoredBlocks
 from .verify import VerifyReport, verify_dir
 from .walk import EntryKind, WalkEntry, walk_data_dir
 
 __all__ = [
+    "DB_NAME",
+    "CountFix",
+    "RestoreResult",
+    "SnapshotInfo",
+    "all_copies",
+    "fix_counts_in",
+    "list_snapshots",
+    "queued_times",
+    "referenced_hashes",
+    "restore_snapshot_sync",
+    "take_snapshot_sync",
     "VerifyReport",
     "verify_dir",
     "BlockLocation",

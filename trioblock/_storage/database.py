@@ -43,8 +43,9 @@ import cbor2
 import sqlite_utils
 import trio
 
-from ..errors import DatabaseError, TransactionBusyError
+from ..errors import DatabaseError, MetadataCorruptError, TransactionBusyError
 from .offload import run_blocking
+from .snapshots import corrupt_message, is_corrupt
 
 DB_NAME = "trioblock.sqlite"
 SCHEMA_VERSION = 3
@@ -149,16 +150,27 @@ class Database:
         except OSError as exc:
             raise DatabaseError(f"cannot create metadata_dir {metadata_dir}: {exc}") from exc
         self.path = metadata_dir / DB_NAME
-        with sql_errors(f"opening {self.path}"):
-            self._w = _connect(self.path, 0, fsync)
-            self._w.execute("PRAGMA wal_autocheckpoint = 0")
-            self._migrate()
-            self._r = _connect(self.path, READER_BUSY_TIMEOUT_MS, fsync)
-            self._r.execute("PRAGMA query_only = 1")
-            self._counts = {
-                t: int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-                for t in KV_TABLES
-            }
+        opened: list[sqlite3.Connection] = []
+        try:
+            with sql_errors(f"opening {self.path}"):
+                self._w = _connect(self.path, 0, fsync)
+                opened.append(self._w)
+                self._w.execute("PRAGMA wal_autocheckpoint = 0")
+                self._migrate()
+                self._r = _connect(self.path, READER_BUSY_TIMEOUT_MS, fsync)
+                opened.append(self._r)
+                self._r.execute("PRAGMA query_only = 1")
+                # Counting reads every page of the tables: a damaged one shows here.
+                self._counts = {
+                    t: int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                    for t in KV_TABLES
+                }
+        except DatabaseError as exc:
+            for conn in opened:
+                conn.close()
+            if exc.__cause__ is not None and is_corrupt(exc.__cause__):
+                raise MetadataCorruptError(corrupt_message(self.path, exc.__cause__)) from exc
+            raise
         self._r_lock = threading.Lock()
         self._tx: Transaction | None = None
         self._tx_owner: object | None = None
