@@ -157,3 +157,14 @@ def test_decode_rejects_bad_rows(raw: bytes) -> None:
     with pytest.raises(ConfigError) as info:
         DataLayout.decode(raw)
     assert info.value.field == "data_dir"
+
+
+def test_a_rounding_unit_goes_to_the_new_directory_not_an_old_one() -> None:
+    """Regression (found by hypothesis): capacities 1, 1, 68, 68 and a new directory of
+    capacity 1 gave the first old directory an eighth partition while it held seven."""
+    old_dirs = [DataDir(Path(f"/old{i}"), capacity=c) for i, c in enumerate([1, 1, 68, 68])]
+    old = DataLayout.initial(old_dirs)
+    new = old.update([*old_dirs, DataDir(Path("/new0"), capacity=1)])
+    before, after = counts(old), counts(new)
+    assert all(after[d.path] <= before[d.path] for d in old_dirs)
+    assert after[Path("/new0")] == 1024 - sum(after[d.path] for d in old_dirs)

@@ -49,8 +49,10 @@ def _shares(
 
     Each directory gets the floor of its exact share or one more. With ``current`` (the
     partitions each holds now) the extra units go first to directories that already hold
-    more than their floor, so rounding alone never moves a partition; the rest by
-    largest remainder.
+    more than their floor, so rounding alone never moves a partition; then to
+    directories holding none (new ones: they receive partitions anyway), so that a
+    rounding unit never makes a directory that holds partitions receive one more; the
+    rest by largest remainder.
     """
     cap_sum = sum(capacities)
     exact = [c * total / cap_sum for c in capacities]
@@ -58,7 +60,7 @@ def _shares(
     now = list(current) if current is not None else [0] * len(capacities)
     order = sorted(
         range(len(capacities)),
-        key=lambda i: (shares[i] < now[i], exact[i] - shares[i], -i),
+        key=lambda i: (shares[i] < now[i], now[i] == 0, exact[i] - shares[i], -i),
         reverse=True,
     )
     for i in order[: total - sum(shares)]:
