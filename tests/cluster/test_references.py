@@ -198,7 +198,12 @@ async def test_one_block_with_thousands_of_owners_syncs_in_windows(
     """Owners of one block all fall under one key prefix: both sides' differences in it
     (interleaved) are exchanged page by page, and both end with the union."""
     async with open_cluster(
-        tmp_path, n=2, replication_factor=2, write_quorum=1, rpc_timeout=5.0
+        tmp_path,
+        n=2,
+        replication_factor=2,
+        write_quorum=1,
+        rpc_timeout=5.0,
+        ref_sync_interval=1_000_000.0,  # only the pass below exchanges entries
     ) as cluster:
         n0, n1 = cluster.nodes["n0"], cluster.nodes["n1"]
         await n0.put_block(DATA)  # on both nodes (write quorum 1: let the second land)
@@ -208,6 +213,9 @@ async def test_one_block_with_thousands_of_owners_syncs_in_windows(
             await n0.add_reference(H, f"{i:05d}-a")
             await n1.add_reference(H, f"{i:05d}-b")
         await n1.remove_reference(H, "00007-a")  # a tombstone n0 has not seen
+        # Let the removal's own send to n0 time out first: healed while it was still
+        # under way, it delivered the tombstone itself now and then (pulled 1200).
+        await trio.sleep(2 * 5.0)
         cluster.net.heal()
         report = await n0.sync_references()
         assert (report.pulled, report.pushed) == (1201, 1199)
