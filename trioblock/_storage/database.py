@@ -32,10 +32,12 @@ Rules kept here:
     (``walflush.py`` says why that is as durable as ``FULL``, and what a failed fsync
     or a cancelled writer does);
   - synchronous transactions (:meth:`Database.transaction`: the application's
-    ``incref``/``decref``/``bm.transaction()``, operator actions) commit with
-    ``synchronous=FULL``: SQLite fsyncs the WAL before COMMIT returns. That is the one
-    fsync left on the Trio thread, the price of a durable synchronous API. ``PRAGMA
-    synchronous`` read inside such a transaction says ``2`` (FULL).
+    ``incref``/``decref``/``bm.transaction()``, operator actions, and the one
+    background step that must not await between its check and its write, a recount
+    in a deletion's locked step) commit with ``synchronous=FULL``: SQLite fsyncs the
+    WAL before COMMIT returns. That is the one fsync left on the Trio thread, the price
+    of a durable synchronous API. ``PRAGMA synchronous`` read inside such a transaction
+    says ``2`` (FULL).
 
   The writer connection's level is set before each outermost ``BEGIN`` (SQLite refuses
   the change inside a transaction) when it differs from the last one's, so a run of
