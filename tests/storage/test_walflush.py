@@ -204,3 +204,24 @@ async def test_without_metadata_fsync_nothing_is_flushed(tmp_path: Path) -> None
         assert fsyncs.wal_sizes == [] and fsyncs.dirs == 0
     finally:
         db.close()
+
+
+async def test_without_a_wal_every_commit_stays_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where SQLite keeps its rollback journal (WAL impossible on that file system) there
+    is no WAL to flush: asynchronous writes commit FULL too, and nothing is refused."""
+    import sqlite_utils
+
+    monkeypatch.setattr(sqlite_utils.Database, "enable_wal", lambda self: None)
+    fsyncs = Fsyncs()
+    db = MetadataDb(tmp_path, fsync_file=fsyncs)
+    try:
+        assert db.read_one("PRAGMA journal_mode") == ("delete",)
+        assert await db.write(lambda tx: tx.execute("PRAGMA synchronous").fetchone()) == (2,)
+        await db.save_setting("a", 1)
+        assert "a" in settings_rows(db)
+        assert fsyncs.wal_sizes == [] and fsyncs.dirs == 0
+    finally:
+        db.close()
+    assert "not WAL" in caplog.text

@@ -190,6 +190,7 @@ class Database:
                 t: int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
                 for t in KV_TABLES
             }
+            journal = str(self._w.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         self._r_lock = threading.Lock()
         self._tx: Transaction | None = None
         self._tx_owner: object | None = None
@@ -197,8 +198,16 @@ class Database:
         self._savepoints = 0
         self._commits = 0
         self._checkpoint_wanted: trio.Event | None = None
-        if fsync:
+        if fsync and journal == "wal":
             self._flush = WalFlush(Path(f"{self.path}-wal"), metadata_dir, fsync_file)
+        elif fsync:
+            # SQLite keeps its rollback journal where WAL is impossible (a file system
+            # without shared memory): no WAL to flush, every commit stays FULL.
+            log.warning(
+                "%s: journal mode %r, not WAL: every commit fsyncs on the Trio thread",
+                self.path,
+                journal,
+            )
         self.closed = False
 
     # -- schema ----------------------------------------------------------------------------
