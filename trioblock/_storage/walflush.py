@@ -47,9 +47,15 @@ away.
 The window between a commit and its flush: other tasks may read the committed rows
 before they are on disk (for about one fsync). Whatever they then commit themselves is
 durable only after the same WAL prefix is, so the database never holds a later commit
-without the earlier one; actions outside the database taken on such a read (a garbage
-collection deletion) only follow reference counts after ``gc_delay`` plus a margin,
-long after the flush.
+without the earlier one. Actions outside the database taken on such a read follow the
+reference counts only after ``gc_delay`` plus a margin (a deletion), long after the
+flush; a peer answered from such a read (a digest, whether a block is needed) is told
+what it would be told a moment later, and should a power cut take the rows back here,
+anti-entropy brings them back from the nodes that sent them.
+
+(The checkpoint and restart rules above are those of SQLite's ``wal.c``
+(``walCheckpoint``, ``sqlite3WalFrames``: "sync the header unless synchronous=OFF");
+the SQLite under this Python was 3.40 when this was written.)
 """
 
 from __future__ import annotations
