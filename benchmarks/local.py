@@ -24,15 +24,17 @@ The real clock and real threads are used throughout: never run this under a Mock
 (trioblock then runs blocking work inline on the Trio thread).
 
 The ``metadata_fsync`` extra row (``--extras metadata_fsync``, the default; ``--sizes
-none`` runs it alone) measures what ``Config.metadata_fsync`` (SQLite ``synchronous=FULL``
-rather than ``NORMAL``) costs: ``n`` distinct 4 KiB random blocks are put by 16 tasks,
-then referenced once each with ``await bm.add_reference(h, owner)`` by 16 tasks, then
+none`` runs it alone) measures what ``Config.metadata_fsync`` (durable metadata commits:
+``synchronous=FULL`` for the synchronous API, a shared WAL fsync in a worker thread for
+the node's asynchronous writes, rather than ``NORMAL`` and no fsync) costs: ``n``
+distinct 4 KiB random blocks are put by 16 tasks, then referenced once each with
+``await bm.add_reference(h, owner)`` by 16 tasks, then
 once more each with ``bm.incref(h)`` in a plain loop (one commit per call), on a node
 with ``data_fsync`` on, once with ``metadata_fsync`` on and once off, alternating (on
 off, then off on, ...), each keeping its best repetition. It reports both rates and the
 ratio on/off (1.0 = free), and the Trio thread's longest stall in each phase (every
-commit runs on the Trio thread, and with ``metadata_fsync`` it waits there for the
-fsync of the WAL).
+commit runs on the Trio thread; with ``metadata_fsync`` an ``incref`` waits there for
+the fsync of the WAL, an ``add_reference`` waits in Trio for a flush in a thread).
 
 Targets (from the performance issue): at concurrency 16 with fsync on, the ratio should
 be >= 0.85 for 1 MiB blocks and >= 0.6 for 4 KiB blocks (puts and gets, both data kinds).
@@ -310,7 +312,7 @@ def measure_metadata_fsync(
 
 def print_metadata_fsync(r: dict[str, Any]) -> None:
     print(
-        f"\nmetadata_fsync on against off (SQLite synchronous FULL / NORMAL), 4 KiB random, "
+        f"\nmetadata_fsync on against off, 4 KiB random, "
         f"data_fsync on, n={r['n']}, best of {r['repetitions']} each, alternating:"
     )
     for op, row in r["rows"].items():

@@ -258,7 +258,10 @@ class DiskError(TrioblockError, OSError):
     named is the last one tried). In a cluster it fails this node's part of a put only:
     the put succeeds when the other storage nodes make the write quorum. On a lookup
     (``has_local_block``...): a directory could not be searched (``EIO``, ``EACCES``)
-    and no copy was found elsewhere; a get then reads from peers instead."""
+    and no copy was found elsewhere; a get then reads from peers instead. On a write to
+    the metadata database (``metadata_fsync``): the fsync of its WAL failed and
+    ``directory`` is the metadata directory; what reached the disk is unknown, so the
+    node refuses every later metadata write the same way until it is restarted."""
 
     def __init__(self, directory: str, errno: int | None, message: str) -> None:
         super().__init__(message)

@@ -146,7 +146,9 @@ class Config:
       one ``None`` is an error.
     - ``compression_level = 1``: zstd level -7..22; ``None`` stores blocks plain.
     - ``data_fsync = True``: fsync each block file and its directory on every write.
-    - ``metadata_fsync = True``: SQLite ``synchronous=FULL``, so that a committed
+    - ``metadata_fsync = True``: a metadata commit is fsynced before its call returns
+      (synchronous calls with SQLite ``synchronous=FULL``; the node's asynchronous
+      writes share an fsync of the WAL in a worker thread), so that a committed
       reference survives a power loss; ``False`` (``NORMAL``) may lose the last commits
       on a power loss or an OS crash, never on a process crash.
     - ``rpc_timeout = 30.0``: seconds for a block read or write with one peer.

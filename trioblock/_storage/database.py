@@ -22,16 +22,34 @@ Rules kept here:
 - **Checkpoints off the Trio thread.** The writer never checkpoints the WAL itself; after
   :data:`CHECKPOINT_EVERY` commits, :meth:`Database.run_checkpoints` (a task of the
   node) runs a passive checkpoint on the reader connection in a worker thread.
-- WAL with ``synchronous=FULL`` (``metadata_fsync``, the default) or ``NORMAL``, on
-  every connection: every commit is atomic and survives a process crash. With ``FULL``
-  a commit returns once its WAL frames are fsynced, so it also survives a power cut or
-  an OS crash; with ``NORMAL`` such a cut may lose the last commits (those since the
-  last checkpoint) but never tears one.
+- **Durable commits, fsync off the Trio thread.** WAL mode; every commit is atomic and
+  survives a process crash. With ``metadata_fsync`` (the default) a write also survives
+  a power cut or an OS crash once it returns:
+
+  - asynchronous writers (:meth:`Database.write`, which every background path uses)
+    commit with ``synchronous=NORMAL`` and then await a group flush, an fsync of the
+    WAL in a worker thread shared by every commit made before it started
+    (``walflush.py`` says why that is as durable as ``FULL``, and what a failed fsync
+    or a cancelled writer does);
+  - synchronous transactions (:meth:`Database.transaction`: the application's
+    ``incref``/``decref``/``bm.transaction()``, operator actions, and the one
+    background step that must not await between its check and its write, a recount
+    in a deletion's locked step) commit with ``synchronous=FULL``: SQLite fsyncs the
+    WAL before COMMIT returns. That is the one fsync left on the Trio thread, the price
+    of a durable synchronous API. ``PRAGMA synchronous`` read inside such a transaction
+    says ``2`` (FULL).
+
+  The writer connection's level is set before each outermost ``BEGIN`` (SQLite refuses
+  the change inside a transaction) when it differs from the last one's, so a run of
+  writes of one kind pays no pragma. Without ``metadata_fsync`` every connection runs
+  ``NORMAL`` and nothing is flushed: a power cut may lose the last commits (those since
+  the last checkpoint) but never tears one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -46,6 +64,7 @@ import trio
 from ..errors import DatabaseError, MetadataCorruptError, TransactionBusyError
 from .offload import run_blocking
 from .snapshots import corrupt_message, is_corrupt
+from .walflush import Fsync, WalFlush
 
 DB_NAME = "trioblock.sqlite"
 SCHEMA_VERSION = 3
@@ -55,6 +74,8 @@ READER_BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_EVERY = 500
 #: How long a background write waits for another process that holds the file.
 BUSY_PATIENCE = 10.0
+#: ``PRAGMA synchronous`` of synchronous transactions and of asynchronous writers.
+FULL, NORMAL = "FULL", "NORMAL"
 
 T = TypeVar("T")
 
@@ -139,17 +160,27 @@ def sql_errors(what: str) -> Iterator[None]:
 class Database:
     """The two connections to one node's SQLite file, transactions and row counts."""
 
-    def __init__(self, metadata_dir: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self, metadata_dir: Path, *, fsync: bool = True, fsync_file: Fsync = os.fsync
+    ) -> None:
         """Open (creating it if needed) ``metadata_dir/trioblock.sqlite``.
 
-        ``fsync``: ``synchronous=FULL`` (a commit survives a power cut) rather than
-        ``NORMAL`` on both connections (``Config.metadata_fsync``).
+        ``fsync`` (``Config.metadata_fsync``): a commit survives a power cut once its
+        call returns (synchronous transactions at ``FULL``, asynchronous writes at
+        ``NORMAL`` followed by a flush); without it every connection runs ``NORMAL``.
+        ``fsync_file`` is the function the flushes call on the WAL's (and the metadata
+        directory's) descriptor: ``os.fsync``, or a test's stand-in.
         """
         try:
             metadata_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseError(f"cannot create metadata_dir {metadata_dir}: {exc}") from exc
         self.path = metadata_dir / DB_NAME
+        #: The writer's ``PRAGMA synchronous`` (None: unknown, set it before the next BEGIN).
+        self._level: str | None = FULL if fsync else NORMAL
+        #: The group flush (None without ``fsync``, and while the schema is migrated:
+        #: ``_connect`` made the writer ``FULL`` then).
+        self._flush: WalFlush | None = None
         opened: list[sqlite3.Connection] = []
         try:
             with sql_errors(f"opening {self.path}"):
@@ -165,6 +196,7 @@ class Database:
                     t: int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
                     for t in KV_TABLES
                 }
+                journal = str(self._w.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         except DatabaseError as exc:
             for conn in opened:
                 conn.close()
@@ -178,6 +210,16 @@ class Database:
         self._savepoints = 0
         self._commits = 0
         self._checkpoint_wanted: trio.Event | None = None
+        if fsync and journal == "wal":
+            self._flush = WalFlush(Path(f"{self.path}-wal"), metadata_dir, fsync_file)
+        elif fsync:
+            # SQLite keeps its rollback journal where WAL is impossible (a file system
+            # without shared memory): no WAL to flush, every commit stays FULL.
+            log.warning(
+                "%s: journal mode %r, not WAL: every commit fsyncs on the Trio thread",
+                self.path,
+                journal,
+            )
         self.closed = False
 
     # -- schema ----------------------------------------------------------------------------
@@ -225,6 +267,8 @@ class Database:
             with self._r_lock:
                 self._r.close()
             self._w.close()
+            if self._flush is not None:
+                self._flush.close()
 
     def _check_open(self) -> None:
         if self.closed:
@@ -232,8 +276,18 @@ class Database:
 
     # -- transactions ----------------------------------------------------------------------
 
+    def _set_level(self, level: str) -> None:
+        """The writer's ``PRAGMA synchronous`` for the next transaction (outside one)."""
+        if self._flush is None or self._level == level:
+            return
+        self._level = None  # unknown until the pragma succeeded
+        with sql_errors("PRAGMA synchronous"):
+            self._w.execute(f"PRAGMA synchronous = {level}")
+        self._level = level
+
     @contextmanager
-    def _raw_transaction(self) -> Iterator[None]:
+    def _raw_transaction(self, level: str = FULL) -> Iterator[None]:
+        self._set_level(level)
         with sql_errors("BEGIN"):
             self._w.execute("BEGIN IMMEDIATE")
         try:
@@ -257,9 +311,17 @@ class Database:
         """A transaction of the calling task; nested calls of that task use savepoints.
 
         Raises :class:`TransactionBusyError` when another task's transaction is open.
-        Callbacks in ``tx.on_commit`` run after the outermost commit.
+        Callbacks in ``tx.on_commit`` run after the outermost commit. With ``fsync`` the
+        commit is made with ``synchronous=FULL``: on disk when the block exits.
         """
+        with self._transaction(FULL) as tx:
+            yield tx
+
+    @contextmanager
+    def _transaction(self, level: str) -> Iterator[Transaction]:
         self._check_open()
+        if self._flush is not None:
+            self._flush.check()
         owner = _current_task()
         if self._tx is not None:
             if self._tx_owner is not owner:
@@ -273,7 +335,7 @@ class Database:
         self._tx, self._tx_owner = tx, owner
         self._tx_closed = trio.Event() if owner is not None else None
         try:
-            with self._raw_transaction():
+            with self._raw_transaction(level):
                 yield tx
         finally:
             self._tx = self._tx_owner = None
@@ -283,6 +345,8 @@ class Database:
         for table, delta in tx._deltas[0].items():
             self._counts[table] += delta
         self._commits += 1
+        if self._flush is not None:
+            self._flush.commit()
         if self._commits >= CHECKPOINT_EVERY and self._checkpoint_wanted is not None:
             self._checkpoint_wanted.set()
         for callback in tx.on_commit:
@@ -333,20 +397,32 @@ class Database:
         """Run ``fn`` in a transaction of its own once it is this task's turn.
 
         Should another process hold the file, the write is retried (waiting in Trio,
-        never on the Trio thread) for up to :data:`BUSY_PATIENCE` seconds.
+        never on the Trio thread) for up to :data:`BUSY_PATIENCE` seconds. With
+        ``fsync`` it commits at ``synchronous=NORMAL`` and returns once a flush in a
+        worker thread put the commit on disk (see ``walflush.py``); a cancellation
+        while it waits is delivered after that flush, the commit standing. Raises
+        :class:`~trioblock.errors.DiskError` when the flush (or an earlier one) failed.
         """
         delay = 0.005
         deadline = trio.current_time() + BUSY_PATIENCE
         while True:
             await self.wait_turn()
+            # Inside this task's own open transaction: a savepoint, committed (and made
+            # durable) by that transaction.
+            outermost = self._tx is None
             try:
-                with self.transaction() as tx, sql_errors("write"):
-                    return fn(tx)
+                with self._transaction(NORMAL) as tx, sql_errors("write"):
+                    result = fn(tx)
             except DatabaseError as exc:
                 if not _is_busy(exc) or trio.current_time() + delay > deadline:
                     raise
-            await trio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            break
+        if self._flush is not None and outermost:
+            await self._flush.wait_durable(self._flush.committed)
+        return result
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ Rules kept here (connections and transactions: see ``database.py``):
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .queuerows import (
     resync_failed,
 )
 from .reftable import RefTable
+from .walflush import Fsync
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +66,10 @@ class ResyncErrorInfo:
 class MetadataDb(Database):
     """Every statement trioblock runs on the rc, queue, error and settings tables."""
 
-    def __init__(self, metadata_dir: Path, *, fsync: bool = True) -> None:
-        super().__init__(metadata_dir, fsync=fsync)
+    def __init__(
+        self, metadata_dir: Path, *, fsync: bool = True, fsync_file: Fsync = os.fsync
+    ) -> None:
+        super().__init__(metadata_dir, fsync=fsync, fsync_file=fsync_file)
         self.refs = RefTable(self)
 
     # -- reference counts (synchronous, Trio thread) -----------------------------------------
