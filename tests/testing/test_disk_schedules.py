@@ -196,6 +196,7 @@ class Schedule:
             if (h, owner.encode()) in failed:
                 self.pending.append((h, owner, False))
             else:
+                self.note(f"  add {h.short()} {owner} via {node} (batch)")
                 self.acknowledged(h, owner)
 
     async def remove_reference(self) -> None:
@@ -222,6 +223,7 @@ class Schedule:
             if (h, owner.encode()) in failed:
                 self.pending.append((h, owner, True))
             else:
+                self.note(f"  remove {h.short()} {owner} via {node} (batch)")
                 self.removed.setdefault(h, set()).add(owner)
 
     async def get(self) -> None:
@@ -376,12 +378,28 @@ class Schedule:
         for _ in range(2):
             for bm in list(self.c.nodes.values()):
                 await bm.sync_references()
+        if not self.data_fsync:
+            await self.scrub()
         # Resync fetches what a node lacks; a fetch that failed while a disk was full or
         # failing waits out its back-off (at most 64 x resync_retry_delay).
         for _ in range(HEAL_WAIT // 20):
             await trio.sleep(20)
             if await self.replicated():
                 break
+
+    async def scrub(self) -> None:
+        """Without data_fsync a power loss can tear a copy under its final name: never
+        served (a read verifies it, quarantines it and goes to a peer), and found by the
+        scrub, which the operator runs here rather than wait for the automatic one."""
+        for bm in self.c.nodes.values():
+            await bm.scrub(0)
+            await bm.scrub("start")
+        for bm in self.c.nodes.values():
+            for _ in range(720):
+                if bm.scrub_status().state != "running":
+                    break
+                await trio.sleep(5)
+            assert bm.scrub_status().state != "running", "a scrub never ends"
 
     async def replicated(self) -> bool:
         for h, owners in self.alive.items():
@@ -452,7 +470,12 @@ class Schedule:
             # the scrub) walks the files and queues such copies; their deletion follows.
             for bm in self.c.nodes.values():
                 await bm.repair()
-        await trio.sleep(GC_DELAY + 4 * RPC_TIMEOUT + 30)
+        # Past gc_delay, and the back-off of a block whose fetches kept failing.
+        await trio.sleep(GC_DELAY + 4 * RPC_TIMEOUT)
+        for _ in range(HEAL_WAIT // 20):
+            if not self.leftovers(temps=False):
+                break
+            await trio.sleep(20)
         problems = self.leftovers(temps=False)
         # A temp file whose unlink failed is left to the sweep a node makes as it starts.
         for node in self.c.node_ids:
@@ -504,6 +527,8 @@ async def run_schedule(seed: int, tmp_path: object, data_fsync: bool) -> None:
         schedule = Schedule(seed, cluster, data_fsync)
         try:
             await schedule.run()
+            if os.environ.get("TRIOBLOCK_DISK_LOG"):
+                print("\n".join(schedule.log))
         except BaseException:
             print(
                 f"disk schedule seed={seed} data_fsync={data_fsync}; replay with "
