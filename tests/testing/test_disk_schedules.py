@@ -232,7 +232,11 @@ class Schedule:
         h = self.rng.choice(sorted(self.data))
         node, bm = self.via()
         try:
-            got = await bm.get_block(h)
+            if self.rng.random() < 0.3:
+                async with bm.stream_block(h) as chunks:
+                    got = b"".join([chunk async for chunk in chunks])
+            else:
+                got = await bm.get_block(h)
         except TrioblockError as exc:
             self.note(f"  get {h.short()} via {node} failed: {type(exc).__name__}")
             return
