@@ -11,8 +11,9 @@ cluster is on simulated disks (``CLUSTER["disk"] == "simulated"``):
 
 The faults aim at block files only, never at the data directory itself: a node whose
 marker cannot be read refuses to start, which is an operator's problem, not the
-cluster's. The machine's ``check`` calls :meth:`DiskFaultRules.heal_disks` before it
-heals the rest: faults are lifted whenever the invariants are checked.
+cluster's. The machine's ``check`` calls :meth:`DiskFaultRules.heal_disks` once it has healed the
+network and started every node: faults are lifted (and failed resyncs retried at once)
+whenever the invariants are checked.
 """
 
 from __future__ import annotations
@@ -45,13 +46,17 @@ class DiskFaultRules:
         def _member(self, index: int) -> str: ...
 
     def heal_disks(self, cluster: Cluster) -> None:
-        """Disarm every fault and lift every capacity (simulated disks only)."""
+        """Disarm every fault and lift every capacity (simulated disks only), then have
+        every running node retry its failed resyncs now, as an operator who has freed
+        space does (``retry_all_now``) rather than wait out their back-off."""
         if cluster.disk_kind != "simulated":
             return
         for node in cluster.node_ids:
             disk = cluster.disk(node)
             disk.clear_faults()
             disk.set_capacity(None)
+        for bm in cluster.nodes.values():
+            bm.retry_all_now()
 
     @precondition(lambda self: not self.down and _simulated(self))
     @rule(index=st.integers(0, 7))

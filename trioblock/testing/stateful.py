@@ -324,11 +324,11 @@ class ReferenceMachine(DiskFaultRules, RuleBasedStateMachine):
     @rule()
     def check(self) -> None:
         async def heal(cluster: Cluster) -> None:
-            self.heal_disks(cluster)
             cluster.net.heal()
             for node in self.members:
                 if node not in cluster.nodes:
                     await cluster.start(node)
+            self.heal_disks(cluster)
 
         self.env.run(heal)
         self.down.clear()
