@@ -158,18 +158,22 @@ class Schedule:
         await self.add(h, f"o{self.owners}")
 
     async def reference_again(self) -> None:
-        if self.alive:
-            h = self.rng.choice(sorted(self.alive))
-            self.owners += 1
-            owner = f"o{self.owners}"
-            node, bm = self.via()
-            try:
-                await bm.add_reference(h, owner)
-            except (*RETRIED, MissingBlockError) as exc:
-                self.note(f"  add {h.short()} via {node} failed: {type(exc).__name__}")
-                self.pending.append((h, owner, False))
-                return
-            self.acknowledged(h, owner)
+        """Another owner for a block with alive owners (no put: the block is there)."""
+        live = sorted(h for h, owners in self.alive.items() if owners)
+        if not live:
+            return
+        h = self.rng.choice(live)
+        self.owners += 1
+        owner = f"o{self.owners}"
+        node, bm = self.via()
+        try:
+            await bm.add_reference(h, owner)
+        except (*RETRIED, MissingBlockError) as exc:
+            self.note(f"  add {h.short()} {owner} via {node} failed: {type(exc).__name__}")
+            self.pending.append((h, owner, False))
+            return
+        self.note(f"  add {h.short()} {owner} via {node}")
+        self.acknowledged(h, owner)
 
     async def batch(self) -> None:
         """Several fresh blocks put, then referenced with one ``add_references``."""
@@ -374,6 +378,7 @@ class Schedule:
                 if deleted:
                     await self.remove(h, owner)
                 else:
+                    await self.still_there(h)
                     await self.add(h, owner)
             if not self.pending:
                 break
@@ -412,6 +417,22 @@ class Schedule:
                     if not await self.c.nodes[node].has_local_block(h):
                         return False
         return True
+
+    async def still_there(self, h: trioblock.Hash) -> None:
+        """Before a failed add is retried with a put: a block that has alive owners and
+        cannot be lost (with data_fsync, any) must be readable, or the put would hide
+        its loss."""
+        if not self.alive.get(h) or self.may_be_lost(h):
+            return
+        errors = []
+        for node, bm in sorted(self.c.nodes.items()):
+            try:
+                await bm.get_block(h)
+            except TrioblockError as exc:
+                errors.append(f"{node}: {exc!r}")
+            else:
+                return
+        raise AssertionError(f"referenced {h.short()} lost: {errors}")
 
     async def repair_point(self) -> None:
         """Heal mid-run and check; every referenced block is then on every node."""
