@@ -351,11 +351,22 @@ class Schedule:
             (self.advance, 2),
             (self.repair_point, 0.5),
         ]
+        needs_node = {
+            self.put_and_reference,
+            self.batch,
+            self.reference_again,
+            self.remove_reference,
+            self.get,
+            self.crash_or_stop,
+        }
         fns = [f for f, _w in steps]
         weights = [w for _f, w in steps]
         for _ in range(STEPS):
             step = self.rng.choices(fns, weights)[0]
             self.note(step.__name__)
+            if not self.c.nodes and step in needs_node:
+                self.note("  skipped: no node runs (their disks fail as they start)")
+                continue
             await step()
         await self.heal()
         await self.verify()
@@ -438,9 +449,12 @@ class Schedule:
         """Heal mid-run and check; every referenced block is then on every node."""
         await self.heal()
         await self.verify()
-        for h in self.copies:
-            self.copies[h] = RF
-            self.lost_power[h] = set()
+        for h in list(self.copies):
+            if self.alive.get(h):
+                self.copies[h] = RF
+                self.lost_power[h] = set()
+            else:  # unreferenced: collected in time, nothing promised of it
+                del self.copies[h], self.lost_power[h]
 
     def may_be_lost(self, h: trioblock.Hash) -> bool:
         if self.data_fsync:
@@ -501,6 +515,17 @@ class Schedule:
             if not self.leftovers(temps=False):
                 break
             await trio.sleep(20)
+        fsync_failed = [
+            n for n in self.c.node_ids if any(op == "fsync" for op, *_ in self.c.disk(n).injected)
+        ]
+        if self.data_fsync and self.leftovers(temps=False, nodes=fsync_failed):
+            # A deletion whose directory fsync failed was never made durable (the
+            # changes of a failed fsync are forgotten): a power loss then brings the
+            # copy back with no row, as without data_fsync. Repair collects it.
+            self.note(f"  leftovers after a failed fsync: {self.leftovers(temps=False)}")
+            for node in fsync_failed:
+                await self.c.nodes[node].repair()
+            await trio.sleep(GC_DELAY + 4 * RPC_TIMEOUT)
         problems = self.leftovers(temps=False)
         # A temp file whose unlink failed is left to the sweep a node makes as it starts.
         for node in self.c.node_ids:
@@ -514,9 +539,9 @@ class Schedule:
                 problems.append(f"{node}: {stored}, counts for {counted}")
         assert not problems, "\n".join(problems)
 
-    def leftovers(self, *, temps: bool) -> list[str]:
+    def leftovers(self, *, temps: bool, nodes: list[str] | None = None) -> list[str]:
         problems = []
-        for node in self.c.node_ids:
+        for node in self.c.node_ids if nodes is None else nodes:
             names = [p.rsplit("/", 1)[1] for p in self.c.disk(node).files()]
             # Quarantined copies (``*.corrupted``) are kept on purpose, for the operator.
             blocks = [n for n in names if n != "trioblock-marker" and ".corrupted" not in n]
