@@ -16,12 +16,17 @@ and checks what trioblock promises:
   on all three (or since its put, on a quorum), and asserts the block is there in the
   end whenever a node that held it kept power. A block that could be lost legitimately
   is allowed to be; it is never served with wrong bytes.
-- In both: every successful get during the run returns the bytes put; once every
-  reference is removed and ``gc_delay`` has passed, no node holds a copy or a temp file.
+- In both: every successful get or stream during the run returns the bytes put; once
+  every reference is removed and ``gc_delay`` has passed, no node holds a copy (a
+  restart then sweeps the temp files whose unlink failed; a repair is allowed where a
+  power loss may have undone a deletion: without data_fsync, or after a failed fsync,
+  see the strict xfail in ``test_simdisk_node_faults``).
 
 CI runs a few seeds per mode; a long run: ``TRIOBLOCK_DISK_SCHEDULES=1000 pytest -q
 tests/testing/test_disk_schedules.py -p no:randomly`` (``TRIOBLOCK_DISK_SEED`` picks
-the first seed). A failure prints its seed and the schedule's log.
+the first seed). A failure prints its seed and the schedule's log (every schedule's
+with ``TRIOBLOCK_DISK_LOG=1`` and ``-s``); the same seed replays the same schedule
+(Trio's scheduler is seeded too).
 """
 
 from __future__ import annotations
