@@ -39,3 +39,21 @@ class TestPowerCuts(PowerCutMachine.TestCase):  # type: ignore[name-defined]
 def test_the_default_machine_runs_on_the_real_disk_without_power_cuts() -> None:
     assert "disk" not in ReferenceMachine.CLUSTER
     assert PowerCutMachine.CLUSTER["disk"] == "simulated"
+
+
+def test_the_disk_fault_rules_fail_a_node_s_writes_and_check_heals_them() -> None:
+    machine = PowerCutMachine()
+    try:
+        h = machine.first_block(b"written while n1's disk fails" * 40)
+        machine.disk_fault(1, "write", 3)
+        machine.fill_disk(2, 0)
+        machine.add_reference(h, 0)  # n0 and a failing n1 or a full n2: a quorum or not
+        cluster = machine.env.cluster
+        assert cluster is not None
+        assert [op for op, _path, _code in cluster.disk("n1").injected] == ["write"]
+        assert cluster.disk("n2").statvfs(str(cluster.data_dir("n2"))).free == 0
+        machine.power_cut(0)
+        machine.check()  # faults lifted, the reference retried, every copy back
+        assert cluster.disk("n2").statvfs(str(cluster.data_dir("n2"))).free > 0
+    finally:
+        machine.teardown()

@@ -8,12 +8,14 @@ Rules kept here:
   systems and permission errors are logged, not raised: the copy stays where it is.
 - Deletion is two steps: :func:`detach` renames the copy to a temp name (it vanishes
   from lookups atomically) and :func:`unlink_copy` removes it later.
-- With ``fsync``, the directory is fsynced after each change.
+- With ``fsync``, the directory is fsynced after each change, and after an unlink that
+  failed (the rename of :func:`detach` before it is then made durable).
 - Every file operation goes through the node's ``Disk``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 
@@ -70,6 +72,14 @@ def unlink_copy(disk: Disk, path: str, *, fsync: bool) -> bool:
             disk.unlink_at(dir, name)
         except FileNotFoundError:
             return False
+        except OSError:
+            if fsync:
+                # The copy stays under its temp name (the start-up sweep removes it):
+                # make the rename that put it there durable, or a power loss could bring
+                # it back under its block name once its row is gone.
+                with contextlib.suppress(OSError):
+                    disk.fsync(dir)
+            raise
         if fsync:
             disk.fsync(dir)
     return True

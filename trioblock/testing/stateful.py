@@ -5,9 +5,10 @@ are what an application does — put a block and reference it, reference it agai
 a reference, through any running node or a gateway — while the cluster underneath is
 stopped, crashed, restarted, wiped and partitioned, and time passes; on simulated disks
 (a subclass setting ``CLUSTER = {**ReferenceMachine.CLUSTER, "disk": "simulated",
-"data_fsync": True}``) nodes also lose power (``power_cut``). The application
-never replays anything: an update that failed for lack of a quorum is simply retried
-later, as any application retries a failed write.
+"data_fsync": True}``) nodes also lose power (``power_cut``) and their disks fail
+reads, writes and fsyncs and fill up (``disk_fault``, ``fill_disk``, ``free_disks``:
+see ``_diskrules``). The application never replays anything: an update that failed
+(no quorum, a disk error) is simply retried later, as any application retries a write.
 
 The ``check`` rule (and the end of every example) heals the cluster, lets anti-entropy
 and resync run, and asserts, for every block: each storage node's refcount equals the
@@ -50,6 +51,7 @@ from .._core.hashing import Hash, blake2sum
 from .._core.layoutversion import NodeRole
 from .._node import BlockManager
 from ..errors import (
+    DiskError,
     LayoutError,
     MissingBlockError,
     QuorumError,
@@ -57,6 +59,7 @@ from ..errors import (
     TrioblockError,
 )
 from ._cluster import Cluster, open_cluster
+from ._diskrules import DiskFaultRules
 
 T = TypeVar("T")
 NODES = ["n0", "n1", "n2"]
@@ -138,7 +141,7 @@ class ClusterThread:
             raise self._failure
 
 
-class ReferenceMachine(RuleBasedStateMachine):
+class ReferenceMachine(DiskFaultRules, RuleBasedStateMachine):
     """Cluster references under crashes, wipes, partitions and restarts (see above)."""
 
     blocks = Bundle("blocks")
@@ -220,7 +223,7 @@ class ReferenceMachine(RuleBasedStateMachine):
                         await bm.put_block(data)
                 else:
                     await bm.remove_reference(h, owner)
-            except (QuorumError, StaleLayoutError):
+            except (QuorumError, StaleLayoutError, DiskError):
                 return False
             return True
 
@@ -301,17 +304,6 @@ class ReferenceMachine(RuleBasedStateMachine):
         self.env.run(go)
         self.wiped = True
 
-    @precondition(lambda self: not self.down and self.env.cluster.disk_kind == "simulated")
-    @rule(index=st.integers(0, 7))
-    def power_cut(self, index: int) -> None:
-        """Kill a node, cut its disk's power, start it again (simulated disks only)."""
-        node = self._member(index)
-
-        async def go(cluster: Cluster) -> None:
-            await cluster.power_loss(node)
-
-        self.env.run(go)
-
     @rule(index=st.integers(0, 7))
     def partition(self, index: int) -> None:
         node = self._member(index)
@@ -336,6 +328,7 @@ class ReferenceMachine(RuleBasedStateMachine):
             for node in self.members:
                 if node not in cluster.nodes:
                     await cluster.start(node)
+            self.heal_disks(cluster)
 
         self.env.run(heal)
         self.down.clear()
