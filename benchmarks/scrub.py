@@ -305,7 +305,7 @@ def _best(fn: Callable[[], Any], reps: int = 5) -> float:
 
 async def _components(config: trioblock.Config) -> dict[str, float]:
     from trioblock._storage.blockfiles import BlockStore, iter_block_files
-    from trioblock._storage.offload import run_blocking
+    from trioblock._storage.threads import run_blocking
 
     root = Path(data_dir(config))
     async with trioblock.open_block_manager(config) as bm:

@@ -153,7 +153,7 @@ async def test_many_concurrent_updates_do_not_deadlock_on_background_slots(
     Each update needs one slot per remote storage node; callers that each took part of
     what they need must not hold every slot while waiting for the rest.
     """
-    import trioblock._node.references as references_module
+    import trioblock._node.refupdates as references_module
 
     monkeypatch.setattr(references_module, "MAX_BACKGROUND_SENDS", 4)
     async with open_cluster(tmp_path, n=3, rpc_timeout=5.0) as cluster:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trioblock import RcEntry
-from trioblock._core.refcount import ErrorCounter, parse_queue_key, queue_key
+from trioblock._core.rcentry import ErrorCounter, parse_queue_key, queue_key
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 COUNT = st.integers(min_value=1, max_value=2**64 - 1)

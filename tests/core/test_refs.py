@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioblock._core.refs import (
+from trioblock._core.refcrdt import (
     LEAF_ENTRIES,
     RefState,
     children,

@@ -16,7 +16,7 @@ from ops_kit import block_file, block_hexes, flip_byte, put_blocks, wait_scrub_r
 from trioblock import ConfigError, DataDir, Hash
 from trioblock._core.block import encode_block
 from trioblock._core.datalayout import N_PARTITIONS, DataLayout, partition_of
-from trioblock._node.rebalance import MoveOutcome, move_block_sync
+from trioblock._node.background.rebalance import MoveOutcome, move_block_sync
 from trioblock._storage.blockfiles import MARKER_NAME, BlockStore
 from trioblock._storage.metadata import MetadataDb
 

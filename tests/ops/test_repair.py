@@ -10,7 +10,7 @@ import trio
 from ops_kit import block_file, block_hexes, put_blocks
 
 from trioblock import DataDir, blake2sum
-from trioblock._node.repair import REPAIR_BATCH
+from trioblock._node.background.repair import REPAIR_BATCH
 
 
 async def test_repair_queues_referenced_and_on_disk_blocks(

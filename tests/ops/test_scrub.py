@@ -13,9 +13,9 @@ import pytest
 import trio
 from ops_kit import block_file, flip_byte, put_blocks, wait_scrub_runs
 
-from trioblock._node.blockwalk import BlockWalk, hash_position
-from trioblock._node.scrub import JITTER_FRACTION, SCRUB_STATE_KEY, VERIFY_BATCH
-from trioblock._node.scrubstate import ScrubRecord, ScrubState
+from trioblock._node.background.blockwalk import BlockWalk, hash_position
+from trioblock._node.background.scrub import JITTER_FRACTION, SCRUB_STATE_KEY, VERIFY_BATCH
+from trioblock._node.background.scrubstate import ScrubRecord, ScrubState
 from trioblock._storage import RealDisk
 
 DAY = 86400.0

@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 
 from .config import MAX_RESYNC_WORKERS
-from .refcount import RcEntry
+from .rcentry import RcEntry
 
 
 class ResyncAction(enum.Enum):

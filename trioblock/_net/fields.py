@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refs import MAX_OWNER_LEN, MAX_TS, RefTuple
+from .._core.refcrdt import MAX_OWNER_LEN, MAX_TS, RefTuple
 from ..errors import ProtocolError
 
 __all__ = [

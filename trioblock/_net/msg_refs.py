@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refs import MAX_OWNER_LEN
+from .._core.refcrdt import MAX_OWNER_LEN
 from ..errors import ProtocolError
 from .fields import (
     MAX_TS,

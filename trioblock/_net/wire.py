@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refs import MAX_PREFIX_LEN
+from .._core.refcrdt import MAX_PREFIX_LEN
 from ..errors import ProtocolError
 from .fields import (
     RefTuple,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from .background.scrubstate import ScrubState
 from .blockinfo import BlockInfo
 from .layoutstatus import LayoutStatus
 from .lifecycle import open_block_manager, open_gateway
+from .localcounts import GC_CHECK_SLACK_MSEC
 from .manager import BlockManager
 from .metasnap import restore_metadata
 from .nurseries import service_nursery
-from .refcounts import GC_CHECK_SLACK_MSEC
-from .scrubstate import ScrubState
 
 __all__ = [
     "BlockInfo",

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import trio
 
 from .._core.hashing import Hash
-from .._core.refs import RefTuple, owner_bytes
-from .._storage.offload import run_blocking
+from .._core.refcrdt import RefTuple, owner_bytes
+from .._storage.threads import run_blocking
 from ..errors import (
     MissingBlockError,
     QuorumError,
@@ -39,7 +39,7 @@ from ..errors import (
     TrioblockError,
 )
 from .context import PeerContext, as_hash
-from .references import References, missing_text
+from .refupdates import References, missing_text
 
 log = logging.getLogger("trioblock.refs")
 

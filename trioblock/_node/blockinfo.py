@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import trio
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refs import Reference, prefix_bounds
+from .._core.refcrdt import Reference, prefix_bounds
 from .._storage import all_copies, queued_times, run_blocking
 from ..errors import ProtocolError, TrioblockError
 from .context import NodeContext, PeerContext

@@ -27,7 +27,7 @@ import trio
 
 from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
-from .._core.refs import RefTuple
+from .._core.refcrdt import RefTuple
 from .._net.rpc import AdminResult
 from .._storage import run_blocking
 from ..errors import (
@@ -42,7 +42,7 @@ from .blockinfo import local_block_info
 from .context import NodeContext
 from .membership import Membership
 from .reads import Reader
-from .references import References
+from .refupdates import References
 from .stats import local_node_stats
 from .writes import Writer
 
@@ -202,7 +202,7 @@ class RpcEndpoint:
             raise TrioblockError(f"{self._ctx.node_id} keeps no layout history")
         return await self._membership.serve_exchange(peer, digest, history, addresses)
 
-    # -- cluster references (``references.py``; ``peer`` is the authenticated sender) -------
+    # -- cluster references (``refupdates.py``; ``peer`` is the authenticated sender) -------
 
     async def rpc_ref_update(self, peer: str, entries: list[RefTuple]) -> None:
         """Merge a peer's reference entries (its quorum writes and anti-entropy pushes)."""

@@ -27,22 +27,22 @@ from .._net.rpc import RpcNode
 from .._net.transport import Transport
 from .._storage import BlockStore, MetadataDb, run_blocking
 from ..errors import ConfigError
+from .background.refsync import RefSyncWorker
+from .background.resync import ResyncPool
+from .background.resync_exec import ResyncExecutor
+from .background.workers import WorkerRegistry
 from .clock import NodeClock
 from .context import NodeContext, PeerContext, ResyncShared
 from .diskusage import watch_data_dirs
 from .endpoint import RpcEndpoint
+from .localcounts import RefCounts
 from .manager import AdminHandler, BlockManager, StorageParts
 from .membership import HISTORY_KEY, Membership, initial_history
 from .metasnap import MetadataSnapshots
 from .nurseries import service_nursery
 from .operations import Operations
 from .reads import Reader
-from .refcounts import RefCounts
-from .references import References
-from .refsync import RefSyncWorker
-from .resync import ResyncPool
-from .resync_exec import ResyncExecutor
-from .workers import WorkerRegistry
+from .refupdates import References
 from .writes import Writer
 
 log = logging.getLogger("trioblock.node")

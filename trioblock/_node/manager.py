@@ -42,6 +42,7 @@ from .._core.hashing import Hash
 from .._net.rpc import AdminResult, RpcStats
 from .._storage import StoredBlocks
 from .appcalls import AppCalls
+from .background.workers import WorkerInfo
 from .context import PeerContext, as_hash
 from .diskusage import DataDirUsage, clear_data_dir, data_dir_usage
 from .manager_base import ManagerBase, StorageParts
@@ -52,8 +53,7 @@ from .manager_upkeep import UpkeepMembers
 from .membership import Membership
 from .metrics import Metrics
 from .reads import Reader
-from .references import References
-from .workers import WorkerInfo
+from .refupdates import References
 from .writes import Writer
 
 log = logging.getLogger("trioblock.node")

@@ -16,15 +16,15 @@ import trio
 
 from ..errors import GatewayError
 from .appcalls import AppCalls
+from .background.refsync import RefSyncWorker
+from .background.resync import ResyncPool
+from .background.workers import WorkerRegistry
 from .context import NodeContext, PeerContext
+from .localcounts import RefCounts
 from .membership import Membership
 from .metasnap import MetadataSnapshots
 from .operations import Operations
-from .refcounts import RefCounts
-from .references import References
-from .refsync import RefSyncWorker
-from .resync import ResyncPool
-from .workers import WorkerRegistry
+from .refupdates import References
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,12 +7,12 @@ from collections.abc import AsyncGenerator, Iterable
 from contextlib import AbstractContextManager
 
 from .._core.hashing import Hash
-from .._core.refcount import RcEntry
-from .._core.refs import Reference
+from .._core.rcentry import RcEntry
+from .._core.refcrdt import Reference
 from .._storage import Transaction
+from .background.refsync import SyncReport
 from .context import as_hash
 from .manager_base import ManagerBase
-from .refsync import SyncReport
 
 
 class ReferenceMembers(ManagerBase):

@@ -4,13 +4,13 @@ rebalance."""
 from __future__ import annotations
 
 from .._storage import ResyncErrorInfo
+from .background.rebalance import RebalanceReport
+from .background.repair import RepairReport
+from .background.scrubstate import ScrubStatus
 from .context import as_hash
+from .localcounts import QueuedResync
 from .manager_base import ManagerBase
 from .operations import OperationName, OperationStatus
-from .rebalance import RebalanceReport
-from .refcounts import QueuedResync
-from .repair import RepairReport
-from .scrubstate import ScrubStatus
 
 
 class UpkeepMembers(ManagerBase):

@@ -25,13 +25,13 @@ import trio
 from trio_util import move_on_when
 
 from ..errors import NodeClosedError
+from .background.rebalance import DEFAULT_REBALANCE_TRANQUILITY, RebalanceReport, RebalanceWorker
+from .background.repair import DEFAULT_REPAIR_TRANQUILITY, RepairReport, RepairWorker
+from .background.scrub import ScrubWorker
+from .background.scrubstate import ScrubStatus
+from .background.workers import WorkerRegistry
 from .context import NodeContext
-from .rebalance import DEFAULT_REBALANCE_TRANQUILITY, RebalanceReport, RebalanceWorker
 from .recount import DEFAULT_RECOUNT_TRANQUILITY, RecountReport, RecountWorker
-from .repair import DEFAULT_REPAIR_TRANQUILITY, RepairReport, RepairWorker
-from .scrub import ScrubWorker
-from .scrubstate import ScrubStatus
-from .workers import WorkerRegistry
 
 log = logging.getLogger("trioblock.operations")
 

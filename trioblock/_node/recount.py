@@ -27,10 +27,10 @@ import trio
 from .._core.hashing import Hash
 from .._core.tranquilizer import Tranquilizer
 from .._storage import CountFix, fix_counts_in, referenced_hashes
-from .blockwalk import hash_position
+from .background.blockwalk import hash_position
+from .background.workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 from .context import NodeContext
-from .refcounts import GC_CHECK_SLACK_MSEC
-from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
+from .localcounts import GC_CHECK_SLACK_MSEC
 
 log = logging.getLogger("trioblock.repair")
 

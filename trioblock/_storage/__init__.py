@@ -11,10 +11,10 @@ from __future__ import annotations
 from .blockfiles import BlockStore, WriteOutcome
 from .database import DB_NAME, Transaction
 from .dirhealth import DirHealthView
+from .dirwalk import EntryKind, WalkEntry, walk_data_dir
 from .durable import Placed
 from .inspect import all_copies, queued_times
 from .metadata import MetadataDb, ResyncErrorInfo
-from .offload import run_blocking
 from .paths import BlockLocation, block_path
 from .queuerows import (
     ResyncBatchEnd,
@@ -34,8 +34,8 @@ from .snapshots import (
     take_snapshot_sync,
 )
 from .stored import StoredBlocks
+from .threads import run_blocking
 from .verify import VerifyReport, verify_dir
-from .walk import EntryKind, WalkEntry, walk_data_dir
 
 __all__ = [
     "DB_NAME",

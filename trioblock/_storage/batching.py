@@ -38,7 +38,7 @@ from typing import Final, Generic, TypeVar
 import outcome
 import trio
 
-from .offload import run_blocking
+from .threads import run_blocking
 
 A = TypeVar("A")
 R = TypeVar("R")

@@ -1,7 +1,7 @@
 """Block files in data directories: the node's ``BlockStore``.
 
 Rules kept here (the names are in ``paths``, a put's write in ``writepath`` on top of
-``_core/copydecision``, the durable write in ``durable``, the walk in ``walk``, markers
+``_core/copydecision``, the durable write in ``durable``, the walk in ``dirwalk``, markers
 in ``markers``; every file operation goes through the store's ``Disk``, the real one
 being ``realdisk``):
 
@@ -49,12 +49,12 @@ from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .batching import TripBatcher
 from .dirhealth import DirHealthBook
+from .dirwalk import iter_block_files, walk_data_dir
 from .durable import LiveTemps, Placed, UnsyncedDirs, place_copy
 from .fileops import read_bounded
 from .locks import KeyedLock
 from .lookup import find_copy, read_first_copy
 from .markers import prepare_dirs
-from .offload import run_blocking
 from .paths import (
     BLOCK_NAME_RE,
     MARKER_NAME,
@@ -76,7 +76,7 @@ from .realdisk import RealDisk
 from .removal import detach, quarantine_copy, unlink_copy
 from .stored import StoredTally, counted, hash_arg, loc_arg, path_arg
 from .sweep import sweep_entries
-from .walk import iter_block_files, walk_data_dir
+from .threads import run_blocking
 from .writepath import WriteOutcome, write_block_sync
 
 log = logging.getLogger("trioblock.storage")

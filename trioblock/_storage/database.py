@@ -62,8 +62,8 @@ import sqlite_utils
 import trio
 
 from ..errors import DatabaseError, MetadataCorruptError, TransactionBusyError
-from .offload import run_blocking
 from .snapshots import corrupt_message, is_corrupt
+from .threads import run_blocking
 from .walflush import Fsync, WalFlush
 
 DB_NAME = "trioblock.sqlite"

@@ -35,7 +35,7 @@ from typing import Any
 import cbor2
 
 from .._core.hashing import Hash
-from .._core.refcount import ErrorCounter, RcEntry, parse_queue_key, queue_key
+from .._core.rcentry import ErrorCounter, RcEntry, parse_queue_key, queue_key
 from .database import DB_NAME, Database, Transaction, sql_errors
 from .queuerows import (
     clear_deleted_rc,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .._core.hashing import Hash
-from .._core.refcount import ErrorCounter, RcEntry, queue_key
+from .._core.rcentry import ErrorCounter, RcEntry, queue_key
 from .database import Database, Transaction
 
 

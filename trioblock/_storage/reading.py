@@ -22,8 +22,8 @@ from .._core.disk import Disk, Handle
 from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .fileops import READ_CHUNK, read_bounded
-from .offload import run_blocking
 from .paths import BlockLocation, split_block_path
+from .threads import run_blocking
 
 #: Largest file verified in one read (bigger ones stream in READ_CHUNK pieces).
 WHOLE_FILE_VERIFY = 8 << 20

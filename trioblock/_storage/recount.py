@@ -21,8 +21,8 @@ import sqlite3
 from dataclasses import dataclass
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refcount import RcEntry
-from .._core.refs import prefix_bounds
+from .._core.rcentry import RcEntry
+from .._core.refcrdt import prefix_bounds
 from .database import Transaction, sql_errors
 from .metadata import MetadataDb
 from .queuerows import queue_put

@@ -1,6 +1,6 @@
 """The ``block_ref`` table: one row per (hash, owner), tombstones included.
 
-Merging is decided by ``_core/refs.py``; this module only reads and writes rows. The
+Merging is decided by ``_core/refcrdt.py``; this module only reads and writes rows. The
 caller changes the reference count in the same transaction as the merge, from the
 delta :meth:`RefTable.merge_in` returns.
 
@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from .._core.refs import (
+from .._core.refcrdt import (
     Digest,
     RefState,
     RefTuple,

@@ -56,9 +56,9 @@ from .._core.block import BlockHeader
 from .._core.datalayout import DataLayout
 from .._core.disk import Disk, Handle, NotASubdir
 from .._core.hashing import Hash
-from .offload import run_blocking
 from .paths import BLOCK_NAME_RE, block_name, split_block_path, subdir_names
 from .subdirlist import list_subdirs
+from .threads import run_blocking
 
 log = logging.getLogger("trioblock.storage")
 

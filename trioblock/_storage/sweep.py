@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from itertools import islice
 
 from .._core.disk import Disk
+from .dirwalk import EntryKind, WalkEntry
 from .durable import LiveTemps
 from .fileops import regular_at
-from .walk import EntryKind, WalkEntry
 
 log = logging.getLogger("trioblock.storage")
 

@@ -1,6 +1,6 @@
 """Offline verification of a data directory (ours or a Garage node's: same format).
 
-``verify_dir`` walks ``<dir>/<aa>/<bb>/`` in hash order (the walk of ``walk``) and
+``verify_dir`` walks ``<dir>/<aa>/<bb>/`` in hash order (the walk of ``dirwalk``) and
 verifies every block file (``<hex>`` plain, ``<hex>.zst`` one zstd frame) by hashing its
 plaintext, without a node, a database or Trio: it is synchronous and meant for a CLI (or
 a thread). It only reads; it never quarantines or changes anything, and it never follows
@@ -30,10 +30,10 @@ from pathlib import Path
 from .._core.block import DEFAULT_MAX_BLOCK_SIZE
 from .._core.disk import Disk
 from ..errors import CorruptBlockError
+from .dirwalk import EntryKind, walk_data_dir
 from .paths import BlockLocation
 from .reading import open_location, verify_open_copy
 from .realdisk import RealDisk
-from .walk import EntryKind, walk_data_dir
 
 
 @dataclass

@@ -4,7 +4,7 @@ With ``metadata_fsync`` the asynchronous writers (``Database.write``: reference
 merges, resync queue updates, ...) commit with ``synchronous=NORMAL`` on the Trio
 thread, then await a *flush*: an ``fsync`` of the ``-wal`` file (and, at the first
 flush, of the metadata directory, where the WAL file's name lives), run through
-:func:`~trioblock._storage.offload.run_blocking`. One flush is in flight at a time;
+:func:`~trioblock._storage.threads.run_blocking`. One flush is in flight at a time;
 it covers every commit made before it started (commits are numbered, and the flush
 records the number it reached). A commit that lands while a flush runs waits for the
 next one, which then serves every commit made meanwhile: many writers share one fsync.
@@ -68,7 +68,7 @@ from pathlib import Path
 import trio
 
 from ..errors import DiskError
-from .offload import run_blocking
+from .threads import run_blocking
 
 log = logging.getLogger("trioblock.storage")
 

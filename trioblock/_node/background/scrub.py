@@ -44,9 +44,9 @@ from dataclasses import replace
 import trio
 from trio_util import AsyncValue
 
-from .._core.config import DAY
-from .._core.tranquilizer import Tranquilizer
-from .._storage import BlockLocation, run_blocking
+from ..._core.config import DAY
+from ..._core.tranquilizer import Tranquilizer
+from ..._storage import BlockLocation, run_blocking
 from .blockwalk import BlockWalk, OperationsNode, hash_position
 from .scrubstate import ScrubRecord, ScrubState, ScrubStatus
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState

@@ -18,10 +18,10 @@ from typing import Protocol
 
 import trio
 
-from .._core.config import Config
-from .._core.disk import Disk
-from .._core.hashing import Hash
-from .._storage import (
+from ..._core.config import Config
+from ..._core.disk import Disk
+from ..._core.hashing import Hash
+from ..._storage import (
     BlockLocation,
     BlockStore,
     EntryKind,
@@ -30,10 +30,10 @@ from .._storage import (
     run_blocking,
     walk_data_dir,
 )
-from ..errors import CorruptBlockError
-from .clock import NodeClock
-from .context import CorruptCopy, ResyncShared
-from .metrics import Metrics
+from ...errors import CorruptBlockError
+from ..clock import NodeClock
+from ..context import CorruptCopy, ResyncShared
+from ..metrics import Metrics
 
 log = logging.getLogger("trioblock.scrub")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import trio
 
-from .._core.tranquilizer import Tranquilizer
+from ..._core.tranquilizer import Tranquilizer
 from .blockwalk import BlockWalk, OperationsNode, hash_position
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 

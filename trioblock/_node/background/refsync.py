@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 import trio
 from trio_util import AsyncValue, move_on_when
 
-from .._core.hashing import Hash
-from .._core.refs import (
+from ..._core.hashing import Hash
+from ..._core.refcrdt import (
     RefState,
     RefTuple,
     children,
@@ -46,16 +46,16 @@ from .._core.refs import (
     plan_descent,
     ref_key,
 )
-from .._core.tranquilizer import Tranquilizer
-from .._net.rpc import RpcNode
-from .._storage import BlockStore, Keep, MetadataDb
-from ..errors import NodeClosedError
-from .clock import NodeClock
-from .context import NodeContext
-from .membership import Membership
+from ..._core.tranquilizer import Tranquilizer
+from ..._net.rpc import RpcNode
+from ..._storage import BlockStore, Keep, MetadataDb
+from ...errors import NodeClosedError
+from ..clock import NodeClock
+from ..context import NodeContext
+from ..localcounts import RefCounts
+from ..membership import Membership
+from ..refupdates import References
 from .moving import Mover, survey
-from .refcounts import RefCounts
-from .references import References
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 
 log = logging.getLogger("trioblock.refsync")

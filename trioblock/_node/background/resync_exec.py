@@ -41,15 +41,15 @@ from pathlib import Path
 
 import trio
 
-from .._core.hashing import Hash
-from .._core.refcount import RcEntry
-from .._core.resync import ResyncAction, decide_resync
-from .._storage import BlockLocation, ResyncBatchEnd, resync_end_batch, run_blocking
-from ..errors import MissingBlockError
-from .context import NodeContext, describe
+from ..._core.hashing import Hash
+from ..._core.rcentry import RcEntry
+from ..._core.resync import ResyncAction, decide_resync
+from ..._storage import BlockLocation, ResyncBatchEnd, resync_end_batch, run_blocking
+from ...errors import MissingBlockError
+from ..context import NodeContext, describe
+from ..reads import Reader
+from ..writes import Writer
 from .gcoffload import DeletionDeferred, Offloader
-from .reads import Reader
-from .writes import Writer
 
 log = logging.getLogger("trioblock.resync")
 

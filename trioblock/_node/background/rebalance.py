@@ -39,11 +39,11 @@ from pathlib import Path
 
 import trio
 
-from .._core.block import decode_block
-from .._core.dirhealth import DataDirState
-from .._core.tranquilizer import Tranquilizer
-from .._storage import BlockLocation, BlockStore, Placed, run_blocking
-from ..errors import CorruptBlockError
+from ..._core.block import decode_block
+from ..._core.dirhealth import DataDirState
+from ..._core.tranquilizer import Tranquilizer
+from ..._storage import BlockLocation, BlockStore, Placed, run_blocking
+from ...errors import CorruptBlockError
 from .blockwalk import BlockWalk, OperationsNode
 from .workers import StepResult, Throttled, Worker, WorkerInfo, WorkerState
 

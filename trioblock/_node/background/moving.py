@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import trio
 
-from .._core.hashing import Hash
-from .._core.layoutversion import LayoutVersion
-from .._core.refs import RefTuple, ref_key
-from .._storage import Transaction, run_blocking
-from ..errors import TransportError
+from ..._core.hashing import Hash
+from ..._core.layoutversion import LayoutVersion
+from ..._core.refcrdt import RefTuple, ref_key
+from ..._storage import Transaction, run_blocking
+from ...errors import TransportError
+from ..context import NodeContext, describe
+from ..localcounts import RefCounts
+from ..membership import Membership
 from .blockwalk import BlockWalk
-from .context import NodeContext, describe
-from .membership import Membership
-from .refcounts import RefCounts
 
 log = logging.getLogger("trioblock.layout")
 

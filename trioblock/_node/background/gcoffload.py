@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .._core.hashing import Hash
-from .._core.resync import offload_allowed
-from ..errors import CorruptBlockError, DeletionDeferred, TransportError
-from .context import NodeContext, describe
-from .writes import Writer
+from ..._core.hashing import Hash
+from ..._core.resync import offload_allowed
+from ...errors import CorruptBlockError, DeletionDeferred, TransportError
+from ..context import NodeContext, describe
+from ..writes import Writer
 
 log = logging.getLogger("trioblock.resync")
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from .._core.hashing import Hash
-from .._core.refs import Reference, RefTuple, check_tuple, owner_bytes
+from .._core.refcrdt import Reference, RefTuple, check_tuple, owner_bytes
 from .._storage import MetadataDb, Transaction, run_blocking
 from ..errors import (
     MissingBlockError,
@@ -27,8 +27,8 @@ from ..errors import (
     TrioblockError,
 )
 from .context import PeerContext, as_hash
+from .localcounts import RefCounts
 from .quorum import call_quorum
-from .refcounts import RefCounts
 
 log = logging.getLogger("trioblock.refs")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .._core.block import BlockHeader
 from .._core.hashing import Hash
-from .._core.refcount import RcEntry, parse_queue_key
+from .._core.rcentry import RcEntry, parse_queue_key
 from .._storage import BlockLocation, ResyncErrorInfo, Transaction, block_path
 from .context import NodeContext
 

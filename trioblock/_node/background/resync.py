@@ -39,10 +39,10 @@ from typing import Protocol
 
 import trio
 
-from .._core.config import MAX_RESYNC_WORKERS
-from .._core.hashing import Hash
-from .._core.refcount import parse_queue_key
-from .._core.resync import (
+from ..._core.config import MAX_RESYNC_WORKERS
+from ..._core.hashing import Hash
+from ..._core.rcentry import parse_queue_key
+from ..._core.resync import (
     SHRINK_IDLE_MSEC,
     ResyncAction,
     decide_resync,
@@ -50,9 +50,9 @@ from .._core.resync import (
     should_shrink,
     throttled,
 )
-from .._core.tranquilizer import Tranquilizer
-from .._storage import queue_after, resync_defer_many, resync_succeeded_many, run_blocking
-from .context import NodeContext, ResyncShared, describe
+from ..._core.tranquilizer import Tranquilizer
+from ..._storage import queue_after, resync_defer_many, resync_succeeded_many, run_blocking
+from ..context import NodeContext, ResyncShared, describe
 from .resync_exec import DeletionDeferred
 from .workers import (
     StepResult,
