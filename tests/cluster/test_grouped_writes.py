@@ -151,3 +151,46 @@ async def test_a_block_put_twice_at_once_is_written_once(
             assert results[data] == blake2sum(data)
             for bm in cluster.nodes.values():
                 assert await bm.has_local_block(blake2sum(data))
+
+
+async def test_a_put_blocks_with_a_wrong_hash_stores_none_of_that_block(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    """A peer's ``PutBlocks`` (puts to one node, coalesced) with one block whose bytes
+    do not match its hash: that block is answered ``corrupt`` and nothing of it is
+    stored; the others are stored."""
+    from trioblock._core.block import encode_block
+    from trioblock._net.rpc import RpcNode
+    from trioblock.errors import CorruptBlockError
+
+    async with open_cluster(tmp_path, n=3, disk="simulated", data_fsync=True) as cluster:
+        client = RpcNode("intruder", cluster.net.transport("intruder"), cluster.rpc_secret)
+        datas = blocks(12, "peer")
+        items = [(blake2sum(d), encode_block(d, 1)) for d in datas]
+        bad = 5
+        items[bad] = (items[bad][0], encode_block(b"not what the hash says", 1))
+        outcomes: dict[int, object] = {}
+
+        async def one(i: int) -> None:
+            try:
+                await client.put_block("n1", items[i][0], items[i][1])
+                outcomes[i] = None
+            except CorruptBlockError as exc:
+                outcomes[i] = exc
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(len(items)):
+                    nursery.start_soon(one, i)
+        finally:
+            await client.aclose()
+        assert client.puts.batches_sent >= 1
+        assert isinstance(outcomes[bad], CorruptBlockError)
+        assert [outcomes[i] for i in range(len(items)) if i != bad] == [None] * 11
+        n1 = cluster.nodes["n1"]
+        assert not await n1.has_local_block(items[bad][0])
+        hexa = items[bad][0].hex()
+        assert not [p for p in cluster.disk("n1").files() if hexa in p]
+        for i, data in enumerate(datas):
+            if i != bad:
+                assert await n1.get_block(blake2sum(data)) == data

@@ -5,7 +5,8 @@ encoding of the data → hash and compress once in a worker thread (``hash_and_e
 for every storage node of the hash (just this one on the embedded default) write locally
 (``BlockStore.write_block``, under the block's lock, in one worker-thread trip with the
 other writes waiting at the same moment) or send a ``PutBlock``
-(``RpcNode.put_block``) → return once ``write_quorum`` nodes acknowledged a durable
+(``RpcNode.put_block``: puts to one peer queued at the same moment travel together as a
+``PutBlocks``) → return once ``write_quorum`` nodes acknowledged a durable
 write, while the remaining sends finish in the node's nursery; the budget is given back
 when the last send has finished. A block in flight is counted once, however many peers
 it goes to.
