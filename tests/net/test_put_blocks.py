@@ -4,6 +4,7 @@ not know the message."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -171,7 +172,23 @@ async def test_a_peer_that_does_not_know_put_blocks_gets_one_put_per_block() -> 
         assert nodes["a"].stats.connections_opened - opened <= 6
 
 
-async def test_a_body_shorter_than_announced_is_a_protocol_error_and_stores_nothing() -> None:
+async def test_blocks_spanning_body_chunks_are_cut_at_their_lengths() -> None:
+    handler = BatchHandler()
+    net = MemoryNetwork()
+    transports = {"a": net.transport("a"), "b": net.transport("b")}
+    rng = random.Random(3)
+    sizes = [0, 1, 70_000, 3, 200_000, 65_536, 150_001, 9]
+    blocks = [block_of(rng.randbytes(n)) for n in sizes]
+    async with open_rpc_nodes(transports, handlers={"b": handler}) as nodes:
+        assert await put_all(nodes["a"], "b", blocks) == [None] * len(blocks)
+    assert {h: b for h, b in blocks} == handler.blocks
+    assert sum(handler.batches) >= len(blocks) - 1  # all but the first went together
+
+
+@pytest.mark.parametrize("extra", [5, -5], ids=["shorter", "longer"])
+async def test_a_body_of_another_length_than_announced_is_a_protocol_error(
+    extra: int,
+) -> None:
     handler = BatchHandler()
     net = MemoryNetwork()
     transports = {"a": net.transport("a"), "b": net.transport("b")}
@@ -179,7 +196,7 @@ async def test_a_body_shorter_than_announced_is_a_protocol_error_and_stores_noth
     request = PutBlocks(
         [
             PutEntry(h1, b1.header, len(b1.payload)),
-            PutEntry(h2, b2.header, len(b2.payload) + 5),
+            PutEntry(h2, b2.header, len(b2.payload) + extra),
         ]
     )
 
