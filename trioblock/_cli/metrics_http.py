@@ -104,6 +104,7 @@ _COUNTER_HELP: Final = {
     "gets": "get_block calls.",
     "puts_served": "Blocks stored here for peers (PutBlock requests served).",
     "gets_served": "Blocks sent to peers (GetBlock requests served).",
+    "write_trips": "Worker-thread trips that wrote blocks (concurrent writes share one).",
     "hedged_reads": "Reads that started a second request because the first was slow.",
     "ref_sync_passes": "Reference anti-entropy passes completed.",
     "ref_entries_pulled": "Reference entries merged here from peers by anti-entropy.",

@@ -16,13 +16,15 @@ Each chunk must arrive within ``timeout`` seconds; a stall is a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import trio
 
 from ..errors import ProtocolError, TransportError, TrioblockError
 from .channel import Channel
 from .codec import BodyChunk, BodyEnd
 
-__all__ = ["BodyReader"]
+__all__ = ["BodyParts", "BodyReader"]
 
 
 class BodyReader:
@@ -37,6 +39,10 @@ class BodyReader:
 
     def __aiter__(self) -> BodyReader:
         return self
+
+    @property
+    def peer(self) -> str:
+        return self._channel.peer
 
     async def __anext__(self) -> bytes:
         if self.closed and not self.finished:
@@ -88,3 +94,39 @@ class BodyReader:
                 return
             except TrioblockError:
                 return
+
+
+class BodyParts:
+    """The parts of a body made of several concatenated pieces of known lengths (the
+    blocks of a ``PutBlocks``): ``async for index, chunk in parts`` gives each chunk
+    with the index of the piece it belongs to, cut at the pieces' boundaries.
+
+    A body longer or shorter than the lengths announced is a ``ProtocolError``, kept as
+    the reader's ``failure`` (the connection is finished, whatever the caller makes of it).
+    """
+
+    def __init__(self, body: BodyReader, lengths: list[int]) -> None:
+        self.body = body
+        self.lengths = lengths
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, bytes]]:
+        index = 0
+        left = self.lengths[0] if self.lengths else 0
+        async for chunk in self.body:
+            view = memoryview(chunk)
+            while view:
+                while left == 0 and index < len(self.lengths) - 1:
+                    index += 1
+                    left = self.lengths[index]
+                if left == 0:
+                    self._fail(f"the body is longer than the {sum(self.lengths)} bytes announced")
+                piece = view[:left]
+                view = view[len(piece) :]
+                left -= len(piece)
+                yield index, bytes(piece)
+        if left or (index < len(self.lengths) - 1 and any(self.lengths[index + 1 :])):
+            self._fail(f"the body is shorter than the {sum(self.lengths)} bytes announced")
+
+    def _fail(self, why: str) -> None:
+        self.body.failure = ProtocolError(f"{self.body.peer}: {why}")
+        raise self.body.failure

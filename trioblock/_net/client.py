@@ -29,6 +29,7 @@ from .._core.hashing import Hash
 from ..errors import ProtocolError, TransportError, TrioblockError
 from .body import BodyReader
 from .client_base import unexpected_reply
+from .client_puts import PutCoalescer
 from .client_refs import RefRequests
 from .codec import Event
 from .errormap import AdminRequestFailed, remote_error
@@ -75,6 +76,8 @@ class RpcClient(RefRequests):
         self.pool = pool
         #: peer → when (Trio time) it was found not to know ``NeedBlocksQuery``
         self._no_batch: dict[str, float] = {}
+        #: puts to a peer waiting at the same moment go in one ``PutBlocks``
+        self.puts = PutCoalescer(pool, self._put_one)
 
     # -- blocks ------------------------------------------------------------------------
 
@@ -145,9 +148,16 @@ class RpcClient(RefRequests):
     ) -> None:
         """Send ``block`` to ``peer`` to store under ``hash``; return once it acknowledged.
 
-        A large body is streamed while the reply is awaited, so a peer that rejects the
-        block early (``CorruptBlockError``, …) is heard without sending the rest.
+        Puts to the same peer waiting at the same moment travel together as one
+        ``PutBlocks`` (see :mod:`.client_puts`), each with its own outcome; a peer that
+        does not know that message gets one ``PutBlock`` per block.
         """
+        await self.puts.put(peer, hash, block, background)
+
+    async def _put_one(self, peer: str, hash: Hash, block: DataBlock, background: bool) -> None:
+        """One ``PutBlock`` exchange. A large body is streamed while the reply is
+        awaited, so a peer that rejects the block early (``CorruptBlockError``, …) is
+        heard without sending the rest."""
 
         async def op(conn: Connection) -> None:
             sent = False

@@ -8,12 +8,12 @@ reply and a logged traceback. ``peer`` is the node id the connection authenticat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol, TypeAlias
 
 from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
-from .messages import RefTuple
+from .messages import PutEntry, RefTuple
 
 __all__ = ["AdminReplyBody", "AdminResult", "RpcHandler"]
 
@@ -35,6 +35,18 @@ class RpcHandler(Protocol):
         self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
     ) -> None:
         """Verify and store a block streamed by a peer; ``CorruptBlockError`` if it is bad."""
+        ...
+
+    async def rpc_put_blocks(
+        self, blocks: list[PutEntry], body: AsyncIterable[tuple[int, bytes]]
+    ) -> list[BaseException | None]:
+        """Verify and store several blocks streamed by a peer (``PutBlocks``): ``body``
+        gives each chunk with the index of its block. One outcome per block, in order:
+        None when it is durably stored, else the exception that failed it.
+
+        Optional: a handler without it refuses ``PutBlocks`` as an older peer does (the
+        sender then sends one ``PutBlock`` per block).
+        """
         ...
 
     async def rpc_need_block(self, hash: Hash) -> bool:

@@ -25,7 +25,8 @@ Rules kept here:
   the hash space (a partition is a hash prefix of 0..4 bytes), :class:`RefFetch` pages
   through one partition.
 - :class:`NeedBlocksQuery` asks about 1..256 blocks at once; its reply holds one boolean
-  per hash, in order.
+  per hash, in order. :class:`PutBlocks` stores 1..16 blocks (at most 4 MiB of bodies,
+  concatenated in one body); its reply holds one result per block, in order.
 - For applications: :class:`RefUpdate` may ask (``"report": true``) which of its alive
   entries reference a block the receiver holds no copy of, answered by
   :class:`RefUpdateReply` (an older peer ignores the flag and answers ``Ok``);
@@ -55,6 +56,9 @@ from .msg_blocks import (
     NeedBlocksQuery,
     NeedBlocksReply,
     PutBlock,
+    PutBlocks,
+    PutBlocksReply,
+    PutEntry,
 )
 from .msg_layout import (
     LayoutExchange,
@@ -89,6 +93,8 @@ from .wire import (
     MAX_HELD_QUERY,
     MAX_NEED_BLOCKS,
     MAX_PREFIX_LEN,
+    MAX_PUT_BLOCKS,
+    MAX_PUT_BLOCKS_BYTES,
     MAX_REF_ENTRIES,
     MAX_REF_PREFIXES,
     MAX_RESUME_KEY_LEN,
@@ -104,6 +110,8 @@ __all__ = [
     "MAX_NEED_BLOCKS",
     "MAX_OPAQUE_DEPTH",
     "MAX_PREFIX_LEN",
+    "MAX_PUT_BLOCKS",
+    "MAX_PUT_BLOCKS_BYTES",
     "MAX_REF_ENTRIES",
     "MAX_REF_PREFIXES",
     "MAX_RESUME_KEY_LEN",
@@ -132,6 +140,9 @@ __all__ = [
     "OwnedQuery",
     "OwnedReply",
     "PutBlock",
+    "PutBlocks",
+    "PutBlocksReply",
+    "PutEntry",
     "RefCollect",
     "RefDigests",
     "RefDigestsReply",
@@ -152,6 +163,8 @@ Message: TypeAlias = (
     | LayoutExchange
     | LayoutExchangeReply
     | PutBlock
+    | PutBlocks
+    | PutBlocksReply
     | NeedBlockQuery
     | NeedBlockReply
     | NeedBlocksQuery

@@ -15,10 +15,16 @@ from .fields import (
     get,
     read_bool,
     read_hash,
+    read_int,
     read_list,
+    read_str,
 )
+from .msg_session import Error
 from .wire import (
+    MAX_ERROR_MESSAGE_LEN,
     MAX_NEED_BLOCKS,
+    MAX_PUT_BLOCKS,
+    MAX_PUT_BLOCKS_BYTES,
     Wire,
     as_bytes,
     read_hashes,
@@ -74,14 +80,103 @@ class PutBlock(Wire):
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> PutBlock:
-        header = get(m, "header", "PutBlock")
-        if header == "plain":
-            parsed = BlockHeader.PLAIN
-        elif header == "compressed":
-            parsed = BlockHeader.COMPRESSED
-        else:
-            raise ProtocolError("PutBlock.header must be 'plain' or 'compressed'")
-        return cls(read_hash(m, "PutBlock"), parsed)
+        return cls(read_hash(m, "PutBlock"), _read_header(m, "PutBlock"))
+
+
+def _read_header(m: Mapping[str, Any], kind: str) -> BlockHeader:
+    header = get(m, "header", kind)
+    if header == "plain":
+        return BlockHeader.PLAIN
+    if header == "compressed":
+        return BlockHeader.COMPRESSED
+    raise ProtocolError(f"{kind}.header must be 'plain' or 'compressed'")
+
+
+@dataclass(frozen=True, slots=True)
+class PutEntry:
+    """One block of a :class:`PutBlocks`: its hash, encoding and body length."""
+
+    hash: Hash
+    header: BlockHeader
+    length: int
+
+
+@wire_message
+@dataclass(frozen=True, slots=True)
+class PutBlocks(Wire):
+    """Several blocks to store, their bodies following as one streamed body, concatenated
+    in order: ``{blocks: [{hash, header, length}, …]}`` (1..16 blocks, lengths adding up
+    to at most 4 MiB; the body is exactly that long). Answered by :class:`PutBlocksReply`
+    (one result per block) or :class:`Error` (the whole request failed).
+
+    The batch form of :class:`PutBlock`. A peer that does not know it answers with an
+    ``Error`` of kind ``protocol``; the sender then sends one :class:`PutBlock` per block.
+    """
+
+    blocks: list[PutEntry]
+
+    def announces_body(self) -> bool:
+        return True
+
+    @property
+    def body_length(self) -> int:
+        return sum(entry.length for entry in self.blocks)
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "blocks": [
+                {"hash": bytes(e.hash), "header": e.header.value, "length": e.length}
+                for e in self.blocks
+            ]
+        }
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> PutBlocks:
+        entries: list[PutEntry] = []
+        for i, item in enumerate(read_list(m, "blocks", "PutBlocks", 1, MAX_PUT_BLOCKS)):
+            what = f"PutBlocks.blocks[{i}]"
+            if not isinstance(item, Mapping):
+                raise ProtocolError(f"{what} must be a map")
+            length = read_int(item, "length", what, 0, MAX_PUT_BLOCKS_BYTES)
+            entries.append(PutEntry(read_hash(item, what), _read_header(item, what), length))
+        message = cls(entries)
+        if message.body_length > MAX_PUT_BLOCKS_BYTES:
+            raise ProtocolError(
+                f"PutBlocks carries {message.body_length} bytes, more than {MAX_PUT_BLOCKS_BYTES}"
+            )
+        return message
+
+
+@wire_message
+@dataclass(frozen=True, slots=True)
+class PutBlocksReply(Wire):
+    """Answer to :class:`PutBlocks`: ``{results: [{} | {kind, message}, …]}``, one per
+    block in the same order (1..16; the sender checks the length): an empty map when
+    that block is durably stored, else its error (as an :class:`Error` says it)."""
+
+    results: list[Error | None]
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "results": [
+                {} if r is None else {"kind": r.kind, "message": r.message} for r in self.results
+            ]
+        }
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> PutBlocksReply:
+        results: list[Error | None] = []
+        for i, item in enumerate(read_list(m, "results", "PutBlocksReply", 1, MAX_PUT_BLOCKS)):
+            what = f"PutBlocksReply.results[{i}]"
+            if not isinstance(item, Mapping):
+                raise ProtocolError(f"{what} must be a map")
+            if not item:
+                results.append(None)
+                continue
+            kind = read_str(item, "kind", what, max_len=64, empty=False)
+            text = read_str(item, "message", what, max_len=MAX_ERROR_MESSAGE_LEN, empty=True)
+            results.append(Error(kind, text))
+        return cls(results)
 
 
 @wire_message
@@ -181,4 +276,7 @@ __all__ = [
     "NeedBlocksQuery",
     "NeedBlocksReply",
     "PutBlock",
+    "PutBlocks",
+    "PutBlocksReply",
+    "PutEntry",
 ]

@@ -25,6 +25,7 @@ from .codec import DEFAULT_MAX_BODY_SIZE
 from .errormap import AdminRequestFailed, RequestFailed
 from .handler import AdminReplyBody, AdminResult, RpcHandler
 from .handshake import DEFAULT_HANDSHAKE_TIMEOUT
+from .messages import PutEntry
 from .pool import MAX_CONNECTIONS_PER_PEER, MAX_IDLE_PER_PEER, ConnectionPool, RpcStats
 from .server import DRAIN_TIMEOUT, RpcServer
 from .transport import Transport
@@ -36,6 +37,7 @@ __all__ = [
     "AdminReplyBody",
     "AdminRequestFailed",
     "AdminResult",
+    "PutEntry",
     "RequestFailed",
     "RpcHandler",
     "RpcNode",

@@ -22,6 +22,12 @@ Rules kept here:
   ``max_body_size``; if the handler leaves part of it unread, the server reads the rest
   for a while (so the client gets the reply before the connection closes) and then
   closes the connection instead of reusing it.
+- A ``PutBlocks`` body reaches the handler (``rpc_put_blocks``) as :class:`~.body.BodyParts`,
+  cut at the announced lengths (a body of another length ends the connection with a
+  ``ProtocolError``); the handler returns one outcome per block (None, or the
+  exception that failed it), each turned into its result in the ``PutBlocksReply``. A
+  handler without ``rpc_put_blocks`` refuses the message as an older peer does (a
+  ``protocol`` error): the sender falls back to ``PutBlock``.
 - Admin requests and their replies may each carry one body. The server reads a request
   body whole before calling ``rpc_admin(request, body)``; a handler returns either a reply
   map or ``(map, body)``. Handlers written before bodies existed (``rpc_admin(request)``)
@@ -39,7 +45,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ..errors import ProtocolError, TransportError, TrioblockError
-from .body import BodyReader
+from .body import BodyParts, BodyReader
 from .channel import Channel
 from .codec import ConnectionClosed
 from .errormap import INTERNAL, error_reply
@@ -66,6 +72,8 @@ from .messages import (
     OwnedQuery,
     OwnedReply,
     PutBlock,
+    PutBlocks,
+    PutBlocksReply,
     RefCollect,
     RefDigests,
     RefDigestsReply,
@@ -265,6 +273,9 @@ class RpcServer:
             elif isinstance(request, PutBlock):
                 if not await self._answer_put(handler, channel, request):
                     return
+            elif isinstance(request, PutBlocks):
+                if not await self._answer_put_many(handler, channel, request):
+                    return
             elif isinstance(request, Admin):
                 await self._answer_admin(handler, channel, request)
             elif isinstance(request, LayoutExchange):
@@ -300,6 +311,54 @@ class RpcServer:
         with trio.move_on_after(DRAIN_TIMEOUT):
             await body.drain()
         return False
+
+    async def _answer_put_many(
+        self, handler: RpcHandler, channel: Channel, request: PutBlocks
+    ) -> bool:
+        """Serve one ``PutBlocks``; return whether the connection can carry another
+        request."""
+        put_many = getattr(handler, "rpc_put_blocks", None)
+        if put_many is None:
+            raise ProtocolError("PutBlocks is not served here")
+        body = BodyReader(channel, self.timeout)
+        parts = BodyParts(body, [entry.length for entry in request.blocks])
+        result = await self._invoke(channel, "put_blocks", put_many, request.blocks, parts)
+        body.closed = True
+        if body.failure is not None:
+            raise body.failure
+        reply: Message
+        if isinstance(result, Error):
+            reply = result
+        else:
+            reply = self._put_results(channel, list(result), len(request.blocks))
+        await channel.send_message(reply)
+        if body.finished:
+            return True
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            await body.drain()
+        return False
+
+    def _put_results(self, channel: Channel, outcomes: list[object], count: int) -> Message:
+        """The ``PutBlocksReply`` for a handler's per-block outcomes."""
+        if len(outcomes) != count:
+            log.error(
+                "%s: put_blocks returned %d outcomes for %d blocks",
+                self.node_id,
+                len(outcomes),
+                count,
+            )
+            return Error(INTERNAL, f"{len(outcomes)} outcomes returned for {count} blocks")
+        results: list[Error | None] = []
+        for outcome in outcomes:
+            if outcome is None:
+                results.append(None)
+            elif isinstance(outcome, TrioblockError):
+                log.debug("%s: a block put by %s failed: %r", self.node_id, channel.peer, outcome)
+                results.append(error_reply(outcome))
+            else:
+                log.error("%s: put_blocks failed a block with %r", self.node_id, outcome)
+                results.append(Error(INTERNAL, f"{type(outcome).__name__} in put_blocks"))
+        return PutBlocksReply(results)
 
     async def _answer_admin(self, handler: RpcHandler, channel: Channel, request: Admin) -> None:
         """Serve one ``Admin`` request: read its body (if any), call the handler, reply."""

@@ -37,6 +37,10 @@ MAX_ERROR_MESSAGE_LEN: Final = 4096
 MAX_REF_ENTRIES: Final = 4096
 #: Most hashes asked in one ``NeedBlocksQuery`` (and answers in its reply).
 MAX_NEED_BLOCKS: Final = 256
+#: Most blocks carried by one ``PutBlocks`` (and results in its reply).
+MAX_PUT_BLOCKS: Final = 16
+#: Most bytes of block bodies carried by one ``PutBlocks``.
+MAX_PUT_BLOCKS_BYTES: Final = 4 * 1024 * 1024
 #: Most hashes asked in one ``BlocksHeldQuery`` (and answers in its reply).
 MAX_HELD_QUERY: Final = 1024
 #: Most partitions asked in one ``RefDigests``.

@@ -8,7 +8,10 @@
   count it and queue the block for resync, which fetches a good copy back;
 - ``PutBlock``: the body is received within the byte budget (a bounded wait: two large
   receives must not hold half the budget each and wait for each other forever), verified
-  against its hash, and only then written durably;
+  against its hash, and only then written durably. ``PutBlocks`` carries several
+  blocks in one body: received the same way (one budget reservation growing with the
+  bytes received), then each verified and written, all at once, so that they share
+  the storage's grouped write trips; each block has its own outcome;
 - ``NeedBlockQuery``: referenced here and no local copy? ``NeedBlocksQuery`` asks the
   same of many blocks: the counts are read first, and only the referenced blocks are
   looked up on disk (under their locks, in one worker-thread trip);
@@ -19,7 +22,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -28,7 +31,7 @@ import trio
 from .._core.block import BlockHeader, DataBlock
 from .._core.hashing import Hash
 from .._core.refcrdt import RefTuple
-from .._net.rpc import AdminResult
+from .._net.rpc import AdminResult, PutEntry
 from .._storage import run_blocking
 from ..errors import (
     AdminUnavailableError,
@@ -111,13 +114,9 @@ class RpcEndpoint:
             quarantined,
         )
 
-    async def rpc_put_block(
-        self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
-    ) -> None:
-        """A peer's ``PutBlock``: receive within the byte budget, verify, then store.
-
-        Refused with ``StaleLayoutError`` when no live layout version gives this node a
-        copy (the sender's layout and ours differ: it exchanges and tries again)."""
+    def _refuse_stale(self, hash: Hash) -> None:
+        """``StaleLayoutError`` when no live layout version gives this node a copy of
+        ``hash`` (the sender's layout and ours differ: it exchanges and tries again)."""
         ctx = self._ctx
         membership = self._membership
         if (
@@ -128,7 +127,32 @@ class RpcEndpoint:
             raise StaleLayoutError(
                 f"{ctx.node_id} stores no copy of {hash.hex()} in any live layout version"
             )
-        budget = ctx.budget
+
+    async def _take_budget(self, size: int, taken: int) -> int:
+        """Grow this receive's share of the byte budget to cover ``size`` bytes received
+        (at most the whole budget), within ``rpc_timeout``; the bytes newly taken."""
+        ctx = self._ctx
+        wanted = min(size, ctx.budget.capacity) - taken
+        if wanted <= 0:
+            return 0
+        try:
+            with trio.fail_after(ctx.config.rpc_timeout):
+                return await ctx.budget.acquire(wanted)
+        except trio.TooSlowError:
+            raise TransportError(
+                f"{ctx.node_id}: receive buffer full (ram_buffer_max) for "
+                f"{ctx.config.rpc_timeout}s; try again later"
+            ) from None
+
+    async def rpc_put_block(
+        self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
+    ) -> None:
+        """A peer's ``PutBlock``: receive within the byte budget, verify, then store.
+
+        Refused with ``StaleLayoutError`` when no live layout version gives this node a
+        copy (the sender's layout and ours differ: it exchanges and tries again)."""
+        ctx = self._ctx
+        self._refuse_stale(hash)
         chunks: list[bytes] = []
         size = 0
         taken = 0
@@ -136,16 +160,7 @@ class RpcEndpoint:
             async for chunk in body:
                 chunks.append(chunk)
                 size += len(chunk)
-                wanted = min(size, budget.capacity) - taken
-                if wanted > 0:
-                    try:
-                        with trio.fail_after(ctx.config.rpc_timeout):
-                            taken += await budget.acquire(wanted)
-                    except trio.TooSlowError:
-                        raise TransportError(
-                            f"{ctx.node_id}: receive buffer full (ram_buffer_max) for "
-                            f"{ctx.config.rpc_timeout}s; try again later"
-                        ) from None
+                taken += await self._take_budget(size, taken)
             block = DataBlock(header, b"".join(chunks) if len(chunks) != 1 else chunks[0])
             chunks.clear()
             # Verified before anything touches the disk (in the same worker-thread trip as
@@ -153,7 +168,51 @@ class RpcEndpoint:
             await self._writer.write_local(hash, block, verify=True)
             ctx.metrics.puts_served += 1
         finally:
-            budget.release(taken)
+            ctx.budget.release(taken)
+
+    async def rpc_put_blocks(
+        self, blocks: list[PutEntry], body: AsyncIterable[tuple[int, bytes]]
+    ) -> list[BaseException | None]:
+        """A peer's ``PutBlocks``: receive every block within the byte budget, then
+        verify and store each (all at once: they share grouped write trips). One outcome
+        per block: None (durably stored), or the ``TrioblockError`` that failed it (a
+        ``StaleLayoutError`` for a block this node holds no copy of, nothing stored)."""
+        ctx = self._ctx
+        outcomes: list[BaseException | None] = [None] * len(blocks)
+        for i, entry in enumerate(blocks):
+            try:
+                self._refuse_stale(entry.hash)
+            except StaleLayoutError as exc:
+                outcomes[i] = exc
+        pieces: list[list[bytes]] = [[] for _ in blocks]
+        size = 0
+        taken = 0
+        try:
+            async for index, chunk in body:
+                if outcomes[index] is None:
+                    pieces[index].append(chunk)
+                size += len(chunk)
+                taken += await self._take_budget(size, taken)
+
+            async def store(i: int, entry: PutEntry, payload: bytes) -> None:
+                try:
+                    await self._writer.write_local(
+                        entry.hash, DataBlock(entry.header, payload), verify=True
+                    )
+                except TrioblockError as exc:  # CorruptBlockError, DiskError...
+                    outcomes[i] = exc
+                    return
+                ctx.metrics.puts_served += 1
+
+            async with trio.open_nursery() as nursery:
+                for i, entry in enumerate(blocks):
+                    if outcomes[i] is None:
+                        payload = b"".join(pieces[i])
+                        pieces[i] = []
+                        nursery.start_soon(store, i, entry, payload)
+        finally:
+            ctx.budget.release(taken)
+        return outcomes
 
     async def rpc_need_block(self, hash: Hash) -> bool:
         """A peer's ``NeedBlockQuery``: referenced here and no local copy?"""

@@ -83,6 +83,8 @@ class Metrics:
     ``puts`` / ``gets`` (this node's own ``put_block`` / ``get_block`` and ``stream_block``
     calls), ``puts_served`` / ``gets_served`` (blocks this node stored / sent for peers: a
     gateway's or another node's put or read, a peer's resync fetch, offloads and hand-offs),
+    ``write_trips`` (worker-thread trips that wrote blocks for puts and peers: the writes
+    waiting at the same moment share one, with one fsync per directory touched),
     ``hedged_reads`` (reads that started a second request because the first was slow);
     reference anti-entropy: ``ref_sync_passes`` (passes completed), ``ref_entries_pulled`` /
     ``ref_entries_pushed`` (reference entries merged here from peers / sent to peers that
@@ -107,6 +109,7 @@ class Metrics:
     gets: int = 0
     puts_served: int = 0
     gets_served: int = 0
+    write_trips: int = 0
     hedged_reads: int = 0
     ref_sync_passes: int = 0
     ref_entries_pulled: int = 0

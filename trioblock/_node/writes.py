@@ -3,8 +3,10 @@
 How a put travels: take room in the byte budget (``ram_buffer_max``) for the largest
 encoding of the data → hash and compress once in a worker thread (``hash_and_encode``) →
 for every storage node of the hash (just this one on the embedded default) write locally
-(``BlockStore.write_block``, under the block's lock) or send a ``PutBlock``
-(``RpcNode.put_block``) → return once ``write_quorum`` nodes acknowledged a durable
+(``BlockStore.write_block``, under the block's lock, in one worker-thread trip with the
+other writes waiting at the same moment) or send a ``PutBlock``
+(``RpcNode.put_block``: puts to one peer queued at the same moment travel together as a
+``PutBlocks``) → return once ``write_quorum`` nodes acknowledged a durable
 write, while the remaining sends finish in the node's nursery; the budget is given back
 when the last send has finished. A block in flight is counted once, however many peers
 it goes to.
@@ -149,6 +151,8 @@ class Writer:
                 outcome = await ctx.store.write_block(hash, block, ctx.clock.now_msec())
         except OSError as exc:
             raise _disk_error(ctx, hash, exc) from exc
+        finally:
+            self._ctx.metrics.write_trips = ctx.store.writes.trips_run
         self._written(outcome, len(block), trio.current_time() - started)
         return outcome
 

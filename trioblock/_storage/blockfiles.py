@@ -33,6 +33,7 @@ variants exist for callers that already hold it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -50,8 +51,9 @@ from ..errors import CorruptBlockError
 from .batching import TripBatcher
 from .dirhealth import DirHealthBook
 from .dirwalk import iter_block_files, walk_data_dir
-from .durable import LiveTemps, Placed, UnsyncedDirs, place_copy
+from .durable import DirSyncs, LiveTemps, Placed, UnsyncedDirs, place_copy
 from .fileops import read_bounded
+from .groupwrite import GroupWriter
 from .locks import KeyedLock
 from .lookup import find_copy, read_first_copy
 from .markers import prepare_dirs
@@ -77,12 +79,14 @@ from .removal import detach, quarantine_copy, unlink_copy
 from .stored import StoredTally, counted, hash_arg, loc_arg, path_arg
 from .sweep import sweep_entries
 from .threads import run_blocking
-from .writepath import WriteOutcome, write_block_sync
+from .writepath import GroupItem, WriteOutcome, write_block_sync, write_group_sync
 
 log = logging.getLogger("trioblock.storage")
 
 #: Entries of the tree looked at per worker-thread trip of the background temp sweep.
 SWEEP_BATCH = 512
+#: Write trips under way at once (the writes waiting meanwhile form the next groups).
+WRITE_TRIPS = 2
 
 
 class BlockStore:
@@ -124,6 +128,10 @@ class BlockStore:
         # Concurrent reads share worker-thread trips (see ``batching``).
         self._reads: TripBatcher[Hash, Any] = TripBatcher(
             limiter=limiter, max_trips=max(1, int(min(limiter.total_tokens, 64)))
+        )
+        # Concurrent writes share trips and directory fsyncs (``groupwrite``).
+        self.writes: GroupWriter[GroupItem, WriteOutcome] = GroupWriter(
+            limiter=limiter, max_trips=max(1, min(int(limiter.total_tokens), WRITE_TRIPS))
         )
 
     def size_limit(self, header: BlockHeader) -> int:
@@ -278,16 +286,31 @@ class BlockStore:
     # -- writing ------------------------------------------------------------------------
 
     @counted(hash_arg(1))
-    def place_sync(self, root: Path | str, hash: Hash, block: DataBlock, mtime_ns: int) -> Placed:
+    def place_sync(
+        self,
+        root: Path | str,
+        hash: Hash,
+        block: DataBlock,
+        mtime_ns: int,
+        *,
+        syncs: DirSyncs | None = None,
+    ) -> Placed:
         """Durably store ``block`` in ``root`` unless an equal or better copy is there.
 
         The one durable write (see ``durable``), used by puts and rebalance moves. The
-        caller holds the block's lock and has verified ``block``.
+        caller holds the block's lock and has verified ``block``. ``syncs``: its group
+        of writes (``writepath``).
         """
-        return self.place_copy_sync(root, hash, block, mtime_ns)
+        return self.place_copy_sync(root, hash, block, mtime_ns, syncs=syncs)
 
     def place_copy_sync(
-        self, root: Path | str, hash: Hash, block: DataBlock, mtime_ns: int
+        self,
+        root: Path | str,
+        hash: Hash,
+        block: DataBlock,
+        mtime_ns: int,
+        *,
+        syncs: DirSyncs | None = None,
     ) -> Placed:
         """:meth:`place_sync` for a caller that counts the change itself."""
         if str(root) in self.read_only_roots:
@@ -301,6 +324,7 @@ class BlockStore:
             fsync=self.fsync,
             live=self.live_temps,
             unsynced=self.unsynced_dirs,
+            syncs=syncs,
         )
 
     def write_sync(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
@@ -341,35 +365,26 @@ class BlockStore:
             self.locks.release_claim(hash, token)
 
     async def write_block_locked(
-        self, hash: Hash, block: DataBlock, written_at_msec: int
+        self, hash: Hash, block: DataBlock, written_at_msec: int, *, verify: bool = False
     ) -> WriteOutcome:
-        return await run_blocking(
-            self.write_sync, hash, block, written_at_msec, limiter=self.limiter
+        """:meth:`write_sync` in one worker trip with the writes waiting meanwhile
+        (``groupwrite``); ``verify``: as :meth:`write_verified_block`. Lock held."""
+        return await self.writes.call(
+            functools.partial(write_group_sync, self), (hash, block, written_at_msec, verify)
         )
 
     async def write_block(self, hash: Hash, block: DataBlock, written_at_msec: int) -> WriteOutcome:
         async with self.locks.hold(hash):
             return await self.write_block_locked(hash, block, written_at_msec)
 
-    def write_verified_sync(
-        self, hash: Hash, block: DataBlock, written_at_msec: int
-    ) -> WriteOutcome:
-        """Verify an untrusted ``block`` against ``hash``, then :meth:`write_sync` it.
-
-        ``CorruptBlockError`` (nothing touched) when it does not match. One worker-thread
-        trip for a block received from a peer; the caller holds the block's lock.
-        """
-        decode_block(hash, block, max_size=self.max_block_size)
-        return self.write_sync(hash, block, written_at_msec)
-
     async def write_verified_block(
         self, hash: Hash, block: DataBlock, written_at_msec: int
     ) -> WriteOutcome:
-        """:meth:`write_verified_sync` under the block's lock, in a worker thread."""
+        """Verify an untrusted ``block`` against ``hash`` (``CorruptBlockError``, nothing
+        touched, when it does not match), then write it: under the block's lock, in one
+        worker-thread trip (with the other writes waiting at the same moment)."""
         async with self.locks.hold(hash):
-            return await run_blocking(
-                self.write_verified_sync, hash, block, written_at_msec, limiter=self.limiter
-            )
+            return await self.write_block_locked(hash, block, written_at_msec, verify=True)
 
     # -- quarantine and deletion -----------------------------------------------------------
 

@@ -13,6 +13,10 @@ Rules kept here:
 - Something that is not a regular file under the copy's name (a FIFO, a link, a
   directory...) is not a copy: it is renamed aside to ``<name>.corrupted`` (a link is
   renamed, never followed) and the copy is written in its place.
+- In a group of writes (:class:`DirSyncs`) the directory fsync is deferred: each
+  ``aa/bb`` directory changed by the group is fsynced once at its end, before any of
+  its writes is acknowledged, and a failed fsync fails exactly the writes renamed into
+  that directory (:func:`sync_group_dirs`).
 - Temp names being written are registered in :class:`LiveTemps` for their lifetime, so
   that a sweep of stale temp files running meanwhile never removes one.
 
@@ -88,6 +92,42 @@ class UnsyncedDirs:
 
     def __contains__(self, dir_path: object) -> bool:
         return dir_path in self._dirs
+
+
+class DirSyncs:
+    """The ``aa/bb`` directories a group of writes changed, to fsync once at its end.
+
+    ``current`` is the index of the write under way; :meth:`add` records that it renamed
+    or removed a name in a directory (whose fsync it then waits for).
+    """
+
+    def __init__(self) -> None:
+        self.current = 0
+        #: directory shown as ``root/aa/bb`` -> indices of the writes that changed it
+        self.dirs: dict[str, list[int]] = {}
+
+    def add(self, dir_path: str) -> None:
+        self.dirs.setdefault(dir_path, []).append(self.current)
+
+
+def sync_group_dirs(
+    disk: Disk, syncs: DirSyncs, unsynced: UnsyncedDirs
+) -> list[tuple[str, list[int], OSError]]:
+    """Fsync every directory of ``syncs`` once; the ones that failed (marked in
+    ``unsynced``: fsyncgate), with the writes they concern and the error."""
+    failed: list[tuple[str, list[int], OSError]] = []
+    for shown, which in syncs.dirs.items():
+        root, aa, bb = shown.rsplit("/", 2)
+        try:
+            dir = disk.open_dir(root, f"{aa}/{bb}")
+            try:
+                disk.fsync(dir)
+            finally:
+                disk.close(dir)
+        except OSError as exc:
+            unsynced.add(shown)
+            failed.append((shown, which, exc))
+    return failed
 
 
 def refresh_mtime(disk: Disk, dir: Handle, name: str, mtime_ns: int) -> None:
@@ -174,6 +214,7 @@ def place_copy(
     fsync: bool,
     live: LiveTemps,
     unsynced: UnsyncedDirs | None = None,
+    syncs: DirSyncs | None = None,
 ) -> Placed:
     """Durably store ``block`` in ``root``'s ``aa/bb`` unless an equal or better copy
     is there (then its mtime is refreshed); a plain copy there is superseded by a
@@ -187,7 +228,16 @@ def place_copy(
     try:
         shown = f"{root}/{aa}/{bb}"
         return place_in(
-            disk, dir, shown, hash, block, mtime_ns, fsync=fsync, live=live, unsynced=unsynced
+            disk,
+            dir,
+            shown,
+            hash,
+            block,
+            mtime_ns,
+            fsync=fsync,
+            live=live,
+            unsynced=unsynced,
+            syncs=syncs,
         )[0]
     finally:
         disk.close(dir)
@@ -205,6 +255,7 @@ def place_in(
     live: LiveTemps,
     seen: tuple[os.stat_result | None, ...] | None = None,
     unsynced: UnsyncedDirs | None = None,
+    syncs: DirSyncs | None = None,
 ) -> tuple[Placed, tuple[int, int] | None]:
     """:func:`place_copy` into the open ``aa/bb`` directory ``dir`` (left open).
 
@@ -213,6 +264,7 @@ def place_in(
     when it went exactly as those ``lstat`` said (None when something else changed
     meanwhile). ``unsynced``: directories whose fsync failed (a copy there is written
     again rather than kept, and a failed fsync of ``dir`` is recorded there).
+    ``syncs``: a group's directories (``dir``'s fsync is then left to the group's end).
     """
     name = block_name(hash, block.header)
     if seen is None:
@@ -244,7 +296,9 @@ def place_in(
             replaced = True
     if suspect:
         added = None  # written over a copy that was there: look again
-    if fsync:
+    if fsync and syncs is not None:
+        syncs.add(shown)
+    elif fsync:
         try:
             disk.fsync(dir)
         except OSError:
@@ -255,6 +309,7 @@ def place_in(
 
 
 __all__ = [
+    "DirSyncs",
     "LiveTemps",
     "Placed",
     "UnsyncedDirs",
@@ -262,5 +317,6 @@ __all__ = [
     "place_in",
     "refresh_mtime",
     "set_aside",
+    "sync_group_dirs",
     "write_new_file",
 ]

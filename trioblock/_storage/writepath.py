@@ -22,6 +22,17 @@ marks it full, repeated errors failing) and tried in the next directory; when no
 left the write fails with ``DiskError`` (``DiskFullError`` when a directory is full)
 naming the directory. Every step goes through the store's ``Disk``; the caller holds
 the block's lock, has verified the block and runs this in a worker thread.
+
+**A group** of writes (:func:`write_group_sync`: the blocks whose writes were waiting at
+the same moment, each under its own lock) is one worker-thread trip: each block
+verified when it came from a peer, then written by the sequence above with its file
+fsynced and renamed, but its directory's fsync left to the end of the group, where each
+``aa/bb`` directory touched is fsynced once (``durable.sync_group_dirs``). Each block
+has its own outcome: a failed verification or write fails that block only, a failed
+directory fsync fails the blocks renamed into that directory in this group (the
+directory is marked unsynced and its failure told to its health), never the others.
+A lone write is written exactly as before (its directory fsynced at once, and a failure
+there tried in the next directory).
 """
 
 from __future__ import annotations
@@ -31,11 +42,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from .._core.block import BlockHeader, DataBlock
+import outcome
+
+from .._core.block import BlockHeader, DataBlock, decode_block
 from .._core.copydecision import Action, Existing, decide
 from .._core.hashing import Hash
 from ..errors import DiskError
-from .durable import Placed, place_in, refresh_mtime
+from .durable import DirSyncs, Placed, place_in, refresh_mtime, sync_group_dirs
 from .fileops import regular_at
 from .lookup import is_regular
 from .paths import BlockLocation, block_name, subdir_names
@@ -60,24 +73,71 @@ _OUTCOMES = {
 }
 
 
+#: One write of a group: the block's hash, the block, its "last written" time in
+#: milliseconds, and whether it is to be verified first (a block from a peer).
+GroupItem = tuple[Hash, DataBlock, int, bool]
+
+
+def write_group_sync(
+    store: BlockStore, items: list[GroupItem]
+) -> list[outcome.Outcome[WriteOutcome]]:
+    """Write every block of ``items`` (module docstring, "A group"): the outcome of
+    each, in order. The caller holds every block's lock."""
+    if len(items) == 1 or not store.fsync:
+        return [outcome.capture(_write_item, store, item, None) for item in items]
+    syncs = DirSyncs()
+    results: list[outcome.Outcome[WriteOutcome]] = []
+    for index, item in enumerate(items):
+        syncs.current = index
+        results.append(outcome.capture(_write_item, store, item, syncs))
+    for shown, which, exc in sync_group_dirs(store.disk, syncs, store.unsynced_dirs):
+        root = shown.rsplit("/", 2)[0]
+        store.health.failed(root, exc)
+        for index in which:
+            hash = items[index][0]
+            results[index] = outcome.Error(
+                DiskError(
+                    root,
+                    exc.errno,
+                    f"cannot store block {hash.hex()}: fsync of {shown} failed: "
+                    f"{exc.strerror or exc}",
+                )
+            )
+    return results
+
+
+def _write_item(store: BlockStore, item: GroupItem, syncs: DirSyncs | None) -> WriteOutcome:
+    hash, block, written_at_msec, verify = item
+    if verify:
+        # Before anything touches the disk: a peer never makes us store bytes that do
+        # not match their name.
+        decode_block(hash, block, max_size=store.max_block_size)
+    return write_block_sync(store, hash, block, written_at_msec, syncs)
+
+
 def write_block_sync(
-    store: BlockStore, hash: Hash, block: DataBlock, written_at_msec: int
+    store: BlockStore,
+    hash: Hash,
+    block: DataBlock,
+    written_at_msec: int,
+    syncs: DirSyncs | None = None,
 ) -> WriteOutcome:
     """Durably store ``block`` unless an equal or better copy exists (module steps).
 
     Counted like the store's ``@counted`` methods: the new block's copies and bytes are
-    told to the tally when the write went as its look saw.
+    told to the tally when the write went as its look saw. ``syncs``: the group it is
+    part of (its directory's fsync is left to the group).
     """
     mtime_ns = written_at_msec * 1_000_000
     seen = store.stored.begin_seen(hash)
     effect: tuple[int, int] | None = None
     try:
         if seen is not None:
-            done = _write_new(store, hash, block, mtime_ns, seen)
+            done = _write_new(store, hash, block, mtime_ns, seen, syncs)
             if done is not None:
                 outcome, effect = done
                 return outcome
-        return _write_over(store, hash, block, mtime_ns)
+        return _write_over(store, hash, block, mtime_ns, syncs)
     finally:
         if seen is not None:
             close_seen(store.disk, seen)
@@ -85,7 +145,12 @@ def write_block_sync(
 
 
 def _write_new(
-    store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int, seen: list[SeenDir]
+    store: BlockStore,
+    hash: Hash,
+    block: DataBlock,
+    mtime_ns: int,
+    seen: list[SeenDir],
+    syncs: DirSyncs | None,
 ) -> tuple[WriteOutcome, tuple[int, int] | None] | None:
     """Write ``block`` when the copies seen leave nothing to keep, verify or replace
     (None, nothing done, otherwise)."""
@@ -109,7 +174,7 @@ def _write_new(
         attempts += 1
         where = by_root[root]
         if where.fd is None and not where.missing:  # not a directory: place_copy says so
-            return store.place_copy_sync(root, hash, block, mtime_ns), None
+            return store.place_copy_sync(root, hash, block, mtime_ns, syncs=syncs), None
         stats: tuple[os.stat_result | None, ...] | None = where.stats
         if where.fd is None:
             # ``aa/bb`` was absent: made now (empty when made by this call).
@@ -127,6 +192,7 @@ def _write_new(
             live=store.live_temps,
             seen=stats,
             unsynced=store.unsynced_dirs,
+            syncs=syncs,
         )
 
     placed, effect = _into_a_dir(store, hash, write)
@@ -154,7 +220,9 @@ def _into_a_dir(store: BlockStore, hash: Hash, write: Callable[[str], T]) -> T:
     raise store.health.no_room(order, last, tried) from last
 
 
-def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) -> WriteOutcome:
+def _write_over(
+    store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int, syncs: DirSyncs | None
+) -> WriteOutcome:
     """Write ``block`` where a copy may exist: verify it, then keep or supersede it."""
     existing: list[Existing[BlockLocation]] = []
     try:
@@ -184,7 +252,9 @@ def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) 
                 if at is not None:
                     refresh_mtime(store.disk, *at, mtime_ns)
         return WriteOutcome.KEPT
-    placed = _into_a_dir(store, hash, lambda root: store.place_sync(root, hash, block, mtime_ns))
+    placed = _into_a_dir(
+        store, hash, lambda root: store.place_sync(root, hash, block, mtime_ns, syncs=syncs)
+    )
     if placed is Placed.KEPT:
         return WriteOutcome.KEPT
     for old in decision.remove:
@@ -195,4 +265,4 @@ def _write_over(store: BlockStore, hash: Hash, block: DataBlock, mtime_ns: int) 
     return WriteOutcome.WRITTEN
 
 
-__all__ = ["WriteOutcome", "write_block_sync"]
+__all__ = ["GroupItem", "WriteOutcome", "write_block_sync", "write_group_sync"]
