@@ -213,16 +213,13 @@ async def test_a_deleted_copy_whose_unlink_failed_does_not_come_back_after_a_pow
         assert cluster.nodes["n1"].stored().blocks == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a deletion whose directory fsync failed is forgotten (fsyncgate); the row is "
-    "cleared once the name is found empty, and a power loss brings the copy back with "
-    "nothing to delete it until a repair",
-)
 async def test_a_deleted_copy_whose_directory_fsync_failed_does_not_come_back(
     tmp_path: Path, autojump_clock: object
 ) -> None:
-    """Found by the disk schedules (data_fsync, seed 803 of the first long run)."""
+    """Found by the disk schedules (data_fsync, seed 803 of the first long run): the row
+    was cleared once the name was found empty, and a power loss brought the copy back
+    with nothing to delete it until a repair. The row now stays while the directory's
+    fsync failure may undo the unlink."""
     async with open_cluster(
         tmp_path, n=3, disk="simulated", data_fsync=True, gc_delay=60.0, resync_retry_delay=5.0
     ) as cluster:

@@ -50,7 +50,7 @@ from .._core.hashing import Hash
 from ..errors import CorruptBlockError
 from .batching import TripBatcher
 from .dirhealth import DirHealthBook
-from .dirwalk import iter_block_files, walk_data_dir
+from .dirwalk import iter_block_files
 from .durable import DirSyncs, LiveTemps, Placed, UnsyncedDirs, place_copy
 from .fileops import read_bounded
 from .groupwrite import GroupWriter
@@ -65,6 +65,7 @@ from .paths import (
     block_path,
     block_subdir,
     split_block_path,
+    subdir_names,
     temp_name,
 )
 from .reading import (
@@ -77,14 +78,12 @@ from .reading import (
 from .realdisk import RealDisk
 from .removal import detach, quarantine_copy, unlink_copy
 from .stored import StoredTally, counted, hash_arg, loc_arg, path_arg
-from .sweep import sweep_entries
+from .sweep import sweep_all, sweep_all_sync
 from .threads import run_blocking
 from .writepath import GroupItem, WriteOutcome, write_block_sync, write_group_sync
 
 log = logging.getLogger("trioblock.storage")
 
-#: Entries of the tree looked at per worker-thread trip of the background temp sweep.
-SWEEP_BATCH = 512
 #: Write trips under way at once (the writes waiting meanwhile form the next groups).
 WRITE_TRIPS = 2
 
@@ -433,9 +432,25 @@ class BlockStore:
         return None if trash is None else Path(trash)
 
     def discard_sync(self, trash: Path) -> None:
-        """Unlink a detached copy (fsyncing its directory); nothing if it is gone."""
-        if unlink_copy(self.disk, str(trash), fsync=self.fsync):
+        """Unlink a detached copy (fsyncing its directory); nothing if it is gone. When
+        that fails, the directory is marked in ``unsynced_dirs`` (the unlink, or the
+        rename before it, may come undone at a power cut)."""
+        try:
+            removed = unlink_copy(self.disk, str(trash), fsync=self.fsync)
+        except OSError:
+            if self.fsync:
+                self.unsynced_dirs.add(str(trash).rsplit("/", 1)[0])
+            raise
+        if removed:
             self.health.freed(str(trash).rsplit("/", 3)[0])
+
+    def absence_is_durable(self, hash: Hash) -> bool:
+        """Whether "no copy of ``hash`` here" would survive a power cut: not while one of
+        its ``aa/bb`` directories had a failed fsync in this process (fsyncgate)."""
+        aa, bb = subdir_names(hash)
+        return not any(
+            f"{root}/{aa}/{bb}" in self.unsynced_dirs for root in self.layout.search_roots(hash)
+        )
 
     async def discard(self, trash: Path) -> None:
         await run_blocking(self.discard_sync, trash, limiter=self.limiter)
@@ -443,43 +458,17 @@ class BlockStore:
     # -- stale temp files -------------------------------------------------------------------
 
     def cleanup_temps_sync(self) -> int:
-        """Remove temp files left by a crash in every data directory; return the count.
-
-        One pass over every file, blocking: prefer :meth:`sweep_temps`, which does the
-        same in the background in bounded steps.
-        """
-        removed = 0
-        for root in self.layout.dirs:
-            if not self.layout.is_read_only(root):
-                entries = walk_data_dir(self.disk, root, stat=False)
-                removed += sweep_entries(self.disk, entries, self.live_temps)[0]
-        return removed
+        """Remove temp files left by a crash in every writable data directory, in one
+        blocking pass; the count. Prefer :meth:`sweep_temps`."""
+        return sweep_all_sync(self.disk, self.layout, self.live_temps)
 
     async def sweep_temps(self) -> int:
-        """Remove stale temp files of every writable data directory, in the background.
-
-        Works through the tree ``SWEEP_BATCH`` entries per worker-thread trip, so that
-        a node is ready at once whatever it stores; temp files of writes in progress are
-        left alone. Safe to cancel between trips. Returns the number removed.
-        """
-        removed = 0
-        for root in self.layout.dirs:
-            if self.layout.is_read_only(root):
-                continue
-            entries = walk_data_dir(self.disk, root, stat=False)
-            more = True
-            while more:
-                n, more = await run_blocking(
-                    sweep_entries,
-                    self.disk,
-                    entries,
-                    self.live_temps,
-                    SWEEP_BATCH,
-                    limiter=self.limiter,
-                )
-                removed += n
-        # Logged by the node, with its id (``lifecycle._sweep``).
-        await self.stored.rebuild(self.limiter)  # then count the copies (``stored``)
+        """Remove stale temp files in the background, a bounded step per worker-thread
+        trip (safe to cancel between trips; temp files of writes in progress are left
+        alone), then count the copies (``stored``). The number removed; logged by the
+        node, with its id."""
+        removed = await sweep_all(self.disk, self.layout, self.live_temps, self.limiter)
+        await self.stored.rebuild(self.limiter)
         return removed
 
 

@@ -18,12 +18,19 @@ import logging
 from collections.abc import Iterator
 from itertools import islice
 
+import trio
+
+from .._core.datalayout import DataLayout
 from .._core.disk import Disk
-from .dirwalk import EntryKind, WalkEntry
+from .dirwalk import EntryKind, WalkEntry, walk_data_dir
 from .durable import LiveTemps
 from .fileops import regular_at
+from .threads import run_blocking
 
 log = logging.getLogger("trioblock.storage")
+
+#: Entries of the tree looked at per worker-thread trip of the background temp sweep.
+SWEEP_BATCH = 512
 
 
 def remove_temp(disk: Disk, entry: WalkEntry, live: LiveTemps) -> bool:
@@ -69,4 +76,31 @@ def sweep_entries(
     return removed, limit is not None and taken == limit
 
 
-__all__ = ["remove_temp", "sweep_entries"]
+def sweep_all_sync(disk: Disk, layout: DataLayout, live: LiveTemps) -> int:
+    """Remove the stale temp files of every writable data directory in one pass."""
+    removed = 0
+    for root in layout.dirs:
+        if not layout.is_read_only(root):
+            removed += sweep_entries(disk, walk_data_dir(disk, root, stat=False), live)[0]
+    return removed
+
+
+async def sweep_all(
+    disk: Disk, layout: DataLayout, live: LiveTemps, limiter: trio.CapacityLimiter
+) -> int:
+    """The same, :data:`SWEEP_BATCH` entries per worker-thread trip."""
+    removed = 0
+    for root in layout.dirs:
+        if layout.is_read_only(root):
+            continue
+        entries = walk_data_dir(disk, root, stat=False)
+        more = True
+        while more:
+            n, more = await run_blocking(
+                sweep_entries, disk, entries, live, SWEEP_BATCH, limiter=limiter
+            )
+            removed += n
+    return removed
+
+
+__all__ = ["SWEEP_BATCH", "remove_temp", "sweep_all", "sweep_all_sync", "sweep_entries"]

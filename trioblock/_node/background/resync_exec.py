@@ -162,6 +162,8 @@ class ResyncExecutor:
         if action is ResyncAction.DEFER:
             return decision.retry_at
         if action is ResyncAction.CLEAR_RC:
+            if not ctx.store.absence_is_durable(hash):
+                return now + ctx.resync_retry_delay_msec
             await ctx.db.clear_deleted_rc(hash, now)
             return None
         if action is ResyncAction.FETCH:
@@ -357,8 +359,13 @@ class ResyncExecutor:
         be deleted (synchronous: the caller awaits nothing around it)."""
         ctx = self._ctx
         if loc is None:
-            # Gone meanwhile (or quarantined while offloading): only the row is left.
-            removal.gone.append(hash)
+            # Gone meanwhile (or quarantined while offloading): only the row is left. Its
+            # row stays while that absence may not survive a power cut (the unlink's
+            # directory fsync failed): a copy back after one is then still deleted.
+            if ctx.store.absence_is_durable(hash):
+                removal.gone.append(hash)
+            else:
+                removal.kept[hash] = now + ctx.resync_retry_delay_msec
             return None
         rc = self._recount(hash, ctx.db.get_rc(hash))
         recheck = decide_resync(
