@@ -168,7 +168,7 @@ def _reference_rows(ctx: NodeContext, hash: Hash) -> tuple[list[Reference], int,
 async def local_block_info(ctx: NodeContext, hash: Hash) -> BlockInfo:
     """This node's view of ``hash``."""
     store = ctx.store
-    roots = store.layout.candidate_roots(hash)
+    roots = store.layout.search_roots(hash)
     found = await run_blocking(all_copies, store.disk, roots, hash, limiter=store.limiter)
     rc = ctx.db.get_rc(hash)
     refs, alive, removed = _reference_rows(ctx, hash)
