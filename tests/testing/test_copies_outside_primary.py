@@ -94,3 +94,25 @@ async def test_gc_deletes_both_copies_of_a_block_rewritten_while_its_directory_f
         await trio.sleep(30)  # gc_delay, then one deletion pass (not two, 40 s apart)
         assert await copy_dirs(bm, h) == []
         assert await bm.local_block_path(h) is None
+
+
+async def test_a_put_over_an_unreadable_copy_succeeds_and_counts_against_its_directory(
+    tmp_path: Path, autojump_clock: object, no_livelock: Any
+) -> None:
+    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, _a, _b):
+        data = blocks(1)[0]
+        h = await bm.put_block(data)
+        path = await bm.local_block_path(h)
+        assert path is not None
+        root = path.parent.parent.parent
+        disk.fail("read", str(path.relative_to(root)), times=None, root=root)  # a bad sector
+        for errors in (1, 2, 3):
+            assert await bm.put_block(data) == h  # no DiskError: a fresh copy elsewhere
+            usage = {u.path: u for u in await bm.data_dir_usage()}
+            assert usage[root].errors == errors  # each unreadable look counted
+            assert usage[root].last_error is not None
+            assert "Input/output error" in usage[root].last_error
+        assert usage[root].state is DataDirState.FAILING
+        disk.clear_faults()
+        assert sorted(map(Path, await copy_dirs(bm, h))) == sorted(tmp_path / d for d in "ab")
+        assert await bm.get_block(h) == data
