@@ -238,22 +238,33 @@ def restore_snapshot_sync(
     if db_path.exists():
         _check_not_in_use(db_path)
     suffix = f".damaged-{_stamp(now_msec)}"
-    moved: list[Path] = []
+    moved: list[tuple[Path, Path]] = []
+    tmp = db_path.with_name(db_path.name + _TMP_SUFFIX)
     try:
+        # The copy is complete and durable before anything is moved: a restore that
+        # fails (a full disk, say) leaves the current files where they were.
+        shutil.copyfile(snapshot, tmp)
+        _fsync_path(tmp)
         for extra in ("", "-wal", "-shm"):
             current = db_path.with_name(db_path.name + extra)
             if current.exists():
                 aside = current.with_name(current.name + suffix)
                 os.rename(current, aside)
-                moved.append(aside)
-        tmp = db_path.with_name(db_path.name + _TMP_SUFFIX)
-        shutil.copyfile(snapshot, tmp)
-        _fsync_path(tmp)
+                moved.append((current, aside))
         os.rename(tmp, db_path)
         _fsync_path(db_path.parent, directory=True)
     except OSError as exc:
-        raise DatabaseError(f"restoring {snapshot} to {db_path} failed: {exc}") from exc
-    return RestoreResult(snapshot, db_path, moved)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        stranded = []
+        for current, aside in reversed(moved):
+            try:
+                os.rename(aside, current)
+            except OSError:
+                stranded.append(f"{current.name} is at {aside}: move it back")
+        also = f" ({'; '.join(stranded)})" if stranded else ""
+        raise DatabaseError(f"restoring {snapshot} to {db_path} failed: {exc}{also}") from exc
+    return RestoreResult(snapshot, db_path, [aside for _current, aside in moved])
 
 
 def corrupt_message(db_path: Path, cause: BaseException) -> str:
