@@ -5,12 +5,14 @@ keeps the database, an automatic snapshot whose pruning fails keeps the node run
 from __future__ import annotations
 
 import errno
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import trioblock
 
@@ -68,3 +70,22 @@ async def test_a_restore_that_cannot_write_its_copy_leaves_the_database_in_place
     assert not [n for n in names(meta) if ".damaged-" in n]
     async with open_ops_node(config) as bm:
         assert len(bm.references(h)) == 2
+
+
+async def test_an_automatic_snapshot_whose_pruning_fails_keeps_the_node_running(
+    open_ops_node: Callable[..., Any],
+    make_config: Callable[..., Any],
+    autojump_clock: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "trioblock")
+    config = make_config(metadata_auto_snapshot_interval=60.0, metadata_snapshots_kept=1)
+    meta = Path(config.metadata_dir)
+    # An old "snapshot" that cannot be unlinked (a directory in its name).
+    (meta / "snapshots" / "20200101T000000.000000Z.sqlite").mkdir(parents=True)
+    async with open_ops_node(config) as bm:
+        await trio.sleep(200)  # three automatic snapshots, each pruning fails
+        h = await bm.put_block(b"still alive")
+        assert await bm.get_block(h) == b"still alive"
+        assert len(await bm.metadata_snapshots()) >= 2
+    assert any("20200101T000000.000000Z.sqlite" in r.getMessage() for r in caplog.records)

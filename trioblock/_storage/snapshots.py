@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import shutil
 import sqlite3
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatabaseError, MetadataCorruptError
+
+log = logging.getLogger("trioblock.storage")
 
 #: The directory of snapshots under ``metadata_dir``.
 SNAPSHOT_DIR = "snapshots"
@@ -195,10 +198,19 @@ def take_snapshot_sync(
         if isinstance(exc, sqlite3.Error | OSError):
             raise DatabaseError(f"snapshot of {db_path} failed: {exc}") from exc
         raise
+    # The snapshot is taken: a pruning failure is logged and the rest goes on.
     removed: list[Path] = []
-    for old in list_snapshots(metadata_dir)[:-keep]:
-        if _unlink_with_journals(old.path):
-            removed.append(old.path)
+    try:
+        old_ones = list_snapshots(metadata_dir)[:-keep]
+    except OSError as exc:
+        log.warning("cannot list %s to remove old snapshots: %s", directory, exc)
+        old_ones = []
+    for old in old_ones:
+        try:
+            if _unlink_with_journals(old.path):
+                removed.append(old.path)
+        except OSError as exc:
+            log.warning("cannot remove old metadata snapshot %s: %s", old.path, exc)
     return SnapshotInfo(final, final.stat().st_size, now_msec), removed
 
 
