@@ -4,6 +4,7 @@ on a ``SimulatedDisk``, in virtual time."""
 
 from __future__ import annotations
 
+import errno
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -116,3 +117,17 @@ async def test_a_put_over_an_unreadable_copy_succeeds_and_counts_against_its_dir
         disk.clear_faults()
         assert sorted(map(Path, await copy_dirs(bm, h))) == sorted(tmp_path / d for d in "ab")
         assert await bm.get_block(h) == data
+
+
+async def test_a_rebalance_that_exceeds_a_quota_marks_the_directory_full(
+    tmp_path: Path, autojump_clock: object, no_livelock: Any
+) -> None:
+    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, a, _b):
+        await spilled_block(bm, disk, a)
+        disk.set_capacity(None, root=a)
+        bm.clear_data_dir(a)
+        disk.fail("write", root=a, errno=errno.EDQUOT, times=None)  # over the user's quota
+        report = await bm.rebalance()
+        assert report.moved == 0 and report.errors >= 1
+        states = {str(u.path): u.state for u in await bm.data_dir_usage()}
+        assert states[a] is DataDirState.FULL  # as for ENOSPC: not failing, not ok
