@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import trio
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refs import Reference, prefix_bounds
+from .._core.refs import Reference
 from .._storage import all_copies, queued_times, run_blocking
 from ..errors import ProtocolError, TrioblockError
 from .context import NodeContext, PeerContext
@@ -174,15 +174,7 @@ def _optional(m: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
 def _reference_rows(ctx: NodeContext, hash: Hash) -> tuple[list[Reference], int, int]:
     """The first references of ``hash`` and the alive / removed totals."""
     alive, rows = ctx.db.refs.count_alive(hash)
-    lo, hi = prefix_bounds(hash)
-    listed = ctx.db.read_all(
-        "SELECT key, value FROM block_ref WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
-        (lo, hi if hi is not None else b"\xff" * (HASH_LEN + 1), MAX_LISTED_REFERENCES),
-    )
-    refs = []
-    for key, value in listed:
-        raw = bytes(value)
-        refs.append(Reference(bytes(key)[HASH_LEN:], raw[0] == 1, int.from_bytes(raw[1:9], "big")))
+    refs = ctx.db.refs.first_of(hash, MAX_LISTED_REFERENCES)
     return refs, alive, rows - alive
 
 
