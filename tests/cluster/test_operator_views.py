@@ -144,3 +144,50 @@ async def test_a_node_whose_database_is_lost_starts_empty_and_catches_up(
         for h, data in zip(hashes, BLOCKS, strict=False):
             assert n2.get_block_rc(h) == 1
             assert blake2sum(await n2.get_block(h)) == h and await n2.get_block(h) == data
+
+
+def a_view() -> dict[str, Any]:
+    """A well-formed peer's view of a block, as it comes off the wire."""
+    return BlockInfo(
+        hash=blake2sum(b"x"),
+        node_id="n1",
+        now=1,
+        refcount=1,
+        state="present",
+        deletable_at=None,
+        references_alive=1,
+        references_removed=0,
+        references=[trioblock.Reference(b"v1", False, 5)],
+        copies=[trioblock.LocalCopy("/d", "/d/aa/bb/x.zst", "compressed", 10)],
+        storage_nodes=["n1"],
+        is_storage_node=True,
+        queued=[],
+        errors=0,
+        last_try=None,
+        next_try=None,
+    ).to_map()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"references": [{}]},
+        {"references": [[b"v1", False]]},
+        {"references": [[b"v1", False, 5, 6]]},
+        {"references": ["abc"]},
+        {"copies": [{"a": 1}]},
+        {"copies": [["/d", "/d/x", "plain"]]},
+        {"copies": [["/d", "/d/x", "plain", "10"]]},
+        {"references": {}},
+        {"hash": b"short"},
+        {"hash": bytes(blake2sum(b"y"))},  # not the block asked about
+        {"node_id": "n2"},  # not the node asked
+    ],
+)
+def test_a_peers_malformed_or_mismatched_block_info_is_a_protocol_error(
+    change: dict[str, Any],
+) -> None:
+    view = a_view()
+    assert BlockInfo.from_map(view, hash=blake2sum(b"x"), node_id="n1").to_map() == view
+    with pytest.raises(trioblock.ProtocolError):
+        BlockInfo.from_map({**view, **change}, hash=blake2sum(b"x"), node_id="n1")

@@ -241,3 +241,17 @@ async def test_stats_of_a_single_node(
         assert cluster.replication_factor == 1 and cluster.complete
         # One node holding every block: it can take as much as its disk has free.
         assert cluster.usable_data == pytest.approx(stats.data_free, rel=0.05)
+
+
+async def test_block_info_and_recount_see_a_reference_at_the_very_end_of_the_key_space(
+    open_ops_node: Callable[..., Any], autojump_clock: Any
+) -> None:
+    h = trioblock.Hash(b"\xff" * 32)  # the last hash, with an owner of 0xff bytes
+    async with open_ops_node() as bm:
+        with pytest.raises(trioblock.MissingBlockError):  # no such block: the ref stands
+            await bm.add_reference(h, b"\xff\xff")
+        info = await bm.block_info(h)
+        assert [r.owner for r in info.references] == [b"\xff\xff"]
+        assert (info.refcount, info.references_alive) == (1, 1)
+        await bm.repair_refcounts()
+        assert (await bm.block_info(h)).refcount == 1

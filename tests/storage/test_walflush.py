@@ -225,3 +225,32 @@ async def test_without_a_wal_every_commit_stays_full(
     finally:
         db.close()
     assert "not WAL" in caplog.text
+
+
+async def test_closing_the_database_waits_for_a_flush_under_way(tmp_path: Path) -> None:
+    """The WAL's descriptor is not closed under a running fsync (which would then fail
+    with EBADF, taken for a disk error, or flush whatever file reused the number)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(fd: int) -> None:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            entered.set()
+            release.wait(10)
+        os.fsync(fd)  # EBADF if the descriptor was closed meanwhile
+
+    db = MetadataDb(tmp_path, fsync_file=gated)
+    closed = threading.Event()
+
+    def close() -> None:
+        db.close()
+        closed.set()
+
+    closer = threading.Thread(target=close)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(db.save_setting, "s", 1)  # raises DiskError on EBADF
+        assert await trio.to_thread.run_sync(entered.wait, 10)
+        closer.start()
+        assert not await trio.to_thread.run_sync(closed.wait, 0.2)  # it waits...
+        release.set()  # ...until the fsync returns
+    await trio.to_thread.run_sync(closer.join, 10)
+    assert closed.is_set()

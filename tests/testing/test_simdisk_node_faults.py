@@ -1,6 +1,6 @@
 """A cluster's nodes under the simulated disk's other faults (EIO, fsyncgate, ENOSPC,
-rot), through the public API in virtual time. An ``xfail(strict=True)`` test is a bug
-found this way and not fixed yet: it describes what goes wrong today."""
+rot), through the public API in virtual time. An ``xfail(strict=True)`` test would be a
+bug found this way and not fixed yet (none is, today)."""
 
 from __future__ import annotations
 

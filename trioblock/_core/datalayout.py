@@ -194,7 +194,8 @@ class DataLayout:
         return roots
 
     def candidate_dirs(self, hash: bytes) -> list[Path]:
-        """Where a copy may be: the primary first, then the secondaries."""
+        """Where the layout places a copy: the primary first, then the secondaries (a
+        copy may also sit in any other directory: see :meth:`search_roots`)."""
         part = partition_of(hash)
         return [self.dirs[self.primary[part]], *(self.dirs[i] for i in self.secondary[part])]
 

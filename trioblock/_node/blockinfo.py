@@ -14,14 +14,14 @@ gathered from every storage node of the block.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
 
 from .._core.hashing import HASH_LEN, Hash
-from .._core.refcrdt import Reference, prefix_bounds
+from .._core.refcrdt import Reference
 from .._storage import all_copies, queued_times, run_blocking
 from ..errors import ProtocolError, TrioblockError
 from .context import NodeContext, PeerContext
@@ -95,25 +95,35 @@ class BlockInfo:
         }
 
     @classmethod
-    def from_map(cls, m: Mapping[str, Any]) -> BlockInfo:
-        """Check a peer's view; ``ProtocolError`` when anything is off."""
+    def from_map(
+        cls, m: Mapping[str, Any], *, hash: bytes | None = None, node_id: str | None = None
+    ) -> BlockInfo:
+        """Check a peer's view; ``ProtocolError`` when anything is off, or when it is
+        not about ``hash`` or not from ``node_id`` (when given: what was asked)."""
+        if not isinstance(m, Mapping):
+            raise ProtocolError(f"block info: a map expected, got {type(m).__name__}")
         try:
             h = _typed(m, "hash", bytes)
             if len(h) != HASH_LEN:
                 raise ProtocolError("block info: a hash of 32 bytes expected")
+            if hash is not None and h != bytes(hash):
+                raise ProtocolError(f"block info about {h.hex()}, not {bytes(hash).hex()}")
+            node = _typed(m, "node_id", str)
+            if node_id is not None and node != node_id:
+                raise ProtocolError(f"block info from {node!r}, not {node_id!r}")
             refs = [
                 Reference(_check(r[0], bytes), _check(r[1], bool), _check(r[2], int))
-                for r in _typed(m, "references", list)
+                for r in map(_row(3, "reference"), _typed(m, "references", list))
             ]
             copies = [
                 LocalCopy(
                     _check(c[0], str), _check(c[1], str), _check(c[2], str), _check(c[3], int)
                 )
-                for c in _typed(m, "copies", list)
+                for c in map(_row(4, "copy"), _typed(m, "copies", list))
             ]
             return cls(
                 hash=Hash(h),
-                node_id=_typed(m, "node_id", str),
+                node_id=node,
                 now=_typed(m, "now", int),
                 refcount=_typed(m, "refcount", int),
                 state=_typed(m, "state", str),
@@ -139,6 +149,17 @@ def _check(value: Any, kind: type[T]) -> T:
     return value
 
 
+def _row(length: int, what: str) -> Callable[[Any], list[Any]]:
+    """A check that a value is a list of ``length`` items (one ``what`` of a reply)."""
+
+    def check(value: Any) -> list[Any]:
+        if not isinstance(value, list) or len(value) != length:
+            raise ProtocolError(f"block info: a {what} is a list of {length} items")
+        return value
+
+    return check
+
+
 def _typed(m: Mapping[str, Any], key: str, kind: type[T]) -> T:
     if key not in m:
         raise ProtocolError(f"block info lacks {key!r}")
@@ -153,22 +174,14 @@ def _optional(m: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
 def _reference_rows(ctx: NodeContext, hash: Hash) -> tuple[list[Reference], int, int]:
     """The first references of ``hash`` and the alive / removed totals."""
     alive, rows = ctx.db.refs.count_alive(hash)
-    lo, hi = prefix_bounds(hash)
-    listed = ctx.db.read_all(
-        "SELECT key, value FROM block_ref WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
-        (lo, hi if hi is not None else b"\xff" * (HASH_LEN + 1), MAX_LISTED_REFERENCES),
-    )
-    refs = []
-    for key, value in listed:
-        raw = bytes(value)
-        refs.append(Reference(bytes(key)[HASH_LEN:], raw[0] == 1, int.from_bytes(raw[1:9], "big")))
+    refs = ctx.db.refs.first_of(hash, MAX_LISTED_REFERENCES)
     return refs, alive, rows - alive
 
 
 async def local_block_info(ctx: NodeContext, hash: Hash) -> BlockInfo:
     """This node's view of ``hash``."""
     store = ctx.store
-    roots = store.layout.candidate_roots(hash)
+    roots = store.layout.search_roots(hash)
     found = await run_blocking(all_copies, store.disk, roots, hash, limiter=store.limiter)
     rc = ctx.db.get_rc(hash)
     refs, alive, removed = _reference_rows(ctx, hash)
@@ -218,7 +231,8 @@ async def cluster_block_info(
             if ctx.rpc is None:
                 out[node] = "no transport: peers cannot be asked"
                 return
-            out[node] = BlockInfo.from_map(await ctx.rpc.node_report(node, "block", hash))
+            reply = await ctx.rpc.node_report(node, "block", hash)
+            out[node] = BlockInfo.from_map(reply, hash=hash, node_id=node)
         except TrioblockError as exc:
             out[node] = str(exc)
 

@@ -12,11 +12,12 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .._core.block import BlockHeader
 from .._core.hashing import Hash
 from .._core.rcentry import RcEntry, parse_queue_key
-from .._storage import BlockLocation, ResyncErrorInfo, Transaction, block_path
+from .._storage import BlockLocation, BlockStore, ResyncErrorInfo, Transaction, block_path
 from .context import NodeContext
 
 log = logging.getLogger("trioblock.node")
@@ -134,21 +135,28 @@ class RefCounts:
 
     def _detach_all_copies(self, hash: Hash) -> int:
         ctx = self._ctx
-        removed = 0
-        for root in ctx.store.layout.candidate_dirs(hash):
-            for header in (BlockHeader.COMPRESSED, BlockHeader.PLAIN):
-                loc = BlockLocation(hash, block_path(root, hash, header), header, 0, 0)
-                trash = ctx.store.detach_now(loc)
-                if trash is not None:
-                    removed += 1
-                    ctx.spawn_background(
-                        f"unlink of purged {hash.short()}", ctx.store.discard, trash
-                    )
-        return removed
+        trash = detach_all_copies(ctx.store, hash)
+        for path in trash:
+            ctx.spawn_background(f"unlink of purged {hash.short()}", ctx.store.discard, path)
+        return len(trash)
 
     async def _purge_files_locked(self, hash: Hash) -> None:
         async with self._ctx.store.locks.hold(hash):
             self._detach_all_copies(hash)
 
 
-__all__ = ["GC_CHECK_SLACK_MSEC", "QueuedResync", "RefCounts"]
+def detach_all_copies(store: BlockStore, hash: Hash) -> list[Path]:
+    """Rename every copy of ``hash`` away, in every data directory (a copy may sit
+    outside its primary: spilled there when the primary was full or failing), on the
+    calling thread (see ``BlockStore.detach_now``); the temp names to unlink."""
+    trash: list[Path] = []
+    for root in store.layout.search_roots(hash):
+        for header in (BlockHeader.COMPRESSED, BlockHeader.PLAIN):
+            loc = BlockLocation(hash, block_path(Path(root), hash, header), header, 0, 0)
+            detached = store.detach_now(loc)
+            if detached is not None:
+                trash.append(detached)
+    return trash
+
+
+__all__ = ["GC_CHECK_SLACK_MSEC", "QueuedResync", "RefCounts", "detach_all_copies"]

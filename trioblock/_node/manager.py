@@ -145,6 +145,12 @@ class BlockManager(LayoutMembers, ReferenceMembers, UpkeepMembers, OperatorMembe
         unreachable) is replaced by the next one; a storage node that should have held
         the block fetches it back in the background (read repair).
         ``MissingBlockError`` on entering when no source has the block.
+
+        A block streamed from a peer holds one of the node's connections to that peer
+        until the ``async with`` block ends: at most 64 are open to one peer at once,
+        shared with every other request to it, and more requests wait for one. Read
+        the stream promptly and leave the block; do not keep many streams from one
+        peer open while waiting on something else.
         """
         h = as_hash(hash)
         self._open()

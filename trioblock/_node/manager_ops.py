@@ -35,9 +35,8 @@ class OperatorMembers(ManagerBase):
         batch; returns what changed. Blocks without rows (local ``incref``) keep theirs.
         A second call while one runs waits for the same recount."""
         self._open()
-        report = await self._local().operations.run("refcounts", tranquility=tranquility)
-        assert isinstance(report, RecountReport)
-        return report
+        operations = self._local().operations
+        return await operations.run("refcounts", RecountReport, tranquility=tranquility)
 
     async def node_stats(self) -> NodeStats:
         """This node's blocks, bytes, references, queue, errors and free space (async)."""

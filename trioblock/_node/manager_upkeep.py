@@ -108,15 +108,12 @@ class UpkeepMembers(ManagerBase):
         Returns once everything is queued; the resync workers do the rest. A second
         call while one runs waits for the same repair.
         """
-        report = await self._local().operations.run("repair", tranquility=tranquility)
-        assert isinstance(report, RepairReport)
-        return report
+        return await self._local().operations.run("repair", RepairReport, tranquility=tranquility)
 
     async def rebalance(self, *, tranquility: int | None = None) -> RebalanceReport:
         """Move every block to its primary directory; then forget the secondaries."""
-        report = await self._local().operations.run("rebalance", tranquility=tranquility)
-        assert isinstance(report, RebalanceReport)
-        return report
+        operations = self._local().operations
+        return await operations.run("rebalance", RebalanceReport, tranquility=tranquility)
 
     def start_operation(self, name: OperationName) -> OperationStatus:
         """Start ``"repair"``, ``"rebalance"`` or ``"refcounts"`` (:meth:`repair_refcounts`)

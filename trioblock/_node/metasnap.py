@@ -72,7 +72,7 @@ class MetadataSnapshots:
             await trio.sleep(interval)
             try:
                 await self.take()
-            except DatabaseError as exc:
+            except (DatabaseError, OSError) as exc:
                 log.warning(
                     "%s: automatic metadata snapshot failed (tried again in %.0f s): %s",
                     self._ctx.node_id,

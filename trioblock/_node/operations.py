@@ -19,7 +19,7 @@ import enum
 import logging
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import trio
 from trio_util import move_on_when
@@ -34,6 +34,8 @@ from .context import NodeContext
 from .recount import DEFAULT_RECOUNT_TRANQUILITY, RecountReport, RecountWorker
 
 log = logging.getLogger("trioblock.operations")
+
+R = TypeVar("R")
 
 OperationName = Literal["repair", "rebalance", "refcounts"]
 OPERATION_NAMES: tuple[OperationName, ...] = ("repair", "rebalance", "refcounts")
@@ -158,14 +160,19 @@ class Operations:
             run.error = f"the node closed before the {name} finished"
         run.finished_at = self._ctx.clock.now_msec()
 
-    async def run(self, name: OperationName, *, tranquility: int | None = None) -> object:
-        """Start (or join) ``name`` and wait for its report."""
+    async def run(self, name: OperationName, kind: type[R], *, tranquility: int | None = None) -> R:
+        """Start (or join) ``name`` and wait for its report, a ``kind``."""
         worker = self.start(name, tranquility=tranquility)
         async with move_on_when(self._ctx.stopping.wait):
             await worker.finished.wait()
-        if worker.report is None:
+        report = worker.report
+        if report is None:
             raise NodeClosedError(self._ctx.node_id)
-        return worker.report
+        if not isinstance(report, kind):
+            raise TypeError(
+                f"operation {name!r} reported a {type(report).__name__}, not a {kind.__name__}"
+            )
+        return report
 
     def status(self, name: str) -> OperationStatus:
         if name not in OPERATION_NAMES:

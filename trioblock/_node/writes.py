@@ -22,7 +22,6 @@ block is busy, the write takes the lock on the Trio thread as before.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from .._core.block import DataBlock, hash_and_encode, max_encoded_size
+from .._core.dirhealth import NO_SPACE
 from .._core.hashing import Hash
 from .._core.layoutversion import LayoutVersion
 from .._core.placement import LocalLayout, StaticLayout
@@ -242,12 +242,12 @@ class Writer:
 
 
 def _disk_error(ctx: NodeContext, hash: bytes, exc: OSError) -> DiskError:
-    """The ``DiskError`` (``DiskFullError`` for ENOSPC) for a failed local write."""
+    """The ``DiskError`` (``DiskFullError`` for ENOSPC or EDQUOT) for a failed local write."""
     if isinstance(exc, DiskError):  # the store names the directory that failed
         directory, full = exc.directory, isinstance(exc, DiskFullError)
     else:
         directory, full = str(ctx.store.layout.primary_dir(hash)), False
-    kind = DiskFullError if full or exc.errno == errno.ENOSPC else DiskError
+    kind = DiskFullError if full or exc.errno in NO_SPACE else DiskError
     return kind(
         directory,
         exc.errno,

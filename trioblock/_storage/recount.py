@@ -26,6 +26,7 @@ from .._core.refcrdt import prefix_bounds
 from .database import Transaction, sql_errors
 from .metadata import MetadataDb
 from .queuerows import queue_put
+from .reftable import count_alive_in
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +70,6 @@ async def referenced_hashes(db: MetadataDb, after: bytes, limit: int) -> list[Ha
     return await db.scan(run)
 
 
-def _alive_in(tx: Transaction, hash: bytes) -> int:
-    lo, hi = prefix_bounds(hash)
-    row = tx.execute(
-        "SELECT COALESCE(SUM(substr(value, 1, 1) = x'00'), 0) FROM block_ref"
-        " WHERE key >= ? AND key < ?",
-        (lo, hi if hi is not None else b"\xff" * (HASH_LEN + 1)),
-    ).fetchone()
-    return int(row[0])
-
-
 def fix_counts_in(
     db: MetadataDb,
     tx: Transaction,
@@ -93,7 +84,7 @@ def fix_counts_in(
     fixes: list[CountFix] = []
     with sql_errors("recount"):
         for h in hashes:
-            alive = _alive_in(tx, h)
+            alive = count_alive_in(tx, h)
             old = db.get_rc_in(tx, h)
             if alive > 0:
                 if old.count == alive:

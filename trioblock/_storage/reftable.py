@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .._core.refcrdt import (
     Digest,
+    Reference,
     RefState,
     RefTuple,
     merge,
@@ -44,6 +45,24 @@ def _range_sql(prefix: bytes, after: bytes = b"") -> tuple[str, tuple[bytes, ...
         sql += " AND key < ?"
         params += (hi,)
     return sql + " ORDER BY key", params
+
+
+def _count_sql(hash: bytes) -> tuple[str, tuple[bytes, ...]]:
+    lo, hi = prefix_bounds(hash)
+    sql = (
+        "SELECT COALESCE(SUM(substr(value, 1, 1) = x'00'), 0), COUNT(*) FROM block_ref"
+        " WHERE key >= ?"
+    )
+    params: tuple[bytes, ...] = (lo,)
+    if hi is not None:
+        sql += " AND key < ?"
+        params += (hi,)
+    return sql, params
+
+
+def count_alive_in(tx: Transaction, hash: bytes) -> int:
+    """:meth:`RefTable.count_alive`'s alive rows, read in ``tx`` (a recount's)."""
+    return int(tx.execute(*_count_sql(bytes(hash))).fetchone()[0])
 
 
 def _rows(
@@ -112,17 +131,18 @@ class RefTable:
 
     def count_alive(self, hash: bytes) -> tuple[int, int]:
         """(alive rows, all rows) of one block, counted by SQLite (no row is loaded)."""
-        lo, hi = prefix_bounds(bytes(hash))
-        sql = (
-            "SELECT COALESCE(SUM(substr(value, 1, 1) = x'00'), 0), COUNT(*) FROM block_ref"
-            " WHERE key >= ?"
-        )
-        params: tuple[bytes, ...] = (lo,)
-        if hi is not None:
-            sql += " AND key < ?"
-            params += (hi,)
-        alive, rows = self._db.read_one(sql, params)
+        alive, rows = self._db.read_one(*_count_sql(bytes(hash)))
         return int(alive), int(rows)
+
+    def first_of(self, hash: bytes, limit: int) -> list[Reference]:
+        """The first ``limit`` rows of one block (owners in byte order)."""
+        sql, params = _range_sql(bytes(hash))
+        rows = self._db.read_all(sql + " LIMIT ?", (*params, limit))
+        out = []
+        for key, value in rows:
+            state = RefState.decode(bytes(value))
+            out.append(Reference(split_key(bytes(key))[1], state.deleted, state.ts))
+        return out
 
     def __len__(self) -> int:
         return self._db.count("block_ref")
@@ -209,4 +229,4 @@ class RefTable:
         return await self._db.scan(run)
 
 
-__all__ = ["Keep", "RefTable"]
+__all__ = ["Keep", "RefTable", "count_alive_in"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import shutil
 import sqlite3
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatabaseError, MetadataCorruptError
+
+log = logging.getLogger("trioblock.storage")
 
 #: The directory of snapshots under ``metadata_dir``.
 SNAPSHOT_DIR = "snapshots"
@@ -195,10 +198,19 @@ def take_snapshot_sync(
         if isinstance(exc, sqlite3.Error | OSError):
             raise DatabaseError(f"snapshot of {db_path} failed: {exc}") from exc
         raise
+    # The snapshot is taken: a pruning failure is logged and the rest goes on.
     removed: list[Path] = []
-    for old in list_snapshots(metadata_dir)[:-keep]:
-        if _unlink_with_journals(old.path):
-            removed.append(old.path)
+    try:
+        old_ones = list_snapshots(metadata_dir)[:-keep]
+    except OSError as exc:
+        log.warning("cannot list %s to remove old snapshots: %s", directory, exc)
+        old_ones = []
+    for old in old_ones:
+        try:
+            if _unlink_with_journals(old.path):
+                removed.append(old.path)
+        except OSError as exc:
+            log.warning("cannot remove old metadata snapshot %s: %s", old.path, exc)
     return SnapshotInfo(final, final.stat().st_size, now_msec), removed
 
 
@@ -238,22 +250,33 @@ def restore_snapshot_sync(
     if db_path.exists():
         _check_not_in_use(db_path)
     suffix = f".damaged-{_stamp(now_msec)}"
-    moved: list[Path] = []
+    moved: list[tuple[Path, Path]] = []
+    tmp = db_path.with_name(db_path.name + _TMP_SUFFIX)
     try:
+        # The copy is complete and durable before anything is moved: a restore that
+        # fails (a full disk, say) leaves the current files where they were.
+        shutil.copyfile(snapshot, tmp)
+        _fsync_path(tmp)
         for extra in ("", "-wal", "-shm"):
             current = db_path.with_name(db_path.name + extra)
             if current.exists():
                 aside = current.with_name(current.name + suffix)
                 os.rename(current, aside)
-                moved.append(aside)
-        tmp = db_path.with_name(db_path.name + _TMP_SUFFIX)
-        shutil.copyfile(snapshot, tmp)
-        _fsync_path(tmp)
+                moved.append((current, aside))
         os.rename(tmp, db_path)
         _fsync_path(db_path.parent, directory=True)
     except OSError as exc:
-        raise DatabaseError(f"restoring {snapshot} to {db_path} failed: {exc}") from exc
-    return RestoreResult(snapshot, db_path, moved)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        stranded = []
+        for current, aside in reversed(moved):
+            try:
+                os.rename(aside, current)
+            except OSError:
+                stranded.append(f"{current.name} is at {aside}: move it back")
+        also = f" ({'; '.join(stranded)})" if stranded else ""
+        raise DatabaseError(f"restoring {snapshot} to {db_path} failed: {exc}{also}") from exc
+    return RestoreResult(snapshot, db_path, [aside for _current, aside in moved])
 
 
 def corrupt_message(db_path: Path, cause: BaseException) -> str:

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +91,10 @@ class WalFlush:
         self._flushing: trio.Event | None = None
         self._failure: OSError | None = None
         self._limiter = trio.CapacityLimiter(1)
+        #: Held by a flush (worker thread) and by :meth:`close`: the descriptor is never
+        #: closed under a running fsync (nor its number reused by another file meanwhile).
+        self._fd_lock = threading.Lock()
+        self._closed = False
 
     @property
     def failed(self) -> bool:
@@ -150,25 +155,33 @@ class WalFlush:
 
     def _flush_sync(self) -> None:
         """Fsync the WAL (and, the first time, its directory). In a worker thread."""
-        if self._fd is None:
-            fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                dir_fd = os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC)
+        with self._fd_lock:
+            if self._closed:
+                # The connections are closed: SQLite checkpointed the WAL into the
+                # database file and synced it, there is nothing left to flush.
+                return
+            if self._fd is None:
+                fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    self._fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
-        self._fsync(self._fd)
+                    dir_fd = os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        self._fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+            self._fsync(self._fd)
 
     def close(self) -> None:
-        """Close the WAL's descriptor (after the connections' last commit)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Close the WAL's descriptor (after the connections' last commit); waits for a
+        flush under way (blocking: call it off the Trio thread)."""
+        with self._fd_lock:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 __all__ = ["Fsync", "WalFlush"]

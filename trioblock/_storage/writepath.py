@@ -46,6 +46,7 @@ import outcome
 
 from .._core.block import BlockHeader, DataBlock, decode_block
 from .._core.copydecision import Action, Existing, decide
+from .._core.disk import NotABlockFile
 from .._core.hashing import Hash
 from ..errors import DiskError
 from .durable import DirSyncs, Placed, place_in, refresh_mtime, sync_group_dirs
@@ -200,13 +201,19 @@ def _write_new(
     return _OUTCOMES[placed], effect if attempts == 1 else None
 
 
-def _into_a_dir(store: BlockStore, hash: Hash, write: Callable[[str], T]) -> T:
+def _into_a_dir(
+    store: BlockStore,
+    hash: Hash,
+    write: Callable[[str], T],
+    avoid: tuple[str, OSError] | None = None,
+) -> T:
     """``write(root)`` into the directory a new copy of ``hash`` goes to, and on an
     ``OSError`` into the next one (module docstring): the one "which directory"
-    decision of the write path."""
+    decision of the write path. ``avoid`` (a directory holding an unreadable copy,
+    which a write there would keep, and its error) is not tried."""
     order = store.write_order(hash)
-    tried: list[str] = []
-    last: OSError | None = None
+    tried: list[str] = [] if avoid is None else [avoid[0]]
+    last: OSError | None = None if avoid is None else avoid[1]
     while (root := store.health.pick(order, tried)) is not None:
         try:
             result = write(root)
@@ -225,6 +232,7 @@ def _write_over(
 ) -> WriteOutcome:
     """Write ``block`` where a copy may exist: verify it, then keep or supersede it."""
     existing: list[Existing[BlockLocation]] = []
+    unreadable: tuple[str, OSError] | None = None
     try:
         found = store.find_sync(hash)
     except DiskError:
@@ -238,11 +246,22 @@ def _write_over(
         # visible now. Never kept as this write's durable copy: written again.
         found = None
     if found is not None:
-        read_only = store.counts_for_nothing(found.path_str.rsplit("/", 3)[0])
+        root = found.path_str.rsplit("/", 3)[0]
+        read_only = store.counts_for_nothing(root)
         # A put is a chance to heal: a corrupt copy is quarantined, not kept.
-        if read_only or store.verify_file_sync(found):
+        valid: bool | None
+        try:
+            valid = read_only or store.verify_file_sync(found)
+        except (FileNotFoundError, NotABlockFile):
+            raise
+        except OSError as exc:
+            # Unreadable (EIO, say): it counts against its directory and is as if
+            # absent; a fresh copy is written in another directory.
+            store.health.failed(root, exc)
+            unreadable, valid = (root, exc), None
+        if valid:
             existing.append(Existing(found.header, read_only, found))
-        else:
+        elif valid is not None:
             store.quarantine_sync(found)
     decision = decide(block.header, existing)
     if decision.keep is not None:
@@ -253,7 +272,10 @@ def _write_over(
                     refresh_mtime(store.disk, *at, mtime_ns)
         return WriteOutcome.KEPT
     placed = _into_a_dir(
-        store, hash, lambda root: store.place_sync(root, hash, block, mtime_ns, syncs=syncs)
+        store,
+        hash,
+        lambda root: store.place_sync(root, hash, block, mtime_ns, syncs=syncs),
+        unreadable,
     )
     if placed is Placed.KEPT:
         return WriteOutcome.KEPT

@@ -31,7 +31,6 @@ Rules kept here:
 from __future__ import annotations
 
 import enum
-import errno
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -40,7 +39,7 @@ from pathlib import Path
 import trio
 
 from ..._core.block import decode_block
-from ..._core.dirhealth import DataDirState
+from ..._core.dirhealth import NO_SPACE, DataDirState
 from ..._core.tranquilizer import Tranquilizer
 from ..._storage import BlockLocation, BlockStore, Placed, run_blocking
 from ...errors import CorruptBlockError
@@ -155,7 +154,7 @@ class RebalanceWorker(Worker):
                     limiter=store.limiter,
                 )
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
+                if exc.errno in NO_SPACE:
                     store.health.failed(str(primary), exc)  # marked full
                     log.error("rebalance: %s is full, %s stays where it is", primary, loc.path)
                 else:

@@ -47,6 +47,7 @@ from ..._core.resync import ResyncAction, decide_resync
 from ..._storage import BlockLocation, ResyncBatchEnd, resync_end_batch, run_blocking
 from ...errors import MissingBlockError
 from ..context import NodeContext, describe
+from ..localcounts import detach_all_copies
 from ..reads import Reader
 from ..writes import Writer
 from .gcoffload import DeletionDeferred, Offloader
@@ -324,22 +325,27 @@ class ResyncExecutor:
             # rename nothing awaits: an incref cannot slip in between, and a recount's
             # write cannot find the database busy.
             await ctx.db.wait_turn()
-            trash: dict[Hash, Path] = {}
+            trash: dict[Hash, list[Path]] = {}
             for hash, loc in zip(hashes, found, strict=True):
                 try:
                     detached = self._detach_if_deletable(hash, loc, now, removal)
                 except Exception as exc:  # that block only (a database error, say)
                     removal.failed[hash] = exc
                     continue
-                if detached is not None:
+                if detached:
                     trash[hash] = detached
             with trio.CancelScope(shield=bool(trash)):
                 if trash:
+                    paths = [path for copies in trash.values() for path in copies]
                     errors = await run_blocking(
-                        lambda: _discard_all(store.discard_sync, list(trash.values())),
+                        lambda: _discard_all(store.discard_sync, paths),
                         limiter=store.limiter,
                     )
-                    for (hash, _path), error in zip(trash.items(), errors, strict=True):
+                    at = 0
+                    for hash, copies in trash.items():
+                        failed = [e for e in errors[at : at + len(copies)] if e is not None]
+                        at += len(copies)
+                        error = failed[0] if failed else None
                         if error is None:
                             removal.deleted.append(hash)
                         else:
@@ -354,9 +360,10 @@ class ResyncExecutor:
 
     def _detach_if_deletable(
         self, hash: Hash, loc: BlockLocation | None, now: int, removal: _Removal
-    ) -> Path | None:
-        """Re-check one block under its lock and rename its file away if it is still to
-        be deleted (synchronous: the caller awaits nothing around it)."""
+    ) -> list[Path]:
+        """Re-check one block under its lock and rename its files away (every copy, in
+        any directory) if it is still to be deleted (synchronous: the caller awaits
+        nothing around it); the temp names to unlink."""
         ctx = self._ctx
         if loc is None:
             # Gone meanwhile (or quarantined while offloading): only the row is left. Its
@@ -366,7 +373,7 @@ class ResyncExecutor:
                 removal.gone.append(hash)
             else:
                 removal.kept[hash] = now + ctx.resync_retry_delay_msec
-            return None
+            return []
         rc = self._recount(hash, ctx.db.get_rc(hash))
         recheck = decide_resync(
             exists=True,
@@ -378,12 +385,12 @@ class ResyncExecutor:
         )
         if recheck.action is ResyncAction.DEFER:
             removal.kept[hash] = recheck.retry_at
-            return None
+            return []
         if recheck.action is not ResyncAction.OFFLOAD_AND_DELETE:
             removal.kept[hash] = None
-            return None
-        trash = ctx.store.detach_now(loc)
-        if trash is None:
+            return []
+        trash = detach_all_copies(ctx.store, hash)
+        if not trash:
             removal.kept[hash] = None
         return trash
 
