@@ -5,41 +5,15 @@ on a ``SimulatedDisk``, in virtual time."""
 from __future__ import annotations
 
 import errno
-import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
+from two_dir_kit import blocks, two_dir_node
 
 import trioblock
-from trioblock import DataDir, DataDirState
+from trioblock import DataDirState
 from trioblock.testing import SimulatedDisk
-
-
-def blocks(n: int, size: int = 3000, seed: int = 0) -> list[bytes]:
-    """``n`` incompressible blocks."""
-    return [random.Random(seed * 1000 + i).randbytes(size) for i in range(n)]
-
-
-@asynccontextmanager
-async def two_dir_node(
-    tmp_path: Path, no_livelock: Callable[[], Any], **overrides: Any
-) -> AsyncIterator[tuple[trioblock.BlockManager, SimulatedDisk, str, str]]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    disk = SimulatedDisk(seed=1)
-    config = trioblock.Config(
-        node_id="n1",
-        metadata_dir=tmp_path / "meta",
-        data_dir=[DataDir(a, capacity=1), DataDir(b, capacity=1)],
-        disk=disk,
-        max_block_size=4096,
-        **overrides,
-    )
-    with no_livelock():
-        async with trioblock.open_block_manager(config) as bm:
-            yield bm, disk, str(a), str(b)
 
 
 async def spilled_block(bm: trioblock.BlockManager, disk: SimulatedDisk, a: str) -> bytes:
@@ -59,7 +33,7 @@ async def copy_dirs(bm: trioblock.BlockManager, h: bytes) -> list[str]:
 async def test_purge_removes_a_copy_outside_the_blocks_primary_directory(
     tmp_path: Path, autojump_clock: object, no_livelock: Any
 ) -> None:
-    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, a, _b):
+    async with two_dir_node(tmp_path, no_livelock, max_block_size=4096) as (bm, disk, a, _b):
         h = await spilled_block(bm, disk, a)
         assert await bm.local_block_path(h) is not None
         assert bm.purge(h) == 1
@@ -69,7 +43,7 @@ async def test_purge_removes_a_copy_outside_the_blocks_primary_directory(
 async def test_block_info_lists_a_copy_outside_the_blocks_primary_directory(
     tmp_path: Path, autojump_clock: object, no_livelock: Any
 ) -> None:
-    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, a, b):
+    async with two_dir_node(tmp_path, no_livelock, max_block_size=4096) as (bm, disk, a, b):
         h = await spilled_block(bm, disk, a)
         assert await copy_dirs(bm, h) == [b]
 
@@ -77,7 +51,12 @@ async def test_block_info_lists_a_copy_outside_the_blocks_primary_directory(
 async def test_gc_deletes_both_copies_of_a_block_rewritten_while_its_directory_failed(
     tmp_path: Path, autojump_clock: object, no_livelock: Any
 ) -> None:
-    async with two_dir_node(tmp_path, no_livelock, gc_delay=10) as (bm, disk, a, b):
+    async with two_dir_node(tmp_path, no_livelock, max_block_size=4096, gc_delay=10) as (
+        bm,
+        disk,
+        a,
+        b,
+    ):
         datas = blocks(12)
         hashes = [await bm.put_block(d) for d in datas]
         i = next(i for i, h in enumerate(hashes) if str(bm.data_layout.primary_dir(h)) == a)
@@ -100,7 +79,7 @@ async def test_gc_deletes_both_copies_of_a_block_rewritten_while_its_directory_f
 async def test_a_put_over_an_unreadable_copy_succeeds_and_counts_against_its_directory(
     tmp_path: Path, autojump_clock: object, no_livelock: Any
 ) -> None:
-    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, _a, _b):
+    async with two_dir_node(tmp_path, no_livelock, max_block_size=4096) as (bm, disk, _a, _b):
         data = blocks(1)[0]
         h = await bm.put_block(data)
         path = await bm.local_block_path(h)
@@ -122,7 +101,7 @@ async def test_a_put_over_an_unreadable_copy_succeeds_and_counts_against_its_dir
 async def test_a_rebalance_that_exceeds_a_quota_marks_the_directory_full(
     tmp_path: Path, autojump_clock: object, no_livelock: Any
 ) -> None:
-    async with two_dir_node(tmp_path, no_livelock) as (bm, disk, a, _b):
+    async with two_dir_node(tmp_path, no_livelock, max_block_size=4096) as (bm, disk, a, _b):
         await spilled_block(bm, disk, a)
         disk.set_capacity(None, root=a)
         bm.clear_data_dir(a)

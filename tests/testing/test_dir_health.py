@@ -6,44 +6,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from two_dir_kit import blocks, two_dir_node
 
 import trioblock
-from trioblock import DataDir, DataDirState, DiskError, DiskFullError
-from trioblock.testing import SimulatedDisk, open_cluster
+from trioblock import DataDirState, DiskError, DiskFullError
+from trioblock.testing import open_cluster
 
 #: The most seconds a full or failing directory waits for its first probe.
 FIRST_PROBE = 15
-
-
-def blocks(n: int, size: int = 3000, seed: int = 0) -> list[bytes]:
-    """``n`` incompressible blocks."""
-    return [random.Random(seed * 1000 + i).randbytes(size) for i in range(n)]
-
-
-@asynccontextmanager
-async def two_dir_node(
-    tmp_path: Path, no_livelock: Callable[[], Any], **overrides: Any
-) -> AsyncIterator[tuple[trioblock.BlockManager, SimulatedDisk, str, str]]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    disk = SimulatedDisk(seed=1)
-    config = trioblock.Config(
-        node_id="n1",
-        metadata_dir=tmp_path / "meta",
-        data_dir=[DataDir(a, capacity=1), DataDir(b, capacity=1)],
-        disk=disk,
-        **overrides,
-    )
-    with no_livelock():
-        async with trioblock.open_block_manager(config) as bm:
-            yield bm, disk, str(a), str(b)
 
 
 async def states(bm: trioblock.BlockManager) -> dict[str, DataDirState]:
