@@ -10,7 +10,6 @@ from .._core.block import BlockHeader
 from .._core.hashing import Hash
 from ..errors import ProtocolError
 from .fields import (
-    check_bool,
     check_int,
     get,
     read_bool,
@@ -27,6 +26,7 @@ from .wire import (
     MAX_PUT_BLOCKS_BYTES,
     Wire,
     as_bytes,
+    read_bools,
     read_hashes,
     wire_message,
 )
@@ -244,8 +244,7 @@ class NeedBlocksReply(Wire):
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> NeedBlocksReply:
-        items = read_list(m, "needed", "NeedBlocksReply", 0, MAX_NEED_BLOCKS)
-        return cls([check_bool(v, f"NeedBlocksReply.needed[{i}]") for i, v in enumerate(items)])
+        return cls(read_bools(m, "needed", "NeedBlocksReply", MAX_NEED_BLOCKS))
 
 
 @wire_message

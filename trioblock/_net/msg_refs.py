@@ -30,6 +30,7 @@ from .wire import (
     Wire,
     as_bytes,
     entries_to_wire,
+    read_bools,
     read_entries,
     read_hashes,
     read_prefix,
@@ -86,8 +87,7 @@ class RefUpdateReply(Wire):
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> RefUpdateReply:
-        items = read_list(m, "missing", "RefUpdateReply", 0, MAX_REF_ENTRIES)
-        return cls([check_bool(v, f"RefUpdateReply.missing[{i}]") for i, v in enumerate(items)])
+        return cls(read_bools(m, "missing", "RefUpdateReply", MAX_REF_ENTRIES))
 
 
 @wire_message
@@ -119,8 +119,7 @@ class BlocksHeldReply(Wire):
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> BlocksHeldReply:
-        items = read_list(m, "held", "BlocksHeldReply", 0, MAX_HELD_QUERY)
-        return cls([check_bool(v, f"BlocksHeldReply.held[{i}]") for i, v in enumerate(items)])
+        return cls(read_bools(m, "held", "BlocksHeldReply", MAX_HELD_QUERY))
 
 
 @wire_message

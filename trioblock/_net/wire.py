@@ -15,6 +15,7 @@ from .._core.refcrdt import MAX_PREFIX_LEN
 from ..errors import ProtocolError
 from .fields import (
     RefTuple,
+    check_bool,
     check_bytes,
     read_list,
     read_ref_entry,
@@ -110,6 +111,13 @@ def read_hashes(m: Mapping[str, Any], kind: str, max_len: int) -> list[Hash]:
     ]
 
 
+def read_bools(m: Mapping[str, Any], key: str, kind: str, max_len: int) -> list[bool]:
+    """The field ``key``: 0..``max_len`` booleans (a reply's answer per item asked; the
+    asking side checks the length)."""
+    items = read_list(m, key, kind, 0, max_len)
+    return [check_bool(v, f"{kind}.{key}[{i}]") for i, v in enumerate(items)]
+
+
 def read_prefix(value: Any, what: str) -> bytes:
     return check_bytes(value, what, 0, MAX_PREFIX_LEN)
 
@@ -140,6 +148,7 @@ __all__ = [
     "entries_to_wire",
     "read_body_flag",
     "read_entries",
+    "read_bools",
     "read_hashes",
     "read_prefix",
     "wire_message",
