@@ -186,6 +186,22 @@ def test_trailing_bytes_are_detected(
         decoder.finish()
 
 
+@given(contents, st.sampled_from([-7, 1, 3, 9]), st.binary(min_size=1, max_size=64))
+def test_whole_block_decoding_rejects_trailing_bytes(data: bytes, level: int, extra: bytes) -> None:
+    # The empty plaintext among them: zstd's one-shot decode answers b"" for an empty
+    # frame without looking at what follows it.
+    block = encode_block(data, level)
+    with pytest.raises(CorruptBlockError, match=r"after the end|unused data"):
+        decode_block(blake2sum(data), DataBlock(block.header, block.payload + extra))
+
+
+@pytest.mark.parametrize("extra", [b"x", encode_block(b"abc", 1).payload])
+def test_an_empty_block_followed_by_anything_is_rejected(extra: bytes) -> None:
+    block = encode_block(b"", 1)
+    with pytest.raises(CorruptBlockError, match="after the end"):
+        decode_block(blake2sum(b""), DataBlock(block.header, block.payload + extra))
+
+
 def test_a_second_zstd_frame_is_rejected() -> None:
     data = b"hello " * 100
     block = encode_block(data, 1)
