@@ -137,8 +137,8 @@ class BlockManager(LayoutMembers, ReferenceMembers, UpkeepMembers, OperatorMembe
 
         Local copies are read and verified in a few worker-thread trips; the others are
         asked of the first node of their read order, one batched request per node (all
-        nodes at once), each reply verified in one trip; a block that node lacks, fails
-        or serves corrupt (reported to it) is asked of the next nodes one by one. The
+        nodes at once), each reply verified in one trip; the blocks a node lacks, fails
+        or serves corrupt (reported to it) are asked of their next node, batched. The
         same guarantees per block as :meth:`get_block`, read repair included: raises
         the error of the first block (in the order asked) that no node gave valid,
         ``MissingBlockError`` or ``CorruptBlockError``; nothing is returned then.

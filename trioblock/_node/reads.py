@@ -148,24 +148,14 @@ class Reader:
         ctx.spawn_background(f"reporting corrupt {hash.short()} to {node}", report)
 
     async def read_from_peers(
-        self,
-        hash: Hash,
-        peers: list[str],
-        *,
-        background: bool = False,
-        failures: dict[str, BaseException] | None = None,
+        self, hash: Hash, peers: list[str], *, background: bool = False
     ) -> tuple[bytes, DataBlock]:
-        """First valid copy from ``peers``, hedging when the current request is slow.
-
-        ``failures``: the nodes already asked, and how they failed (the error raised
-        when no node has a valid copy names them too)."""
+        """First valid copy from ``peers``, hedging when the current request is slow."""
         ctx = self._ctx
-        failures = {} if failures is None else dict(failures)
         if not peers or ctx.rpc is None:
-            if failures:
-                raise not_found(hash, failures)
             raise MissingBlockError(hash)
         result: list[tuple[bytes, DataBlock]] = []
+        failures: dict[str, BaseException] = {}
 
         async with trio.open_nursery() as nursery:
             for index, node in enumerate(peers):

@@ -15,9 +15,10 @@ copy, read repair where this node should have held the block. How it travels:
    the rest asked again), the nodes asked at once. Each reply is decoded and verified
    in ONE worker-thread trip.
 4. A block that node lacked, answered with an error, or served corrupt (reported to
-   it), and every block of a failed exchange, is then asked of the next nodes of its
-   read order singly (``Reader.read_from_peers``, hedged), at most
-   :data:`FALLBACK_AT_ONCE` at a time.
+   it), and every block of a failed exchange (a node down, a timeout), is then asked of
+   the next node of its read order, grouped again by node, until a node gives a valid
+   copy or every node failed it. Unlike ``get_block``, a slow node is not hedged: its
+   blocks wait for its answer (or the request timeout) before the next node is asked.
 
 The answer is all the blocks, or an error: the first block (in the order asked) that
 no node gave raises as ``get_block`` would. Memory: the answer holds every block asked,
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Final
 
 import trio
 
@@ -38,16 +38,13 @@ from .._core.block import DataBlock, decode_block
 from .._core.hashing import Hash
 from .._net.rpc import MAX_GET_BLOCKS_BYTES
 from .._storage import read_verified_many, run_blocking
-from ..errors import BlockError, CorruptBlockError, MissingBlockError
+from ..errors import CorruptBlockError, MissingBlockError, TrioblockError
 from .context import PeerContext
 from .reads import Reader, after_local_failure, not_found
 
-__all__ = ["FALLBACK_AT_ONCE", "get_many"]
+__all__ = ["get_many"]
 
 log = logging.getLogger("trioblock.node")
-
-#: Blocks asked of their next nodes at once, singly, after their first node failed them.
-FALLBACK_AT_ONCE: Final = 16
 
 
 def _decode_all(
@@ -76,7 +73,8 @@ class _Batch:
         self.errors: dict[Hash, BaseException] = {}
         #: how the local copy failed (corrupt, unreadable), for the error raised
         self.local: dict[Hash, BaseException] = {}
-        self.fallback = trio.CapacityLimiter(FALLBACK_AT_ONCE)
+        #: the nodes that failed each block, and how
+        self.tried: dict[Hash, dict[str, BaseException]] = {}
 
     async def read_local(self, hashes: list[Hash]) -> None:
         local = self.ctx.local
@@ -114,7 +112,7 @@ class _Batch:
             for node, group in groups.items():
                 nursery.start_soon(self._ask, nursery, node, group)
 
-    def failed(self, hash: Hash, exc: BlockError) -> None:
+    def failed(self, hash: Hash, exc: TrioblockError) -> None:
         self.errors[hash] = after_local_failure(hash, exc, self.local.get(hash))
 
     async def _ask(self, nursery: trio.Nursery, node: str, group: list[Hash]) -> None:
@@ -148,21 +146,19 @@ class _Batch:
                 else:
                     assert isinstance(outcome, BaseException)
                     failures[hash] = outcome
+        # What this node did not give goes to the next node of each block's read order,
+        # batched again; a block every node failed fails with all their causes.
+        regroup: dict[str, list[Hash]] = {}
         for hash, failure in failures.items():
-            nursery.start_soon(self._ask_others, hash, node, failure)
-
-    async def _ask_others(self, hash: Hash, first: str, exc: BaseException) -> None:
-        peers = [n for n in self.ctx.peers_for_read(hash) if n != first]
-        async with self.fallback:
-            try:
-                plaintext, block = await self.reader.read_from_peers(
-                    hash, peers, failures={first: exc}
-                )
-            except (MissingBlockError, CorruptBlockError) as failure:
-                self.failed(hash, failure)
-                return
-        self.plain[hash] = plaintext
-        self.reader.repair_later(hash, block)
+            tried = self.tried.setdefault(hash, {})
+            tried[node] = failure
+            after = next((n for n in ctx.peers_for_read(hash) if n not in tried), None)
+            if after is None:
+                self.failed(hash, not_found(hash, tried))
+            else:
+                regroup.setdefault(after, []).append(hash)
+        for after, hashes in regroup.items():
+            nursery.start_soon(self._ask, nursery, after, hashes)
 
 
 async def get_many(reader: Reader, ctx: PeerContext, hashes: Sequence[Hash]) -> list[bytes]:
