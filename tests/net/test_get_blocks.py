@@ -8,12 +8,15 @@ import random
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trioblock._core.block import BlockHeader, DataBlock
 from trioblock._core.hashing import Hash
+from trioblock._net.channel import Channel
 from trioblock._net.codec import decode_message, encode_message
+from trioblock._net.handshake import server_handshake
 from trioblock._net.messages import (
     MAX_GET_BLOCKS,
     MAX_GET_BLOCKS_BYTES,
@@ -25,15 +28,17 @@ from trioblock._net.messages import (
     message_from_map,
     message_to_map,
 )
+from trioblock._net.rpc import RpcNode
 from trioblock.errors import (
     CorruptBlockError,
     ProtocolError,
     RequestFailed,
     TransportError,
+    TrioblockError,
 )
 from trioblock.testing import MemoryNetwork
 
-from .conftest import FakeHandler, block_of, open_rpc_nodes
+from .conftest import SECRET, FakeHandler, block_of, open_rpc_nodes
 
 H = Hash(bytes(range(32)))
 hashes = st.binary(min_size=32, max_size=32).map(Hash)
@@ -269,3 +274,73 @@ async def test_an_unreachable_peer_fails_the_whole_call() -> None:
     async with open_rpc_nodes({"a": net.transport("a")}, timeout=2.0) as nodes:
         with pytest.raises(TransportError):
             await nodes["a"].get_blocks("b", [H])
+
+
+Answer = tuple[GetBlocksReply | Error, bytes | None]
+
+
+async def _ask_raw(answer: Any, asked: list[Hash]) -> tuple[Any, list[list[Hash]]]:
+    """Ask a hand-written server that answers each ``GetBlocks`` with ``answer(request)``
+    (a reply and its body, if any); return what ``get_blocks`` gave (or the exception it
+    raised) and the hashes of each request the server received."""
+    net = MemoryNetwork()
+    requests: list[list[Hash]] = []
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        channel = Channel(stream)
+        await server_handshake(channel, node_id="b", secret=SECRET)
+        request = await channel.receive_event()
+        assert isinstance(request, GetBlocks)
+        requests.append(request.hashes)
+        reply, body = answer(request)
+        if body is None:
+            await channel.send_message(reply)
+        else:
+            await channel.send_with_body(reply, body)
+        await channel.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.transport("b").serve, handle)
+        a = RpcNode("a", net.transport("a"), SECRET, timeout=5.0)
+        try:
+            return await a.get_blocks("b", asked), requests
+        except TrioblockError as exc:
+            return exc, requests
+        finally:
+            await a.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("results", "body", "match"),
+    [
+        pytest.param([GotBlock(BlockHeader.PLAIN, 10)], b"x" * 9, "9 bytes", id="short-body"),
+        pytest.param([GotBlock(BlockHeader.PLAIN, 10)], b"x" * 11, "11 bytes", id="long-body"),
+        pytest.param([None, None, None], None, "3 results", id="more-results-than-asked"),
+    ],
+)
+async def test_a_reply_off_the_request_is_a_protocol_error(
+    results: list[GetResult], body: bytes | None, match: str
+) -> None:
+    got, _ = await _ask_raw(lambda _r: (GetBlocksReply(results), body), [H, H])
+    assert isinstance(got, ProtocolError)
+    assert match in str(got)
+
+
+async def test_a_reply_to_the_first_hashes_only_is_followed_by_a_request_for_the_rest() -> None:
+    blocks = dict([block_of(b"first"), block_of(b"second"), block_of(b"third")])
+    asked = list(blocks)
+
+    def first_only(request: GetBlocks) -> Answer:
+        block = blocks[request.hashes[0]]
+        return GetBlocksReply([GotBlock(block.header, len(block.payload))]), block.payload
+
+    got, requests = await _ask_raw(first_only, asked)
+    assert got == [blocks[h] for h in asked]
+    assert requests == [asked, asked[1:], asked[2:]]
+
+
+async def test_an_error_reply_fails_the_whole_request() -> None:
+    got, _ = await _ask_raw(lambda _r: (Error("busy", "too many requests"), None), [H])
+    assert isinstance(got, RequestFailed)
+    assert "too many requests" in str(got)
