@@ -142,6 +142,8 @@ class BlockManager(LayoutMembers, ReferenceMembers, UpkeepMembers, OperatorMembe
         same guarantees per block as :meth:`get_block`, read repair included: raises
         the error of the first block (in the order asked) that no node gave valid,
         ``MissingBlockError`` or ``CorruptBlockError``; nothing is returned then.
+        Unlike :meth:`get_block`, a slow node is not hedged with a second request: its
+        blocks wait for its answer (within ``rpc_timeout``) before the next node is asked.
 
         Memory: every block asked is held until the call returns; bound it by how many
         hashes you ask at once (say 64 blocks or a few MiB per call, a couple of calls
