@@ -147,6 +147,7 @@ MANAGER_ADDITIONS = [
     "rpc_stats",
     "stored",
     "missing_blocks",
+    "get_blocks",
     "add_references",
     "remove_references",
     "owned_by",

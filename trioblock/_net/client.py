@@ -29,6 +29,7 @@ from .._core.hashing import Hash
 from ..errors import ProtocolError, TransportError, TrioblockError
 from .body import BodyReader
 from .client_base import unexpected_reply
+from .client_gets import GetBatches, GetOutcome
 from .client_puts import PutCoalescer
 from .client_refs import RefRequests
 from .codec import Event
@@ -78,6 +79,8 @@ class RpcClient(RefRequests):
         self._no_batch: dict[str, float] = {}
         #: puts to a peer waiting at the same moment go in one ``PutBlocks``
         self.puts = PutCoalescer(pool, self._put_one)
+        #: several blocks from one peer in ``GetBlocks`` requests
+        self.gets = GetBatches(pool, self._get_one)
 
     # -- blocks ------------------------------------------------------------------------
 
@@ -114,6 +117,19 @@ class RpcClient(RefRequests):
             return DataBlock(header, payload)
 
         return await self.pool.call(peer, background, None, op)
+
+    async def _get_one(self, peer: str, hash: Hash, background: bool) -> DataBlock:
+        return await self.get_block(peer, hash, background=background)
+
+    async def get_blocks(
+        self, peer: str, hashes: list[Hash], *, background: bool = False
+    ) -> list[GetOutcome]:
+        """Each block of ``hashes`` as ``peer`` stores it, unverified: the block, None
+        when the peer holds no copy, or the error it reported for that block; one per
+        hash, in order (see :mod:`.client_gets`). A failed exchange raises as
+        :meth:`get_block` does; a peer that does not know ``GetBlocks`` is asked one
+        ``GetBlock`` per block."""
+        return await self.gets.get_blocks(peer, hashes, background=background)
 
     @asynccontextmanager
     async def stream_block(

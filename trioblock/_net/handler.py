@@ -31,6 +31,17 @@ class RpcHandler(Protocol):
         ``CorruptBlockError``."""
         ...
 
+    async def rpc_get_blocks(self, hashes: list[Hash]) -> list[DataBlock | BaseException | None]:
+        """The stored encoding of each of ``hashes``, as :meth:`rpc_get_block` gives it
+        (``GetBlocks``): one outcome per hash, in order, for the first 1..all of them (a
+        handler stops once the blocks read reach ``MAX_GET_BLOCKS_BYTES``): the block,
+        None when there is no copy here, or the exception that failed it.
+
+        Optional: a handler without it refuses ``GetBlocks`` as an older peer does (the
+        asker then sends one ``GetBlock`` per block).
+        """
+        ...
+
     async def rpc_put_block(
         self, hash: Hash, header: BlockHeader, body: AsyncIterator[bytes]
     ) -> None:

@@ -27,6 +27,9 @@ Rules kept here:
 - :class:`NeedBlocksQuery` asks about 1..256 blocks at once; its reply holds one boolean
   per hash, in order. :class:`PutBlocks` stores 1..16 blocks (at most 4 MiB of bodies,
   concatenated in one body); its reply holds one result per block, in order.
+  :class:`GetBlocks` asks for 1..64 blocks; its reply holds one result per hash (the
+  block as stored, absent, or an error) for the first hashes asked, the blocks' bodies
+  concatenated in one body of under 4 MiB plus one block.
 - For applications: :class:`RefUpdate` may ask (``"report": true``) which of its alive
   entries reference a block the receiver holds no copy of, answered by
   :class:`RefUpdateReply` (an older peer ignores the flag and answers ``Ok``);
@@ -51,6 +54,10 @@ from .fields import (
 from .msg_blocks import (
     CorruptReport,
     GetBlock,
+    GetBlocks,
+    GetBlocksReply,
+    GetResult,
+    GotBlock,
     NeedBlockQuery,
     NeedBlockReply,
     NeedBlocksQuery,
@@ -90,6 +97,8 @@ from .wire import (
     DECODERS,
     ERROR_KINDS,
     MAX_ERROR_MESSAGE_LEN,
+    MAX_GET_BLOCKS,
+    MAX_GET_BLOCKS_BYTES,
     MAX_HELD_QUERY,
     MAX_NEED_BLOCKS,
     MAX_PREFIX_LEN,
@@ -106,6 +115,8 @@ from .wire import (
 __all__ = [
     "ERROR_KINDS",
     "MAX_ERROR_MESSAGE_LEN",
+    "MAX_GET_BLOCKS",
+    "MAX_GET_BLOCKS_BYTES",
     "MAX_HELD_QUERY",
     "MAX_NEED_BLOCKS",
     "MAX_OPAQUE_DEPTH",
@@ -125,6 +136,10 @@ __all__ = [
     "CorruptReport",
     "Error",
     "GetBlock",
+    "GetBlocks",
+    "GetBlocksReply",
+    "GetResult",
+    "GotBlock",
     "Hello",
     "LayoutExchange",
     "LayoutExchangeReply",
@@ -160,6 +175,8 @@ Message: TypeAlias = (
     Hello
     | Auth
     | GetBlock
+    | GetBlocks
+    | GetBlocksReply
     | LayoutExchange
     | LayoutExchangeReply
     | PutBlock

@@ -21,6 +21,8 @@ from .fields import (
 from .msg_session import Error
 from .wire import (
     MAX_ERROR_MESSAGE_LEN,
+    MAX_GET_BLOCKS,
+    MAX_GET_BLOCKS_BYTES,
     MAX_NEED_BLOCKS,
     MAX_PUT_BLOCKS,
     MAX_PUT_BLOCKS_BYTES,
@@ -58,6 +60,107 @@ class GetBlock(Wire):
         if tag is not None:
             tag = check_int(tag, "GetBlock.order_tag", -(2**63), 2**64 - 1)
         return cls(read_hash(m, "GetBlock"), tag)
+
+
+@wire_message
+@dataclass(frozen=True, slots=True)
+class GetBlocks(Wire):
+    """Ask for several blocks at once: ``{hashes: [hash, …]}`` (1..64 hashes of 32
+    bytes, repeats allowed). Answered by :class:`GetBlocksReply` or :class:`Error` (the
+    whole request failed).
+
+    The batch form of :class:`GetBlock`. A peer that does not know it answers with an
+    ``Error`` of kind ``protocol``; the asker then sends one :class:`GetBlock` per block.
+    """
+
+    hashes: list[Hash]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"hashes": [as_bytes(h) for h in self.hashes]}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> GetBlocks:
+        return cls(read_hashes(m, "GetBlocks", MAX_GET_BLOCKS))
+
+
+@dataclass(frozen=True, slots=True)
+class GotBlock:
+    """One block of a :class:`GetBlocksReply`: its stored encoding and body length."""
+
+    header: BlockHeader
+    length: int
+
+
+#: One result of a :class:`GetBlocksReply`: the block, ``None`` (absent), or its error.
+GetResult = GotBlock | Error | None
+
+#: Longest body accepted for one block of a ``GetBlocksReply`` (the receiving channel's
+#: body limit applies as well).
+_MAX_GOT_LENGTH = 1 << 42
+
+
+@wire_message
+@dataclass(frozen=True, slots=True)
+class GetBlocksReply(Wire):
+    """Answer to :class:`GetBlocks`: ``{results: [r, …]}``, one per hash asked, in order,
+    for the first 1..64 hashes asked. Each ``r`` is ``{header, length}`` (the block as
+    stored: its encoding and the length of its body), ``{}`` (the node holds no copy) or
+    ``{kind, message}`` (that block's error, as an :class:`Error` says it). The bodies of
+    the blocks follow as one streamed body, concatenated in order (no body when no
+    result is a block).
+
+    Bounded: the bodies of all blocks but the last total less than 4 MiB (the server
+    stops adding results once they reach it), so a reply holds under 4 MiB plus one
+    block. A reply may thus answer only the first hashes asked; the asker asks the rest
+    again.
+    """
+
+    results: list[GetResult]
+
+    def announces_body(self) -> bool:
+        return any(isinstance(r, GotBlock) for r in self.results)
+
+    @property
+    def lengths(self) -> list[int]:
+        """The body length of each block of the reply, in order."""
+        return [r.length for r in self.results if isinstance(r, GotBlock)]
+
+    def to_map(self) -> dict[str, Any]:
+        results: list[dict[str, Any]] = []
+        for r in self.results:
+            if r is None:
+                results.append({})
+            elif isinstance(r, GotBlock):
+                results.append({"header": r.header.value, "length": r.length})
+            else:
+                results.append({"kind": r.kind, "message": r.message})
+        return {"results": results}
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> GetBlocksReply:
+        results: list[GetResult] = []
+        for i, item in enumerate(read_list(m, "results", "GetBlocksReply", 1, MAX_GET_BLOCKS)):
+            what = f"GetBlocksReply.results[{i}]"
+            if not isinstance(item, Mapping):
+                raise ProtocolError(f"{what} must be a map")
+            if "kind" in item:
+                kind = read_str(item, "kind", what, max_len=64, empty=False)
+                text = read_str(item, "message", what, max_len=MAX_ERROR_MESSAGE_LEN, empty=True)
+                results.append(Error(kind, text))
+            elif "header" in item:
+                length = read_int(item, "length", what, 0, _MAX_GOT_LENGTH)
+                results.append(GotBlock(_read_header(item, what), length))
+            elif not item:
+                results.append(None)
+            else:
+                raise ProtocolError(f"{what} must be {{header, length}}, {{}} or {{kind, message}}")
+        message = cls(results)
+        if sum(message.lengths[:-1]) >= MAX_GET_BLOCKS_BYTES:
+            raise ProtocolError(
+                f"GetBlocksReply carries more than {MAX_GET_BLOCKS_BYTES} bytes before its "
+                "last block"
+            )
+        return message
 
 
 @wire_message
@@ -270,6 +373,10 @@ class CorruptReport(Wire):
 __all__ = [
     "CorruptReport",
     "GetBlock",
+    "GetBlocks",
+    "GetBlocksReply",
+    "GetResult",
+    "GotBlock",
     "NeedBlockQuery",
     "NeedBlockReply",
     "NeedBlocksQuery",

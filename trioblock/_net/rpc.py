@@ -25,7 +25,7 @@ from .codec import DEFAULT_MAX_BODY_SIZE
 from .errormap import AdminRequestFailed, RequestFailed
 from .handler import AdminReplyBody, AdminResult, RpcHandler
 from .handshake import DEFAULT_HANDSHAKE_TIMEOUT
-from .messages import PutEntry
+from .messages import MAX_GET_BLOCKS, MAX_GET_BLOCKS_BYTES, PutEntry
 from .pool import MAX_CONNECTIONS_PER_PEER, MAX_IDLE_PER_PEER, ConnectionPool, RpcStats
 from .server import DRAIN_TIMEOUT, RpcServer
 from .transport import Transport
@@ -33,6 +33,8 @@ from .transport import Transport
 __all__ = [
     "DRAIN_TIMEOUT",
     "MAX_CONNECTIONS_PER_PEER",
+    "MAX_GET_BLOCKS",
+    "MAX_GET_BLOCKS_BYTES",
     "MAX_IDLE_PER_PEER",
     "AdminReplyBody",
     "AdminRequestFailed",

@@ -28,6 +28,10 @@ Rules kept here:
   exception that failed it), each turned into its result in the ``PutBlocksReply``. A
   handler without ``rpc_put_blocks`` refuses the message as an older peer does (a
   ``protocol`` error): the sender falls back to ``PutBlock``.
+- A ``GetBlocks`` is answered by the handler's ``rpc_get_blocks`` (one outcome per
+  hash, for the first hashes asked): the blocks as stored, absent or failed, cut where
+  the bodies reach 4 MiB; a handler without it refuses the message as an older peer
+  does (the asker falls back to ``GetBlock``).
 - Admin requests and their replies may each carry one body. The server reads a request
   body whole before calling ``rpc_admin(request, body)``; a handler returns either a reply
   map or ``(map, body)``. Handlers written before bodies existed (``rpc_admin(request)``)
@@ -59,6 +63,7 @@ from .messages import (
     CorruptReport,
     Error,
     GetBlock,
+    GetBlocks,
     LayoutExchange,
     LayoutExchangeReply,
     Message,
@@ -84,6 +89,7 @@ from .messages import (
     checked,
 )
 from .pool import RpcStats
+from .server_gets import get_blocks_reply
 from .transport import Transport
 
 __all__ = ["DRAIN_TIMEOUT", "SIMPLE_ROUTES", "RpcServer"]
@@ -270,6 +276,8 @@ class RpcServer:
                 await channel.send_message(reply)
             elif isinstance(request, GetBlock):
                 await self._answer_get(handler, channel, request)
+            elif isinstance(request, GetBlocks):
+                await self._answer_get_many(handler, channel, request)
             elif isinstance(request, PutBlock):
                 if not await self._answer_put(handler, channel, request):
                     return
@@ -291,6 +299,24 @@ class RpcServer:
             await channel.send_message(block)
         else:
             await channel.send_with_body(PutBlock(request.hash, block.header), block.payload)
+
+    async def _answer_get_many(
+        self, handler: RpcHandler, channel: Channel, request: GetBlocks
+    ) -> None:
+        """Serve one ``GetBlocks``: the handler's outcomes for the first hashes asked,
+        cut where the bodies reach ``MAX_GET_BLOCKS_BYTES``, and the blocks as one body."""
+        get_many = getattr(handler, "rpc_get_blocks", None)
+        if get_many is None:
+            raise ProtocolError("GetBlocks is not served here")
+        found = await self._invoke(channel, "get_blocks", get_many, request.hashes)
+        if isinstance(found, Error):
+            await channel.send_message(found)
+            return
+        reply, payloads = get_blocks_reply(self.node_id, channel.peer, found, request.hashes)
+        if payloads:
+            await channel.send_with_body(reply, b"".join(payloads))
+        else:
+            await channel.send_message(reply)
 
     async def _answer_put(self, handler: RpcHandler, channel: Channel, request: PutBlock) -> bool:
         """Serve one ``PutBlock``; return whether the connection can carry another request."""

@@ -42,6 +42,11 @@ MAX_NEED_BLOCKS: Final = 256
 MAX_PUT_BLOCKS: Final = 16
 #: Most bytes of block bodies carried by one ``PutBlocks``.
 MAX_PUT_BLOCKS_BYTES: Final = 4 * 1024 * 1024
+#: Most hashes asked in one ``GetBlocks`` (and results in its reply).
+MAX_GET_BLOCKS: Final = 64
+#: Most bytes of block bodies in one ``GetBlocksReply``, unless its first block alone is
+#: larger (a reply always carries at least one result).
+MAX_GET_BLOCKS_BYTES: Final = 4 * 1024 * 1024
 #: Most hashes asked in one ``BlocksHeldQuery`` (and answers in its reply).
 MAX_HELD_QUERY: Final = 1024
 #: Most partitions asked in one ``RefDigests``.
@@ -133,6 +138,8 @@ __all__ = [
     "DECODERS",
     "ERROR_KINDS",
     "MAX_ERROR_MESSAGE_LEN",
+    "MAX_GET_BLOCKS",
+    "MAX_GET_BLOCKS_BYTES",
     "MAX_HELD_QUERY",
     "MAX_NEED_BLOCKS",
     "MAX_NODE_ID_LEN",

@@ -40,13 +40,29 @@ log = logging.getLogger("trioblock.node")
 _STREAM_FALLBACK_ERRORS = (TrioblockError, OSError, trio.TooSlowError)
 
 
-def _not_found(hash: Hash, failures: dict[str, BaseException]) -> TrioblockError:
+def not_found(hash: Hash, failures: dict[str, BaseException]) -> TrioblockError:
     if failures and all(isinstance(e, CorruptBlockError) for e in failures.values()):
         return CorruptBlockError(hash, f"every copy of {hash.hex()} found was corrupt")
     return MissingBlockError(
         hash,
         f"block {hash.hex()} not found: "
         + "; ".join(f"{n}: {e!r}" for n, e in sorted(failures.items())),
+    )
+
+
+def after_local_failure(
+    hash: Hash, exc: TrioblockError, local: BaseException | None
+) -> TrioblockError:
+    """What a get raises when the peers failed with ``exc`` after the local copy failed
+    with ``local`` (None: there was no local copy, or it was fine)."""
+    if not isinstance(exc, MissingBlockError) or local is None:
+        return exc
+    if isinstance(local, CorruptBlockError):
+        return local
+    return MissingBlockError(
+        hash,
+        f"block {hash.hex()}: the local copy cannot be read ({local}) "
+        "and no other node returned a valid copy",
     )
 
 
@@ -79,7 +95,8 @@ class Reader:
         ctx.metrics.bytes_read += len(block)
         return plaintext, block
 
-    async def _local_read_failed(self, hash: Hash, exc: OSError) -> None:
+    async def local_read_failed(self, hash: Hash, exc: OSError) -> None:
+        """Count a local copy the disk could not read and queue it for resync."""
         ctx = self._local
         if ctx is None:
             return
@@ -171,7 +188,7 @@ class Reader:
                         ctx.metrics.hedged_reads += 1
         if result:
             return result[0]
-        raise _not_found(hash, failures)
+        raise not_found(hash, failures)
 
     async def fetch_and_store(self, hash: Hash) -> None:
         """Fetch a verified copy from the peers and write it here (resync, read repair).
@@ -193,6 +210,14 @@ class Reader:
         ctx = self._local
         return ctx is not None and ctx.is_storage_node(hash) and ctx.db.get_rc(hash).is_nonzero
 
+    def repair_later(self, hash: Hash, block: DataBlock) -> None:
+        """Keep ``block`` (verified, from a peer) here in the background when this node
+        should have held it (read repair)."""
+        if self._should_hold(hash):
+            self._ctx.spawn_background(
+                f"read repair of {hash.short()}", self._writer.write_local, hash, block
+            )
+
     # -- get ----------------------------------------------------------------------------------
 
     async def get_block(self, hash: Hash) -> bytes:
@@ -208,26 +233,18 @@ class Reader:
             # The disk failed the read (EIO...): a failed source, like a peer that
             # cannot answer. The peers are asked, and the resync looks at the copy.
             local_error, local = exc, None
-            await self._local_read_failed(hash, exc)
+            await self.local_read_failed(hash, exc)
         if local is not None:
             return local[0]
         try:
             plaintext, block = await self.read_from_peers(hash, ctx.peers_for_read(hash))
-        except MissingBlockError:
-            if local_corrupt is not None:
-                raise local_corrupt from None
-            if local_error is not None:
-                raise MissingBlockError(
-                    hash,
-                    f"block {hash.hex()}: the local copy cannot be read ({local_error}) "
-                    "and no other node returned a valid copy",
-                ) from local_error
-            raise
-        if self._should_hold(hash):
-            # We should have had it: keep the verified copy we just received.
-            ctx.spawn_background(
-                f"read repair of {hash.short()}", self._writer.write_local, hash, block
-            )
+        except MissingBlockError as exc:
+            raised = after_local_failure(hash, exc, local_corrupt or local_error)
+            if raised is exc:
+                raise
+            raise raised from (None if raised is local_corrupt else local_error)
+        # We should have had it: keep the verified copy we just received.
+        self.repair_later(hash, block)
         return plaintext
 
     # -- stream -------------------------------------------------------------------------------
@@ -309,7 +326,7 @@ class _FallbackChunks:
             except _STREAM_FALLBACK_ERRORS as exc:
                 self._failures[source] = exc
                 log.debug("stream %s from %s failed: %r", hash.short(), source, exc)
-        raise _not_found(hash, self._failures)
+        raise not_found(hash, self._failures)
 
     async def __anext__(self) -> bytes:
         while True:
@@ -331,4 +348,4 @@ class _FallbackChunks:
             return chunk
 
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "after_local_failure", "not_found"]

@@ -23,6 +23,7 @@ from .queuerows import (
     resync_end_batch,
     resync_succeeded_many,
 )
+from .readmany import read_raw_many, read_verified_many
 from .realdisk import RealDisk
 from .recount import CountFix, fix_counts_in, referenced_hashes
 from .reftable import Keep
@@ -67,6 +68,8 @@ __all__ = [
     "WriteOutcome",
     "block_path",
     "queue_after",
+    "read_raw_many",
+    "read_verified_many",
     "resync_defer_many",
     "resync_end_batch",
     "resync_succeeded_many",
