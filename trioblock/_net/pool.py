@@ -34,6 +34,7 @@ from ..errors import TransportError
 from .channel import Channel
 from .codec import ConnectionClosed, Event
 from .handshake import client_handshake
+from .reach import Reachability
 from .transport import Transport
 
 __all__ = [
@@ -114,6 +115,7 @@ class ConnectionPool:
         max_idle_per_peer: int,
         stats: RpcStats,
         connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
+        reachability: Reachability | None = None,
     ) -> None:
         if background_connections_per_peer < 1:
             raise ValueError("background_connections_per_peer must be at least 1")
@@ -128,6 +130,8 @@ class ConnectionPool:
         self.connections_per_peer = connections_per_peer
         self.max_idle_per_peer = max_idle_per_peer
         self.stats = stats
+        #: peers it could not connect to, and those that answered again
+        self.reachability = reachability if reachability is not None else Reachability()
         self._secret = secret
         self._idle: dict[tuple[str, bool], list[Connection]] = {}
         self._slots: dict[tuple[str, bool], trio.Semaphore] = {}
@@ -136,7 +140,11 @@ class ConnectionPool:
     async def _connect(self, peer: str, background: bool) -> Connection:
         try:
             stream = await self.transport.connect(peer)
+        except TransportError:
+            self.reachability.unreachable(peer)
+            raise
         except OSError as exc:  # a transport that forgot to translate its errors
+            self.reachability.unreachable(peer)
             raise TransportError(f"cannot connect to {peer}: {exc}") from exc
         channel = Channel(stream, max_body_size=self.max_body_size, peer=peer)
         try:
@@ -146,12 +154,14 @@ class ConnectionPool:
                 )
         except trio.TooSlowError:
             await channel.aclose()
+            self.reachability.unreachable(peer)
             raise TransportError(
                 f"handshake with {peer} timed out after {self.handshake_timeout}s"
             ) from None
         except BaseException:
             await channel.aclose()
             raise
+        self.reachability.reached(peer)
         self.stats.connections_opened += 1
         pool = "background" if background else "foreground"
         log.debug("%s: connected to %s (%s)", self.node_id, peer, pool)

@@ -27,6 +27,7 @@ from .handler import AdminReplyBody, AdminResult, RpcHandler
 from .handshake import DEFAULT_HANDSHAKE_TIMEOUT
 from .messages import MAX_GET_BLOCKS, MAX_GET_BLOCKS_BYTES, PutEntry
 from .pool import MAX_CONNECTIONS_PER_PEER, MAX_IDLE_PER_PEER, ConnectionPool, RpcStats
+from .reach import Reachability
 from .server import DRAIN_TIMEOUT, RpcServer
 from .transport import Transport
 
@@ -83,6 +84,8 @@ class RpcNode(RpcClient):
             else min(timeout, DEFAULT_HANDSHAKE_TIMEOUT)
         )
         self.stats = RpcStats()
+        #: peers this node could not connect to, and those that answered again since
+        self.reachability = Reachability()
         super().__init__(
             ConnectionPool(
                 node_id,
@@ -95,6 +98,7 @@ class RpcNode(RpcClient):
                 max_idle_per_peer=max_idle_per_peer,
                 connections_per_peer=connections_per_peer,
                 stats=self.stats,
+                reachability=self.reachability,
             )
         )
         self.server = RpcServer(
@@ -105,6 +109,7 @@ class RpcNode(RpcClient):
             handshake_timeout=self.handshake_timeout,
             max_body_size=max_body_size,
             stats=self.stats,
+            reachability=self.reachability,
         )
 
     def __repr__(self) -> str:

@@ -89,6 +89,7 @@ from .messages import (
     checked,
 )
 from .pool import RpcStats
+from .reach import Reachability
 from .server_gets import get_blocks_reply
 from .transport import Transport
 
@@ -207,6 +208,7 @@ class RpcServer:
         handshake_timeout: float,
         max_body_size: int,
         stats: RpcStats,
+        reachability: Reachability | None = None,
     ) -> None:
         self.node_id = node_id
         self.transport = transport
@@ -214,6 +216,8 @@ class RpcServer:
         self.handshake_timeout = handshake_timeout
         self.max_body_size = max_body_size
         self.stats = stats
+        #: told of every peer that shakes hands with this node
+        self.reachability = reachability if reachability is not None else Reachability()
         self._secret = secret
 
     async def serve(
@@ -233,6 +237,7 @@ class RpcServer:
             if peer is None:
                 return
             self.stats.connections_accepted += 1
+            self.reachability.reached(peer)
             await self._serve_requests(handler, channel, peer)
         except ProtocolError as exc:
             log.warning("%s: protocol error from %s, closing: %s", self.node_id, channel.peer, exc)

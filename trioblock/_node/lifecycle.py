@@ -27,6 +27,7 @@ from .._net.rpc import RpcNode
 from .._net.transport import Transport
 from .._storage import BlockStore, MetadataDb, run_blocking
 from ..errors import ConfigError
+from .background.peerback import retry_when_peers_return
 from .background.refsync import RefSyncWorker
 from .background.resync import ResyncPool
 from .background.resync_exec import ResyncExecutor
@@ -167,6 +168,7 @@ async def open_block_manager(
             if rpc is not None:
                 await nursery.start(rpc.serve, endpoint)
                 nursery.start_soon(membership.run_gossip)
+                nursery.start_soon(retry_when_peers_return, ctx, rpc.reachability)
             resync_pool.ensure_running()
             operations.start_scrub_worker(nursery)
             workers.add(nursery, ref_sync)

@@ -202,10 +202,14 @@ class MetadataDb(Database):
 
     def retry_all_now(self, now_msec: int) -> int:
         with self.transaction() as tx, sql_errors("retry_all_now"):
-            hashes = [r[0] for r in tx.execute("SELECT key FROM resync_errors").fetchall()]
-            for h in hashes:
-                self._clear_backoff(tx, h)
-                queue_put(tx, h, now_msec)
+            return self.retry_all_in(tx, now_msec)
+
+    def retry_all_in(self, tx: Transaction, now_msec: int) -> int:
+        """:meth:`retry_now` for every block with a resync error, in ``tx``; how many."""
+        hashes = [r[0] for r in tx.execute("SELECT key FROM resync_errors").fetchall()]
+        for h in hashes:
+            self._clear_backoff(tx, h)
+            queue_put(tx, h, now_msec)
         return len(hashes)
 
     def purge(self, hash: bytes) -> None:
