@@ -36,6 +36,7 @@ from .snapshots import (
 from .stored import StoredBlocks
 from .threads import run_blocking
 from .verify import VerifyReport, verify_dir
+from .writemany import write_blocks
 
 __all__ = [
     "DB_NAME",
@@ -72,4 +73,5 @@ __all__ = [
     "resync_succeeded_many",
     "run_blocking",
     "walk_data_dir",
+    "write_blocks",
 ]
