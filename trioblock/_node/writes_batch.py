@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import outcome
 import trio
@@ -47,8 +47,18 @@ from ..errors import (
 )
 from .context import PeerContext
 
-if TYPE_CHECKING:
-    from .writes import Writer
+
+class _Writes(Protocol):
+    """What a batch uses of the node's ``writes.Writer``."""
+
+    def check_block(self, data: object) -> None: ...
+
+    async def write_local_many(
+        self, items: list[tuple[Hash, DataBlock]]
+    ) -> list[BaseException | None]: ...
+
+    async def exchange_layouts(self, node: str) -> bool: ...
+
 
 log = logging.getLogger("trioblock.node")
 
@@ -111,7 +121,7 @@ class _Quorums:
 class BatchPuts:
     """``put_blocks`` of one node (module docstring)."""
 
-    def __init__(self, ctx: PeerContext, writer: Writer) -> None:
+    def __init__(self, ctx: PeerContext, writer: _Writes) -> None:
         self._ctx = ctx
         self._writer = writer
 
