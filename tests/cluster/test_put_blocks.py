@@ -310,3 +310,23 @@ async def test_a_storage_node_with_peers_counts_its_own_write_in_the_quorum(
         with pytest.raises(PutBatchError) as caught:
             await n0.put_blocks(blocks(3, "alone"))
         assert sorted(caught.value.failed) == [0, 1, 2]
+
+
+async def test_a_node_storing_alone_reports_the_disk_error_of_the_block_it_failed(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    datas = blocks(12, "alone")
+    victim = 4
+    async with open_cluster(tmp_path, n=1, disk="simulated", data_fsync=True) as cluster:
+        bm = cluster.nodes["n0"]
+        cluster.disk("n0").fail("write", f"{subdir(datas[victim])}/*", times=None)
+        with pytest.raises(PutBatchError) as caught:
+            await bm.put_blocks(datas)
+        exc = caught.value
+        assert list(exc.failed) == [victim]
+        assert isinstance(exc.failed[victim], trioblock.DiskError)
+        assert exc.succeeded == [blake2sum(d) for i, d in enumerate(datas) if i != victim]
+        for i, data in enumerate(datas):
+            assert await bm.has_local_block(blake2sum(data)) == (i != victim)
+        assert not [p for p in cluster.disk("n0").files() if ".tmp" in p]
+        assert bm.buffer_in_use() == 0
