@@ -20,9 +20,10 @@ What it does, in one process tree:
    (``trioblock.open_gateway_from_config``) and runs the backup an application writes
    from docs/applications.md: files read, cut into 256 KiB chunks and hashed in groups
    of a few MiB per worker-thread trip, asked about with ``missing_blocks`` per batch of
-   64 chunks (two batches under way), the missing ones put 16 at a time, the manifest
-   put, then one ``add_references`` call for every (chunk, snapshot) pair (``--naive``:
-   one trip per file, one batch at a time, as the guide first showed it);
+   64 chunks (two batches under way), each batch's missing ones put in one
+   ``put_blocks`` call, the manifest put, then one ``add_references`` call for every
+   (chunk, snapshot) pair (``--naive``: one trip per file, one batch at a time, its
+   missing chunks put 16 at a time with ``put_block``, as the guide first showed it);
 4. backs the same, unchanged tree up a second time (everything deduplicated), then
    restores the first snapshot and checks it: files in groups of at most 64 chunks and
    4 MiB, each group's chunks fetched with one ``get_blocks`` call and its files written
@@ -265,9 +266,9 @@ class Backup:
     batch asked about and put at a time, one file restored at a time); otherwise files
     are read in groups of a few MiB per thread trip while the previous group is sent,
     two batches are under way at once (the next one asked about while the previous
-    one's last puts finish), and files are restored in groups (``GROUP_CHUNKS`` chunks,
-    ``GROUP_BYTES`` bytes): one ``get_blocks`` call and one thread trip per group,
-    ``GROUPS_IN_FLIGHT`` groups at once.
+    one's ``put_blocks`` finishes), and files are restored in groups (``GROUP_CHUNKS``
+    chunks, ``GROUP_BYTES`` bytes): one ``get_blocks`` call and one thread trip per
+    group, ``GROUPS_IN_FLIGHT`` groups at once.
     """
 
     def __init__(self, client: trioblock.BlockManager, *, naive: bool = False) -> None:
@@ -295,23 +296,13 @@ class Backup:
                 await send.send(await trio.to_thread.run_sync(_read_many, group))
 
     async def _send_batch(
-        self,
-        batch: dict[Hash, bytes],
-        puts: trio.CapacityLimiter,
-        in_flight: trio.Semaphore,
-        counts: list[int],
+        self, batch: dict[Hash, bytes], in_flight: trio.Semaphore, counts: list[int]
     ) -> None:
-        """Ask about one batch and put what is missing, within the shared put limit."""
+        """Ask about one batch and put what is missing in one ``put_blocks`` call."""
         try:
-            new = await self.client.missing_blocks(batch)
-
-            async def put(h: Hash) -> None:
-                async with puts:
-                    await self.client.put_block(batch[h])
-
-            async with trio.open_nursery() as nursery:
-                for h in sorted(new):
-                    nursery.start_soon(put, h)
+            new = sorted(await self.client.missing_blocks(batch))
+            if new:
+                await self.client.put_blocks([batch[h] for h in new])
             counts.append(len(new))
         finally:
             in_flight.release()
@@ -322,9 +313,8 @@ class Backup:
         chunks: list[Hash] = []
         pending: dict[Hash, bytes] = {}
         new = 0
-        # Two batches at once: the next one is asked about while the last puts of the
-        # previous one finish (at most PARALLEL puts in all; bounded memory).
-        puts = trio.CapacityLimiter(PARALLEL)
+        # Two batches at once: the next one is asked about while the previous one's
+        # put_blocks finishes (bounded memory: two batches of chunks).
         in_flight = trio.Semaphore(2)
         counts: list[int] = []
         async with trio.open_nursery() as nursery:
@@ -343,9 +333,7 @@ class Backup:
                                     new += await self._send_new(pending)
                                 else:
                                     await in_flight.acquire()
-                                    nursery.start_soon(
-                                        self._send_batch, pending, puts, in_flight, counts
-                                    )
+                                    nursery.start_soon(self._send_batch, pending, in_flight, counts)
                                     pending = {}
                         chunks.extend(hashes)
                         files.append(
@@ -358,7 +346,7 @@ class Backup:
                         )
             if pending and not self.naive:
                 await in_flight.acquire()
-                nursery.start_soon(self._send_batch, pending, puts, in_flight, counts)
+                nursery.start_soon(self._send_batch, pending, in_flight, counts)
                 pending = {}
         if pending:
             new += await self._send_new(pending)

@@ -5,7 +5,8 @@ makes a small sample tree). It is the worked example of docs/applications.md:
 
 - files are cut into chunks of 256 KiB; every chunk is a block (content-addressed, so a
   chunk seen before is stored once), and only the chunks the cluster lacks are sent
-  (``missing_blocks``, asked per batch of chunks);
+  (``missing_blocks``, asked per batch of chunks), a batch's missing chunks in one call
+  (``put_blocks``);
 - a snapshot's manifest (paths, modes, sizes, chunk hashes) is a block too; its hash is
   the snapshot's handle;
 - every snapshot holds one reference per chunk it uses, and one to its manifest, under
@@ -70,6 +71,7 @@ class BlockClient(Protocol):
     """What the backup needs from trioblock: a gateway or a node both provide it."""
 
     async def put_block(self, data: bytes, *, compress: bool = True) -> Hash: ...
+    async def put_blocks(self, blocks: Iterable[bytes], *, compress: bool = True) -> list[Hash]: ...
     async def get_block(self, hash: bytes) -> bytes: ...
     async def get_blocks(self, hashes: Iterable[bytes]) -> list[bytes]: ...
     async def missing_blocks(self, hashes: Iterable[bytes]) -> set[Hash]: ...
@@ -152,9 +154,13 @@ class DedupBackup:
         self.client = client
 
     async def _send_new(self, pending: dict[Hash, bytes]) -> int:
-        """Put the chunks of ``pending`` the cluster lacks; return how many."""
+        """Put the chunks of ``pending`` the cluster lacks (in one call: at most
+        :data:`BATCH` chunks, so memory stays bounded); return how many."""
         new = sorted(await self.client.missing_blocks(pending))
-        await _parallel(new, lambda h: self.client.put_block(pending[h]))
+        if new:
+            # PutBatchError (naming each chunk that failed) if any did not reach its
+            # quorum: the backup stops, the snapshot is not recorded; run it again.
+            await self.client.put_blocks([pending[h] for h in new])
         pending.clear()
         return len(new)
 

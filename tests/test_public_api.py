@@ -133,6 +133,7 @@ MANAGER_ADDITIONS = [
     "list_resync_queue",
     "retry_all_now",
     "local_block_path",
+    "put_blocks",
     "resync_workers",
     "resync_tranquility",
     "wait_scrub_runs",

@@ -82,6 +82,7 @@ from .errors import MetadataCorruptError as MetadataCorruptError
 from .errors import MissingBlockError as MissingBlockError
 from .errors import NodeClosedError as NodeClosedError
 from .errors import ProtocolError as ProtocolError
+from .errors import PutBatchError as PutBatchError
 from .errors import QuorumError as QuorumError
 from .errors import ReferenceBatchError as ReferenceBatchError
 from .errors import StaleLayoutError as StaleLayoutError
@@ -142,6 +143,7 @@ __all__ = [
     "QueuedResync",
     "QuorumError",
     "RcEntry",
+    "PutBatchError",
     "ReferenceBatchError",
     "RebalanceReport",
     "Reference",

@@ -8,6 +8,7 @@ Every error trioblock raises on purpose is a :class:`TrioblockError`::
     │   └── MissingBlockError      no reachable node holds a valid copy
     ├── QuorumError                fewer nodes than the write quorum acknowledged
     ├── ReferenceBatchError        some pairs of a batched reference call failed
+    ├── PutBatchError              some blocks of a ``put_blocks`` call failed
     ├── ProtocolError              a peer sent bytes that break the wire protocol
     │   └── AuthenticationError    a peer failed the shared-secret handshake
     ├── DeletionDeferred           an unreferenced block is kept for now (GC retries)
@@ -53,6 +54,7 @@ __all__ = [
     "NodeClosedError",
     "ProtocolError",
     "QuorumError",
+    "PutBatchError",
     "ReferenceBatchError",
     "StaleLayoutError",
     "TransactionBusyError",
@@ -161,6 +163,44 @@ class ReferenceBatchError(TrioblockError):
                 h for (h, _o), exc in self.failed.items() if isinstance(exc, MissingBlockError)
             )
         )
+
+
+class PutBatchError(TrioblockError):
+    """Some blocks of ``put_blocks`` failed; the others are stored at their quorums.
+
+    ``hashes`` has one entry per block passed, in order: its hash (what it hashes to,
+    whether or not it was stored). ``failed`` maps the index (in the list passed) of
+    each block that failed to its own error: a :class:`QuorumError` with each storage
+    node's cause, or, on a node that stores alone, the :class:`DiskError` of its write.
+    ``succeeded`` lists the hashes stored (each once, in order); ``failed_hashes`` the
+    hashes of the blocks that failed. Putting the failed blocks again is harmless.
+    """
+
+    def __init__(
+        self, message: str, *, hashes: list[bytes], failed: dict[int, TrioblockError]
+    ) -> None:
+        self.hashes: list[bytes] = list(hashes)
+        self.failed: dict[int, TrioblockError] = dict(failed)
+        first = "; ".join(
+            f"block {i} ({bytes(self.hashes[i]).hex()[:16]}): {exc}"
+            for i, exc in sorted(self.failed.items())[:3]
+        )
+        more = len(self.failed) - 3
+        super().__init__(
+            f"{message}: {len(self.failed)} of {len(self.hashes)} block(s) failed"
+            f"{' (' + first + (f'; {more} more' if more > 0 else '') + ')' if first else ''}"
+        )
+
+    @property
+    def failed_hashes(self) -> list[bytes]:
+        """The hashes of the blocks that failed, each once, in order."""
+        return list(dict.fromkeys(self.hashes[i] for i in sorted(self.failed)))
+
+    @property
+    def succeeded(self) -> list[bytes]:
+        """The hashes stored at their quorums, each once, in order."""
+        bad = set(self.failed_hashes)
+        return list(dict.fromkeys(h for h in self.hashes if h not in bad))
 
 
 class DeletionDeferred(TrioblockError):

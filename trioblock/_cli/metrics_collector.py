@@ -70,7 +70,7 @@ _COUNTER_HELP: Final = {
     "resync_errors": "Resync steps that failed.",
     "resync_sent": "Blocks sent to peers that needed them before a local delete.",
     "resync_received": "Missing blocks fetched from peers by the resync.",
-    "puts": "put_block calls.",
+    "puts": "Blocks put (put_block calls and each block of put_blocks).",
     "gets": "get_block calls.",
     "puts_served": "Blocks stored here for peers (PutBlock requests served).",
     "gets_served": "Blocks sent to peers (GetBlock requests served).",

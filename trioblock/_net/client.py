@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import outcome
 import trio
 
 from .._core.block import BlockHeader, DataBlock
@@ -169,6 +170,14 @@ class RpcClient(RefRequests):
         does not know that message gets one ``PutBlock`` per block.
         """
         await self.puts.put(peer, hash, block, background)
+
+    async def put_block_batch(
+        self, peer: str, items: list[tuple[Hash, DataBlock]], *, per_exchange: float
+    ) -> list[outcome.Outcome[None]]:
+        """Send the blocks of ``items`` (one range of :func:`.client_puts.chunks`) to
+        ``peer`` as one ``PutBlocks`` (see :meth:`.client_puts.PutCoalescer.send`), the
+        exchange within ``per_exchange`` seconds: each block's outcome, in order."""
+        return await self.puts.send(peer, items, False, per_exchange)
 
     async def _put_one(self, peer: str, hash: Hash, block: DataBlock, background: bool) -> None:
         """One ``PutBlock`` exchange. A large body is streamed while the reply is

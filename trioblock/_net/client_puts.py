@@ -20,6 +20,10 @@ under way, so a lone put is sent at once.
 - A peer that does not know ``PutBlocks`` answers with an ``Error`` of kind
   ``protocol``: each block of that batch is then sent by its own caller as a
   ``PutBlock``, and so is every put to that peer for :data:`BATCH_RETRY_AFTER` seconds.
+
+A caller with many blocks for one peer at once (``put_blocks``) does without the queue:
+:func:`chunks` cuts them into requests of the same bounds and :meth:`PutCoalescer.send`
+sends one such request, with the same fallback for a peer that does not know it.
 """
 
 from __future__ import annotations
@@ -46,12 +50,27 @@ from .messages import (
 )
 from .pool import Connection, ConnectionPool
 
-__all__ = ["BATCH_RETRY_AFTER", "PutCoalescer"]
+__all__ = ["BATCH_RETRY_AFTER", "PutCoalescer", "chunks"]
 
 #: Seconds before ``PutBlocks`` is tried again on a peer that did not know it.
 BATCH_RETRY_AFTER: Final = 600.0
 
 PutOne = Callable[[str, Hash, DataBlock, bool], Awaitable[None]]
+
+
+def chunks(sizes: list[int]) -> list[range]:
+    """Consecutive ranges of indices of blocks of ``sizes`` (encoded payload bytes): as
+    many blocks a request as a ``PutBlocks`` carries (a block over the byte bound alone)."""
+    out: list[range] = []
+    start = size = 0
+    for i, length in enumerate(sizes):
+        if i > start and (i - start == MAX_PUT_BLOCKS or size + length > MAX_PUT_BLOCKS_BYTES):
+            out.append(range(start, i))
+            start, size = i, 0
+        size += length
+    if start < len(sizes):
+        out.append(range(start, len(sizes)))
+    return out
 
 
 class _Unsupported(Exception):
@@ -68,13 +87,14 @@ _ALONE: Final = _SendAlone()
 class _Put:
     __slots__ = ("block", "hash", "leads", "result", "taken", "wake")
 
-    def __init__(self, hash: Hash, block: DataBlock) -> None:
+    def __init__(self, hash: Hash, block: DataBlock, *, event: bool = True) -> None:
         self.hash = hash
         self.block = block
         self.result: outcome.Outcome[_SendAlone | None] | None = None
         self.taken = False
         self.leads = False
-        self.wake = trio.Event()
+        if event:
+            self.wake = trio.Event()
 
 
 class _Queue:
@@ -128,6 +148,49 @@ class PutCoalescer:
                 self._hand_over(key, queue)
         if put.result.unwrap() is _ALONE:
             await self._put_one(peer, hash, block, background)
+
+    async def send(
+        self, peer: str, items: list[tuple[Hash, DataBlock]], background: bool, per_exchange: float
+    ) -> list[outcome.Outcome[None]]:
+        """Store the blocks of one of :func:`chunks`' ranges on ``peer`` in one request
+        (one ``PutBlock`` for a single block, or one per block, one after the other, to a
+        peer that does not know ``PutBlocks``), each exchange within ``per_exchange``
+        seconds; each block's outcome, in order. A failure of the whole exchange is each
+        block's; a cancellation is raised."""
+        puts = [_Put(h, block, event=False) for h, block in items]
+        results: list[outcome.Outcome[_SendAlone | None]]
+        if len(puts) > 1 and self._batches_to(peer):
+            try:
+                with trio.fail_after(per_exchange):
+                    results = await self._exchange(peer, background, puts)
+            except trio.TooSlowError:
+                error = TransportError(f"PutBlocks to {peer} timed out after {per_exchange}s")
+                results = [outcome.Error(error) for _ in puts]
+        else:
+            results = [outcome.Value(_ALONE) for _ in puts]
+        out: list[outcome.Outcome[None]] = []
+        for put, result in zip(puts, results, strict=True):
+            if isinstance(result, outcome.Error):
+                out.append(result)
+            elif isinstance(result, outcome.Value) and result.value is _ALONE:
+                out.append(await self._send_alone(peer, put, background, per_exchange))
+            else:
+                out.append(outcome.Value(None))
+        return out
+
+    async def _send_alone(
+        self, peer: str, put: _Put, background: bool, per_exchange: float
+    ) -> outcome.Outcome[None]:
+        try:
+            with trio.fail_after(per_exchange):
+                await self._put_one(peer, put.hash, put.block, background)
+        except trio.TooSlowError:
+            return outcome.Error(
+                TransportError(f"PutBlock to {peer} timed out after {per_exchange}s")
+            )
+        except Exception as exc:
+            return outcome.Error(exc)
+        return outcome.Value(None)
 
     def _hand_over(self, key: tuple[str, bool], queue: _Queue) -> None:
         for waiting in queue.puts:

@@ -114,6 +114,36 @@ class BlockManager(LayoutMembers, ReferenceMembers, UpkeepMembers, OperatorMembe
         self._open()
         return await self._writer.put_block(data, compress=compress)
 
+    async def put_blocks(self, blocks: Iterable[bytes], *, compress: bool = True) -> list[Hash]:
+        """Store many blocks at once; return their hashes, in order, once every block is
+        held by a write quorum of its storage nodes (as :meth:`put_block` for each).
+
+        The whole batch is hashed and compressed in one worker-thread trip, and each
+        storage node gets its blocks in a few ``PutBlocks`` requests (16 blocks or
+        4 MiB a request) instead of one request per block; an embedded node writes its
+        blocks in one group (one fsync per directory touched). A block given twice is
+        stored once. Copies beyond the quorum finish in the background, as for
+        :meth:`put_block`.
+
+        Memory: the blocks passed (plus their encodings) are held until the call
+        returns: bound it by how many blocks you pass (a few MiB a call, e.g. the
+        missing blocks of one batch of 64 chunks). A batch takes room in the node's
+        byte budget (``ram_buffer_max``) for its encodings while it is sent.
+
+        ``TypeError`` (naming the block) when ``blocks`` is not an iterable of bytes
+        (a single ``bytes`` is refused: use :meth:`put_block`), ``ValueError`` for a
+        block over ``max_block_size``; nothing is stored then. ``PutBatchError`` when
+        some blocks did not reach their quorum: its ``failed`` maps each one's index
+        (in ``blocks``) to its ``QuorumError`` (with each node's cause), ``succeeded``
+        lists the hashes stored; putting the failed blocks again is harmless.
+
+        Example::
+
+            hashes = await bm.put_blocks([chunks[h] for h in missing])
+        """
+        self._open()
+        return await self._writer.put_blocks(blocks, compress=compress)
+
     async def rpc_put_block(self, hash: bytes, data: bytes, *, compress: bool = True) -> None:
         """Like :meth:`put_block` with the hash given; ``ValueError`` if it does not match."""
         self._open()

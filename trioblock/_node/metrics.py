@@ -81,8 +81,9 @@ class Metrics:
     (resync steps completed / failed), ``resync_sent`` (blocks sent to peers that needed
     them before a local delete), ``resync_received`` (missing blocks fetched from peers),
     ``puts`` / ``gets`` (this node's own ``put_block`` / ``get_block`` and ``stream_block``
-    calls), ``puts_served`` / ``gets_served`` (blocks this node stored / sent for peers: a
-    gateway's or another node's put or read, a peer's resync fetch, offloads and hand-offs),
+    calls; each block of a ``put_blocks`` counts as one put), ``puts_served`` /
+    ``gets_served`` (blocks this node stored / sent for peers: a gateway's or another
+    node's put or read, a peer's resync fetch, offloads and hand-offs),
     ``write_trips`` (worker-thread trips that wrote blocks for puts and peers: the writes
     waiting at the same moment share one, with one fsync per directory touched),
     ``hedged_reads`` (reads that started a second request because the first was slow);

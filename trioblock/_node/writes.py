@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import outcome
 import trio
 
 from .._core.block import DataBlock, hash_and_encode, max_encoded_size
@@ -33,7 +34,7 @@ from .._core.dirhealth import NO_SPACE
 from .._core.hashing import Hash
 from .._core.layoutversion import LayoutVersion
 from .._core.placement import LocalLayout, StaticLayout
-from .._storage import BlockStore, WriteOutcome, run_blocking
+from .._storage import BlockStore, WriteOutcome, run_blocking, write_blocks
 from ..errors import (
     DiskError,
     DiskFullError,
@@ -44,6 +45,7 @@ from ..errors import (
 )
 from .context import NodeContext, PeerContext, as_hash
 from .quorum import call_quorum
+from .writes_batch import BatchPuts
 
 log = logging.getLogger("trioblock.node")
 
@@ -59,8 +61,10 @@ class Writer:
         self._on_stale = on_stale
         #: this node's storage (None on a gateway, which never writes locally)
         self._local = ctx.local
+        self._batch = BatchPuts(ctx, self)
 
-    def _check_size(self, data: object) -> None:
+    def check_block(self, data: object) -> None:
+        """``TypeError`` unless ``data`` is bytes-like, ``ValueError`` when too large."""
         if isinstance(data, str):
             raise TypeError("a block is bytes, not str: encode the text first (e.g. text.encode())")
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -77,6 +81,22 @@ class Writer:
     async def rpc_put_block(self, hash: bytes, data: bytes, *, compress: bool = True) -> None:
         await self._put(data, as_hash(hash), compress)
 
+    async def put_blocks(self, datas: object, *, compress: bool = True) -> list[Hash]:
+        """Store many blocks at once (``writes_batch``); their hashes, in order."""
+        return await self._batch.put_blocks(datas, compress)
+
+    async def exchange_layouts(self, node: str) -> bool:
+        """After ``node`` answered ``StaleLayoutError``: exchange layouts with it; False
+        when this node does not (or the exchange failed)."""
+        if self._on_stale is None:
+            return False
+        try:
+            await self._on_stale(node)
+        except TrioblockError as exc:
+            log.debug("layout exchange with %s failed: %r", node, exc)
+            return False
+        return True
+
     async def _put(self, data: bytes, expected: Hash | None, compress: bool) -> Hash:
         """Encode and store ``data`` within the byte budget, taken before encoding.
 
@@ -86,7 +106,7 @@ class Writer:
         object goes to every peer).
         """
         ctx = self._ctx
-        self._check_size(data)
+        self.check_block(data)
         ctx.require_open()
         level = ctx.config.compression_level if compress else None
         bound = len(data) if level is None else max_encoded_size(len(data))
@@ -155,6 +175,33 @@ class Writer:
             self._ctx.metrics.write_trips = ctx.store.writes.trips_run
         self._written(outcome, len(block), trio.current_time() - started)
         return outcome
+
+    async def write_local_many(
+        self, items: list[tuple[Hash, DataBlock]]
+    ) -> list[BaseException | None]:
+        """Write distinct blocks (this node's own encodings) durably here, together
+        (their locks, then one group of the grouped writes); each block's error (a
+        ``DiskError`` for a failed write) or None, in order."""
+        ctx = self._local
+        if ctx is None:
+            raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no blocks")
+        started = trio.current_time()
+        try:
+            results = await write_blocks(ctx.store, items, ctx.clock.now_msec())
+        finally:
+            self._ctx.metrics.write_trips = ctx.store.writes.trips_run
+        seconds = trio.current_time() - started
+        errors: list[BaseException | None] = []
+        for (hash, block), result in zip(items, results, strict=True):
+            if isinstance(result, outcome.Value):
+                self._written(result.value, len(block), seconds)
+                errors.append(None)
+            elif isinstance(result, outcome.Error) and isinstance(result.error, OSError):
+                errors.append(_disk_error(ctx, hash, result.error))
+            else:
+                assert isinstance(result, outcome.Error)
+                errors.append(result.error)
+        return errors
 
     async def put_encoded(
         self, hash: Hash, block: DataBlock, *, budget_held: int = 0, written_here: bool = False

@@ -37,6 +37,7 @@ from .snapshots import (
 from .stored import StoredBlocks
 from .threads import run_blocking
 from .verify import VerifyReport, verify_dir
+from .writemany import write_blocks
 
 __all__ = [
     "DB_NAME",
@@ -75,4 +76,5 @@ __all__ = [
     "resync_succeeded_many",
     "run_blocking",
     "walk_data_dir",
+    "write_blocks",
 ]

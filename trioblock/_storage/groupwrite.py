@@ -20,6 +20,11 @@ writes them one after the other and fsyncs each directory they touched once:
   which is never given back while the block is being written. A leader cancelled while
   waiting for a thread (its trip not started) puts the writes it took back in front of
   the queue for the next leader.
+- :meth:`GroupWriter.call_many` queues several items of one caller at once (a batch of
+  puts): the trips take them together, at most ``max_group`` a trip, with the writes of
+  others queued around them; each item keeps its own outcome. The caller leads as a
+  single call does (every trip slot handed to one of its items is its to use or hand
+  on), and a cancellation withdraws its items no trip took and waits for those taken.
 """
 
 from __future__ import annotations
@@ -64,6 +69,24 @@ def _run_group(run: Group[I, R], items: list[I]) -> list[outcome.Outcome[R]]:
         error = RuntimeError(f"a group of {len(items)} writes gave {len(results)} outcomes")
         return [outcome.Error(error) for _ in items]
     return results
+
+
+def _claim_leads(calls: list[_Call[I, R]]) -> int:
+    """How many trip slots were handed to these calls (each taken back from its call)."""
+    claimed = 0
+    for call in calls:
+        if call.leads:
+            call.leads = False
+            claimed += 1
+    return claimed
+
+
+async def _wait_any(calls: list[_Call[I, R]]) -> None:
+    """Until any of ``calls`` is answered or handed a trip slot."""
+    wake = trio.Event()
+    for call in calls:
+        call.wake = wake
+    await wake.wait()
 
 
 class GroupWriter(Generic[I, R]):
@@ -113,8 +136,10 @@ class GroupWriter(Generic[I, R]):
             if call.taken and call.result is None:
                 # Being written in a trip: the caller holds the block's lock, never given
                 # back while the block is written. Wait for the trip, then go on.
+                # A trip that never started (its leader cancelled while waiting for a
+                # thread) puts the item back: it is then withdrawn like a queued one.
                 with trio.CancelScope(shield=True):
-                    while call.result is None:
+                    while call.taken and call.result is None:
                         await self._wait(call)
             raise
         finally:
@@ -123,6 +148,50 @@ class GroupWriter(Generic[I, R]):
             if call.leads:
                 self._hand_over()
         return call.result.unwrap()
+
+    async def call_many(self, run: Group[I, R], items: list[I]) -> list[outcome.Outcome[R]]:
+        """The outcome of every item of ``items`` (in order), queued together so that
+        trips take them together (module docstring); errors are returned, not raised."""
+        calls: list[_Call[I, R]] = [_Call(run, item) for item in items]
+        if not calls:
+            return []
+        self._queue.extend(calls)
+        held = 0  # trip slots this caller holds
+        try:
+            if self._trips < self._max_trips:
+                self._trips += 1
+                held = 1
+            while True:
+                held += _claim_leads(calls)
+                if all(call.result is not None for call in calls):
+                    break
+                if held and self._queue:
+                    await self._trip()
+                else:
+                    await _wait_any(calls)  # answered, handed a slot, or taken meanwhile
+        except BaseException:
+            self._withdraw(calls, held)
+            held = 0
+            if any(call.taken and call.result is None for call in calls):
+                # Items being written in a trip: their locks are held by the caller,
+                # never given back while a block is written. Wait, then go on.
+                with trio.CancelScope(shield=True):
+                    while any(call.taken and call.result is None for call in calls):
+                        await _wait_any(calls)
+                        self._withdraw(calls, 0)
+            raise
+        finally:
+            self._withdraw(calls, held)
+        return [call.result for call in calls if call.result is not None]
+
+    def _withdraw(self, calls: list[_Call[I, R]], held: int) -> None:
+        """Take out the items no trip took, then hand on every slot held (``held`` and
+        the slots handed to the caller's items meanwhile)."""
+        for call in calls:
+            if call.result is None and not call.taken and call in self._queue:
+                self._queue.remove(call)
+        for _ in range(held + _claim_leads(calls)):
+            self._hand_over()
 
     async def _wait(self, call: _Call[I, R]) -> None:
         call.wake = trio.Event()
