@@ -31,7 +31,9 @@ What it does, in one process tree:
    way; a larger file alone, 16 chunks at a time (``--naive``: one file at a time, its
    chunks with ``get_block``);
 5. runs the baselines on the same tree, in the same run: ``tar -cf - | zstd -1 -T1`` into
-   a file, ``cp -r`` followed by ``sync``, and a plain ``cat`` of every file.
+   a file, ``cp -r`` followed by ``sync``, a plain ``cat`` of every file, and ``write``:
+   a Python loop writing every file from memory as the restore does (temp file, mode,
+   rename; nothing fetched or verified), the floor of any restore that creates files.
 
 It reports MB/s (10^6 bytes of the tree per second) of each phase, the ratios the issue
 sets targets for, the gateway's connections opened, and CPU: this process's (the
@@ -542,6 +544,8 @@ class Run:
             "second backup speed-up": first.seconds / self.phases["backup again"].seconds,
             "restore / cat": self.mb_s("restore") / self.mb_s("cat"),
             "restore / cp+sync": self.mb_s("restore") / self.mb_s("cp+sync"),
+            "restore / write": self.mb_s("restore") / self.mb_s("write"),
+            "write / cat": self.mb_s("write") / self.mb_s("cat"),
             "gateway ms/block": first.app_cpu / self.blocks_put * 1e3,
             "node ms/block": max(first.node_cpu) / self.blocks_put * 1e3,
         }
@@ -596,7 +600,21 @@ def baselines(tree: Path, work: Path) -> dict[str, float]:
         f"tar -cf - -C {q(tree.parent)} {q(tree.name)} | zstd -1 -T1 -q -o {q(work / 't.zst')}"
     )
     out["cp+sync"] = _sh(f"cp -r {q(tree)} {q(work / 'copy')} && sync")
+    out["write"] = _write_from_memory(tree, work / "written")
     return out
+
+
+def _write_from_memory(tree: Path, dest: Path) -> float:
+    """Seconds a plain loop takes to write every file of ``tree`` from memory into
+    ``dest`` the way the restore does (temp file, mode, rename; no fsync): the floor
+    of any restore that creates the files, with nothing fetched or verified."""
+    files = [
+        (p.relative_to(tree), p.read_bytes(), p.stat().st_mode & 0o7777) for p in list_files(tree)
+    ]
+    t0 = time.perf_counter()
+    for rel, data, mode in files:
+        _write_file(dest / rel, data, mode)
+    return time.perf_counter() - t0
 
 
 def one_run(root: Path, tree: Path, files: int, size: int, naive: bool, fsync: bool) -> Run:
@@ -629,7 +647,7 @@ def report(runs: Sequence[Run]) -> str:
         f"{r0.blocks_put} distinct blocks put"
     )
     lines.append("MB/s (min / median / max over runs):")
-    for name in ("backup", "backup again", "restore", "tar|zstd", "cp+sync", "cat"):
+    for name in ("backup", "backup again", "restore", "tar|zstd", "cp+sync", "write", "cat"):
         xs = [r.mb_s(name) for r in runs]
         lines.append(
             f"  {name:<14} {_fmt(min(xs)):>9} {_fmt(statistics.median(xs)):>9} {_fmt(max(xs)):>9}"
