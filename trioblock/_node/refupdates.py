@@ -173,8 +173,13 @@ class References:
         gives it a copy)."""
         return self._ctx.stores_in_live(self._ctx.node_id, hash)
 
-    async def merge(self, entries: list[RefTuple]) -> int:
-        """Merge entries into ``block_ref`` with their refcount changes; rows changed."""
+    async def merge(
+        self, entries: list[RefTuple], alive: dict[tuple[bytes, bytes], bool] | None = None
+    ) -> int:
+        """Merge entries into ``block_ref`` with their refcount changes; rows changed.
+
+        ``alive``: filled with whether each entry's pair, ``(hash, owner)``, is alive
+        once every entry is merged (a retried transaction sets the same values again)."""
         local, counts = self._local, self._counts
         if local is None or counts is None:
             raise TrioblockError(f"{self._ctx.node_id} is a gateway: it stores no references")
@@ -190,8 +195,10 @@ class References:
         def merge_chunk(tx: Transaction, chunk: list[RefTuple]) -> int:
             changed = 0
             for entry in chunk:
-                delta, did_change = db.refs.merge_in(tx, entry)
+                delta, did_change, now_alive = db.refs.merge_in(tx, entry)
                 changed += did_change
+                if alive is not None:
+                    alive[(bytes(entry[0]), bytes(entry[1]))] = now_alive
                 if delta > 0:
                     counts.incref(Hash(entry[0]), tx)
                 elif delta < 0:
@@ -213,11 +220,11 @@ class References:
         pair is alive here after the merge and this node holds no copy of its block
         (looked up in one worker-thread trip). A copy found here stays: its count is
         non-zero from the merge on, and the GC re-derives counts before deleting."""
-        await self.merge(entries)
+        after: dict[tuple[bytes, bytes], bool] = {}
+        await self.merge(entries, after)
         local = self._local
         assert local is not None  # merge refused a gateway
-        refs = local.db.refs
-        alive = [not e[2] and refs.is_alive(e[0], e[1]) for e in entries]
+        alive = [not e[2] and after[(bytes(e[0]), bytes(e[1]))] for e in entries]
         wanted = sorted({Hash(e[0]) for e, a in zip(entries, alive, strict=True) if a})
         if not wanted:
             return [False] * len(entries)

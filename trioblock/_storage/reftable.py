@@ -82,18 +82,19 @@ class RefTable:
 
     # -- merging (Trio thread, inside the caller's transaction) ----------------------------
 
-    def merge_in(self, tx: Transaction, entry: RefTuple) -> tuple[int, bool]:
-        """Merge one entry; return (rc delta, whether the row changed)."""
+    def merge_in(self, tx: Transaction, entry: RefTuple) -> tuple[int, bool, bool]:
+        """Merge one entry; return (rc delta, whether the row changed, whether the pair
+        is alive after the merge)."""
         hash, owner, deleted, ts = entry
         key = ref_key(hash, owner)
         row = tx.execute("SELECT value FROM block_ref WHERE key=?", (key,)).fetchone()
         old = RefState.decode(row[0]) if row else None
         new = merge(old, RefState(deleted, ts))
         if new == old:
-            return 0, False
+            return 0, False, new.alive
         tx.execute("INSERT OR REPLACE INTO block_ref VALUES (?, ?)", (key, new.encode()))
         tx.count("block_ref", 0 if row else 1)
-        return rc_delta(old, new), True
+        return rc_delta(old, new), True, new.alive
 
     def collect_in(self, tx: Transaction, entry: RefTuple) -> bool:
         """Drop a tombstone no newer than ``entry``'s; never an alive row."""
@@ -123,11 +124,6 @@ class RefTable:
         """Every row of one block: (owner, state), owners in byte order."""
         rows = self._db.read_all(*_range_sql(bytes(hash)))
         return [(split_key(bytes(k))[1], RefState.decode(bytes(v))) for k, v in rows]
-
-    def is_alive(self, hash: bytes, owner: bytes) -> bool:
-        """Whether the pair's row exists and is alive (a point read)."""
-        row = self._db.read_one("SELECT value FROM block_ref WHERE key=?", (ref_key(hash, owner),))
-        return row is not None and RefState.decode(bytes(row[0])).alive
 
     def count_alive(self, hash: bytes) -> tuple[int, int]:
         """(alive rows, all rows) of one block, counted by SQLite (no row is loaded)."""
