@@ -183,3 +183,22 @@ async def test_a_cancelled_call_leaves_nothing_half_done(
             cluster.net.set_delay(node, 0.0)
         assert await gw.get_blocks(hashes) == DATA
         assert gw.metrics.corruptions == 0
+
+
+async def test_a_small_block_size_limit_still_takes_replies_of_4_mib(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    """Regression: a reply carries up to 4 MiB of blocks plus one, but a node with a
+    ``max_block_size`` of 1 MiB refused any body over 2 MiB: every block of the call
+    was reported missing (a ProtocolError from each node), though all were stored."""
+    datas = [random.Random(i).randbytes(256 * 1024) for i in range(16)]  # incompressible
+    async with (
+        open_cluster(tmp_path, n=1, max_block_size=1 << 20) as cluster,
+        cluster.open_gateway("app") as gw,
+    ):
+        hashes = [await gw.put_block(d) for d in datas]
+        stats = gw.rpc_stats()
+        assert stats is not None
+        sent = stats.requests
+        assert await gw.get_blocks(hashes) == datas
+        assert stats.requests - sent == 1  # under 4 MiB of blocks and one more: all 16

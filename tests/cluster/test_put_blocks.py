@@ -5,6 +5,7 @@ failed, and nothing half-done on cancellation. Through the public API, in virtua
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,25 @@ async def test_a_node_storing_alone_reports_the_disk_error_of_the_block_it_faile
             assert await bm.has_local_block(blake2sum(data)) == (i != victim)
         assert not [p for p in cluster.disk("n0").files() if ".tmp" in p]
         assert bm.buffer_in_use() == 0
+
+
+async def test_a_small_block_size_limit_still_takes_batches_of_4_mib(
+    tmp_path: Path, autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: with ``max_block_size`` of 1 MiB a node refused any body over 2 MiB,
+    so a ``PutBlocks`` of 4 MiB was a protocol error (logged as an attack) and the
+    sender fell back to one ``PutBlock`` per block for ten minutes."""
+    datas = [random.Random(i).randbytes(256 * 1024) for i in range(16)]  # incompressible
+    async with (
+        open_cluster(tmp_path, n=1, max_block_size=1 << 20) as cluster,
+        cluster.open_gateway("app") as gw,
+    ):
+        stats = gw.rpc_stats()
+        assert stats is not None
+        sent = stats.requests
+        assert await gw.put_blocks(datas) == [blake2sum(d) for d in datas]
+        # 15 blocks (under 4 MiB), then the last: a few requests, not one per block.
+        assert stats.requests - sent <= 4
+        assert not [r for r in caplog.records if "protocol error" in r.getMessage()]
+        for data in datas:
+            assert await cluster.nodes["n0"].get_block(blake2sum(data)) == data

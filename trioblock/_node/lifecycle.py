@@ -20,10 +20,11 @@ from typing import Any
 
 import trio
 
+from .._core.block import max_encoded_size
 from .._core.config import Config
 from .._core.datalayout import DataLayout
 from .._core.placement import JoinCluster, Layout, LocalLayout, StaticLayout
-from .._net.rpc import RpcNode
+from .._net.rpc import MAX_GET_BLOCKS_BYTES, RpcNode
 from .._net.transport import Transport
 from .._storage import BlockStore, MetadataDb, run_blocking
 from ..errors import ConfigError
@@ -301,8 +302,10 @@ def _rpc_node(config: Config, transport: Transport) -> RpcNode:
         transport,
         config.rpc_secret,
         timeout=config.rpc_timeout,
-        # A block body plus its framing: the largest message a node sends.
-        max_body_size=config.max_block_size + (1 << 20),
+        # The largest body a node sends: one block as stored (a GetBlock answer, a
+        # PutBlock), or a batch of them (a PutBlocks of at most 4 MiB; a GetBlocksReply
+        # of under 4 MiB of blocks plus one more), with room to spare.
+        max_body_size=max_encoded_size(config.max_block_size) + MAX_GET_BLOCKS_BYTES + (1 << 20),
     )
 
 
