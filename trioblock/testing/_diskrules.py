@@ -46,16 +46,21 @@ class DiskFaultRules:
         def _member(self, index: int) -> str: ...
 
     def heal_disks(self, cluster: Cluster) -> None:
-        """Disarm every fault and lift every capacity (simulated disks only), then have
-        every running node retry its failed resyncs now, as an operator who has freed
-        space does (``retry_all_now``) rather than wait out their back-off."""
+        """Disarm every fault and lift every capacity (simulated disks only), then do
+        what an operator who has fixed the disks does: clear every data directory
+        (``clear_data_dir``, ``trioblock dir clear``: a directory marked failing or full
+        would otherwise wait for its next probe, up to minutes away) and have every
+        running node retry its failed resyncs now (``retry_all_now``) rather than wait
+        out their back-off."""
         if cluster.disk_kind != "simulated":
             return
         for node in cluster.node_ids:
             disk = cluster.disk(node)
             disk.clear_faults()
             disk.set_capacity(None)
-        for bm in cluster.nodes.values():
+        for node, bm in cluster.nodes.items():
+            for data_dir in cluster.config(node).data_dirs:
+                bm.clear_data_dir(data_dir.path)
             bm.retry_all_now()
 
     @precondition(lambda self: not self.down and _simulated(self))
