@@ -13,6 +13,7 @@ import trioblock
 from trioblock.errors import (
     DiskError,
     MissingBlockError,
+    PutBatchError,
     QuorumError,
     ReferenceBatchError,
     TrioblockError,
@@ -147,15 +148,43 @@ class Schedule(Faults):
         self.note(f"  add {h.short()} {owner} via {node}")
         self.acknowledged(h, owner)
 
+    async def put_many(
+        self, node: str, bm: trioblock.BlockManager, hashes: list[trioblock.Hash]
+    ) -> set[trioblock.Hash]:
+        """``put_blocks`` of ``hashes``; the ones it acknowledged."""
+        try:
+            got = await bm.put_blocks([self.data[h] for h in hashes])
+        except PutBatchError as exc:
+            assert exc.hashes == hashes
+            done = {trioblock.Hash(h) for h in exc.succeeded}
+            self.note(f"  put_blocks via {node}: {len(exc.failed)} of {len(hashes)} failed")
+        except RETRIED as exc:
+            self.note(f"  put_blocks via {node} failed: {type(exc).__name__}")
+            return set()
+        else:
+            assert got == hashes
+            done = set(hashes)
+        for h in hashes:
+            if h in done:
+                self.note(f"  put {h.short()} via {node} (put_blocks)")
+                self.put_done(h)
+        return done
+
     async def batch(self) -> None:
-        """Several fresh blocks put, then referenced with one ``add_references``."""
+        """Several fresh blocks put (one by one, or with one ``put_blocks``, a block
+        perhaps twice), then referenced with one ``add_references``."""
         node, bm = self.via()
         pairs = []
-        for _ in range(self.rng.randint(2, 6)):
-            h = self.fresh()
+        fresh = [self.fresh() for _ in range(self.rng.randint(2, 6))]
+        if self.rng.random() < 0.5:
+            given = fresh + ([self.rng.choice(fresh)] if self.rng.random() < 0.3 else [])
+            stored = await self.put_many(node, bm, given)
+        else:
+            stored = {h for h in fresh if await self.put(node, bm, h)}
+        for h in fresh:
             self.owners += 1
             owner = f"o{self.owners}"
-            if await self.put(node, bm, h):
+            if h in stored:
                 pairs.append((h, owner))
             else:
                 self.pending.append((h, owner, False))
@@ -205,6 +234,9 @@ class Schedule(Faults):
     async def get(self) -> None:
         if not self.data:
             return
+        if self.rng.random() < 0.3:
+            await self.get_many()
+            return
         h = self.rng.choice(sorted(self.data))
         node, bm = self.via()
         try:
@@ -218,6 +250,23 @@ class Schedule(Faults):
             return
         self.gets += 1
         assert got == self.data[h], f"{node} returned wrong bytes for {h.short()}"
+
+    async def get_many(self) -> None:
+        """``get_blocks`` of a few blocks (one perhaps twice): each answer is its block."""
+        known = sorted(self.data)
+        hashes = self.rng.sample(known, min(len(known), self.rng.randint(1, 6)))
+        if self.rng.random() < 0.3:
+            hashes.append(self.rng.choice(hashes))
+        node, bm = self.via()
+        try:
+            got = await bm.get_blocks(hashes)
+        except TrioblockError as exc:
+            self.note(f"  get_blocks of {len(hashes)} via {node} failed: {type(exc).__name__}")
+            return
+        self.gets += len(hashes)
+        assert len(got) == len(hashes)
+        for h, data in zip(hashes, got, strict=True):
+            assert data == self.data[h], f"{node} returned wrong bytes for {h.short()}"
 
     # -- the run ------------------------------------------------------------------------
 
