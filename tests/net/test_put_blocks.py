@@ -4,6 +4,7 @@ not know the message."""
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import AsyncIterable
 from typing import Any
@@ -217,3 +218,26 @@ async def test_a_body_of_another_length_than_announced_is_a_protocol_error(
         h3, b3 = block_of(b"after")
         await nodes["a"].put_block("b", h3, b3)
         assert h3 in handler.blocks
+
+
+async def test_a_handler_that_stops_reading_a_batch_early_leaves_nothing_unclosed() -> None:
+    # A node's handler may stop reading the blocks of a PutBlocks half-way (its byte
+    # budget refused, the node stopping): the parts' iterator must not be left for the
+    # garbage collector to close (pytest turns that warning into a failure).
+    class Quitter(BatchHandler):
+        async def rpc_put_blocks(
+            self, blocks: list[PutEntry], body: AsyncIterable[tuple[int, bytes]]
+        ) -> list[BaseException | None]:
+            async for _index, _chunk in body:
+                break
+            return [TrioblockError("refused") for _ in blocks]
+
+    net = MemoryNetwork()
+    transports = {"a": net.transport("a"), "b": net.transport("b")}
+    blocks = [block_of(b"quit after the first %d " % i * 500) for i in range(6)]
+    async with open_rpc_nodes(transports, handlers={"b": Quitter()}) as nodes:
+        results = await put_all(nodes["a"], "b", blocks)
+        gc.collect()
+        await trio.lowlevel.checkpoint()
+    assert nodes["a"].puts.batches_sent >= 1
+    assert any(isinstance(r, TrioblockError) for r in results)  # the batched ones

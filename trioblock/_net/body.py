@@ -16,8 +16,6 @@ Each chunk must arrive within ``timeout`` seconds; a stall is a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import trio
 
 from ..errors import ProtocolError, TransportError, TrioblockError
@@ -103,29 +101,43 @@ class BodyParts:
 
     A body longer or shorter than the lengths announced is a ``ProtocolError``, kept as
     the reader's ``failure`` (the connection is finished, whatever the caller makes of it).
+    An iterator object rather than an async generator: a handler that stops reading
+    early (an error, a cancellation) leaves nothing for the garbage collector to close.
     """
 
     def __init__(self, body: BodyReader, lengths: list[int]) -> None:
         self.body = body
         self.lengths = lengths
+        self._index = 0
+        self._left = lengths[0] if lengths else 0
+        self._view = memoryview(b"")
+        self._ended = False
 
-    async def __aiter__(self) -> AsyncIterator[tuple[int, bytes]]:
-        index = 0
-        left = self.lengths[0] if self.lengths else 0
-        async for chunk in self.body:
-            view = memoryview(chunk)
-            while view:
-                while left == 0 and index < len(self.lengths) - 1:
-                    index += 1
-                    left = self.lengths[index]
-                if left == 0:
-                    self._fail(f"the body is longer than the {sum(self.lengths)} bytes announced")
-                piece = view[:left]
-                view = view[len(piece) :]
-                left -= len(piece)
-                yield index, bytes(piece)
-        if left or (index < len(self.lengths) - 1 and any(self.lengths[index + 1 :])):
-            self._fail(f"the body is shorter than the {sum(self.lengths)} bytes announced")
+    def __aiter__(self) -> BodyParts:
+        return self
+
+    async def __anext__(self) -> tuple[int, bytes]:
+        while not self._view:
+            if self._ended:
+                raise StopAsyncIteration
+            try:
+                chunk = await self.body.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                rest = self.lengths[self._index + 1 :]
+                if self._left or any(rest):
+                    self._fail(f"the body is shorter than the {sum(self.lengths)} bytes announced")
+                raise
+            self._view = memoryview(chunk)
+        while self._left == 0 and self._index < len(self.lengths) - 1:
+            self._index += 1
+            self._left = self.lengths[self._index]
+        if self._left == 0:
+            self._fail(f"the body is longer than the {sum(self.lengths)} bytes announced")
+        piece = self._view[: self._left]
+        self._view = self._view[len(piece) :]
+        self._left -= len(piece)
+        return self._index, bytes(piece)
 
     def _fail(self, why: str) -> None:
         self.body.failure = ProtocolError(f"{self.body.peer}: {why}")
