@@ -83,7 +83,11 @@ async def read_verified_many(
         budget,
         limiter=store.limiter,
     )
-    for outcome in found:
+    for i, outcome in enumerate(found):
         if isinstance(outcome, CorruptBlockError) and isinstance(outcome.location, BlockLocation):
-            await store.quarantine(outcome.location)
+            try:
+                await store.quarantine(outcome.location)
+            except OSError as exc:
+                # It cannot be set aside (EIO...): a failed local source, as for one get.
+                found[i] = exc
     return found
