@@ -34,9 +34,6 @@ class Reachability:
             self._returned.add(peer)
             self.returned.value += 1
 
-    def is_unreachable(self, peer: str) -> bool:
-        return peer in self._down
-
     def take_returned(self) -> list[str]:
         """The peers that answered again since the last call, sorted."""
         returned, self._returned = sorted(self._returned), set()
